@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install the
+# pinned lock (requirements-dev.lock) with a pinned uv, then the package itself in editable mode.
+PYTHON ?= python3.11
+VENV := .venv
+UV_VERSION := 0.13.8
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint compile lock bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: setup
+	$(BIN)/driftloop demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src components pipelines tests bench
+
+compile: setup
+	$(BIN)/driftloop compile
+
+# Regenerate the locks after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
+
+bench: setup
+	$(BIN)/python bench/bench_training.py
+
+clean:
+	rm -rf $(VENV) .driftloop

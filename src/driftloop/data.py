@@ -1,0 +1,257 @@
+"""Tabular data: loading CSV/Parquet from a path or ``s3://`` URI, and the dataset spec.
+
+The :class:`DatasetSpec` says which column is the target and how every feature is typed
+(numeric, categorical, boolean). Users declare it or let :func:`infer_spec` propose one; either way
+it is shown, stored with the model, and used to coerce every later table the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Iterable, Literal
+
+import pandas as pd
+
+from driftloop import storage
+from driftloop.errors import DataError, DataValidationError
+
+FeatureKind = Literal["numeric", "categorical", "boolean"]
+FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input column and how it is typed."""
+
+    name: str
+    kind: FeatureKind
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The shape of a training table.
+
+    Attributes:
+        target: Name of the binary label column.
+        features: The model's input columns, in order.
+        id_column: Optional row identifier (joins late labels; never a feature).
+        timestamp_column: Optional event time (orders replays; never a feature).
+        target_classes: The two label values, negative first; the model predicts their index.
+        ignored: Columns left out of the features, with the reason.
+    """
+
+    target: str
+    features: tuple[FeatureSpec, ...]
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    target_classes: tuple = ()
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def names_of(self, kind: str) -> list[str]:
+        """Feature names of one kind, in spec order."""
+        return [f.name for f in self.features if f.kind == kind]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["features"] = [asdict(f) for f in self.features]
+        data["target_classes"] = [_jsonable(v) for v in self.target_classes]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetSpec":
+        try:
+            features = tuple(FeatureSpec(name=f["name"], kind=f["kind"]) for f in data["features"])
+            for f in features:
+                if f.kind not in FEATURE_KINDS:
+                    raise DataError(f"feature '{f.name}' has unknown kind '{f.kind}'; use one of {FEATURE_KINDS}")
+            return cls(
+                target=data["target"],
+                features=features,
+                id_column=data.get("id_column"),
+                timestamp_column=data.get("timestamp_column"),
+                target_classes=tuple(data.get("target_classes") or ()),
+                ignored=dict(data.get("ignored") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"invalid dataset spec: missing or malformed field {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetSpec":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid dataset spec JSON: {exc.msg} at line {exc.lineno}") from None
+
+    def with_target_classes(self, classes: Iterable) -> "DatasetSpec":
+        return DatasetSpec(
+            self.target, self.features, self.id_column, self.timestamp_column, tuple(classes), dict(self.ignored)
+        )
+
+
+def _jsonable(value):
+    """Turns numpy scalars into plain Python values for JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataFrame, str]:
+    """Loads a CSV or Parquet table from a local path or ``s3://`` URI.
+
+    Returns:
+        The table and the sha256 of the file's bytes (recorded in lineage).
+
+    Raises:
+        DataError: missing, unreadable, empty or unparsable file, or an unsupported extension.
+    """
+    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
+    if suffix not in {".csv", ".parquet", ".pq"}:
+        raise DataError(f"unsupported file type '{suffix or '(none)'}' for {uri}: use .csv or .parquet")
+    raw = storage.read_bytes(uri, s3)
+    if not raw:
+        raise DataError(f"file is empty: {uri}")
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(io.BytesIO(raw))
+        else:
+            frame = pd.read_parquet(io.BytesIO(raw))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot parse {uri} as {kind}: {first_line}") from None
+    if frame.empty:
+        raise DataError(f"no rows in {uri}")
+    return frame, sha256_bytes(raw)
+
+
+def infer_spec(
+    frame: pd.DataFrame,
+    target: str,
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    categorical: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+) -> DatasetSpec:
+    """Proposes a spec from a table's columns.
+
+    Booleans are bool columns or text columns holding only yes/no-like values; numbers are numeric
+    unless named in ``categorical``; other text is categorical, except high-cardinality text that
+    looks like an identifier, which is left out with a reason.
+    """
+    if target not in frame.columns:
+        raise DataValidationError(target, f"target column not found; columns are {list(frame.columns)}")
+    for name, role in ((id_column, "id"), (timestamp_column, "timestamp")):
+        if name and name not in frame.columns:
+            raise DataValidationError(name, f"{role} column not found")
+    forced_categorical = set(categorical)
+    skip = {target, id_column, timestamp_column, *exclude}
+    features: list[FeatureSpec] = []
+    ignored: dict[str, str] = {}
+    for name in frame.columns:
+        if name in skip:
+            continue
+        column = frame[name]
+        kind = _infer_kind(column, force_categorical=name in forced_categorical)
+        if kind is None:
+            ignored[name] = "looks like an identifier (mostly unique text); declare it if it is a feature"
+            continue
+        features.append(FeatureSpec(str(name), kind))
+    if not features:
+        raise DataValidationError(None, "no feature columns besides the target")
+    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored)
+
+
+def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind | None:
+    if force_categorical:
+        return "categorical"
+    if pd.api.types.is_bool_dtype(column):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(column):
+        return "numeric"
+    values = column.dropna()
+    if values.empty:
+        return "categorical"  # all-null: validation will name it
+    lowered = set(values.astype(str).str.strip().str.lower().unique())
+    if lowered <= (_TRUE | _FALSE) and len(lowered) <= 2 and not lowered <= {"0", "1"}:
+        return "boolean"
+    if pd.to_numeric(values, errors="coerce").notna().mean() > 0.95:
+        return "numeric"  # mostly numbers: the stray text is a data error validation reports
+    unique_share = values.nunique() / len(values)
+    if values.nunique() > 50 and unique_share > 0.5:
+        return None
+    return "categorical"
+
+
+def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Returns a copy whose feature columns have the spec's types.
+
+    Numeric → float, categorical → str (nulls kept), boolean → object holding True/False (nulls kept).
+
+    Raises:
+        DataValidationError: a value cannot be converted (text in a numeric column, a boolean column
+            with values that are not yes/no-like).
+    """
+    out = frame.copy()
+    for feature in spec.features:
+        if feature.name not in out.columns:
+            raise DataValidationError(feature.name, "column is missing")
+        column = out[feature.name]
+        if feature.kind == "numeric":
+            out[feature.name] = _to_numeric(column, feature.name)
+        elif feature.kind == "categorical":
+            out[feature.name] = column.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+        else:
+            out[feature.name] = _to_boolean(column, feature.name)
+    return out
+
+
+def _to_numeric(column: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(float)
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype(float)
+    converted = pd.to_numeric(column, errors="coerce")
+    bad = column.notna() & converted.isna()
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise DataValidationError(
+            name, f"text in a numeric column ({int(bad.sum())} values, e.g. {column.iloc[row]!r} in row {row + 1})"
+        )
+    return converted.astype(float)
+
+
+def _to_boolean(column: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(column):
+        return column.astype(object)
+
+    def convert(value):
+        if pd.isna(value):
+            return None
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text.endswith(".0"):
+            text = text[:-2]
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise DataValidationError(name, f"value {value!r} in a boolean column (expected true/false, yes/no, 1/0)")
+
+    return column.map(convert).astype(object)

@@ -1,0 +1,54 @@
+"""Errors a user can act on.
+
+Every error raised for a user's mistake derives from :class:`DriftloopError`; the CLI prints its
+message as one line and exits non-zero, the HTTP services map it to a 4xx. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class DriftloopError(Exception):
+    """Base class for errors caused by input or state the user controls."""
+
+    exit_code: int = 2
+    http_status: int = 400
+
+
+class DataError(DriftloopError):
+    """A data file cannot be read or does not fit the dataset spec."""
+
+
+class DataValidationError(DataError):
+    """Data failed validation; names the column and the problem."""
+
+    def __init__(self, column: str | None, problem: str) -> None:
+        self.column = column
+        self.problem = problem
+        where = f"column '{column}': " if column else ""
+        super().__init__(f"data validation failed: {where}{problem}")
+
+
+class ConfigError(DriftloopError):
+    """A setting or parameter is missing or invalid."""
+
+
+class RegistryError(DriftloopError):
+    """A registry operation cannot be carried out."""
+
+
+class ModelNotFoundError(RegistryError):
+    """The model name or version does not exist."""
+
+    http_status = 404
+
+
+class VersionExistsError(RegistryError):
+    """A version was about to be written over; versions are immutable."""
+
+    http_status = 409
+
+
+class IntegrityError(RegistryError):
+    """A stored file does not match the checksum the registry recorded for it."""
+
+    http_status = 500

@@ -1,0 +1,126 @@
+"""Evaluation on a holdout and the promotion gate against the current champion."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from driftloop.data import DatasetSpec
+from driftloop.errors import ConfigError
+from driftloop.training import encode_target, predict_positive_proba
+
+GATE_METRICS = ("roc_auc", "accuracy", "f1")
+MAX_ROC_POINTS = 101
+
+
+@dataclass
+class Evaluation:
+    """Holdout metrics, confusion matrix ``[[tn, fp], [fn, tp]]`` and a thinned ROC curve."""
+
+    metrics: dict[str, float]
+    confusion_matrix: list[list[int]]
+    roc_curve: dict[str, list[float]]  # fpr, tpr, threshold
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float = 0.5) -> Evaluation:
+    """Scores ``model`` on ``holdout`` (which carries the target column)."""
+    y = encode_target(holdout, spec)
+    proba = predict_positive_proba(model, holdout, spec)
+    predicted = (proba >= threshold).astype(int)
+    metrics = {
+        "roc_auc": float(skm.roc_auc_score(y, proba)) if len(np.unique(y)) == 2 else float("nan"),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
+        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "n_holdout": float(len(y)),
+    }
+    confusion = skm.confusion_matrix(y, predicted, labels=[0, 1]).tolist()
+    fpr, tpr, thresholds = skm.roc_curve(y, proba)
+    keep = _thin(len(fpr), MAX_ROC_POINTS)
+    # sklearn's first threshold is +inf; KFP and JSON need a finite number.
+    finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
+    roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
+    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc)
+
+
+def _thin(n: int, most: int) -> np.ndarray:
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """When a candidate may replace the champion.
+
+    Attributes:
+        metric: The metric the gate judges ("roc_auc", "accuracy" or "f1").
+        min_value: The candidate's metric must reach this.
+        max_regression: The candidate may trail the champion's metric by at most this much.
+    """
+
+    metric: str = "roc_auc"
+    min_value: float = 0.6
+    max_regression: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.metric not in GATE_METRICS:
+            raise ConfigError(f"gate metric must be one of {', '.join(GATE_METRICS)}, got '{self.metric}'")
+        if not 0.0 <= self.min_value <= 1.0:
+            raise ConfigError(f"gate minimum must be within [0, 1], got {self.min_value}")
+        if self.max_regression < 0:
+            raise ConfigError(f"max regression must be >= 0, got {self.max_regression}")
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict with the reasons a person reads."""
+
+    passed: bool
+    reasons: list[str]
+    metric: str
+    candidate: dict[str, float]
+    champion: dict[str, float] | None = None
+    champion_version: int | None = None
+    thresholds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_gate(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    thresholds: GateThresholds,
+    champion_version: int | None = None,
+) -> GateDecision:
+    """Passes the candidate when it reaches the minimum and does not regress beyond the limit."""
+    name = thresholds.metric
+    value = candidate[name]
+    reasons: list[str] = []
+    passed = True
+    if not value >= thresholds.min_value:  # also catches NaN
+        passed = False
+        reasons.append(f"{name} {value:.4f} is below the minimum {thresholds.min_value:.4f}")
+    else:
+        reasons.append(f"{name} {value:.4f} reaches the minimum {thresholds.min_value:.4f}")
+    if champion is None:
+        reasons.append("no champion in production: nothing to compare against")
+    else:
+        delta = value - champion[name]
+        label = f"champion v{champion_version}" if champion_version is not None else "champion"
+        if delta < -thresholds.max_regression:
+            passed = False
+            reasons.append(
+                f"{name} {value:.4f} trails {label} ({champion[name]:.4f}) by {-delta:.4f}, "
+                f"more than the allowed {thresholds.max_regression:.4f}"
+            )
+        else:
+            reasons.append(f"{name} {value:.4f} vs {label} {champion[name]:.4f} (Δ {delta:+.4f}) is within the limit")
+    return GateDecision(passed, reasons, name, candidate, champion, champion_version, asdict(thresholds))

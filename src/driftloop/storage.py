@@ -1,0 +1,138 @@
+"""Read and write bytes at a local path or an ``s3://bucket/key`` URI.
+
+S3 access goes through the ``minio`` client. Connection settings come from :class:`S3Settings`,
+which the caller builds explicitly (usually :meth:`S3Settings.from_env`); nothing is read from the
+environment at import time, and secrets never appear in ``repr`` or error messages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+from driftloop.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the S3-compatible store is and how to authenticate.
+
+    Attributes:
+        endpoint: ``host:port`` of MinIO or another S3 endpoint.
+        access_key: Access key id (from the environment or a Kubernetes Secret).
+        secret_key: Secret key; excluded from ``repr``.
+        secure: Use TLS.
+        region: Optional region name.
+    """
+
+    endpoint: str
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    secure: bool = True
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "S3Settings":
+        """Builds settings from ``DRIFTLOOP_S3_*`` or the standard ``AWS_*`` variables.
+
+        ``DRIFTLOOP_S3_ENDPOINT`` (or ``AWS_ENDPOINT_URL``/``S3_ENDPOINT``) may be a bare
+        ``host:port`` or a URL; an ``http://`` URL turns TLS off.
+        """
+        env = os.environ if environ is None else environ
+        raw = env.get("DRIFTLOOP_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or env.get("S3_ENDPOINT")
+        if not raw:
+            raise ConfigError(
+                "s3:// URIs need an endpoint: set DRIFTLOOP_S3_ENDPOINT (e.g. minio.kubeflow:9000)"
+            )
+        secure = _parse_bool(env.get("DRIFTLOOP_S3_SECURE") or env.get("S3_USE_HTTPS"), default=True)
+        if "://" in raw:
+            parsed = urlparse(raw)
+            secure = parsed.scheme == "https"
+            raw = parsed.netloc
+        return cls(
+            endpoint=raw,
+            access_key=env.get("DRIFTLOOP_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID"),
+            secret_key=env.get("DRIFTLOOP_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY"),
+            secure=secure,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        )
+
+    def client(self):  # -> minio.Minio, imported lazily to keep CLI start-up fast
+        """Returns a ``minio.Minio`` client for these settings."""
+        from minio import Minio
+
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=self.secure,
+            region=self.region,
+        )
+
+
+def _parse_bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_s3_uri(uri: str) -> bool:
+    """True for ``s3://`` URIs."""
+    return uri.startswith("s3://")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Splits ``s3://bucket/key`` into ``(bucket, key)``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ConfigError(f"not an s3:// URI: {uri}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
+    """Reads the whole object at ``uri`` (a local path or ``s3://``).
+
+    Raises:
+        DataError: the file or object does not exist or cannot be read.
+    """
+    if is_s3_uri(uri):
+        from minio.error import S3Error
+
+        bucket, key = split_s3_uri(uri)
+        settings = s3 or S3Settings.from_env()
+        try:
+            response = settings.client().get_object(bucket, key)
+        except S3Error as exc:
+            raise DataError(f"cannot read {uri}: {exc.code}") from None
+        except OSError as exc:  # urllib3 connection errors derive from OSError
+            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+    path = Path(uri.removeprefix("file://"))
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"expected a file, got a directory: {path}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> None:
+    """Writes ``data`` to ``uri`` (a local path or ``s3://``), creating parent folders."""
+    if is_s3_uri(uri):
+        bucket, key = split_s3_uri(uri)
+        client = (s3 or S3Settings.from_env()).client()
+        client.put_object(bucket, key, io.BytesIO(data), length=len(data))
+        return
+    path = Path(uri.removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)

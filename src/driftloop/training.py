@@ -1,0 +1,161 @@
+"""Training: a scikit-learn Pipeline that owns its preprocessing, with a choice of estimator.
+
+The saved artifact is one ``model.joblib`` holding the whole Pipeline (ColumnTransformer + estimator),
+built only from scikit-learn and XGBoost classes, so KServe's built-in sklearn runtime loads it and
+a DataFrame made from dict instances predicts correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from driftloop.data import DatasetSpec
+from driftloop.errors import ConfigError, DataValidationError
+
+MODEL_FILENAME = "model.joblib"
+
+
+def _logistic_regression(seed: int) -> Any:
+    return LogisticRegression(max_iter=2000, random_state=seed)
+
+
+def _random_forest(seed: int) -> Any:
+    return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=1)
+
+
+def _gradient_boosting(seed: int) -> Any:
+    return HistGradientBoostingClassifier(random_state=seed)
+
+
+def _xgboost(seed: int) -> Any:
+    from xgboost import XGBClassifier
+
+    # One thread and the exact 'hist' method keep training bit-for-bit repeatable.
+    return XGBClassifier(
+        n_estimators=200, max_depth=4, learning_rate=0.1, tree_method="hist", random_state=seed, n_jobs=1
+    )
+
+
+ESTIMATORS: dict[str, Callable[[int], Any]] = {
+    "logistic_regression": _logistic_regression,
+    "random_forest": _random_forest,
+    "gradient_boosting": _gradient_boosting,
+    "xgboost": _xgboost,
+}
+
+
+def make_estimator(name: str, params: dict[str, Any] | None, seed: int) -> Any:
+    """Builds an estimator by name, with user parameters over the defaults.
+
+    Raises:
+        ConfigError: unknown estimator or parameter.
+    """
+    if name not in ESTIMATORS:
+        raise ConfigError(f"unknown estimator '{name}'; choose one of {', '.join(ESTIMATORS)}")
+    estimator = ESTIMATORS[name](seed)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(estimator.get_params()))
+    if unknown:
+        raise ConfigError(f"estimator '{name}' has no parameter(s) {', '.join(unknown)}")
+    try:
+        estimator.set_params(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid parameters for '{name}': {exc}") from None
+    return estimator
+
+
+def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any] | None, seed: int) -> Pipeline:
+    """The preprocessing + estimator Pipeline for ``spec``.
+
+    Numeric: median imputation and scaling. Categorical and boolean: one-hot encoding that keeps
+    missing values as their own category and ignores values never seen in training.
+    """
+    transformers = []
+    numeric = spec.names_of("numeric")
+    if numeric:
+        transformers.append(
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
+        )
+    discrete = spec.names_of("categorical") + spec.names_of("boolean")
+    if discrete:
+        transformers.append(
+            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), discrete)
+        )
+    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator_name, params, seed))])
+
+
+def encode_target(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """0/1 labels: the spec's second target class is the positive one."""
+    if len(spec.target_classes) != 2:
+        raise DataValidationError(spec.target, "spec has no two target classes; validate the data first")
+    return (frame[spec.target] == spec.target_classes[1]).to_numpy().astype(int)
+
+
+@dataclass
+class TrainResult:
+    """A fitted Pipeline and the rows it was fitted and held out on."""
+
+    model: Pipeline
+    train_frame: pd.DataFrame
+    holdout_frame: pd.DataFrame
+
+
+def split_holdout(frame: pd.DataFrame, spec: DatasetSpec, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded, stratified train/holdout split."""
+    if not 0.05 <= test_size <= 0.5:
+        raise ConfigError(f"test_size must be between 0.05 and 0.5, got {test_size}")
+    labels = encode_target(frame, spec)
+    stratify = labels if np.bincount(labels).min() >= 2 else None
+    train, holdout = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def train_model(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    estimator: str = "logistic_regression",
+    params: dict[str, Any] | None = None,
+    test_size: float = 0.25,
+    seed: int = 42,
+) -> TrainResult:
+    """Splits ``frame`` and fits the Pipeline on the training part."""
+    train, holdout = split_holdout(frame, spec, test_size, seed)
+    pipeline = build_pipeline(spec, estimator, params, seed)
+    y = encode_target(train, spec)
+    if len(np.unique(y)) < 2:
+        raise DataValidationError(spec.target, "the training split has a single class; add data")
+    pipeline.fit(train[spec.feature_names], y)
+    return TrainResult(pipeline, train, holdout)
+
+
+def save_model(model: Pipeline, directory: str | Path) -> Path:
+    """Writes the one model file KServe's sklearn runtime loads; nothing else goes in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MODEL_FILENAME
+    joblib.dump(model, path)
+    return path
+
+
+def load_model(directory: str | Path) -> Pipeline:
+    """Loads the Pipeline from a model directory (checksums are the registry's job, before this)."""
+    return joblib.load(Path(directory) / MODEL_FILENAME)
+
+
+def predict_positive_proba(model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """Probability of the positive class for each row."""
+    return model.predict_proba(frame[spec.feature_names])[:, 1]

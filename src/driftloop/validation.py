@@ -1,0 +1,201 @@
+"""Data validation: schema, target, null rates, and ranges and categories learned from a reference.
+
+:func:`validate_table` runs every check, keeps each result for the report, and raises
+:class:`DataValidationError` naming the first failing column and its problem. What passes comes back
+coerced to the spec's types, ready for training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from driftloop.data import DatasetSpec, coerce_to_spec
+from driftloop.errors import DataValidationError
+from driftloop.profile import ReferenceProfile
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """Thresholds for the checks; the defaults suit a retrain on fresh production data.
+
+    Attributes:
+        min_rows: Fewest rows worth training on.
+        max_target_null_share: Rows without a label are dropped up to this share; above it, fail.
+        max_null_rate_increase: Allowed rise of a feature's null rate over the reference.
+        range_margin: Reference [min, max] is widened by this fraction of its width on each side.
+        max_out_of_range_share: Share of a numeric column allowed outside the widened range.
+        max_unseen_category_share: Share of a categorical column allowed to hold unseen values.
+    """
+
+    min_rows: int = 20
+    max_target_null_share: float = 0.1
+    max_null_rate_increase: float = 0.2
+    range_margin: float = 0.5
+    max_out_of_range_share: float = 0.01
+    max_unseen_category_share: float = 0.05
+
+
+@dataclass
+class Check:
+    """One check's outcome, for the report."""
+
+    column: str
+    check: str
+    status: str  # "pass" | "warn" | "fail"
+    detail: str
+
+
+@dataclass
+class ValidationReport:
+    """All checks run on a table; ``failures`` lists the failing ones."""
+
+    n_rows: int
+    n_rows_used: int
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warn"]
+
+    def to_dict(self) -> dict:
+        return {"n_rows": self.n_rows, "n_rows_used": self.n_rows_used, "checks": [asdict(c) for c in self.checks]}
+
+
+def validate_table(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    reference: ReferenceProfile | None = None,
+    policy: ValidationPolicy = ValidationPolicy(),
+) -> tuple[pd.DataFrame, ValidationReport, DatasetSpec]:
+    """Validates ``frame`` against ``spec`` and, when given, a reference profile.
+
+    Returns:
+        The coerced table with unlabeled rows dropped, the report, and the spec with its target
+        classes filled in.
+
+    Raises:
+        DataValidationError: the first failing check, naming its column and problem.
+    """
+    report = ValidationReport(n_rows=len(frame), n_rows_used=len(frame))
+    _check_schema(frame, spec, report)
+    _raise_first_failure(report)
+    frame = coerce_to_spec(frame, spec)
+    frame, spec = _check_target(frame, spec, policy, report)
+    report.n_rows_used = len(frame)
+    _check_nulls(frame, spec, reference, policy, report)
+    if reference is not None:
+        _check_against_reference(frame, spec, reference, policy, report)
+    _raise_first_failure(report)
+    return frame, report, spec
+
+
+def _raise_first_failure(report: ValidationReport) -> None:
+    if report.failures:
+        first = report.failures[0]
+        raise DataValidationError(first.column or None, first.detail)
+
+
+def _check_schema(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationReport) -> None:
+    if spec.target not in frame.columns:
+        report.checks.append(Check(spec.target, "schema", "fail", "target column is missing"))
+    for name in spec.feature_names:
+        status = "pass" if name in frame.columns else "fail"
+        report.checks.append(Check(name, "schema", status, "present" if status == "pass" else "column is missing"))
+    extra = [c for c in frame.columns if c not in {spec.target, spec.id_column, spec.timestamp_column, *spec.feature_names}]
+    if extra:
+        report.checks.append(Check("", "schema", "warn", f"columns not used by the model: {', '.join(map(str, extra))}"))
+
+
+def _check_target(
+    frame: pd.DataFrame, spec: DatasetSpec, policy: ValidationPolicy, report: ValidationReport
+) -> tuple[pd.DataFrame, DatasetSpec]:
+    target = frame[spec.target]
+    null_share = float(target.isna().mean())
+    if null_share == 1.0:
+        report.checks.append(Check(spec.target, "target", "fail", "target column is entirely null"))
+        _raise_first_failure(report)
+    if null_share > policy.max_target_null_share:
+        detail = f"{null_share:.1%} of rows have no label (limit {policy.max_target_null_share:.0%})"
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+        _raise_first_failure(report)
+    if null_share > 0:
+        report.checks.append(Check(spec.target, "target", "warn", f"dropped {int(target.isna().sum())} unlabeled rows"))
+        frame = frame[target.notna()].reset_index(drop=True)
+    classes = sorted(frame[spec.target].unique().tolist(), key=lambda v: (str(type(v)), v))
+    if len(classes) < 2:
+        detail = f"target has a single class ({classes[0]!r}); binary classification needs two"
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    elif len(classes) > 2:
+        detail = f"target has {len(classes)} classes; driftloop trains binary classifiers"
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    elif spec.target_classes and set(spec.target_classes) != set(classes):
+        detail = f"target classes {classes} differ from the spec's {list(spec.target_classes)}"
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    else:
+        share = float((frame[spec.target] == classes[-1]).mean())
+        report.checks.append(Check(spec.target, "target", "pass", f"classes {classes}, positive share {share:.1%}"))
+    if len(frame) < policy.min_rows:
+        report.checks.append(Check("", "rows", "fail", f"only {len(frame)} labeled rows; need at least {policy.min_rows}"))
+    _raise_first_failure(report)
+    return frame, spec if spec.target_classes else spec.with_target_classes(classes)
+
+
+def _check_nulls(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    reference: ReferenceProfile | None,
+    policy: ValidationPolicy,
+    report: ValidationReport,
+) -> None:
+    for feature in spec.features:
+        column = frame[feature.name]
+        rate = float(column.isna().mean())
+        if rate == 1.0:
+            report.checks.append(Check(feature.name, "nulls", "fail", "column is entirely null"))
+            continue
+        ref = reference.features.get(feature.name) if reference else None
+        if ref is not None and rate > ref.null_rate + policy.max_null_rate_increase:
+            detail = f"null rate {rate:.1%} is above the reference {ref.null_rate:.1%} by more than {policy.max_null_rate_increase:.0%}"
+            report.checks.append(Check(feature.name, "nulls", "fail", detail))
+            continue
+        if column.nunique(dropna=True) == 1:
+            report.checks.append(Check(feature.name, "constant", "warn", f"constant value {column.dropna().iloc[0]!r}"))
+        report.checks.append(Check(feature.name, "nulls", "pass", f"null rate {rate:.1%}"))
+
+
+def _check_against_reference(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    reference: ReferenceProfile,
+    policy: ValidationPolicy,
+    report: ValidationReport,
+) -> None:
+    for feature in spec.features:
+        ref = reference.features.get(feature.name)
+        if ref is None:
+            report.checks.append(Check(feature.name, "reference", "warn", "not in the reference profile"))
+            continue
+        values = frame[feature.name].dropna()
+        if values.empty:
+            continue
+        if feature.kind == "numeric" and ref.minimum is not None:
+            margin = policy.range_margin * max(ref.maximum - ref.minimum, 1e-9)
+            low, high = ref.minimum - margin, ref.maximum + margin
+            outside = float(((values < low) | (values > high)).mean())
+            status = "fail" if outside > policy.max_out_of_range_share else "pass"
+            detail = f"{outside:.1%} of values outside the reference range [{ref.minimum:g}, {ref.maximum:g}] (±{policy.range_margin:.0%})"
+            report.checks.append(Check(feature.name, "range", status, detail))
+        elif feature.kind == "categorical" and ref.categories:
+            known = set(ref.categories)
+            unseen_mask = ~values.astype(str).isin(known)
+            unseen = float(unseen_mask.mean())
+            status = "fail" if unseen > policy.max_unseen_category_share else "pass"
+            examples = ", ".join(repr(v) for v in values[unseen_mask].astype(str).unique()[:3])
+            detail = f"{unseen:.1%} of values are categories unseen in the reference" + (f" ({examples})" if examples else "")
+            report.checks.append(Check(feature.name, "categories", status, detail))

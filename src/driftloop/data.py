@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Iterable, Literal
+from typing import Literal
 
 import pandas as pd
 
@@ -72,7 +73,7 @@ class DatasetSpec:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DatasetSpec":
+    def from_dict(cls, data: dict) -> DatasetSpec:
         try:
             features = tuple(FeatureSpec(name=f["name"], kind=f["kind"]) for f in data["features"])
             for f in features:
@@ -90,13 +91,13 @@ class DatasetSpec:
             raise DataError(f"invalid dataset spec: missing or malformed field {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "DatasetSpec":
+    def from_json(cls, text: str) -> DatasetSpec:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise DataError(f"invalid dataset spec JSON: {exc.msg} at line {exc.lineno}") from None
 
-    def with_target_classes(self, classes: Iterable) -> "DatasetSpec":
+    def with_target_classes(self, classes: Iterable) -> DatasetSpec:
         return DatasetSpec(
             self.target, self.features, self.id_column, self.timestamp_column, tuple(classes), dict(self.ignored)
         )

@@ -122,5 +122,8 @@ def decide_gate(
                 f"more than the allowed {thresholds.max_regression:.4f}"
             )
         else:
-            reasons.append(f"{name} {value:.4f} vs {label} {champion[name]:.4f} (Δ {delta:+.4f}) is within the limit")
+            reasons.append(
+                f"{name} {value:.4f} vs {label} {champion[name]:.4f}: Δ {delta:+.4f}, "
+                f"within the allowed drop of {thresholds.max_regression:.4f}"
+            )
     return GateDecision(passed, reasons, name, candidate, champion, champion_version, asdict(thresholds))

@@ -44,7 +44,7 @@ class ReferenceProfile:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ReferenceProfile":
+    def from_json(cls, text: str) -> ReferenceProfile:
         data = json.loads(text)
         features = {name: FeatureProfile(**fp) for name, fp in data["features"].items()}
         return cls(n_rows=data["n_rows"], features=features, positive_rate=data.get("positive_rate"))

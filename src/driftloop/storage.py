@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 from driftloop.errors import ConfigError, DataError
@@ -36,7 +36,7 @@ class S3Settings:
     region: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "S3Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
         """Builds settings from ``DRIFTLOOP_S3_*`` or the standard ``AWS_*`` variables.
 
         ``DRIFTLOOP_S3_ENDPOINT`` (or ``AWS_ENDPOINT_URL``/``S3_ENDPOINT``) may be a bare

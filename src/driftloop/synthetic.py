@@ -11,7 +11,7 @@ event-time column. Two knobs move it away from the reference world:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,7 @@ def generate(
     )
     churned = (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(int)
 
-    start = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = start or datetime(2026, 1, 1, tzinfo=UTC)
     frame = pd.DataFrame(
         {
             ID_COLUMN: [f"c{id_offset + i:08d}" for i in range(n_rows)],

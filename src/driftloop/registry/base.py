@@ -12,7 +12,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError
@@ -41,7 +41,7 @@ def check_alias(alias: str) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def sha256_file(path: Path) -> str:

@@ -22,10 +22,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 from driftloop.errors import ModelNotFoundError, RegistryError, VersionExistsError
 from driftloop.registry.base import (

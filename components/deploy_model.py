@@ -1,0 +1,17 @@
+"""Component: roll a registered version out (production if nothing serves yet, else a canary)."""
+
+from kfp import dsl
+
+from driftloop.image import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def deploy_model(registry_uri: str, model_name: str, version: int, canary_percent: int = 10) -> str:
+    """Moves the registry aliases that serving follows.
+
+    Returns:
+        Output: "promoted" or "canary".
+    """
+    from driftloop import steps
+
+    return steps.deploy(registry_uri, model_name, version, canary_percent).action

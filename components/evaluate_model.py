@@ -1,0 +1,51 @@
+"""Component: evaluate the candidate against the production champion and apply the gate."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from driftloop.image import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def evaluate_model(
+    model: Input[Model],
+    holdout: Input[Dataset],
+    spec_json: str,
+    registry_uri: str,
+    model_name: str,
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    gate_metric: str = "roc_auc",
+    min_gate_value: float = 0.6,
+    max_regression: float = 0.01,
+) -> NamedTuple("EvaluateOutputs", passed=bool, outcome_json=str):
+    """Scores candidate and champion on the same holdout; the gate decides whether to deploy.
+
+    Returns:
+        metrics: ROC AUC, accuracy, F1, log loss (and the champion's, prefixed ``champion_``).
+        classification: Confusion matrix and ROC curve for the dashboard.
+        report: HTML report with both ROC curves and the gate's reasons.
+        passed: The gate's decision.
+        outcome_json: Evaluation and decision as JSON, for registration.
+    """
+    import json
+
+    from driftloop import steps
+    from driftloop.evaluation import GateThresholds
+
+    result = steps.evaluate(
+        model.path, holdout.path, spec_json, registry_uri, model_name, report.path,
+        GateThresholds(gate_metric, min_gate_value, max_regression),
+    )
+    for name, value in result.evaluation.metrics.items():
+        metrics.log_metric(name, value)
+    for name, value in (result.decision.champion or {}).items():
+        metrics.log_metric(f"champion_{name}", value)
+    roc = result.evaluation.roc_curve
+    classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["threshold"])
+    classification.log_confusion_matrix(["0", "1"], result.evaluation.confusion_matrix)
+    outcome = {"evaluation": result.evaluation.to_dict(), "decision": result.decision.to_dict()}
+    return (result.decision.passed, json.dumps(outcome))

@@ -1,0 +1,74 @@
+"""The Python API the CLI and the notebooks share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from driftloop import synthetic
+from driftloop.data import DatasetSpec, infer_spec, load_table
+from driftloop.errors import ConfigError, DataError
+from driftloop.runners.local import CTParams, RunSummary, TaskEvent, run_ct_pipeline
+from driftloop.settings import Settings
+from driftloop.storage import is_s3_uri
+
+__all__ = ["CTParams", "RunSummary", "TaskEvent", "compile_pipeline", "generate_demo_data", "infer",
+           "run", "Settings"]
+
+
+def run(
+    params: CTParams,
+    settings: Settings | None = None,
+    on_event: Callable[[TaskEvent], None] | None = None,
+) -> RunSummary:
+    """Runs the CT pipeline on the embedded default (kfp.local) and returns its summary."""
+    settings = settings or Settings.resolve()
+    _preflight(params.data_uri)
+    return run_ct_pipeline(params, settings.home, settings.registry_uri, on_event)
+
+
+def _preflight(data_uri: str) -> None:
+    """Cheap checks that save a pipeline start; the pipeline's own validation is the real one."""
+    if is_s3_uri(data_uri):
+        return
+    path = Path(data_uri.removeprefix("file://"))
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
+        raise DataError(f"unsupported file type '{path.suffix or '(none)'}' for {path}: use .csv or .parquet")
+
+
+def infer(data_uri: str, target: str, id_column: str | None = None, timestamp_column: str | None = None,
+          categorical: tuple[str, ...] = ()) -> DatasetSpec:
+    """The spec driftloop would infer for a table (edit it and pass it back as ``spec_json``)."""
+    frame, _ = load_table(data_uri)
+    return infer_spec(frame, target, id_column, timestamp_column, categorical)
+
+
+def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7) -> dict[str, Path]:
+    """Writes the demo's two tables: the reference world and a drifted one (covariate + concept)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"reference": directory / "reference.csv", "drifted": directory / "drifted.csv"}
+    synthetic.generate(n_rows, seed).to_csv(paths["reference"], index=False)
+    synthetic.generate(n_rows, seed + 1, covariate_shift=0.6, concept_shift=0.6, id_offset=n_rows).to_csv(
+        paths["drifted"], index=False
+    )
+    return paths
+
+
+def demo_params(data_uri: str, **overrides) -> CTParams:
+    """Parameters for the synthetic churn table."""
+    return CTParams(
+        data_uri=data_uri, target=synthetic.TARGET, id_column=synthetic.ID_COLUMN,
+        timestamp_column=synthetic.TIMESTAMP_COLUMN, **overrides,
+    )
+
+
+def compile_pipeline(output: str | Path | None = None) -> Path:
+    """Compiles the cluster CT pipeline to Kubeflow IR YAML."""
+    from driftloop.pipelines.ct_pipeline import IR_PATH, compile_ct_pipeline
+
+    target = Path(output) if output else IR_PATH
+    if target.is_dir():
+        raise ConfigError(f"{target} is a directory; give a .yaml file path")
+    return compile_ct_pipeline(target)

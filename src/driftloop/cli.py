@@ -1,0 +1,210 @@
+"""The ``driftloop`` command line.
+
+Every user mistake ends in one line on stderr (``driftloop: error: …``) and a non-zero exit;
+a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftloop import __version__
+from driftloop.errors import ConfigError, DriftloopError
+
+EXIT_RUN_FAILED = 1
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"--param expects KEY=VALUE, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="working directory for runs and the local registry (default ./.driftloop "
+                        "or $DRIFTLOOP_HOME)")
+    parser.add_argument("--registry", help="registry URI: a directory or s3://bucket/prefix "
+                        "(default <home>/registry or $DRIFTLOOP_REGISTRY)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-name", default="churn", help="registered model name (default: churn)")
+    parser.add_argument("--estimator", default="logistic_regression",
+                        choices=["logistic_regression", "random_forest", "gradient_boosting", "xgboost"])
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="estimator parameter, repeatable (values parsed as JSON when they can be)")
+    parser.add_argument("--test-size", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--gate-metric", default="roc_auc", choices=["roc_auc", "accuracy", "f1"])
+    parser.add_argument("--min-gate-value", type=float, default=0.6, help="the candidate's metric must reach this")
+    parser.add_argument("--max-regression", type=float, default=0.01,
+                        help="largest allowed drop of the metric against the champion")
+    parser.add_argument("--canary-percent", type=int, default=10, help="traffic share of a new version (0-100)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftloop", description="Continuous training for tabular models on "
+                                     "Kubeflow Pipelines and KServe; runs whole on this machine by default.")
+    parser.add_argument("--version", action="version", version=f"driftloop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the CT pipeline locally through kfp.local")
+    run.add_argument("--data", help="CSV or Parquet path or s3:// URI (default: generated demo data)")
+    run.add_argument("--target", help="label column (required with --data)")
+    run.add_argument("--spec", help="dataset spec JSON file (from 'driftloop spec --json'); inferred if absent")
+    run.add_argument("--id-column", default="")
+    run.add_argument("--timestamp-column", default="")
+    _add_run_options(run)
+    _add_common(run)
+
+    demo = sub.add_parser("demo", help="generate data and run the CT loop end to end on the embedded default")
+    demo.add_argument("--rows", type=int, default=4000, help="rows per generated table")
+    _add_common(demo)
+
+    spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table")
+    spec.add_argument("--data", required=True)
+    spec.add_argument("--target", required=True)
+    spec.add_argument("--id-column")
+    spec.add_argument("--timestamp-column")
+    spec.add_argument("--categorical", default="", help="comma-separated columns to treat as categorical")
+    spec.add_argument("--json", action="store_true")
+
+    comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
+    comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DriftloopError as exc:
+        print(f"driftloop: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("driftloop: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "compile":
+        from driftloop.api import compile_pipeline
+
+        print(compile_pipeline(args.output))
+        return 0
+    if args.command == "spec":
+        return _cmd_spec(args)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    raise ConfigError(f"unknown command {args.command}")
+
+
+def _cmd_spec(args: argparse.Namespace) -> int:
+    from driftloop.api import infer
+    from driftloop.console import print_spec
+
+    categorical = tuple(c.strip() for c in args.categorical.split(",") if c.strip())
+    spec = infer(args.data, args.target, args.id_column, args.timestamp_column, categorical)
+    if args.json:
+        print(spec.to_json())
+    else:
+        print_spec(spec)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from driftloop import api
+    from driftloop.settings import Settings
+
+    settings = Settings.resolve(args.home, args.registry)
+    if args.data and not args.target:
+        raise ConfigError("--data needs --target (the label column)")
+    if args.target and not args.data:
+        raise ConfigError("--target needs --data")
+    spec_json = ""
+    if args.spec:
+        path = Path(args.spec)
+        if not path.is_file():
+            raise ConfigError(f"spec file not found: {path}")
+        from driftloop.data import DatasetSpec
+
+        spec_json = DatasetSpec.from_json(path.read_text()).to_json()  # fail here, not in the pipeline
+    options = dict(
+        model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
+        test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
+        max_regression=args.max_regression, canary_percent=args.canary_percent,
+    )
+    _check_run_options(options)
+    if args.data:
+        params = api.CTParams(data_uri=args.data, target=args.target, spec_json=spec_json,
+                              id_column=args.id_column, timestamp_column=args.timestamp_column, **options)
+    else:
+        paths = api.generate_demo_data(settings.home / "data")
+        params = api.demo_params(str(paths["reference"]), **options)
+    return _run_and_report([params], settings, args.json)
+
+
+def _check_run_options(options: dict) -> None:
+    from driftloop.evaluation import GateThresholds
+    from driftloop.registry.base import check_model_name
+    from driftloop.training import make_estimator
+
+    check_model_name(options["model_name"])
+    make_estimator(options["estimator"], options["estimator_params"], options["seed"])
+    GateThresholds(options["gate_metric"], options["min_gate_value"], options["max_regression"])
+    if not 0 <= options["canary_percent"] <= 100:
+        raise ConfigError(f"--canary-percent must be within 0..100, got {options['canary_percent']}")
+    if not 0.05 <= options["test_size"] <= 0.5:
+        raise ConfigError(f"--test-size must be between 0.05 and 0.5, got {options['test_size']}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from driftloop import api
+    from driftloop.settings import Settings
+
+    settings = Settings.resolve(args.home, args.registry)
+    if args.rows < 200:
+        raise ConfigError("--rows must be at least 200")
+    paths = api.generate_demo_data(settings.home / "data", n_rows=args.rows)
+    runs = [api.demo_params(str(paths["reference"])), api.demo_params(str(paths["drifted"]))]
+    return _run_and_report(runs, settings, args.json)
+
+
+def _run_and_report(runs: list, settings, as_json: bool) -> int:
+    from driftloop import api
+    from driftloop.console import Progress, print_summary
+
+    progress = Progress()
+    summaries = []
+    for params in runs:
+        progress.console.print(f"[bold]CT run[/] on {params.data_uri} → model '{params.model_name}' "
+                               f"(registry {settings.registry_uri})")
+        summary = api.run(params, settings, on_event=progress)
+        summaries.append(summary)
+        if summary.state != "SUCCEEDED":
+            break
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2, default=str))
+    else:
+        print_summary(summaries)
+    failed = [s for s in summaries if s.state != "SUCCEEDED"]
+    if failed:
+        print(f"driftloop: error: {failed[0].error}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

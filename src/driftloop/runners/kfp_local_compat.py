@@ -1,0 +1,83 @@
+"""A fix for ``dsl.If`` under ``kfp.local`` (kfp 2.16).
+
+kfp.local's ConditionEvaluator substitutes channel names inside the compiled CEL expression but
+leaves ``inputs.parameter_values[...]`` and lowercase ``true`` in place, and it resolves
+``task-output`` channels only when the output is named ``Output``. Every condition therefore
+evaluates to False with a logged warning, and the body of every ``dsl.If`` is silently skipped.
+
+:func:`install` replaces the evaluator's one method with :func:`evaluate_condition`, which resolves
+each ``inputs.parameter_values['pipelinechannel--…']`` from the DAG's IOStore, translates the CEL
+operators KFP emits (``==``, ``!=``, ``<``…, ``&&``, ``||``, ``!``, ``true``/``false``, ``int()``,
+``double()``) and evaluates the result with no builtins. Nothing else in kfp.local changes; the
+compiled IR a cluster runs is untouched.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from typing import Any
+
+_CHANNEL = re.compile(r"inputs\.parameter_values\['(pipelinechannel--[^']+)'\]")
+_ALLOWED_NODES = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare, ast.Eq, ast.NotEq,
+    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Constant, ast.Call, ast.Name, ast.Load, ast.In, ast.NotIn,
+)
+_FUNCTIONS = {"int": int, "double": float, "string": str, "bool": bool}
+
+
+class ConditionError(ValueError):
+    """A condition could not be resolved or is outside the supported CEL subset."""
+
+
+def resolve_channel(channel: str, io_store) -> Any:
+    """Looks a ``pipelinechannel--…`` name up as a parent input or as ``<task>-<output>``."""
+    name = channel.removeprefix("pipelinechannel--")
+    for candidate in (channel, name):
+        try:
+            return io_store.get_parent_input(candidate)
+        except (KeyError, ValueError):
+            pass
+    # Task names contain dashes too, so try every split of "<task>-<output key>".
+    for i in [m.start() for m in re.finditer("-", name)]:
+        try:
+            return io_store.get_task_output(name[:i], name[i + 1 :])
+        except (KeyError, ValueError):
+            continue
+    raise ConditionError(f"cannot resolve {channel}")
+
+
+def to_python(condition: str, io_store) -> str:
+    """Rewrites the CEL condition KFP compiles into a Python expression over literal values."""
+    expr = _CHANNEL.sub(lambda m: repr(resolve_channel(m.group(1), io_store)), condition)
+    expr = re.sub(r"\btrue\b", "True", expr)
+    expr = re.sub(r"\bfalse\b", "False", expr)
+    expr = re.sub(r"\bnull\b", "None", expr)
+    expr = expr.replace("&&", " and ").replace("||", " or ")
+    return re.sub(r"!(?!=)", " not ", expr)
+
+
+def evaluate_condition(condition: str, io_store) -> bool:
+    """Evaluates one ``trigger_policy.condition`` against the DAG's IOStore."""
+    if not condition or not condition.strip():
+        return True
+    expr = to_python(condition, io_store)
+    tree = ast.parse(expr, mode="eval")
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise ConditionError(f"unsupported construct {type(node).__name__} in condition {condition!r}")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS):
+            raise ConditionError(f"unsupported function in condition {condition!r}")
+        if isinstance(node, ast.Name) and node.id not in _FUNCTIONS:
+            raise ConditionError(f"unknown name {node.id!r} in condition {condition!r}")
+    result = bool(eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}}, dict(_FUNCTIONS)))  # noqa: S307
+    logging.getLogger(__name__).info("condition %s -> %s", expr.strip(), result)
+    return result
+
+
+def install() -> None:
+    """Makes kfp.local evaluate ``dsl.If`` conditions with :func:`evaluate_condition` (idempotent)."""
+    from kfp.local.orchestrator import enhanced_dag_orchestrator
+
+    enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)

@@ -1,0 +1,275 @@
+"""The CT pipeline's steps as plain functions: one per KFP component.
+
+Each takes plain values and file paths and returns a small result object, so unit tests reach the
+logic without KFP and the component bodies stay a few lines long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+import driftloop
+from driftloop.data import DatasetSpec, infer_spec, load_table
+from driftloop.errors import DriftloopError
+from driftloop.evaluation import Evaluation, GateDecision, GateThresholds, decide_gate, evaluate_model
+from driftloop.profile import ReferenceProfile, build_profile
+from driftloop.registry import CANARY, PRODUCTION, ModelVersion, open_registry
+from driftloop.reports import evaluation_report_html, model_card, validation_report_html
+from driftloop.training import load_model, save_model, train_model
+from driftloop.validation import ValidationReport, validate_table
+
+REFERENCE_SAMPLE_ROWS = 5000
+LIBRARIES = ("scikit-learn", "xgboost", "pandas", "numpy", "kfp", "kserve", "evidently")
+
+
+@dataclass
+class ValidateResult:
+    spec: DatasetSpec
+    data_sha256: str
+    n_rows: int
+    report: ValidationReport
+    reference_version: int | None
+
+
+def load_and_validate(
+    data_uri: str,
+    target: str,
+    registry_uri: str,
+    model_name: str,
+    dataset_path: str,
+    report_path: str,
+    spec_json: str = "",
+    id_column: str = "",
+    timestamp_column: str = "",
+) -> ValidateResult:
+    """Loads the data, settles its spec, validates it and writes the clean table as Parquet.
+
+    The spec is the declared one, else the production version's (so a retrain keeps the features),
+    else inferred. Ranges, categories and null rates are judged against the production version's
+    reference profile when there is one.
+    """
+    frame, sha = load_table(data_uri)
+    registry = open_registry(registry_uri)
+    champion = registry.get_alias(model_name, PRODUCTION)
+    champion_spec = _spec_of(registry, champion) if champion else None
+    reference = None
+    if spec_json:
+        spec = DatasetSpec.from_json(spec_json)
+    elif champion_spec is not None and champion_spec.target == target:
+        spec = champion_spec
+    else:
+        spec = infer_spec(frame, target, id_column or None, timestamp_column or None)
+    if champion is not None:
+        reference = ReferenceProfile.from_json(registry.read_file(model_name, champion.version, "profile.json").decode())
+    clean, report, spec = validate_table(frame, spec, reference)
+    Path(dataset_path).parent.mkdir(parents=True, exist_ok=True)
+    clean.to_parquet(dataset_path, index=False)
+    _write_text(report_path, validation_report_html(f"Data validation: {data_uri}", report, spec))
+    return ValidateResult(spec, sha, len(clean), report, champion.version if champion else None)
+
+
+def _spec_of(registry, version: ModelVersion) -> DatasetSpec:
+    return DatasetSpec.from_json(registry.read_file(version.name, version.version, "spec.json").decode())
+
+
+@dataclass
+class TrainStepResult:
+    n_train: int
+    n_holdout: int
+
+
+def train(
+    dataset_path: str,
+    spec_json: str,
+    model_dir: str,
+    holdout_path: str,
+    estimator: str = "logistic_regression",
+    params: dict | None = None,
+    test_size: float = 0.25,
+    seed: int = 42,
+) -> TrainStepResult:
+    """Fits the Pipeline on a seeded split and writes the model directory and the holdout."""
+    spec = DatasetSpec.from_json(spec_json)
+    frame = pd.read_parquet(dataset_path)
+    result = train_model(frame, spec, estimator, params, test_size, seed)
+    save_model(result.model, model_dir)
+    Path(holdout_path).parent.mkdir(parents=True, exist_ok=True)
+    result.holdout_frame.to_parquet(holdout_path, index=False)
+    return TrainStepResult(len(result.train_frame), len(result.holdout_frame))
+
+
+@dataclass
+class EvaluateResult:
+    evaluation: Evaluation
+    decision: GateDecision
+    champion_evaluation: Evaluation | None
+
+
+def evaluate(
+    model_dir: str,
+    holdout_path: str,
+    spec_json: str,
+    registry_uri: str,
+    model_name: str,
+    report_path: str,
+    thresholds: GateThresholds = GateThresholds(),
+) -> EvaluateResult:
+    """Scores the candidate and the production champion on the same holdout and applies the gate."""
+    spec = DatasetSpec.from_json(spec_json)
+    holdout = pd.read_parquet(holdout_path)
+    evaluation = evaluate_model(load_model(model_dir), holdout, spec)
+    registry = open_registry(registry_uri)
+    champion = registry.get_alias(model_name, PRODUCTION)
+    champion_eval = None
+    if champion is not None:
+        champion_eval = _evaluate_champion(registry, champion, holdout, spec)
+    decision = decide_gate(
+        evaluation.metrics,
+        champion_eval.metrics if champion_eval else None,
+        thresholds,
+        champion.version if champion_eval else None,
+    )
+    if champion is not None and champion_eval is None:
+        decision.reasons.append(f"champion v{champion.version} could not score this holdout (different features)")
+    _write_text(report_path, evaluation_report_html(f"Evaluation: {model_name} candidate", evaluation, decision,
+                                                    None, champion_eval))
+    return EvaluateResult(evaluation, decision, champion_eval)
+
+
+def _evaluate_champion(registry, champion: ModelVersion, holdout: pd.DataFrame, spec: DatasetSpec) -> Evaluation | None:
+    champion_spec = _spec_of(registry, champion)
+    if not set(champion_spec.feature_names) <= set(holdout.columns) or champion_spec.target != spec.target:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(registry.fetch_model(champion.name, champion.version, Path(tmp)))
+    return evaluate_model(model, holdout, champion_spec.with_target_classes(spec.target_classes))
+
+
+def register(
+    model_dir: str,
+    dataset_path: str,
+    spec_json: str,
+    evaluation_json: str,
+    registry_uri: str,
+    model_name: str,
+    lineage: dict,
+    actor: str = "ct-pipeline",
+) -> tuple[ModelVersion, str]:
+    """Registers the candidate as a new immutable version with its spec, profile, sample and card.
+
+    Returns:
+        The new version and its Markdown model card.
+    """
+    spec = DatasetSpec.from_json(spec_json)
+    frame = pd.read_parquet(dataset_path)
+    outcome = json.loads(evaluation_json)
+    evaluation = Evaluation(**outcome["evaluation"])
+    decision = GateDecision(**outcome["decision"])
+    profile = build_profile(frame, spec)
+    sample = frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
+    registry = open_registry(registry_uri)
+    lineage = {
+        **lineage,
+        "parent_version": decision.champion_version,
+        "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    buffer = _parquet_bytes(sample)
+    # The stored card cannot name its own number (assigned at publish); the returned one does.
+    attachments = {
+        "spec.json": spec.to_json().encode(),
+        "profile.json": profile.to_json().encode(),
+        "reference_sample.parquet": buffer,
+        "evaluation.json": json.dumps(outcome, indent=2, sort_keys=True).encode(),
+        "model_card.md": model_card(model_name, None, spec, evaluation, decision, lineage).encode(),
+    }
+    version = registry.register(
+        model_name, Path(model_dir), model_format="sklearn", lineage=lineage, metrics=evaluation.metrics,
+        attachments=attachments, actor=actor, reason="gate passed: " + "; ".join(decision.reasons),
+    )
+    return version, model_card(model_name, version.version, spec, evaluation, decision, lineage)
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as handle:
+        frame.to_parquet(handle.name, index=False)
+        return Path(handle.name).read_bytes()
+
+
+@dataclass
+class DeployResult:
+    action: str  # "promoted" | "canary"
+    version: int
+    previous_production: int | None
+    canary_percent: int
+
+
+def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int, actor: str = "ct-pipeline") -> DeployResult:
+    """Rolls a registered version out: straight to production when nothing serves yet (or at 100%),
+    otherwise as the canary taking ``canary_percent`` of traffic."""
+    if not 0 <= canary_percent <= 100:
+        raise DriftloopError(f"canary percent must be within 0..100, got {canary_percent}")
+    registry = open_registry(registry_uri)
+    production = registry.aliases(model_name).get(PRODUCTION)
+    if production is None or canary_percent == 100:
+        registry.set_alias(model_name, PRODUCTION, version, actor=actor, action="promote",
+                           reason="first version" if production is None else "deployed at 100%",
+                           evidence={"previous": production})
+        return DeployResult("promoted", version, production, 100)
+    registry.set_alias(model_name, CANARY, version, actor=actor, action="deploy-canary",
+                       reason=f"canary at {canary_percent}% beside production v{production}",
+                       evidence={"canary_traffic_percent": canary_percent, "stable_version": production})
+    return DeployResult("canary", version, production, canary_percent)
+
+
+def record_outcome(
+    registry_uri: str, model_name: str, run_id: str, state: str, error: str = "", version: int | None = None
+) -> None:
+    """The exit handler's job: note in the model's audit trail how a CT run ended."""
+    registry = open_registry(registry_uri)
+    if version is None:
+        found = registry.find_version_by_run(model_name, run_id)
+        version = found.version if found else None
+    registry.record(
+        model_name, "run-finished", actor="ct-pipeline", version=version,
+        reason=f"run {run_id} {state.lower()}" + (f": {error}" if error else ""),
+        evidence={"run_id": run_id, "state": state, "error": error},
+    )
+
+
+def code_version() -> dict:
+    """The package version and, when known, the git commit (DRIFTLOOP_GIT_COMMIT in the image)."""
+    commit = os.environ.get("DRIFTLOOP_GIT_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(driftloop.__file__).parent, capture_output=True, text=True,
+                timeout=5, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    return {"package": driftloop.__version__, "git_commit": commit or None}
+
+
+def library_versions() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)

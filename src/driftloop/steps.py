@@ -178,6 +178,8 @@ def register(
     registry = open_registry(registry_uri)
     lineage = {
         **lineage,
+        # kfp.local names a task inside a dsl.If "<run>/<condition>"; lineage keeps the run's name.
+        "run_name": str(lineage.get("run_name", "")).split("/")[0],
         "parent_version": decision.champion_version,
         "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
         "code_version": code_version(),

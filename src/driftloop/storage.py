@@ -101,6 +101,7 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
     """
     if is_s3_uri(uri):
         from minio.error import S3Error
+        from urllib3.exceptions import HTTPError
 
         bucket, key = split_s3_uri(uri)
         settings = s3 or S3Settings.from_env()
@@ -108,7 +109,7 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
             response = settings.client().get_object(bucket, key)
         except S3Error as exc:
             raise DataError(f"cannot read {uri}: {exc.code}") from None
-        except OSError as exc:  # urllib3 connection errors derive from OSError
+        except (OSError, HTTPError) as exc:
             raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
         try:
             return response.read()

@@ -71,11 +71,27 @@ def make_estimator(name: str, params: dict[str, Any] | None, seed: int) -> Any:
     unknown = sorted(set(params) - set(estimator.get_params()))
     if unknown:
         raise ConfigError(f"estimator '{name}' has no parameter(s) {', '.join(unknown)}")
+    defaults = estimator.get_params()
+    params = {key: _restore_int(key, value, defaults[key]) for key, value in params.items()}
     try:
         estimator.set_params(**params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid parameters for '{name}': {exc}") from None
     return estimator
+
+
+# Parameters that default to None but take whole numbers when set.
+_INT_WHEN_SET = {"max_depth", "max_leaf_nodes", "random_state", "n_jobs", "max_bin", "max_iter"}
+
+
+def _restore_int(key: str, value: Any, default: Any) -> Any:
+    """KFP passes dict parameters as a protobuf Struct, where every number is a float: 60 → 60.0.
+    Give integer-typed parameters their integers back."""
+    if isinstance(value, float) and value.is_integer():
+        is_int_param = isinstance(default, int) and not isinstance(default, bool)
+        if is_int_param or (default is None and key in _INT_WHEN_SET):
+            return int(value)
+    return value
 
 
 def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any] | None, seed: int) -> Pipeline:

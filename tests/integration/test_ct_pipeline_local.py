@@ -1,0 +1,149 @@
+"""The whole CT pipeline under kfp.local, as `driftloop run` runs it, on small data.
+
+Run 1 reads its data over S3 from a loopback server and becomes production; run 2 trains on drifted
+data, beats the champion on the same holdout and goes out as a canary; run 3's gate is set out of
+reach, so nothing is registered and nothing moves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+
+from driftloop import api, synthetic
+from driftloop.registry import CANARY, PRODUCTION, LocalRegistry, verify_chain
+from driftloop.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, s3_server) -> dict:
+    home = tmp_path_factory.mktemp("ct-home")
+    settings = Settings.resolve(str(home))
+    reference = synthetic.generate(1500, seed=11)
+    drifted = synthetic.generate(1500, seed=12, covariate_shift=0.6, concept_shift=0.8, id_offset=1500)
+    drifted_path = home / "drifted.parquet"
+    drifted.to_parquet(drifted_path, index=False)
+    client = s3_server.settings().client()
+    if not client.bucket_exists("ct-data"):
+        client.make_bucket("ct-data")
+    data = reference.to_csv(index=False).encode()
+    client.put_object("ct-data", "reference.csv", io.BytesIO(data), len(data))
+
+    events: list = []
+    # Component subprocesses inherit the environment: that is how S3 settings reach them locally.
+    os.environ.update(s3_server.env)
+    try:
+        first = api.run(api.demo_params("s3://ct-data/reference.csv", model_name="churn-it"), settings, events.append)
+    finally:
+        for key in s3_server.env:
+            os.environ.pop(key, None)
+    second = api.run(api.demo_params(str(drifted_path), model_name="churn-it", estimator="xgboost",
+                                     estimator_params={"n_estimators": 60}), settings)
+    third = api.run(api.demo_params(str(drifted_path), model_name="churn-it", min_gate_value=0.999), settings)
+    return {"settings": settings, "runs": [first, second, third], "events": events, "drifted": drifted}
+
+
+def test_first_run_reads_s3_and_goes_straight_to_production(loop) -> None:
+    first = loop["runs"][0]
+    assert first.state == "SUCCEEDED", first.error
+    assert first.version == 1 and first.deploy_action == "promoted" and first.gate_passed
+    registry = LocalRegistry(loop["settings"].registry_uri)
+    assert registry.aliases("churn-it")[PRODUCTION] == 1
+    lineage = registry.get_version("churn-it", 1).lineage
+    assert lineage["data_uri"] == "s3://ct-data/reference.csv"
+    assert len(lineage["data_sha256"]) == 64
+    assert lineage["run_name"] == first.run_name
+
+
+def test_progress_events_cover_every_step_in_order(loop) -> None:
+    finished = [e.task for e in loop["events"] if e.state == "succeeded"]
+    assert finished == ["load-and-validate", "train-model", "evaluate-model", "register-model", "deploy-model"]
+
+
+def test_second_run_is_compared_with_the_champion_and_deployed_as_canary(loop) -> None:
+    second = loop["runs"][1]
+    assert second.state == "SUCCEEDED", second.error
+    assert second.version == 2 and second.deploy_action == "canary"
+    assert second.champion_metrics is not None
+    assert second.metrics["roc_auc"] > second.champion_metrics["roc_auc"]
+    assert any("champion v1" in reason for reason in second.gate_reasons)
+    registry = LocalRegistry(loop["settings"].registry_uri)
+    assert registry.aliases("churn-it") == {PRODUCTION: 1, CANARY: 2}
+    version = registry.get_version("churn-it", 2)
+    assert version.lineage["parent_version"] == 1
+    assert version.lineage["estimator"] == "xgboost"
+    assert version.lineage["params"] == {"n_estimators": 60}
+    assert version.lineage["libraries"]["xgboost"]
+    assert set(version.files) >= {"model/model.joblib", "spec.json", "profile.json", "model_card.md"}
+
+
+def test_registered_model_serves_dict_instances(loop, tmp_path) -> None:
+    registry = LocalRegistry(loop["settings"].registry_uri)
+    model_dir = registry.fetch_model("churn-it", 2, tmp_path / "m")
+    assert [p.name for p in model_dir.iterdir()] == ["model.joblib"]
+    model = joblib.load(model_dir / "model.joblib")
+    rows = loop["drifted"].drop(columns=["churned"]).head(5).to_dict(orient="records")
+    predictions = model.predict(pd.DataFrame(rows))
+    assert set(predictions.tolist()) <= {0, 1} and len(predictions) == 5
+
+
+def test_gate_failure_registers_nothing_and_says_why(loop) -> None:
+    third = loop["runs"][2]
+    assert third.state == "SUCCEEDED"
+    assert third.gate_passed is False and third.version is None and third.deploy_action is None
+    assert any("below the minimum 0.9990" in reason for reason in third.gate_reasons)
+    registry = LocalRegistry(loop["settings"].registry_uri)
+    assert [v.version for v in registry.list_versions("churn-it")] == [1, 2]
+    assert registry.aliases("churn-it") == {PRODUCTION: 1, CANARY: 2}
+
+
+def test_dashboard_artifacts_are_written(loop) -> None:
+    second = loop["runs"][1]
+    evaluation_html = Path(second.artifacts["evaluation_report"]).read_text()
+    assert "<svg" in evaluation_html and "champion v1" in evaluation_html
+    assert "Data validation" in Path(second.artifacts["validation_report"]).read_text()
+    card = Path(second.artifacts["model_card"]).read_text()
+    assert card.startswith("# Model card: churn-it v2") and "roc_auc" in card
+    metrics = json.loads((Path(second.run_dir) / "evaluate-model" / "executor_output.json").read_text())
+    logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert {"roc_auc", "accuracy", "f1", "log_loss", "champion_roc_auc"} <= set(logged)
+    classification = metrics["artifacts"]["classification"]["artifacts"][0]["metadata"]
+    assert "confusionMatrix" in classification and "confidenceMetrics" in classification
+
+
+def test_every_run_outcome_is_in_the_audit_trail(loop) -> None:
+    registry = LocalRegistry(loop["settings"].registry_uri)
+    history = registry.history("churn-it")
+    assert verify_chain(history) == []
+    finished = [e for e in history if e.action == "run-finished"]
+    assert [e.evidence["state"] for e in finished] == ["SUCCEEDED"] * 3
+    assert [e.to_version for e in finished] == [1, 2, None]
+    actions = [e.action for e in history]
+    assert actions.index("register") < actions.index("promote") < actions.index("deploy-canary")
+
+
+def test_same_data_and_seed_give_identical_predictions(loop, tmp_path) -> None:
+    """Re-running the same step on the same input reproduces the model's predictions exactly."""
+    from driftloop import steps
+
+    first = loop["runs"][1]
+    spec_json = json.loads((Path(first.run_dir) / "load-and-validate" / "executor_output.json").read_text())[
+        "parameterValues"]["spec_json"]
+    dataset = first.artifacts["dataset"]
+    outputs = []
+    for attempt in range(2):
+        steps.train(dataset, spec_json, str(tmp_path / f"m{attempt}"), str(tmp_path / f"h{attempt}.parquet"),
+                    "xgboost", {"n_estimators": 60}, 0.25, 42)
+        model = joblib.load(tmp_path / f"m{attempt}" / "model.joblib")
+        holdout = pd.read_parquet(tmp_path / f"h{attempt}.parquet")
+        outputs.append(model.predict_proba(holdout)[:, 1])
+    assert (outputs[0] == outputs[1]).all()
+    registered = joblib.load(LocalRegistry(loop["settings"].registry_uri).fetch_model("churn-it", 2, tmp_path / "r")
+                             / "model.joblib")
+    assert (registered.predict_proba(holdout)[:, 1] == outputs[0]).all()

@@ -1,0 +1,50 @@
+"""The committed Kubeflow IR matches what the pipeline compiles to, and runs on the project image only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from driftloop.image import PROJECT_IMAGE
+from driftloop.pipelines.ct_pipeline import IR_PATH, compile_ct_pipeline
+
+REGENERATE = "make compile   (or: .venv/bin/python pipelines/ct_pipeline.py)"
+
+
+def _normalise(text: str) -> str:
+    """Blank out what legitimately varies: the SDK version and the image tag."""
+    text = re.sub(r"sdkVersion: kfp-[\w.]+", "sdkVersion: kfp-X", text)
+    return text.replace(PROJECT_IMAGE, "PROJECT_IMAGE")
+
+
+def test_committed_ir_is_up_to_date(tmp_path: Path) -> None:
+    fresh = compile_ct_pipeline(tmp_path / "ct_pipeline.yaml").read_text()
+    committed = IR_PATH.read_text()
+    assert _normalise(fresh) == _normalise(committed), f"pipelines/ct_pipeline.yaml is stale; regenerate: {REGENERATE}"
+
+
+def test_every_executor_runs_the_project_image_without_installs() -> None:
+    ir = yaml.safe_load(IR_PATH.read_text())
+    executors = ir["deploymentSpec"]["executors"]
+    assert len(executors) == 6
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == PROJECT_IMAGE, name
+        command = " ".join(container["command"])
+        assert "pip install" not in command and "pip3 install" not in command, name
+
+
+def test_gate_and_exit_handler_are_in_the_ir() -> None:
+    text = IR_PATH.read_text()
+    assert "triggerPolicy" in text and "pipelinechannel--evaluate-model-passed" in text
+    assert "ALL_UPSTREAM_TASKS_COMPLETED" in text  # the exit handler runs whatever happened
+    ir = yaml.safe_load(text)
+    retried = [name for name, task in _all_tasks(ir) if "retryPolicy" in task]
+    assert {"load-and-validate", "register-model", "deploy-model"} <= set(retried)
+
+
+def _all_tasks(ir: dict):
+    for component in [ir["root"], *ir["components"].values()]:
+        yield from (component.get("dag") or {}).get("tasks", {}).items()

@@ -6,7 +6,7 @@ UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint compile lock bench clean
+.PHONY: setup demo test lint compile lock bench image clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ lock:
 
 bench: setup
 	$(BIN)/python bench/bench_training.py
+
+# Needs a Docker engine (not on the development machine); tags the image with the package version.
+image: setup
+	docker build --build-arg GIT_COMMIT=$$(git rev-parse HEAD) -t $$($(BIN)/python -c "from driftloop.image import PROJECT_IMAGE; print(PROJECT_IMAGE)") .
 
 clean:
 	rm -rf $(VENV) .driftloop

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,34 @@ class S3Server:
         return S3Settings.from_env(self.env)
 
 
+class _SerialMotoServer:
+    """moto's S3 on 127.0.0.1, answering one request at a time.
+
+    moto implements conditional writes (If-None-Match) as check-then-set; handling requests one by
+    one makes them atomic, as they are on MinIO and AWS S3, so concurrency tests judge our code and
+    not the stand-in's races.
+    """
+
+    def __init__(self, port: int) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", port, app, threaded=False, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    from moto.server import ThreadedMotoServer
-
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _SerialMotoServer(port)
     server.start()
     env = {
         "DRIFTLOOP_S3_ENDPOINT": f"http://127.0.0.1:{port}",

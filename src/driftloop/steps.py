@@ -223,9 +223,8 @@ def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int
     registry = open_registry(registry_uri)
     production = registry.aliases(model_name).get(PRODUCTION)
     if production is None or canary_percent == 100:
-        registry.set_alias(model_name, PRODUCTION, version, actor=actor, action="promote",
-                           reason="first version" if production is None else "deployed at 100%",
-                           evidence={"previous": production})
+        registry.promote(model_name, version, actor=actor,
+                         reason="first version" if production is None else "deployed at 100%")
         return DeployResult("promoted", version, production, 100)
     registry.set_alias(model_name, CANARY, version, actor=actor, action="deploy-canary",
                        reason=f"canary at {canary_percent}% beside production v{production}",

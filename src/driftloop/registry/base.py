@@ -1,8 +1,10 @@
 """The model registry port: one abstract store, one method per verb, backends chosen by URI.
 
 Versions are numbered 1, 2, 3 … per model, never reused and never modified. Aliases (``production``,
-``canary`` or any user-defined name) move between versions; every move is appended to a
-tamper-evident audit trail. Every stored file carries a sha256 that is checked before it is used.
+``canary`` or any user-defined name) move between versions. Every change of state is one entry in an
+append-only, hash-chained audit trail, and the state itself (aliases, archived versions) is the replay
+of that trail: an alias move and its audit record can never disagree, and a backend only has to make
+"append the next entry" atomic. Every stored file carries a sha256 that is checked before it is used.
 """
 
 from __future__ import annotations
@@ -11,32 +13,33 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError
+from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
 
 PRODUCTION = "production"
 CANARY = "canary"
 MODEL_DIR = "model"
+VERSION_FILE = "version.json"
 # A model name becomes an InferenceService name, so it follows DNS-1123 label rules.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,43}[a-z0-9])?$")
 _ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_ATTACHMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 def check_model_name(name: str) -> str:
     """Returns ``name`` if it is a valid model name, else raises :class:`ConfigError`."""
     if not _NAME_RE.match(name or ""):
-        raise ConfigError(
-            f"invalid model name '{name}': use lowercase letters, digits and '-', at most 45 characters"
-        )
+        raise ConfigError(f"invalid model name '{name}': use lowercase letters, digits and '-', at most 45 characters")
     return name
 
 
 def check_alias(alias: str) -> str:
     if not _ALIAS_RE.match(alias or ""):
-        raise ConfigError(f"invalid alias '{alias}': use lowercase letters, digits, '-' and '_'")
+        raise ConfigError(f"invalid alias '{alias}': start with a letter; use lowercase letters, digits, '-' and '_'")
     return alias
 
 
@@ -44,12 +47,8 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,11 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One append-only audit record, chained to its predecessor by ``prev_hash``."""
+    """One append-only audit record, chained to its predecessor by ``prev_hash``.
+
+    ``alias``/``from_version``/``to_version`` describe the main change for people; ``moves`` holds every
+    alias change the entry applies (alias → [from, to]), which is what state replay uses.
+    """
 
     seq: int
     at: str
@@ -96,136 +99,42 @@ class AuditEntry:
     evidence: dict
     prev_hash: str
     hash: str
+    moves: dict = field(default_factory=dict)
 
     @staticmethod
     def digest(fields: dict) -> str:
         body = {k: v for k, v in fields.items() if k != "hash"}
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-class ModelRegistry(ABC):
-    """The registry port. Backends: :class:`LocalRegistry` (a directory), and S3 (a bucket)."""
 
-    uri: str
+@dataclass
+class RegistryState:
+    """What the audit trail adds up to: where each alias points and which versions are archived."""
 
-    @abstractmethod
-    def register(
-        self,
-        name: str,
-        model_dir: Path,
-        *,
-        model_format: str,
-        lineage: dict,
-        metrics: dict,
-        attachments: dict[str, bytes],
-        actor: str,
-        reason: str = "",
-    ) -> ModelVersion:
-        """Stores a new version: the model directory plus attachments (spec, profile, card, …).
+    aliases: dict[str, int] = field(default_factory=dict)
+    archived: set[int] = field(default_factory=set)
 
-        The number is the next free one; concurrent writers get distinct numbers and nobody sees a
-        half-written version.
-        """
 
-    @abstractmethod
-    def list_models(self) -> list[str]:
-        """Names of all registered models, sorted."""
-
-    @abstractmethod
-    def list_versions(self, name: str) -> list[ModelVersion]:
-        """All complete versions of ``name``, oldest first."""
-
-    @abstractmethod
-    def get_version(self, name: str, version: int) -> ModelVersion:
-        """One version; raises :class:`ModelNotFoundError` when absent."""
-
-    @abstractmethod
-    def _read_raw(self, name: str, version: int, relpath: str) -> bytes:
-        """The stored bytes of one file of a version, unverified."""
-
-    @abstractmethod
-    def aliases(self, name: str) -> dict[str, int]:
-        """Alias → version for ``name``."""
-
-    @abstractmethod
-    def _move_alias(
-        self, name: str, alias: str, version: int | None, *, action: str, actor: str, reason: str, evidence: dict
-    ) -> AuditEntry:
-        """Atomically points ``alias`` at ``version`` (None removes it) and appends the audit entry."""
-
-    @abstractmethod
-    def history(self, name: str) -> list[AuditEntry]:
-        """The audit trail of ``name``, oldest first."""
-
-    @abstractmethod
-    def _append_audit(self, name: str, entry_fields: dict) -> AuditEntry:
-        """Appends one audit entry (chained) and returns it."""
-
-    # -- verbs built on the primitives ------------------------------------------------------
-
-    def read_file(self, name: str, version: int, relpath: str) -> bytes:
-        """Reads one file of a version and checks it against the recorded sha256."""
-        mv = self.get_version(name, version)
-        if relpath not in mv.files:
-            raise ModelNotFoundError(f"{name} v{version} has no file '{relpath}'")
-        data = self._read_raw(name, version, relpath)
-        if hashlib.sha256(data).hexdigest() != mv.files[relpath]:
-            raise IntegrityError(
-                f"checksum mismatch for {name} v{version} {relpath}: the stored file was changed or damaged"
-            )
-        return data
-
-    def fetch_model(self, name: str, version: int, dest: Path) -> Path:
-        """Copies the version's model directory to ``dest`` after verifying every file."""
-        mv = self.get_version(name, version)
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        for relpath in mv.files:
-            if relpath.startswith(MODEL_DIR + "/"):
-                target = dest / relpath[len(MODEL_DIR) + 1 :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(self.read_file(name, version, relpath))
-        return dest
-
-    def get_alias(self, name: str, alias: str) -> ModelVersion | None:
-        """The version ``alias`` points at, or None."""
-        version = self.aliases(name).get(alias)
-        return None if version is None else self.get_version(name, version)
-
-    def set_alias(
-        self, name: str, alias: str, version: int, *, actor: str, reason: str = "", evidence: dict | None = None,
-        action: str = "set-alias",
-    ) -> AuditEntry:
-        """Points ``alias`` at an existing ``version``."""
-        check_alias(alias)
-        self.get_version(name, version)
-        return self._move_alias(name, alias, version, action=action, actor=actor, reason=reason, evidence=evidence or {})
-
-    def remove_alias(self, name: str, alias: str, *, actor: str, reason: str = "", evidence: dict | None = None,
-                     action: str = "remove-alias") -> AuditEntry:
-        """Removes ``alias`` (no-op entry if it was not set)."""
-        return self._move_alias(name, alias, None, action=action, actor=actor, reason=reason, evidence=evidence or {})
-
-    def record(self, name: str, action: str, *, actor: str, reason: str = "", version: int | None = None,
-               evidence: dict | None = None) -> AuditEntry:
-        """Appends an audit entry that moves nothing (a run's outcome, a refused trigger, …)."""
-        return self._append_audit(
-            name,
-            {"at": utc_now(), "actor": actor, "action": action, "model": name, "alias": None,
-             "from_version": None, "to_version": version, "reason": reason, "evidence": evidence or {}},
-        )
-
-    def find_version_by_run(self, name: str, run_id: str) -> ModelVersion | None:
-        """The version a pipeline run registered, if any."""
-        for mv in reversed(self.list_versions(name)):
-            if mv.lineage.get("run_id") == run_id:
-                return mv
-        return None
+def replay(entries: Iterable[AuditEntry]) -> RegistryState:
+    """Folds audit entries into the current state."""
+    state = RegistryState()
+    for entry in entries:
+        for alias, (_, to) in entry.moves.items():
+            if to is None:
+                state.aliases.pop(alias, None)
+            else:
+                state.aliases[alias] = int(to)
+        if entry.action == "archive" and entry.to_version is not None:
+            state.archived.add(int(entry.to_version))
+    return state
 
 
 def chain_entry(previous: AuditEntry | None, entry_fields: dict) -> AuditEntry:
     """Numbers and hashes a new entry after ``previous``."""
-    fields = dict(entry_fields)
+    fields = {"moves": {}, **entry_fields}
     fields["seq"] = 0 if previous is None else previous.seq + 1
     fields["prev_hash"] = "" if previous is None else previous.hash
     fields["hash"] = AuditEntry.digest(fields)
@@ -248,3 +157,283 @@ def verify_chain(entries: list[AuditEntry]) -> list[str]:
     return problems
 
 
+# Builds the fields of the next audit entry from the trail so far (or raises to refuse the change).
+EntryBuilder = Callable[[list[AuditEntry]], dict]
+
+
+class ModelRegistry(ABC):
+    """The registry port.
+
+    Backends implement storage primitives (publish a version, read a file, read and append the audit
+    trail); every verb below is written once on top of them, so all backends behave the same.
+    """
+
+    uri: str
+
+    # -- backend primitives ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _publish(self, name: str, files: dict[str, bytes], record: dict, version: int | None) -> int:
+        """Stores a complete version atomically under the next free number (or exactly ``version``,
+        raising :class:`VersionExistsError` if taken) and returns the number."""
+
+    @abstractmethod
+    def _version_numbers(self, name: str) -> list[int]:
+        """Numbers of the complete (visible) versions of ``name``, ascending."""
+
+    @abstractmethod
+    def _read_record(self, name: str, version: int) -> dict | None:
+        """The stored ``version.json`` of a version, or None."""
+
+    @abstractmethod
+    def _read_raw(self, name: str, version: int, relpath: str) -> bytes:
+        """The stored bytes of one file of a version, unverified."""
+
+    @abstractmethod
+    def _storage_uri(self, name: str, version: int) -> str:
+        """The model directory's URI (KServe's storageUri)."""
+
+    @abstractmethod
+    def _model_names(self) -> list[str]:
+        """Names that have any stored state."""
+
+    @abstractmethod
+    def history(self, name: str) -> list[AuditEntry]:
+        """The audit trail of ``name``, oldest first."""
+
+    @abstractmethod
+    def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
+        """Atomically appends the entry ``build`` makes from the current trail.
+
+        If another writer appended first, ``build`` runs again on the new state.
+        """
+
+    # -- versions ---------------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        model_dir: Path,
+        *,
+        model_format: str,
+        lineage: dict,
+        metrics: dict,
+        attachments: dict[str, bytes],
+        actor: str,
+        reason: str = "",
+        version: int | None = None,
+    ) -> ModelVersion:
+        """Stores a new immutable version: the model directory plus attachments (spec, profile, card …).
+
+        Args:
+            version: Register under exactly this number (e.g. when mirroring another registry);
+                refused with :class:`VersionExistsError` when taken. Default: the next free number.
+        """
+        check_model_name(name)
+        model_dir = Path(model_dir)
+        model_files = sorted(p for p in model_dir.rglob("*") if p.is_file()) if model_dir.is_dir() else []
+        if not model_files:
+            raise RegistryError(f"model directory {model_dir} holds no files")
+        files = {f"{MODEL_DIR}/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in model_files}
+        for rel, data in attachments.items():
+            if rel == VERSION_FILE or not _ATTACHMENT_RE.match(rel):
+                raise RegistryError(f"invalid attachment name '{rel}'")
+            files[rel] = data
+        record = {
+            "created_at": utc_now(),
+            "model_format": model_format,
+            "files": {rel: sha256_bytes(data) for rel, data in sorted(files.items())},
+            "lineage": lineage,
+            "metrics": metrics,
+        }
+        number = self._publish(name, files, record, version)
+        self._commit(name, lambda entries: _fields(
+            name, "register", actor, reason, to_version=number, from_version=lineage.get("parent_version"),
+            evidence={"run_id": lineage.get("run_id"), "metrics": metrics},
+        ))
+        return self.get_version(name, number)
+
+    def list_models(self) -> list[str]:
+        """Names of all models with at least one version, sorted."""
+        return sorted(n for n in self._model_names() if self._version_numbers(n))
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """All complete versions of ``name``, oldest first."""
+        return [self.get_version(name, n) for n in self._version_numbers(check_model_name(name))]
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version; raises :class:`ModelNotFoundError` when absent."""
+        record = self._read_record(check_model_name(name), int(version))
+        if record is None:
+            if not self._version_numbers(name):
+                raise ModelNotFoundError(f"no registered model named '{name}'")
+            raise ModelNotFoundError(f"model '{name}' has no version {version}")
+        return ModelVersion(name=name, version=int(version), storage_uri=self._storage_uri(name, int(version)),
+                            **record)
+
+    def read_file(self, name: str, version: int, relpath: str) -> bytes:
+        """Reads one file of a version and checks it against the recorded sha256."""
+        mv = self.get_version(name, version)
+        if relpath not in mv.files:
+            raise ModelNotFoundError(f"{name} v{version} has no file '{relpath}'")
+        data = self._read_raw(name, version, relpath)
+        if sha256_bytes(data) != mv.files[relpath]:
+            raise IntegrityError(
+                f"checksum mismatch for {name} v{version} {relpath}: the stored file was changed or damaged"
+            )
+        return data
+
+    def fetch_model(self, name: str, version: int, dest: Path) -> Path:
+        """Copies the version's model directory to ``dest`` after verifying every file."""
+        mv = self.get_version(name, version)
+        blobs = {rel: self.read_file(name, version, rel) for rel in mv.files if rel.startswith(MODEL_DIR + "/")}
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel, data in blobs.items():
+            target = dest / rel[len(MODEL_DIR) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return dest
+
+    def verify(self, name: str) -> list[str]:
+        """Every problem found: a broken audit chain, and stored files that fail their checksum."""
+        problems = [f"audit: {p}" for p in verify_chain(self.history(name))]
+        for mv in self.list_versions(name):
+            for rel in mv.files:
+                try:
+                    self.read_file(name, mv.version, rel)
+                except (IntegrityError, ModelNotFoundError) as exc:
+                    problems.append(f"v{mv.version}: {exc}")
+        return problems
+
+    # -- aliases ----------------------------------------------------------------------------------
+
+    def state(self, name: str) -> RegistryState:
+        return replay(self.history(check_model_name(name)))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias → version for ``name``."""
+        return dict(self.state(name).aliases)
+
+    def get_alias(self, name: str, alias: str) -> ModelVersion | None:
+        """The version ``alias`` points at, or None."""
+        version = self.aliases(name).get(alias)
+        return None if version is None else self.get_version(name, version)
+
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "",
+                  evidence: dict | None = None, action: str = "set-alias") -> AuditEntry:
+        """Points ``alias`` at an existing, non-archived ``version``."""
+        check_alias(alias)
+        self.get_version(name, version)
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            if version in state.archived:
+                raise RegistryError(f"{name} v{version} is archived; it cannot take an alias")
+            return _fields(name, action, actor, reason, alias=alias, from_version=state.aliases.get(alias),
+                           to_version=version, evidence=evidence, moves={alias: [state.aliases.get(alias), version]})
+
+        return self._commit(name, build)
+
+    def remove_alias(self, name: str, alias: str, *, actor: str, reason: str = "", evidence: dict | None = None,
+                     action: str = "remove-alias") -> AuditEntry:
+        """Removes ``alias``."""
+        check_alias(alias)
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            if alias not in state.aliases:
+                raise RegistryError(f"model '{name}' has no alias '{alias}'")
+            return _fields(name, action, actor, reason, alias=alias, from_version=state.aliases[alias],
+                           evidence=evidence, moves={alias: [state.aliases[alias], None]})
+
+        return self._commit(name, build)
+
+    def promote(self, name: str, version: int | None = None, *, actor: str, reason: str = "",
+                evidence: dict | None = None) -> AuditEntry:
+        """Makes ``version`` (default: the canary) production in one step; a canary on it is cleared."""
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            target = version if version is not None else state.aliases.get(CANARY)
+            if target is None:
+                raise RegistryError(f"model '{name}' has no canary to promote; name a version")
+            if target in state.archived:
+                raise RegistryError(f"{name} v{target} is archived; it cannot be promoted")
+            current = state.aliases.get(PRODUCTION)
+            moves = {PRODUCTION: [current, target]}
+            if state.aliases.get(CANARY) == target:
+                moves[CANARY] = [target, None]
+            return _fields(name, "promote", actor, reason, alias=PRODUCTION, from_version=current,
+                           to_version=target, evidence=evidence, moves=moves)
+
+        if version is not None:
+            self.get_version(name, version)
+        return self._commit(name, build)
+
+    def rollback(self, name: str, *, actor: str, reason: str = "", evidence: dict | None = None) -> AuditEntry:
+        """Returns production to the version it replaced, and clears any canary, in one step.
+
+        Repeated rollbacks walk further back through the promotions, never forward again.
+        """
+        check_model_name(name)
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            current = state.aliases.get(PRODUCTION)
+            if current is None:
+                raise RegistryError(f"model '{name}' has nothing in production to roll back")
+            target = previous_production(entries, current)
+            if target is None:
+                raise RegistryError(f"{name} v{current} replaced no earlier version; nothing to roll back to")
+            moves = {PRODUCTION: [current, target]}
+            if CANARY in state.aliases:
+                moves[CANARY] = [state.aliases[CANARY], None]
+            return _fields(name, "rollback", actor, reason, alias=PRODUCTION, from_version=current,
+                           to_version=target, evidence=evidence, moves=moves)
+
+        return self._commit(name, build)
+
+    def archive(self, name: str, version: int, *, actor: str, reason: str = "") -> AuditEntry:
+        """Retires a version: it keeps its files and lineage but can no longer take an alias."""
+        self.get_version(name, version)
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            holders = sorted(a for a, v in state.aliases.items() if v == version)
+            if holders:
+                raise RegistryError(f"{name} v{version} is {', '.join(holders)}; move the alias first")
+            if version in state.archived:
+                raise RegistryError(f"{name} v{version} is already archived")
+            return _fields(name, "archive", actor, reason, to_version=version)
+
+        return self._commit(name, build)
+
+    def record(self, name: str, action: str, *, actor: str, reason: str = "", version: int | None = None,
+               evidence: dict | None = None) -> AuditEntry:
+        """Appends an audit entry that moves nothing (a run's outcome, a refused trigger, …)."""
+        return self._commit(check_model_name(name),
+                            lambda entries: _fields(name, action, actor, reason, to_version=version, evidence=evidence))
+
+    def find_version_by_run(self, name: str, run_id: str) -> ModelVersion | None:
+        """The version a pipeline run registered, if any."""
+        for mv in reversed(self.list_versions(name)):
+            if mv.lineage.get("run_id") == run_id:
+                return mv
+        return None
+
+
+def previous_production(history: list[AuditEntry], current: int) -> int | None:
+    """The version that production held before ``current`` was promoted, skipping rollbacks."""
+    for entry in reversed(history):
+        move = entry.moves.get(PRODUCTION)
+        if move and entry.action != "rollback" and move[1] == current:
+            return move[0]
+    return None
+
+
+def _fields(name: str, action: str, actor: str, reason: str, *, alias: str | None = None,
+            from_version: int | None = None, to_version: int | None = None, evidence: dict | None = None,
+            moves: dict | None = None) -> dict:
+    return {"at": utc_now(), "actor": actor, "action": action, "model": name, "alias": alias,
+            "from_version": from_version, "to_version": to_version, "reason": reason,
+            "evidence": evidence or {}, "moves": moves or {}}

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--categorical", default="", help="comma-separated columns to treat as categorical")
     spec.add_argument("--json", action="store_true")
 
+    from driftloop.models_cli import add_models_parser
+
+    add_models_parser(sub, _add_common)
+
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
     return parser
@@ -108,6 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "models":
+        from driftloop.models_cli import run_models
+
+        return run_models(args)
     raise ConfigError(f"unknown command {args.command}")
 
 

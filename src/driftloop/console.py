@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TextIO
 
@@ -86,3 +87,102 @@ def print_spec(spec: DatasetSpec, stream: TextIO | None = None) -> None:
     for name, reason in spec.ignored.items():
         table.add_row(name, f"[yellow]ignored[/]: {reason}")
     console.print(table)
+
+
+def _stdout() -> Console:
+    return _console(sys.stdout)
+
+
+def print_models(rows: list[dict], registry_uri: str) -> None:
+    table = Table(title=f"models in {registry_uri}")
+    for column in ("model", "versions", "production", "canary", "other aliases", "last change"):
+        table.add_column(column)
+    for row in rows:
+        aliases = dict(row["aliases"])
+        production, canary = aliases.pop("production", None), aliases.pop("canary", None)
+        table.add_row(row["name"], str(row["versions"]), _v(production), _v(canary),
+                      ", ".join(f"{a}→v{n}" for a, n in sorted(aliases.items())) or "–",
+                      f"{row['last_action']} at {row['last_change']}" if row["last_change"] else "–")
+    _stdout().print(table)
+
+
+def _v(version: int | None) -> str:
+    return f"v{version}" if version is not None else "–"
+
+
+def print_versions(name: str, rows: list[dict]) -> None:
+    table = Table(title=f"versions of {name}")
+    for column in ("version", "created", "estimator", "roc_auc", "data", "run", "aliases"):
+        table.add_column(column)
+    for row in rows:
+        lineage = row["lineage"]
+        aliases = ", ".join(row["aliases"]) + (" [dim](archived)[/]" if row["archived"] else "")
+        roc = row["metrics"].get("roc_auc")
+        table.add_row(f"v{row['version']}", row["created_at"], str(lineage.get("estimator", "?")),
+                      f"{roc:.4f}" if roc is not None else "–", str(lineage.get("data_uri", "?")),
+                      str(lineage.get("run_name") or lineage.get("run_id") or "?"), aliases or "–")
+    _stdout().print(table)
+
+
+def print_version(version: dict) -> None:
+    console = _stdout()
+    console.print(f"[bold]{version['name']} v{version['version']}[/]  created {version['created_at']}")
+    console.print(f"  storage   {version['storage_uri']}", soft_wrap=True)
+    console.print(f"  format    {version['model_format']}")
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in version["metrics"].items())
+    console.print(f"  metrics   {metrics}")
+    lineage = Table(title="lineage", show_header=False)
+    lineage.add_column("field")
+    lineage.add_column("value")
+    for key, value in sorted(version["lineage"].items()):
+        lineage.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+    console.print(lineage)
+    files = Table(title="files")
+    files.add_column("file")
+    files.add_column("sha256")
+    for rel, digest in sorted(version["files"].items()):
+        files.add_row(rel, digest)
+    console.print(files)
+
+
+def print_audit_entry(entry) -> None:
+    _stdout().print(f"{entry.action}: {entry.model} {entry.alias or ''} {_v(entry.from_version)} → "
+                    f"{_v(entry.to_version)} (entry {entry.seq}, by {entry.actor})")
+
+
+def print_history(name: str, entries: list) -> None:
+    table = Table(title=f"audit trail of {name}")
+    for column in ("#", "when", "who", "action", "alias", "from", "to", "reason"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(str(e.seq), e.at, e.actor, e.action, e.alias or "–", _v(e.from_version), _v(e.to_version),
+                      e.reason)
+    _stdout().print(table)
+
+
+def print_verification(report: dict[str, list[str]]) -> None:
+    console = _stdout()
+    for name, problems in report.items():
+        if problems:
+            console.print(f"[red]✗[/] {name}: {len(problems)} problem(s)")
+            for problem in problems:
+                console.print(f"    {problem}")
+        else:
+            console.print(f"[green]✓[/] {name}: audit chain intact, every file matches its checksum")
+
+
+def print_reproduction(outcome) -> None:
+    console = _stdout()
+    table = Table(title=f"reproducing {outcome.name} v{outcome.version}")
+    for column in ("metric", "registered", "reproduced"):
+        table.add_column(column, justify="right")
+    for metric, (registered, again) in outcome.metrics.items():
+        table.add_row(metric, f"{registered:.6f}", "–" if again is None else f"{again:.6f}")
+    console.print(table)
+    console.print(f"  data {'unchanged' if outcome.data_matches else '[red]changed[/]'}: {outcome.data_uri}")
+    if outcome.max_prediction_diff is not None:
+        console.print(f"  largest prediction difference on the holdout: {outcome.max_prediction_diff:.3g}")
+    if outcome.reproduced:
+        console.print("[green]reproduced[/]: same metrics and predictions")
+    for problem in outcome.problems:
+        console.print(f"[red]differs[/]: {problem}")

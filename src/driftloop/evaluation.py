@@ -74,7 +74,7 @@ class GateThresholds:
             raise ConfigError(f"gate metric must be one of {', '.join(GATE_METRICS)}, got '{self.metric}'")
         if not 0.0 <= self.min_value <= 1.0:
             raise ConfigError(f"gate minimum must be within [0, 1], got {self.min_value}")
-        if self.max_regression < 0:
+        if not self.max_regression >= 0:  # also refuses NaN, which would pass every comparison
             raise ConfigError(f"max regression must be >= 0, got {self.max_regression}")
 
 

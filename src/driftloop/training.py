@@ -21,12 +21,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 
 MODEL_FILENAME = "model.joblib"
+MISSING_CATEGORY = "__missing__"
 
 
 def _logistic_regression(seed: int) -> Any:
@@ -75,9 +76,16 @@ def make_estimator(name: str, params: dict[str, Any] | None, seed: int) -> Any:
     params = {key: _restore_int(key, value, defaults[key]) for key, value in params.items()}
     try:
         estimator.set_params(**params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid parameters for '{name}': {exc}") from None
+        if hasattr(estimator, "_parameter_constraints"):
+            # scikit-learn checks values only at fit; check them now so a bad value fails before a run.
+            estimator._validate_params()
+    except (TypeError, ValueError) as exc:  # InvalidParameterError is a ValueError
+        raise ConfigError(f"invalid parameters for '{name}': {_first_line(exc)}") from None
     return estimator
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 # Parameters that default to None but take whole numbers when set.
@@ -97,8 +105,9 @@ def _restore_int(key: str, value: Any, default: Any) -> Any:
 def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any] | None, seed: int) -> Pipeline:
     """The preprocessing + estimator Pipeline for ``spec``.
 
-    Numeric: median imputation and scaling. Categorical and boolean: one-hot encoding that keeps
-    missing values as their own category and ignores values never seen in training.
+    Numeric: median imputation and scaling. Categorical: missing values become their own category,
+    then one-hot encoding that ignores values never seen in training. Boolean: 0/1 with missing values
+    set to the most frequent one.
     """
     transformers = []
     numeric = spec.names_of("numeric")
@@ -106,13 +115,38 @@ def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any
         transformers.append(
             ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric)
         )
-    discrete = spec.names_of("categorical") + spec.names_of("boolean")
-    if discrete:
-        transformers.append(
-            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), discrete)
-        )
+    categorical = spec.names_of("categorical")
+    if categorical:
+        transformers.append(("categorical", _categorical_encoder(), categorical))
+    boolean = spec.names_of("boolean")
+    if boolean:
+        transformers.append(("boolean", _boolean_encoder(), boolean))
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
     return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator_name, params, seed))])
+
+
+def _categorical_encoder() -> Pipeline:
+    """Imputes both spellings of "missing" (NaN from pandas, None from JSON null), then one-hot encodes.
+
+    One imputer per spelling: scikit-learn's imputer matches one marker, and the encoder would
+    otherwise treat None and NaN as two different categories.
+    """
+    return Pipeline([
+        ("impute_nan", SimpleImputer(missing_values=np.nan, strategy="constant", fill_value=MISSING_CATEGORY)),
+        ("impute_none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING_CATEGORY)),
+        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+    ])
+
+
+def _boolean_encoder() -> Pipeline:
+    """True/False (bool dtype from JSON or Parquet, or objects with None/NaN) as 1.0/0.0/NaN, imputed.
+
+    ``numpy.asarray`` does the cast so the saved Pipeline needs nothing beyond numpy and scikit-learn.
+    """
+    return Pipeline([
+        ("as_float", FunctionTransformer(np.asarray, kw_args={"dtype": np.float64}, feature_names_out="one-to-one")),
+        ("impute", SimpleImputer(strategy="most_frequent")),
+    ])
 
 
 def encode_target(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
@@ -155,7 +189,13 @@ def train_model(
     y = encode_target(train, spec)
     if len(np.unique(y)) < 2:
         raise DataValidationError(spec.target, "the training split has a single class; add data")
-    pipeline.fit(train[spec.feature_names], y)
+    try:
+        pipeline.fit(train[spec.feature_names], y)
+    except Exception as exc:
+        # XGBoost validates its parameters only inside fit, with its own error type.
+        if type(exc).__name__ == "XGBoostError":
+            raise ConfigError(f"invalid parameters for '{estimator}': {_first_line(exc)}") from None
+        raise
     return TrainResult(pipeline, train, holdout)
 
 

@@ -173,10 +173,6 @@ def test_gate_thresholds_reject_bad_settings(kwargs: dict, expected: str) -> Non
     assert expected in str(caught.value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: GateThresholds accepts max_regression=NaN (NaN < 0 is False); every regression then passes",
-    strict=True,
-)
 def test_gate_thresholds_reject_nan_max_regression() -> None:
     with pytest.raises(ConfigError):
         GateThresholds(max_regression=float("nan"))

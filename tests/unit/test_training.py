@@ -121,12 +121,8 @@ def test_saved_model_serves_dict_instances_without_driftloop(tmp_path: Path, val
         )
 
 
-@pytest.mark.xfail(
-    reason="BUG: coerce_to_spec keeps a missing categorical value as NaN, so the encoder learns NaN as the "
-    "'missing' category; KServe turns JSON null into None, which the encoder treats as unseen (all zeros)",
-    strict=True,
-)
 def test_served_null_category_scores_like_missing_in_training(trained_lr, validated) -> None:
+    """Training tables spell a missing category NaN; KServe spells JSON null None. Both mean 'missing'."""
     holdout = trained_lr.holdout_frame
     row = holdout[holdout["channel"].isna()][validated.spec.feature_names].head(1)
     assert len(row) == 1
@@ -135,6 +131,18 @@ def test_served_null_category_scores_like_missing_in_training(trained_lr, valida
     as_served = trained_lr.model.predict_proba(pd.DataFrame([_instance(row.iloc[0])]))[0, 1]
 
     assert as_served == pytest.approx(as_trained, rel=1e-9)
+
+
+def test_whole_number_floats_become_int_parameters(validated) -> None:
+    # KFP hands dict parameters over as a protobuf Struct, where 7 arrives as 7.0.
+    params = {"n_estimators": 7.0, "max_depth": 3.0, "min_samples_leaf": 2.0}
+
+    result = training.train_model(validated.frame, validated.spec, "random_forest", params, seed=1)
+
+    forest = result.model.named_steps["model"]
+    assert len(forest.estimators_) == 7
+    assert (forest.max_depth, forest.min_samples_leaf) == (3, 2)
+    assert all(isinstance(v, int) for v in (forest.n_estimators, forest.max_depth, forest.min_samples_leaf))
 
 
 def test_unknown_estimator_raises_config_error(validated) -> None:
@@ -147,11 +155,6 @@ def test_unknown_parameter_raises_config_error_naming_it() -> None:
         training.make_estimator("xgboost", {"max_deep": 3}, seed=0)
 
 
-@pytest.mark.xfail(
-    reason="BUG: make_estimator only checks parameter names; sklearn and XGBoost validate values in fit(), "
-    "so a bad value escapes as InvalidParameterError/XGBoostError instead of ConfigError",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("estimator", "params"),
     [("logistic_regression", {"C": -1.0}), ("random_forest", {"n_estimators": 0}), ("xgboost", {"max_depth": -3})],

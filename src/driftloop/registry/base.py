@@ -202,6 +202,13 @@ class ModelRegistry(ABC):
         """The audit trail of ``name``, oldest first."""
 
     @abstractmethod
+    def _audit_head(self, name: str) -> dict | None:
+        """The ``{"seq", "hash"}`` of the newest entry as recorded after each append, or None.
+
+        It lets :meth:`verify` notice the newest entries being deleted, which a hash chain alone cannot.
+        """
+
+    @abstractmethod
     def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
         """Atomically appends the entry ``build`` makes from the current trail.
 
@@ -236,7 +243,7 @@ class ModelRegistry(ABC):
             raise RegistryError(f"model directory {model_dir} holds no files")
         files = {f"{MODEL_DIR}/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in model_files}
         for rel, data in attachments.items():
-            if rel == VERSION_FILE or not _ATTACHMENT_RE.match(rel):
+            if rel in (VERSION_FILE, MODEL_DIR) or not _ATTACHMENT_RE.match(rel):
                 raise RegistryError(f"invalid attachment name '{rel}'")
             files[rel] = data
         record = {
@@ -297,7 +304,8 @@ class ModelRegistry(ABC):
 
     def verify(self, name: str) -> list[str]:
         """Every problem found: a broken audit chain, and stored files that fail their checksum."""
-        problems = [f"audit: {p}" for p in verify_chain(self.history(name))]
+        entries = self.history(name)
+        problems = [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
         for mv in self.list_versions(name):
             for rel in mv.files:
                 try:
@@ -420,6 +428,21 @@ class ModelRegistry(ABC):
             if mv.lineage.get("run_id") == run_id:
                 return mv
         return None
+
+
+def check_head(entries: list[AuditEntry], head: dict | None) -> list[str]:
+    """Compares the trail with its recorded head. A head one entry behind is a writer that died
+    between appending and recording the head: harmless. A head ahead means entries were removed."""
+    if head is None:
+        return []
+    last = entries[-1] if entries else None
+    if last is None or head["seq"] > last.seq:
+        newest = "none" if last is None else f"#{last.seq}"
+        return [f"the newest entries were removed: the head records #{head['seq']}, the trail ends at {newest}"]
+    recorded = next((e for e in entries if e.seq == head["seq"]), None)
+    if recorded is not None and recorded.hash != head["hash"]:
+        return [f"entry {head['seq']}: does not match the recorded head (replaced)"]
+    return []
 
 
 def previous_production(history: list[AuditEntry], current: int) -> int | None:

@@ -6,6 +6,7 @@ Layout under the root::
     models/<name>/versions/<n>/version.json         checksums, lineage, metrics (never inside model/)
     models/<name>/versions/<n>/<attachments>        spec.json, profile.json, model_card.md, …
     models/<name>/audit.jsonl                       append-only, hash-chained; aliases are its replay
+    models/<name>/audit.head                        seq and hash of the newest entry (detects deletions)
     models/<name>/.staging/                         versions being written; never listed
 
 A version is written completely under ``.staging`` and then renamed to ``versions/<n>``: a directory
@@ -144,7 +145,17 @@ class LocalRegistry(ModelRegistry):
                 handle.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
+            head = model_root / "audit.head"
+            tmp = head.with_name(f".audit.head.{uuid.uuid4().hex}")
+            _write_durably(tmp, json.dumps({"seq": entry.seq, "hash": entry.hash}).encode())
+            os.replace(tmp, head)
             return entry
+
+    def _audit_head(self, name: str) -> dict | None:
+        try:
+            return json.loads((self._model_root(name) / "audit.head").read_text())
+        except FileNotFoundError:
+            return None
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -7,6 +7,7 @@ Layout under ``s3://<bucket>/<prefix>/``::
     models/<name>/versions/<n>/<attachments>
     models/<name>/versions/<n>/version.json         written last: the version exists once it does
     models/<name>/audit/<seq>.json                  one object per entry, created with If-None-Match: *
+    models/<name>/audit-head.json                   seq and hash of the newest entry (detects deletions)
 
 S3 has no rename, so atomicity comes from conditional writes (``If-None-Match: *``, supported by
 MinIO and AWS S3): a writer first claims the next number, which no other writer can then get; a
@@ -184,12 +185,18 @@ class S3Registry(ModelRegistry):
                 entries.append(AuditEntry(**json.loads(data)))
         return entries
 
+    def _audit_head(self, name: str) -> dict | None:
+        data = self._get(self._model_key(name, "audit-head.json"))
+        return None if data is None else json.loads(data)
+
     def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
         for _ in range(MAX_ATTEMPTS):
             entries = self.history(name)
             entry = chain_entry(entries[-1] if entries else None, build(entries))
             key = self._model_key(name, "audit", f"{entry.seq:010d}.json")
             if self._put(key, json.dumps(entry.to_dict(), sort_keys=True).encode(), create_only=True):
+                head = json.dumps({"seq": entry.seq, "hash": entry.hash}).encode()
+                self._put(self._model_key(name, "audit-head.json"), head)
                 return entry
         raise RegistryError(f"could not append to the audit trail of {name} after {MAX_ATTEMPTS} attempts")
 

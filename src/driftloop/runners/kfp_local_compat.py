@@ -48,31 +48,62 @@ def resolve_channel(channel: str, io_store) -> Any:
     raise ConditionError(f"cannot resolve {channel}")
 
 
-def to_python(condition: str, io_store) -> str:
-    """Rewrites the CEL condition KFP compiles into a Python expression over literal values."""
-    expr = _CHANNEL.sub(lambda m: repr(resolve_channel(m.group(1), io_store)), condition)
-    expr = re.sub(r"\btrue\b", "True", expr)
-    expr = re.sub(r"\bfalse\b", "False", expr)
-    expr = re.sub(r"\bnull\b", "None", expr)
-    expr = expr.replace("&&", " and ").replace("||", " or ")
-    return re.sub(r"!(?!=)", " not ", expr)
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def to_python(condition: str, io_store) -> tuple[str, dict[str, Any]]:
+    """Rewrites the CEL condition KFP compiles into a Python expression.
+
+    Channel values become variables (``_v0``, ``_v1`` …) rather than text, so a string value such as
+    ``"true"`` is never mistaken for an operator. Operators are translated outside string literals only.
+
+    Returns:
+        The expression and its variables.
+    """
+    values: dict[str, Any] = {}
+
+    def channel(match: re.Match) -> str:
+        name = f"_v{len(values)}"
+        values[name] = resolve_channel(match.group(1), io_store)
+        return name
+
+    expr = _CHANNEL.sub(channel, condition)
+    pieces, last = [], 0
+    for literal in _STRING.finditer(expr):
+        pieces.append(_translate_operators(expr[last:literal.start()]))
+        pieces.append(literal.group(0))
+        last = literal.end()
+    pieces.append(_translate_operators(expr[last:]))
+    return "".join(pieces).strip(), values
+
+
+def _translate_operators(code: str) -> str:
+    code = re.sub(r"\btrue\b", "True", code)
+    code = re.sub(r"\bfalse\b", "False", code)
+    code = re.sub(r"\bnull\b", "None", code)
+    code = code.replace("&&", " and ").replace("||", " or ")
+    return re.sub(r"!(?!=)", " not ", code)
 
 
 def evaluate_condition(condition: str, io_store) -> bool:
     """Evaluates one ``trigger_policy.condition`` against the DAG's IOStore."""
     if not condition or not condition.strip():
         return True
-    expr = to_python(condition, io_store)
-    tree = ast.parse(expr, mode="eval")
+    expr, values = to_python(condition, io_store)
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise ConditionError(f"unsupported CEL in condition {condition!r}") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED_NODES):
             raise ConditionError(f"unsupported construct {type(node).__name__} in condition {condition!r}")
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS):
             raise ConditionError(f"unsupported function in condition {condition!r}")
-        if isinstance(node, ast.Name) and node.id not in _FUNCTIONS:
+        if isinstance(node, ast.Name) and node.id not in _FUNCTIONS and node.id not in values:
             raise ConditionError(f"unknown name {node.id!r} in condition {condition!r}")
-    result = bool(eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}}, dict(_FUNCTIONS)))  # noqa: S307
-    logging.getLogger(__name__).info("condition %s -> %s", expr.strip(), result)
+    scope = {**_FUNCTIONS, **values}
+    result = bool(eval(compile(tree, "<condition>", "eval"), {"__builtins__": {}}, scope))  # noqa: S307
+    logging.getLogger(__name__).info("condition %s -> %s", expr, result)
     return result
 
 

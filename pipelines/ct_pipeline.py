@@ -6,13 +6,14 @@ the Kubeflow IR a cluster runs; a test keeps the two in step.
 
 from pathlib import Path
 
+from kfp import compiler, dsl
+
 from driftloop.components.deploy_model import deploy_model
 from driftloop.components.evaluate_model import evaluate_model
 from driftloop.components.load_and_validate import load_and_validate
 from driftloop.components.record_outcome import record_outcome
 from driftloop.components.register_model import register_model
 from driftloop.components.train_model import train_model
-from kfp import compiler, dsl
 
 PIPELINE_NAME = "driftloop-ct"
 IR_PATH = Path(__file__).with_suffix(".yaml")

@@ -57,6 +57,8 @@ def run_models(args: argparse.Namespace) -> int:
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
     actor = getattr(args, "actor", None) or _login()
     verb = args.verb
+    if getattr(args, "name", None):
+        registry.require_model(args.name)
     if verb == "list":
         rows = [_model_row(registry, name) for name in registry.list_models()]
         return _emit(args, rows, lambda: console.print_models(rows, registry.uri))
@@ -74,8 +76,6 @@ def run_models(args: argparse.Namespace) -> int:
         return _emit(args, entry.to_dict(), lambda: console.print_audit_entry(entry))
     if verb == "history":
         entries = registry.history(args.name)
-        if not entries:
-            registry.get_version(args.name, 1)  # a clear "no such model" rather than an empty table
         return _emit(args, [e.to_dict() for e in entries], lambda: console.print_history(args.name, entries))
     if verb == "verify":
         names = [args.name] if args.name else registry.list_models()

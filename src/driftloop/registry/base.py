@@ -264,6 +264,11 @@ class ModelRegistry(ABC):
         """Names of all models with at least one version, sorted."""
         return sorted(n for n in self._model_names() if self._version_numbers(n))
 
+    def require_model(self, name: str) -> None:
+        """Raises :class:`ModelNotFoundError` unless ``name`` has at least one version."""
+        if not self._version_numbers(check_model_name(name)):
+            raise ModelNotFoundError(f"no registered model named '{name}'")
+
     def list_versions(self, name: str) -> list[ModelVersion]:
         """All complete versions of ``name``, oldest first."""
         return [self.get_version(name, n) for n in self._version_numbers(check_model_name(name))]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-from driftloop.data import DatasetSpec
-from driftloop.runners.local import RunSummary, TaskEvent
+if TYPE_CHECKING:  # keeps `driftloop models …` from importing scikit-learn just to print a table
+    from driftloop.data import DatasetSpec
+    from driftloop.runners.local import RunSummary, TaskEvent
 
 _MARK = {"running": "[cyan]…[/]", "succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]–[/]"}
 

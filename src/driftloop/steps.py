@@ -22,6 +22,7 @@ from driftloop.errors import DriftloopError
 from driftloop.evaluation import Evaluation, GateDecision, GateThresholds, decide_gate, evaluate_model
 from driftloop.profile import ReferenceProfile, build_profile
 from driftloop.registry import CANARY, PRODUCTION, ModelVersion, open_registry
+from driftloop.registry.base import TRAFFIC_KEY
 from driftloop.reports import evaluation_report_html, model_card, validation_report_html
 from driftloop.training import load_model, save_model, train_model
 from driftloop.validation import ValidationReport, validate_table
@@ -228,7 +229,7 @@ def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int
         return DeployResult("promoted", version, production, 100)
     registry.set_alias(model_name, CANARY, version, actor=actor, action="deploy-canary",
                        reason=f"canary at {canary_percent}% beside production v{production}",
-                       evidence={"canary_traffic_percent": canary_percent, "stable_version": production})
+                       evidence={TRAFFIC_KEY: canary_percent, "stable_version": production})
     return DeployResult("canary", version, production, canary_percent)
 
 

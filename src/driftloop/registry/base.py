@@ -23,6 +23,7 @@ from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, Re
 PRODUCTION = "production"
 CANARY = "canary"
 MODEL_DIR = "model"
+TRAFFIC_KEY = "canary_traffic_percent"  # evidence key of entries that set the canary's traffic share
 VERSION_FILE = "version.json"
 # A model name becomes an InferenceService name, so it follows DNS-1123 label rules.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,43}[a-z0-9])?$")
@@ -116,6 +117,7 @@ class RegistryState:
 
     aliases: dict[str, int] = field(default_factory=dict)
     archived: set[int] = field(default_factory=set)
+    canary_percent: int | None = None  # KServe's canaryTrafficPercent while a canary is set
 
 
 def replay(entries: Iterable[AuditEntry]) -> RegistryState:
@@ -129,6 +131,9 @@ def replay(entries: Iterable[AuditEntry]) -> RegistryState:
                 state.aliases[alias] = int(to)
         if entry.action == "archive" and entry.to_version is not None:
             state.archived.add(int(entry.to_version))
+        if CANARY in entry.moves or TRAFFIC_KEY in entry.evidence:
+            # A canary that moves without a stated share gets none until someone sets it.
+            state.canary_percent = int(entry.evidence.get(TRAFFIC_KEY, 0)) if CANARY in state.aliases else None
     return state
 
 
@@ -405,6 +410,23 @@ class ModelRegistry(ABC):
                            to_version=target, evidence=evidence, moves=moves)
 
         return self._commit(name, build)
+
+    def set_canary_traffic(self, name: str, percent: int, *, actor: str, reason: str = "",
+                           evidence: dict | None = None, action: str = "set-traffic") -> AuditEntry:
+        """Sets the share of requests (0–100) the canary receives; the rest go to production."""
+        if not 0 <= int(percent) <= 100:
+            raise ConfigError(f"canary traffic must be within 0..100, got {percent}")
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            if CANARY not in state.aliases:
+                raise RegistryError(f"model '{name}' has no canary")
+            return _fields(name, action, actor, reason, alias=CANARY, from_version=state.aliases[CANARY],
+                           to_version=state.aliases[CANARY],
+                           evidence={**(evidence or {}), TRAFFIC_KEY: int(percent),
+                                     "previous_percent": state.canary_percent})
+
+        return self._commit(check_model_name(name), build)
 
     def archive(self, name: str, version: int, *, actor: str, reason: str = "") -> AuditEntry:
         """Retires a version: it keeps its files and lineage but can no longer take an alias."""

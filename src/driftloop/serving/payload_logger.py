@@ -1,0 +1,109 @@
+"""Payload logging exactly like KServe's logger: binary-mode CloudEvents over HTTP, off the hot path.
+
+For every prediction two events go to the receiver (the drift monitor): the request and the
+response, sharing one ``ce-id``. Events wait in a bounded queue and a background task posts them,
+so a slow or dead receiver never slows or fails a prediction; what cannot be queued or delivered is
+dropped and counted in ``driftloop_payload_log_dropped_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from driftloop.serving.metrics import GatewayMetrics
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One CloudEvent: its attributes and its JSON body."""
+
+    event_id: str
+    event_type: str
+    model: str
+    endpoint: str  # "default" | "canary"
+    body: bytes
+    version: int
+
+    def headers(self, namespace: str, source: str) -> dict[str, str]:
+        return {
+            "ce-specversion": "1.0",
+            "ce-id": self.event_id,
+            "ce-type": self.event_type,
+            "ce-source": source,
+            "ce-inferenceservicename": self.model,
+            "ce-namespace": namespace,
+            "ce-component": "predictor",
+            "ce-endpoint": self.endpoint,
+            "ce-modelversion": str(self.version),
+            "content-type": "application/json",
+        }
+
+
+class PayloadLogger:
+    """Queues events and delivers them in the background."""
+
+    def __init__(self, url: str, metrics: GatewayMetrics, namespace: str = "local", queue_size: int = 10_000,
+                 timeout: float = 2.0) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.metrics = metrics
+        self.timeout = timeout
+        self._queue: asyncio.Queue[LoggedEvent] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.timeout)
+        self._task = asyncio.get_running_loop().create_task(self._deliver_forever())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._client:
+            await self._client.aclose()
+
+    def log(self, event_id: str, model: str, version: int, endpoint: str, request: dict, response: dict) -> None:
+        """Queues the request and response events; never blocks and never raises."""
+        for event_type, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response)):
+            try:
+                data = json.dumps(body, default=_jsonable).encode()
+                self._queue.put_nowait(LoggedEvent(event_id, event_type, model, endpoint, data, version))
+            except asyncio.QueueFull:
+                self.metrics.payload_log_dropped.labels("queue_full").inc()
+            except (TypeError, ValueError):
+                self.metrics.payload_log_dropped.labels("unserialisable").inc()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                response = await self._client.post(
+                    self.url, content=event.body,
+                    headers=event.headers(self.namespace, f"http://driftloop-gateway/v1/models/{event.model}"),
+                )
+                if response.status_code >= 300:
+                    self.metrics.payload_log_dropped.labels("receiver_error").inc()
+                else:
+                    self.metrics.payload_log_sent.inc()
+            except httpx.HTTPError:
+                self.metrics.payload_log_dropped.labels("receiver_unreachable").inc()
+            except Exception:  # noqa: BLE001 - the logger must outlive anything a receiver does
+                log.exception("payload logger: unexpected error")
+                self.metrics.payload_log_dropped.labels("internal").inc()
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

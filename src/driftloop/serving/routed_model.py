@@ -1,0 +1,91 @@
+"""One served model name: production ("default") and, during a rollout, a canary, as a kserve.Model."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from kserve import Model
+from kserve.errors import InferenceError, InvalidInput
+from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.utils.utils import get_predict_response
+
+from driftloop.serving.metrics import GatewayMetrics
+from driftloop.serving.payload import frame_from_payload
+from driftloop.serving.payload_logger import PayloadLogger
+from driftloop.serving.split import TrafficSplit
+from driftloop.serving.versions import ServedVersion
+
+VERSION_HEADER = "x-driftloop-model-version"
+ENDPOINT_HEADER = "x-driftloop-endpoint"
+
+
+class RoutedModel(Model):
+    """Routes each request to the stable or the canary version by the canary's traffic percent.
+
+    Versions are swapped by :meth:`set_versions` between requests: a request that has started keeps
+    the version it picked, so a promotion or rollback never fails an in-flight request.
+    """
+
+    def __init__(self, name: str, stable: ServedVersion, metrics: GatewayMetrics,
+                 payload_logger: PayloadLogger | None = None) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.stable = stable
+        self.canary: ServedVersion | None = None
+        self.split = TrafficSplit(0)
+        self.metrics = metrics
+        self.payload_logger = payload_logger
+        self.ready = True
+        self._publish_gauges()
+
+    def set_versions(self, stable: ServedVersion, canary: ServedVersion | None, percent: int) -> None:
+        """Points the endpoints at new versions and sets the canary's share, all at once."""
+        self.stable, self.canary = stable, canary
+        self.split.percent = percent if canary is not None else 0
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        self.metrics.canary_percent.labels(self.name).set(self.split.percent)
+        self.metrics.serving_version.labels(self.name, "default").set(self.stable.version)
+        self.metrics.serving_version.labels(self.name, "canary").set(self.canary.version if self.canary else 0)
+
+    def load(self) -> bool:
+        return self.ready
+
+    def predict(self, payload: dict | InferRequest, headers: dict | None = None,
+                response_headers: dict | None = None) -> dict | InferResponse:
+        canary = self.canary
+        if canary is not None and self.split.to_canary():
+            target, endpoint = canary, "canary"
+        else:
+            target, endpoint = self.stable, "default"
+        labels = (self.name, str(target.version), endpoint)
+        started = time.perf_counter()
+        try:
+            frame = frame_from_payload(payload, target.spec)
+        except InvalidInput:
+            self.metrics.requests.labels(*labels, "invalid").inc()
+            raise
+        try:
+            predictions = target.predict(frame)
+        except Exception as exc:  # the model itself failed: a server-side error of this version
+            self.metrics.requests.labels(*labels, "error").inc()
+            raise InferenceError(f"{self.name} v{target.version} failed to predict: {type(exc).__name__}") from None
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(*labels, "ok").inc()
+        if response_headers is not None:
+            response_headers[VERSION_HEADER] = str(target.version)
+            response_headers[ENDPOINT_HEADER] = endpoint
+        response = get_predict_response(payload, predictions, self.name)
+        if self.payload_logger is not None:
+            event_id = (headers or {}).get("x-request-id") or str(uuid.uuid4())
+            self.payload_logger.log(event_id, self.name, target.version, endpoint,
+                                    _as_json(payload), _as_json(response))
+        return response
+
+
+def _as_json(message) -> dict:
+    if isinstance(message, (InferRequest, InferResponse)):
+        body, _ = message.to_rest()
+        return body
+    return message

@@ -51,7 +51,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--canary-percent", type=int, default=10, help="traffic share of a new version (0-100)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftloop", description="Continuous training for tabular models on "
                                      "Kubeflow Pipelines and KServe; runs whole on this machine by default.")
     parser.add_argument("--version", action="version", version=f"driftloop {__version__}")
@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--json", action="store_true")
 
     from driftloop.models_cli import add_models_parser
+    from driftloop.serve_cli import add_serve_parsers
 
     add_models_parser(sub, _add_common)
+    add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -112,6 +114,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "serve":
+        from driftloop.serve_cli import run_serve
+
+        return run_serve(args)
+    if args.command == "rollout":
+        from driftloop.serve_cli import run_rollout_command
+
+        return run_rollout_command(args)
     if args.command == "models":
         from driftloop.models_cli import run_models
 

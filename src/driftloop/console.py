@@ -187,3 +187,8 @@ def print_reproduction(outcome) -> None:
         console.print("[green]reproduced[/]: same metrics and predictions")
     for problem in outcome.problems:
         console.print(f"[red]differs[/]: {problem}")
+
+
+def print_rollout_step(step) -> None:
+    mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "inconclusive": "[yellow]?[/]"}[step.verdict]
+    _stdout().print(f"  {mark} canary at {step.percent:>3}%: {step.verdict} — {'; '.join(step.reasons)}")

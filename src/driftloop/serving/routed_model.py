@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -52,6 +53,15 @@ class RoutedModel(Model):
     def load(self) -> bool:
         return self.ready
 
+    def preprocess(self, payload, headers: dict | None = None):
+        """KServe leaves bodies sent without a JSON content type (``curl -d``) as bytes; parse them."""
+        if isinstance(payload, (bytes, str)):
+            try:
+                return json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidInput(f"invalid JSON body: {exc}") from None
+        return payload
+
     def predict(self, payload: dict | InferRequest, headers: dict | None = None,
                 response_headers: dict | None = None) -> dict | InferResponse:
         canary = self.canary
@@ -77,6 +87,8 @@ class RoutedModel(Model):
             response_headers[VERSION_HEADER] = str(target.version)
             response_headers[ENDPOINT_HEADER] = endpoint
         response = get_predict_response(payload, predictions, self.name)
+        if isinstance(response, InferResponse):
+            response.model_version = str(target.version)
         if self.payload_logger is not None:
             event_id = (headers or {}).get("x-request-id") or str(uuid.uuid4())
             self.payload_logger.log(event_id, self.name, target.version, endpoint,

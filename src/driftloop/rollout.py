@@ -1,0 +1,217 @@
+"""Automated canary analysis, in the manner of Flagger and Argo Rollouts.
+
+The canary's traffic steps up (e.g. 10 → 25 → 50 → 100 %). At each step the analysis waits an
+interval, reads the gateway's Prometheus metrics, and compares the canary with the stable version
+over that interval: error rate and latency (and, once labels arrive, quality). A step with fewer
+canary requests than the minimum is inconclusive — never a pass — and is retried a bounded number
+of times. A failed check aborts: the canary is removed and stable takes 100 % again. Passing the
+last step promotes the canary. Every decision and its evidence goes to the registry's audit trail.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftloop.errors import ConfigError, RegistryError
+from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How a canary earns its promotion.
+
+    Attributes:
+        steps: Canary traffic percentages, ascending, ending at 100.
+        interval: Seconds each step is observed.
+        min_requests: Canary requests a step needs to be judged at all.
+        max_error_rate: Highest canary error rate (server errors / requests) a step may show.
+        max_error_rate_increase: How much the canary's error rate may exceed stable's.
+        max_latency_ratio: Highest ratio of canary to stable mean latency.
+        max_inconclusive: Inconclusive observations allowed in total before the rollout aborts.
+        max_failures: Failed checks that abort the rollout.
+    """
+
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval: float = 30.0
+    min_requests: int = 50
+    max_error_rate: float = 0.01
+    max_error_rate_increase: float = 0.005
+    max_latency_ratio: float = 1.5
+    max_inconclusive: int = 3
+    max_failures: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.steps or list(self.steps) != sorted(self.steps) or self.steps[-1] != 100 or self.steps[0] <= 0:
+            raise ConfigError(f"rollout steps must rise from above 0 to 100, got {list(self.steps)}")
+        if self.interval <= 0 or self.min_requests < 1:
+            raise ConfigError("rollout interval must be > 0 and min requests >= 1")
+
+
+@dataclass
+class Window:
+    """What one endpoint did during an observation window."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_sum: float = 0.0
+    latency_count: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def mean_latency(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
+
+
+@dataclass
+class StepResult:
+    percent: int
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    reasons: list[str]
+    canary: dict
+    stable: dict
+
+
+@dataclass
+class RolloutResult:
+    model: str
+    canary_version: int
+    stable_version: int
+    outcome: str  # "promoted" | "aborted"
+    reason: str
+    steps: list[StepResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Counters per (version, outcome) and latency sum/count per version, for one model.
+Snapshot = dict[tuple[str, str], float]
+
+
+def scrape_gateway(url: str, model: str) -> Snapshot:
+    """Reads the driftloop counters of ``model`` from a gateway's /metrics."""
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
+        text = response.read().decode()
+    return parse_metrics(text, model)
+
+
+def parse_metrics(text: str, model: str) -> Snapshot:
+    snapshot: Snapshot = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("model") != model:
+                continue
+            version = labels.get("version", "")
+            if sample.name == "driftloop_requests_total":
+                snapshot[(version, labels["outcome"])] = sample.value
+            elif sample.name == "driftloop_request_latency_seconds_sum":
+                snapshot[(version, "latency_sum")] = sample.value
+            elif sample.name == "driftloop_request_latency_seconds_count":
+                snapshot[(version, "latency_count")] = sample.value
+    return snapshot
+
+
+def window(before: Snapshot, after: Snapshot, version: int) -> Window:
+    """The difference of two snapshots for one version."""
+    v = str(version)
+
+    def delta(kind: str) -> float:
+        return after.get((v, kind), 0.0) - before.get((v, kind), 0.0)
+
+    ok, errors = delta("ok"), delta("error")
+    return Window(int(ok + errors), int(errors), delta("latency_sum"), int(delta("latency_count")))
+
+
+def judge(canary: Window, stable: Window, policy: RolloutPolicy) -> tuple[str, list[str]]:
+    """One observation's verdict and its reasons."""
+    if canary.requests < policy.min_requests:
+        return "inconclusive", [f"canary served {canary.requests} requests; a step needs {policy.min_requests}"]
+    reasons, failed = [], False
+    if canary.error_rate > policy.max_error_rate:
+        failed = True
+        reasons.append(f"canary error rate {canary.error_rate:.2%} is above the limit {policy.max_error_rate:.2%}")
+    if canary.error_rate > stable.error_rate + policy.max_error_rate_increase:
+        failed = True
+        reasons.append(f"canary error rate {canary.error_rate:.2%} exceeds stable's {stable.error_rate:.2%} by more "
+                       f"than {policy.max_error_rate_increase:.2%}")
+    if canary.mean_latency is not None and stable.mean_latency:
+        ratio = canary.mean_latency / stable.mean_latency
+        if ratio > policy.max_latency_ratio:
+            failed = True
+            reasons.append(f"canary mean latency {canary.mean_latency * 1000:.1f} ms is {ratio:.2f}× stable's "
+                           f"(limit {policy.max_latency_ratio:.2f}×)")
+    if not failed:
+        reasons.append(f"canary: {canary.requests} requests, error rate {canary.error_rate:.2%}; "
+                       f"stable error rate {stable.error_rate:.2%}")
+    return ("fail" if failed else "pass"), reasons
+
+
+def run_rollout(
+    registry: ModelRegistry,
+    name: str,
+    read_metrics: Callable[[], Snapshot],
+    policy: RolloutPolicy = RolloutPolicy(),
+    actor: str = "rollout",
+    sleep: Callable[[float], None] = time.sleep,
+    on_step: Callable[[StepResult], None] | None = None,
+) -> RolloutResult:
+    """Walks the canary of ``name`` through the policy's steps; promotes it or aborts."""
+    aliases = registry.aliases(name)
+    if CANARY not in aliases or PRODUCTION not in aliases:
+        raise RegistryError(f"model '{name}' needs a production version and a canary to roll out")
+    canary, stable = aliases[CANARY], aliases[PRODUCTION]
+    result = RolloutResult(name, canary, stable, "aborted", "")
+    inconclusive = failures = 0
+    for percent in policy.steps[:-1]:
+        registry.set_canary_traffic(name, percent, actor=actor, reason=f"rollout step: canary at {percent}%",
+                                    action="rollout-step")
+        while True:
+            _check_still_canary(registry, name, canary)
+            before = read_metrics()
+            sleep(policy.interval)
+            after = read_metrics()
+            verdict, reasons = judge(window(before, after, canary), window(before, after, stable), policy)
+            step = StepResult(percent, verdict, reasons, asdict(window(before, after, canary)),
+                              asdict(window(before, after, stable)))
+            result.steps.append(step)
+            registry.record(name, "rollout-analysis", actor=actor, version=canary,
+                            reason=f"{percent}%: {verdict}: " + "; ".join(reasons), evidence=asdict(step))
+            if on_step:
+                on_step(step)
+            if verdict == "pass":
+                break
+            if verdict == "fail":
+                failures += 1
+                if failures >= policy.max_failures:
+                    return _abort(registry, name, result, actor, "; ".join(reasons))
+            else:
+                inconclusive += 1
+                if inconclusive > policy.max_inconclusive:
+                    return _abort(registry, name, result, actor,
+                                  f"too little canary traffic: {inconclusive} inconclusive observations")
+    registry.promote(name, canary, actor=actor, reason="canary passed every rollout step",
+                     evidence={"steps": [asdict(s) for s in result.steps]})
+    result.outcome, result.reason = "promoted", f"v{canary} passed {len(policy.steps) - 1} steps"
+    return result
+
+
+def _check_still_canary(registry: ModelRegistry, name: str, canary: int) -> None:
+    if registry.aliases(name).get(CANARY) != canary:
+        raise RegistryError(f"the canary of '{name}' changed during the rollout; stopping")
+
+
+def _abort(registry: ModelRegistry, name: str, result: RolloutResult, actor: str, reason: str) -> RolloutResult:
+    registry.remove_alias(name, CANARY, actor=actor, action="rollout-abort",
+                          reason=f"canary v{result.canary_version} aborted: {reason}",
+                          evidence={"steps": [asdict(s) for s in result.steps]})
+    result.outcome, result.reason = "aborted", reason
+    return result

@@ -78,10 +78,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     spec.add_argument("--categorical", default="", help="comma-separated columns to treat as categorical")
     spec.add_argument("--json", action="store_true")
 
+    from driftloop.deploy_cli import add_deploy_parser
     from driftloop.models_cli import add_models_parser
     from driftloop.serve_cli import add_serve_parsers
 
     add_models_parser(sub, _add_common)
+    add_deploy_parser(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
@@ -114,6 +116,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "deploy":
+        from driftloop.deploy_cli import run_deploy
+
+        return run_deploy(args)
     if args.command == "serve":
         from driftloop.serve_cli import run_serve
 

@@ -47,7 +47,7 @@ def world(tmp_path) -> dict:
     reference = synthetic.generate(600, seed=1)
     shifted = synthetic.generate(600, seed=2, covariate_shift=0.7, concept_shift=0.7)
     v1 = _register(registry, tmp_path, reference)
-    v2 = _register(registry, tmp_path, shifted)
+    _register(registry, tmp_path, shifted)  # v2
     registry.promote("churn", v1, actor="test")
     rows = reference.drop(columns=FEATURES_TO_DROP).head(50)
     return {"registry": registry, "tmp": tmp_path, "rows": rows, "reference": reference}
@@ -168,7 +168,7 @@ def test_a_canary_that_cannot_load_never_receives_traffic(world) -> None:
 
 
 def test_damaged_new_production_keeps_the_old_model_serving(world) -> None:
-    registry, tmp = world["registry"], world["tmp"]
+    registry = world["registry"]
     gateway = Gateway(registry, poll_interval=0.1)
     with ServerThread(gateway.app) as server, httpx.Client(base_url=server.url) as client:
         assert _predict(client, world["rows"]).headers["x-driftloop-model-version"] == "1"

@@ -1,0 +1,1 @@
+"""Deployment targets: the local gateway follows registry aliases; KServe gets InferenceServices."""

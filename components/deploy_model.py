@@ -6,12 +6,14 @@ from driftloop.image import PROJECT_IMAGE
 
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
-def deploy_model(registry_uri: str, model_name: str, version: int, canary_percent: int = 10) -> str:
-    """Moves the registry aliases that serving follows.
+def deploy_model(registry_uri: str, model_name: str, version: int, canary_percent: int = 10,
+                 rollout_gateway: str = "", rollout_interval: float = 30.0) -> str:
+    """Moves the registry aliases that serving follows; optionally runs the canary analysis.
 
     Returns:
-        Output: "promoted" or "canary".
+        Output: "promoted", "canary" (no analysis asked for) or "aborted" (the analysis failed it).
     """
     from driftloop import steps
 
-    return steps.deploy(registry_uri, model_name, version, canary_percent).action
+    return steps.deploy(registry_uri, model_name, version, canary_percent, rollout_gateway=rollout_gateway,
+                        rollout_interval=rollout_interval).action

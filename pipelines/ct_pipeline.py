@@ -47,6 +47,8 @@ def build_ct_pipeline(with_exit_handler: bool = True):
         min_gate_value: float = 0.6,
         max_regression: float = 0.01,
         canary_percent: int = 10,
+        rollout_gateway: str = "",
+        rollout_interval: float = 30.0,
         triggered_by: str = "manual",
     ):
         def steps() -> None:
@@ -75,7 +77,7 @@ def build_ct_pipeline(with_exit_handler: bool = True):
                 ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s").set_display_name("register")
                 deploy_model(
                     registry_uri=registry_uri, model_name=model_name, version=registered.outputs["Output"],
-                    canary_percent=canary_percent,
+                    canary_percent=canary_percent, rollout_gateway=rollout_gateway, rollout_interval=rollout_interval,
                 ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s").set_display_name("deploy")
             # Every step reads or writes state that changes between runs (data at a URI, the champion).
             for task in (validated, trained, evaluated):

@@ -49,6 +49,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-regression", type=float, default=0.01,
                         help="largest allowed drop of the metric against the champion")
     parser.add_argument("--canary-percent", type=int, default=10, help="traffic share of a new version (0-100)")
+    parser.add_argument("--rollout-gateway", default="",
+                        help="after deploying a canary, run the canary analysis against this gateway URL")
+    parser.add_argument("--rollout-interval", type=float, default=30.0, help="seconds per rollout step")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -169,6 +172,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
         test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
         max_regression=args.max_regression, canary_percent=args.canary_percent,
+        rollout_gateway=args.rollout_gateway, rollout_interval=args.rollout_interval,
     )
     _check_run_options(options)
     if args.data:

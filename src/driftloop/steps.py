@@ -216,9 +216,14 @@ class DeployResult:
     canary_percent: int
 
 
-def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int, actor: str = "ct-pipeline") -> DeployResult:
+def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int, actor: str = "ct-pipeline",
+           rollout_gateway: str = "", rollout_interval: float = 30.0) -> DeployResult:
     """Rolls a registered version out: straight to production when nothing serves yet (or at 100%),
-    otherwise as the canary taking ``canary_percent`` of traffic."""
+    otherwise as the canary taking ``canary_percent`` of traffic.
+
+    With ``rollout_gateway`` (a gateway's base URL) the canary then goes through automated analysis
+    against that gateway's metrics and ends "promoted" or "aborted".
+    """
     if not 0 <= canary_percent <= 100:
         raise DriftloopError(f"canary percent must be within 0..100, got {canary_percent}")
     registry = open_registry(registry_uri)
@@ -230,7 +235,14 @@ def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int
     registry.set_alias(model_name, CANARY, version, actor=actor, action="deploy-canary",
                        reason=f"canary at {canary_percent}% beside production v{production}",
                        evidence={TRAFFIC_KEY: canary_percent, "stable_version": production})
-    return DeployResult("canary", version, production, canary_percent)
+    if not rollout_gateway:
+        return DeployResult("canary", version, production, canary_percent)
+    from driftloop.rollout import RolloutPolicy, run_rollout, scrape_gateway
+
+    metrics_url = rollout_gateway.rstrip("/") + "/metrics"
+    result = run_rollout(registry, model_name, lambda: scrape_gateway(metrics_url, model_name),
+                         RolloutPolicy(interval=rollout_interval), actor=actor)
+    return DeployResult(result.outcome, version, production, 100 if result.outcome == "promoted" else 0)
 
 
 def record_outcome(

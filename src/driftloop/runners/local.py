@@ -51,6 +51,8 @@ class CTParams:
     min_gate_value: float = 0.6
     max_regression: float = 0.01
     canary_percent: int = 10
+    rollout_gateway: str = ""
+    rollout_interval: float = 30.0
     triggered_by: str = "manual"
 
     def arguments(self, registry_uri: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -128,6 +129,8 @@ class Gateway:
             if self.payload_logger:
                 await self.payload_logger.stop()
 
+        # KServe's endpoints still name ORJSONResponse, which FastAPI now flags on every request.
+        warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
         app = FastAPI(title="driftloop gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
         register_v1_endpoints(app, self.server.dataplane, self.server.model_repository_extension)
         register_v2_endpoints(app, self.server.dataplane, self.server.model_repository_extension)

@@ -24,18 +24,20 @@ def frame_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> pd.Da
     """The request's rows as a DataFrame with the spec's features, typed; raises InvalidInput."""
     if isinstance(payload, InferRequest):
         frame = _frame_from_v2(payload, spec)
+        columns, n_rows = frame.to_dict(orient="list"), len(frame)
     elif isinstance(payload, dict):
-        frame = _frame_from_v1(payload, spec)
+        columns, n_rows = _columns_from_v1(payload, spec)
     else:
         raise InvalidInput("request body must be a JSON object")
-    if frame.empty:
+    if n_rows == 0:
         raise InvalidInput("empty batch: send at least one instance")
-    if len(frame) > MAX_INSTANCES:
-        raise InvalidInput(f"batch of {len(frame)} instances is larger than the limit of {MAX_INSTANCES}")
-    return _typed(frame, spec)
+    if n_rows > MAX_INSTANCES:
+        raise InvalidInput(f"batch of {n_rows} instances is larger than the limit of {MAX_INSTANCES}")
+    return _typed(columns, n_rows, spec)
 
 
-def _frame_from_v1(payload: dict, spec: DatasetSpec) -> pd.DataFrame:
+def _columns_from_v1(payload: dict, spec: DatasetSpec) -> tuple[dict[str, list], int]:
+    """Column lists from V1 instances; building them directly skips an intermediate DataFrame."""
     key = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
     if key is None:
         raise InvalidInput('V1 requests need "instances": a list of feature dicts or feature lists')
@@ -44,14 +46,16 @@ def _frame_from_v1(payload: dict, spec: DatasetSpec) -> pd.DataFrame:
         raise InvalidInput(f'"{key}" must be a list')
     if not instances:
         raise InvalidInput("empty batch: send at least one instance")
+    names = spec.feature_names
     if all(isinstance(row, dict) for row in instances):
-        return pd.DataFrame.from_records(instances)
+        seen = set().union(*(row.keys() for row in instances))
+        # A key absent from some instances is missing there (pandas would make it NaN too).
+        return {name: [row.get(name) for row in instances] for name in seen}, len(instances)
     if all(isinstance(row, list) for row in instances):
-        names = spec.feature_names
         for i, row in enumerate(instances):
             if len(row) != len(names):
                 raise InvalidInput(f"instance {i} has {len(row)} values; the model takes {len(names)}: {', '.join(names)}")
-        return pd.DataFrame(instances, columns=names)
+        return {name: [row[j] for row in instances] for j, name in enumerate(names)}, len(instances)
     raise InvalidInput("each instance must be an object (feature → value) or a list in feature order, not mixed")
 
 
@@ -77,27 +81,20 @@ def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
     return pd.DataFrame(array, columns=spec.feature_names)
 
 
-def _typed(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    missing = [name for name in spec.feature_names if name not in frame.columns]
+def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> pd.DataFrame:
+    missing = [name for name in spec.feature_names if name not in columns]
     if missing:
         raise InvalidInput(f"missing feature(s): {', '.join(missing)}")
-    unknown = [str(c) for c in frame.columns if c not in spec.feature_names]
+    unknown = [str(c) for c in columns if c not in spec.feature_names]
     if unknown:
-        raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
-    out = {}
+        raise InvalidInput(f"unknown feature(s): {', '.join(sorted(unknown)[:10])}")
+    convert = {"numeric": _number, "boolean": _boolean, "categorical": _category}
+    typed = {}
     for feature in spec.features:
-        column = frame[feature.name]
-        if feature.kind == "numeric":
-            out[feature.name] = [_number(v, feature.name) for v in column]
-        elif feature.kind == "boolean":
-            out[feature.name] = [_boolean(v, feature.name) for v in column]
-        else:
-            out[feature.name] = [_category(v, feature.name) for v in column]
-    typed = pd.DataFrame(out, columns=spec.feature_names)
-    for feature in spec.features:
-        if feature.kind == "numeric":
-            typed[feature.name] = typed[feature.name].astype(float)
-    return typed
+        to_value = convert[feature.kind]
+        values = [to_value(v, feature.name) for v in columns[feature.name]]
+        typed[feature.name] = np.asarray(values, dtype=np.float64) if feature.kind == "numeric" else values
+    return pd.DataFrame(typed, columns=spec.feature_names)
 
 
 def _is_null(value: Any) -> bool:

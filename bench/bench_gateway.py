@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, Request  # at module level: the endpoints' annotations name Request
 from rich.console import Console
 from rich.table import Table
 
@@ -73,7 +74,6 @@ def _serve_gateway(registry: str, port: int, canary: bool, logger_port: int | No
 def _serve_floor(registry: str, port: int) -> None:
     import pandas as pd
     import uvicorn
-    from fastapi import FastAPI, Request
 
     from driftloop.registry import open_registry
     from driftloop.serving.versions import ServedVersion
@@ -91,7 +91,6 @@ def _serve_floor(registry: str, port: int) -> None:
 
 def _serve_sink(port: int) -> None:
     import uvicorn
-    from fastapi import FastAPI, Request
 
     app = FastAPI()
 

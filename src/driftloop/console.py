@@ -192,3 +192,19 @@ def print_reproduction(outcome) -> None:
 def print_rollout_step(step) -> None:
     mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "inconclusive": "[yellow]?[/]"}[step.verdict]
     _stdout().print(f"  {mark} canary at {step.percent:>3}%: {step.verdict} — {'; '.join(step.reasons)}")
+
+
+def print_drift(result) -> None:
+    console = _stdout()
+    table = Table(title=f"drift: {result.n_current} current rows vs {result.n_reference} reference rows")
+    for column in ("feature", "kind", "method", "score", "threshold", "drift"):
+        table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
+    for f in result.features:
+        table.add_row(f.column, f.kind, f.method, f"{f.score:.4f}", f"{f.threshold:g}",
+                      "[red]drift[/]" if f.drifted else "[green]ok[/]")
+    console.print(table)
+    verdict = "[red]DATASET DRIFT[/]" if result.dataset_drift else "[green]no dataset drift[/]"
+    console.print(f"{verdict}: {len(result.drifted_features)} of {len(result.features)} features drifted "
+                  f"({result.drift_share:.0%}; threshold {result.config['drift_share']:.0%})")
+    if result.report_path:
+        console.print(f"report: {result.report_path}", soft_wrap=True)

@@ -160,22 +160,29 @@ def infer_spec(
     for name, role in ((id_column, "id"), (timestamp_column, "timestamp")):
         if name and name not in frame.columns:
             raise DataValidationError(name, f"{role} column not found")
-    forced_categorical = set(categorical)
     skip = {target, id_column, timestamp_column, *exclude}
+    features, ignored = infer_features(frame, skip, categorical)
+    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored)
+
+
+def infer_features(
+    frame: pd.DataFrame, skip: Iterable = (), categorical: Iterable[str] = ()
+) -> tuple[list[FeatureSpec], dict[str, str]]:
+    """Typed features of every column not in ``skip``, and the columns left out with the reason."""
+    forced_categorical, skip = set(categorical), set(skip)
     features: list[FeatureSpec] = []
     ignored: dict[str, str] = {}
     for name in frame.columns:
         if name in skip:
             continue
-        column = frame[name]
-        kind = _infer_kind(column, force_categorical=name in forced_categorical)
+        kind = _infer_kind(frame[name], force_categorical=name in forced_categorical)
         if kind is None:
             ignored[name] = "looks like an identifier (mostly unique text); declare it if it is a feature"
             continue
         features.append(FeatureSpec(str(name), kind))
     if not features:
         raise DataValidationError(None, "no feature columns besides the target")
-    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored)
+    return features, ignored
 
 
 def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind | None:

@@ -287,3 +287,15 @@ def library_versions() -> dict:
 def _write_text(path: str, text: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
+
+
+def check_drift(reference_uri: str, current_uri: str, spec_json: str, report_path: str,
+                num_method: str = "wasserstein", cat_method: str = "jensenshannon", drift_share: float = 0.5):
+    """The drift component's job: load both tables and compare them feature by feature."""
+    from driftloop.drift import DriftConfig
+    from driftloop.drift import check_drift as compare
+
+    reference, _ = load_table(reference_uri)
+    current, _ = load_table(current_uri)
+    config = DriftConfig(num_method=num_method, cat_method=cat_method, drift_share=drift_share)
+    return compare(reference, current, DatasetSpec.from_json(spec_json), config, report_path)

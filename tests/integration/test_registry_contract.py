@@ -213,11 +213,12 @@ def test_concurrent_writers_get_distinct_consecutive_versions(backend, tmp_path)
     assert backend.registry.verify("churn") == []
 
 
-def _endless_writer(uri: str, env: dict, workdir: str) -> None:
+def _endless_writer(uri: str, env: dict, workdir: str, started) -> None:
     os.environ.update(env)
     registry = open_registry(uri)
     payload = os.urandom(4 * 1024 * 1024)  # large enough that a kill often lands mid-write
     model_dir = _model_dir(Path(workdir) / f"endless-{os.getpid()}", payload)
+    started.set()
     while True:
         registry.register("churn", model_dir, model_format="sklearn", lineage={}, metrics={},
                           attachments={"profile.json": payload[:1024]}, actor="endless")
@@ -226,11 +227,16 @@ def _endless_writer(uri: str, env: dict, workdir: str) -> None:
 def test_sigkill_at_any_point_leaves_no_partial_version(backend, tmp_path) -> None:
     ctx = mp.get_context("spawn")
     rng = random.Random(7)
-    for _ in range(6):
-        process = ctx.Process(target=_endless_writer, args=(backend.uri, backend.env, str(tmp_path)))
+    kills = 0
+    # At least 6 kills, and more (up to 15) until one has landed inside a registration.
+    while kills < 6 or (backend.abandoned() == 0 and kills < 15):
+        started = ctx.Event()
+        process = ctx.Process(target=_endless_writer, args=(backend.uri, backend.env, str(tmp_path), started))
         process.start()
-        time.sleep(rng.uniform(2.0, 4.0))  # start-up, then somewhere inside a registration
+        assert started.wait(timeout=120), "writer did not start"
+        time.sleep(rng.uniform(0.05, 1.5))  # somewhere inside a registration
         os.kill(process.pid, signal.SIGKILL)
+        kills += 1
         process.join()
         versions = backend.registry.list_versions("churn")  # listing never fails
         for version in versions:

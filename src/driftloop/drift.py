@@ -1,0 +1,145 @@
+"""Data drift between a reference table and a current one, computed by Evidently.
+
+Each feature gets a statistical test or distance chosen for its kind (configurable), and a verdict
+against its threshold; the dataset drifts when the share of drifted features reaches ``drift_share``.
+The HTML report is Evidently's own, so it renders in the Kubeflow dashboard as an HTML artifact.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from driftloop.data import DatasetSpec
+from driftloop.errors import ConfigError, DataValidationError
+
+# Evidently's methods that return a p-value (drift when below the threshold); the rest are distances
+# (drift when at or above it).
+P_VALUE_METHODS = {
+    "ks", "chisquare", "z", "anderson", "cramer_von_mises", "t_test", "mannw", "fisher_exact", "g_test",
+    "epps_singleton", "empirical_mmd", "TVD",
+}
+DEFAULT_THRESHOLDS = {"wasserstein": 0.1, "jensenshannon": 0.1, "psi": 0.1, "hellinger": 0.1, "kl_div": 0.1}
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Which test each kind of feature gets, and when a feature and the dataset count as drifted.
+
+    Attributes:
+        num_method: Evidently method for numeric features (default: normed Wasserstein distance).
+        cat_method: Evidently method for categorical and boolean features (default: Jensen-Shannon).
+        num_threshold, cat_threshold: Thresholds (None: 0.1 for distances, 0.05 for p-values).
+        drift_share: Share of drifted features at which the dataset counts as drifted.
+        max_rows: Rows sampled (seeded) from each side before testing; None tests all rows.
+    """
+
+    num_method: str = "wasserstein"
+    cat_method: str = "jensenshannon"
+    num_threshold: float | None = None
+    cat_threshold: float | None = None
+    drift_share: float = 0.5
+    max_rows: int | None = 20_000
+
+    def threshold(self, method: str, given: float | None) -> float:
+        if given is not None:
+            return given
+        return 0.05 if method in P_VALUE_METHODS else DEFAULT_THRESHOLDS.get(method, 0.1)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drift_share <= 1:
+            raise ConfigError(f"drift share must be within (0, 1], got {self.drift_share}")
+
+
+@dataclass
+class FeatureDrift:
+    column: str
+    kind: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    features: list[FeatureDrift]
+    drift_share: float
+    dataset_drift: bool
+    n_reference: int
+    n_current: int
+    report_path: str | None = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [f.column for f in self.features if f.drifted]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"drifted_features": self.drifted_features}
+
+
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    spec: DatasetSpec,
+    config: DriftConfig = DriftConfig(),
+    report_path: str | Path | None = None,
+) -> DriftResult:
+    """Compares every spec feature of ``current`` with ``reference``; writes the HTML report if asked."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    for name, frame in (("reference", reference), ("current", current)):
+        missing = [c for c in spec.feature_names if c not in frame.columns]
+        if missing:
+            raise DataValidationError(missing[0], f"missing from the {name} data")
+        if frame.empty:
+            raise DataValidationError(None, f"the {name} data has no rows")
+    numeric = spec.names_of("numeric")
+    discrete = spec.names_of("categorical") + spec.names_of("boolean")
+    ref, cur = _prepare(reference, spec, config), _prepare(current, spec, config)
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=discrete)
+    num_threshold = config.threshold(config.num_method, config.num_threshold)
+    cat_threshold = config.threshold(config.cat_method, config.cat_threshold)
+    preset = DataDriftPreset(columns=spec.feature_names, num_method=config.num_method, cat_method=config.cat_method,
+                             num_threshold=num_threshold, cat_threshold=cat_threshold, drift_share=config.drift_share)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Evidently warns per column about small samples and dtypes
+        snapshot = Report([preset]).run(
+            current_data=Dataset.from_pandas(cur, data_definition=definition),
+            reference_data=Dataset.from_pandas(ref, data_definition=definition),
+        )
+    scores = {}
+    for metric in snapshot.dict()["metrics"]:
+        cfg = metric.get("config") or {}
+        if cfg.get("type", "").endswith("ValueDrift"):
+            scores[cfg["column"]] = float(metric["value"])
+    features = []
+    for feature in spec.features:
+        numeric_feature = feature.kind == "numeric"
+        method = config.num_method if numeric_feature else config.cat_method
+        threshold = num_threshold if numeric_feature else cat_threshold
+        score = scores.get(feature.name, float("nan"))
+        drifted = score < threshold if method in P_VALUE_METHODS else score >= threshold
+        features.append(FeatureDrift(feature.name, feature.kind, method, round(score, 6), threshold, bool(drifted)))
+    share = sum(f.drifted for f in features) / len(features)
+    if report_path:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(report_path))
+    return DriftResult(features, round(share, 4), share >= config.drift_share, len(reference), len(current),
+                       str(report_path) if report_path else None, asdict(config))
+
+
+def _prepare(frame: pd.DataFrame, spec: DatasetSpec, config: DriftConfig) -> pd.DataFrame:
+    """The spec's features, sampled to ``max_rows``; booleans as text so Evidently treats them as categories."""
+    out = frame[spec.feature_names]
+    if config.max_rows is not None and len(out) > config.max_rows:
+        out = out.sample(n=config.max_rows, random_state=0)
+    out = out.copy()
+    for name in spec.names_of("boolean") + spec.names_of("categorical"):
+        out[name] = out[name].map(lambda v: None if pd.isna(v) else str(v))
+    return out

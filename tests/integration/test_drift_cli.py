@@ -1,0 +1,68 @@
+"""`driftloop drift` for a cron job or a pipeline step, and the drift component under kfp.local."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from driftloop import synthetic
+
+from ..conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("drift")
+    paths = {"reference": root / "reference.csv", "same": root / "same.parquet", "shifted": root / "shifted.csv"}
+    synthetic.generate(2000, seed=1).to_csv(paths["reference"], index=False)
+    synthetic.generate(2000, seed=2).to_parquet(paths["same"], index=False)
+    synthetic.generate(2000, seed=3, covariate_shift=0.8).to_csv(paths["shifted"], index=False)
+    return {k: str(v) for k, v in paths.items()} | {"root": root}
+
+
+def _drift(files, current: str, *extra: str):
+    return run_cli("drift", "--reference", files["reference"], "--current", files[current], "--target", "churned",
+                   "--id-column", "customer_id", "--timestamp-column", "event_time",
+                   "--report", str(files["root"] / f"{current}.html"), *extra)
+
+
+def test_exit_codes_table_and_report(files) -> None:
+    calm = _drift(files, "same")
+    assert calm.returncode == 0, calm.stderr
+    assert "no dataset drift" in calm.stdout and "support_calls" in calm.stdout
+    shifted = _drift(files, "shifted")
+    assert shifted.returncode == 1 and "DATASET DRIFT" in shifted.stdout
+    assert (files["root"] / "shifted.html").stat().st_size > 10_000
+
+
+def test_json_output(files) -> None:
+    result = _drift(files, "shifted", "--json")
+    payload = json.loads(result.stdout)
+    assert payload["dataset_drift"] and "support_calls" in payload["drifted_features"]
+    assert {f["column"] for f in payload["features"]} >= {"age", "region", "has_autopay"}
+
+
+def test_missing_file_is_one_line(files) -> None:
+    result = run_cli("drift", "--reference", files["reference"], "--current", "/nope.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "driftloop: error: file not found: /nope.csv"
+
+
+def test_drift_component_runs_under_kfp_local(files, tmp_path) -> None:
+    import warnings
+
+    from kfp import local
+
+    from driftloop.components.check_drift import check_drift
+    from driftloop.data import infer_spec, load_table
+
+    reference, _ = load_table(files["reference"])
+    spec = infer_spec(reference, "churned", "customer_id", "event_time")
+    local.init(local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = check_drift(reference_uri=files["reference"], current_uri=files["shifted"], spec_json=spec.to_json())
+    assert task.outputs["drifted"] is True
+    assert json.loads(task.outputs["result_json"])["drift_share"] == task.outputs["drift_share"]
+    assert task.outputs["metrics"].metadata["drift_share"] == task.outputs["drift_share"]

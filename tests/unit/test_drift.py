@@ -1,0 +1,53 @@
+"""Drift between reference and current tables, computed by Evidently."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftloop import synthetic
+from driftloop.data import infer_spec
+from driftloop.drift import DriftConfig, check_drift
+from driftloop.errors import ConfigError, DataValidationError
+
+
+@pytest.fixture(scope="module")
+def tables():
+    reference = synthetic.generate(3000, seed=1)
+    same = synthetic.generate(3000, seed=2)
+    shifted = synthetic.generate(3000, seed=3, covariate_shift=0.8)
+    spec = infer_spec(reference, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    return reference, same, shifted, spec
+
+
+def test_same_world_does_not_drift(tables, tmp_path) -> None:
+    reference, same, _, spec = tables
+    result = check_drift(reference, same, spec, report_path=tmp_path / "r.html")
+    assert not result.dataset_drift and result.drift_share < 0.2
+    assert "<html" in (tmp_path / "r.html").read_text()[:2000].lower()
+
+
+def test_shifted_world_drifts_in_the_shifted_features(tables) -> None:
+    reference, _, shifted, spec = tables
+    result = check_drift(reference, shifted, spec)
+    assert result.dataset_drift
+    assert {"support_calls", "age", "region", "plan"} <= set(result.drifted_features)
+    assert "paperless" not in result.drifted_features  # the generator never shifts it
+    assert {f.column for f in result.features} == set(spec.feature_names)
+
+
+def test_p_value_methods_flag_low_p_values(tables) -> None:
+    reference, same, shifted, spec = tables
+    config = DriftConfig(num_method="ks", cat_method="chisquare")
+    drifted = check_drift(reference, shifted, spec, config)
+    support = next(f for f in drifted.features if f.column == "support_calls")
+    assert support.threshold == 0.05 and support.score < 0.05 and support.drifted
+    calm = check_drift(reference, same, spec, config)
+    assert not calm.dataset_drift
+
+
+def test_bad_inputs_are_clear(tables) -> None:
+    reference, same, _, spec = tables
+    with pytest.raises(DataValidationError, match="column 'age': missing from the current data"):
+        check_drift(reference, same.drop(columns=["age"]), spec)
+    with pytest.raises(ConfigError, match="drift share"):
+        DriftConfig(drift_share=0)

@@ -36,7 +36,11 @@ def run_deploy(args: argparse.Namespace) -> int:
     registry.require_model(args.name)
     aliases = registry.aliases(args.name)
     actor = "driftloop deploy"
+    if args.version is not None and args.version in registry.state(args.name).archived:
+        raise ConfigError(f"{args.name} v{args.version} is archived; it cannot be deployed")
     if args.target == "local":
+        if args.dry_run:
+            raise ConfigError("--dry-run prints an InferenceService; use it with --target kserve")
         return _local(args, registry, aliases, actor)
     config = ServingConfig(namespace=args.namespace, service_account=args.service_account,
                            logger_url=args.logger_url, deployment_mode=args.deployment_mode)
@@ -63,6 +67,8 @@ def run_deploy(args: argparse.Namespace) -> int:
         deployer.rollback(args.name)
         if aliases.get(CANARY) is not None:
             registry.remove_alias(args.name, CANARY, actor=actor, action="rollout-abort", reason="rolled back on KServe")
+        else:  # no canary: the previous revision takes over, so production returns to the version before
+            registry.rollback(args.name, actor=actor, reason="rolled back on KServe")
     else:
         deployer.deploy(version, canary)
         if canary is not None:

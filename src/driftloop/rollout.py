@@ -46,8 +46,10 @@ class RolloutPolicy:
     max_failures: int = 1
 
     def __post_init__(self) -> None:
-        if not self.steps or list(self.steps) != sorted(self.steps) or self.steps[-1] != 100 or self.steps[0] <= 0:
-            raise ConfigError(f"rollout steps must rise from above 0 to 100, got {list(self.steps)}")
+        if (len(self.steps) < 2 or list(self.steps) != sorted(set(self.steps)) or self.steps[-1] != 100
+                or self.steps[0] <= 0):
+            raise ConfigError(f"rollout steps must rise from above 0 to 100 with at least one step before 100, "
+                              f"got {list(self.steps)}")
         if self.interval <= 0 or self.min_requests < 1:
             raise ConfigError("rollout interval must be > 0 and min requests >= 1")
 
@@ -98,8 +100,13 @@ Snapshot = dict[tuple[str, str], float]
 
 def scrape_gateway(url: str, model: str) -> Snapshot:
     """Reads the driftloop counters of ``model`` from a gateway's /metrics."""
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
-        text = response.read().decode()
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"gateway URL must start with http:// or https://, got '{url}'")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
+            text = response.read().decode()
+    except (OSError, ValueError) as exc:  # URLError, refused connections and timeouts are OSErrors
+        raise ConfigError(f"cannot read the gateway's metrics at {url}: {getattr(exc, 'reason', exc)}") from None
     return parse_metrics(text, model)
 
 
@@ -170,6 +177,18 @@ def run_rollout(
         raise RegistryError(f"model '{name}' needs a production version and a canary to roll out")
     canary, stable = aliases[CANARY], aliases[PRODUCTION]
     result = RolloutResult(name, canary, stable, "aborted", "")
+    try:
+        return _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result)
+    except BaseException as exc:
+        # Whatever stopped the analysis (an unreachable gateway, Ctrl-C), the canary must not be left
+        # half-rolled-out with nobody watching it.
+        if registry.aliases(name).get(CANARY) == canary:
+            _abort(registry, name, result, actor, f"analysis stopped: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result: RolloutResult) -> RolloutResult:
+    canary, stable = result.canary_version, result.stable_version
     inconclusive = failures = 0
     for percent in policy.steps[:-1]:
         registry.set_canary_traffic(name, percent, actor=actor, reason=f"rollout step: canary at {percent}%",
@@ -198,8 +217,9 @@ def run_rollout(
                 if inconclusive > policy.max_inconclusive:
                     return _abort(registry, name, result, actor,
                                   f"too little canary traffic: {inconclusive} inconclusive observations")
+    _check_still_canary(registry, name, canary)
     registry.promote(name, canary, actor=actor, reason="canary passed every rollout step",
-                     evidence={"steps": [asdict(s) for s in result.steps]})
+                     evidence={"steps": [asdict(s) for s in result.steps]}, expect_canary=canary)
     result.outcome, result.reason = "promoted", f"v{canary} passed {len(policy.steps) - 1} steps"
     return result
 
@@ -212,6 +232,6 @@ def _check_still_canary(registry: ModelRegistry, name: str, canary: int) -> None
 def _abort(registry: ModelRegistry, name: str, result: RolloutResult, actor: str, reason: str) -> RolloutResult:
     registry.remove_alias(name, CANARY, actor=actor, action="rollout-abort",
                           reason=f"canary v{result.canary_version} aborted: {reason}",
-                          evidence={"steps": [asdict(s) for s in result.steps]})
+                          evidence={"steps": [asdict(s) for s in result.steps]}, expect=result.canary_version)
     result.outcome, result.reason = "aborted", reason
     return result

@@ -168,7 +168,8 @@ def test_deploy_canary_promote_rollback_send_the_requests_kubectl_would(api_serv
     assert "canaryTrafficPercent" not in calls[0][3]["spec"]["predictor"]
     assert all(ctype == "application/merge-patch+json" for _, _, ctype, _ in calls[1:])
     assert calls[1][3]["spec"]["predictor"] == {
-        "canaryTrafficPercent": 10, "model": {"storageUri": "s3://mlops/registry/models/churn/versions/2/model"}}
+        "canaryTrafficPercent": 10, "model": {"storageUri": "s3://mlops/registry/models/churn/versions/2/model",
+                                              "modelFormat": {"name": "sklearn"}}}
     assert calls[2][3] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
     assert calls[4][3] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
     stored = _ApiServer.stored["spec"]["predictor"]

@@ -51,3 +51,14 @@ def test_bad_inputs_are_clear(tables) -> None:
         check_drift(reference, same.drop(columns=["age"]), spec)
     with pytest.raises(ConfigError, match="drift share"):
         DriftConfig(drift_share=0)
+
+
+def test_rollout_policy_and_gateway_url_mistakes_are_config_errors() -> None:
+    from driftloop.rollout import RolloutPolicy, scrape_gateway
+
+    with pytest.raises(ConfigError, match="at least one step before 100"):
+        RolloutPolicy(steps=(100,))
+    with pytest.raises(ConfigError, match="must start with http"):
+        scrape_gateway("localhost:8080/metrics", "churn")
+    with pytest.raises(ConfigError, match="cannot read the gateway's metrics"):
+        scrape_gateway("http://127.0.0.1:9/metrics", "churn")

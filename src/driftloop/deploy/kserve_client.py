@@ -61,12 +61,16 @@ class KServeDeployer:
         return cls(ApiClient(), config)
 
     def _call(self, what: str, fn, *args, **kwargs):
+        from urllib3.exceptions import HTTPError
+
         try:
             return fn(GROUP, VERSION, self.config.namespace, PLURAL, *args, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 raise
             raise DriftloopError(f"{what} failed: HTTP {exc.status} {exc.reason}") from None
+        except (HTTPError, OSError) as exc:
+            raise DriftloopError(f"{what} failed: cannot reach the Kubernetes API ({type(exc).__name__})") from None
 
     def get(self, name: str) -> dict | None:
         try:
@@ -87,7 +91,8 @@ class KServeDeployer:
         patch = {
             "metadata": {"labels": {"driftloop.io/model-version": str(version.version)}},
             "spec": {"predictor": {"canaryTrafficPercent": canary_percent,
-                                   "model": {"storageUri": version.storage_uri}}},
+                                   "model": {"storageUri": version.storage_uri,
+                                             "modelFormat": {"name": version.model_format}}}},
         }
         return self._patch(version.name, patch)
 

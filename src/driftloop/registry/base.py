@@ -354,24 +354,32 @@ class ModelRegistry(ABC):
         return self._commit(name, build)
 
     def remove_alias(self, name: str, alias: str, *, actor: str, reason: str = "", evidence: dict | None = None,
-                     action: str = "remove-alias") -> AuditEntry:
-        """Removes ``alias``."""
+                     action: str = "remove-alias", expect: int | None = None) -> AuditEntry:
+        """Removes ``alias`` (only if it still points at ``expect``, when given)."""
         check_alias(alias)
 
         def build(entries: list[AuditEntry]) -> dict:
             state = replay(entries)
             if alias not in state.aliases:
                 raise RegistryError(f"model '{name}' has no alias '{alias}'")
+            if expect is not None and state.aliases[alias] != expect:
+                raise RegistryError(f"'{alias}' of '{name}' moved to v{state.aliases[alias]}; not removing it")
             return _fields(name, action, actor, reason, alias=alias, from_version=state.aliases[alias],
                            evidence=evidence, moves={alias: [state.aliases[alias], None]})
 
         return self._commit(name, build)
 
     def promote(self, name: str, version: int | None = None, *, actor: str, reason: str = "",
-                evidence: dict | None = None) -> AuditEntry:
-        """Makes ``version`` (default: the canary) production in one step; a canary on it is cleared."""
+                evidence: dict | None = None, expect_canary: int | None = None) -> AuditEntry:
+        """Makes ``version`` (default: the canary) production in one step; a canary on it is cleared.
+
+        With ``expect_canary`` the promotion happens only if the canary is still that version (a
+        rollout must not promote what an operator aborted meanwhile).
+        """
         def build(entries: list[AuditEntry]) -> dict:
             state = replay(entries)
+            if expect_canary is not None and state.aliases.get(CANARY) != expect_canary:
+                raise RegistryError(f"the canary of '{name}' is no longer v{expect_canary}; not promoting")
             target = version if version is not None else state.aliases.get(CANARY)
             if target is None:
                 raise RegistryError(f"model '{name}' has no canary to promote; name a version")

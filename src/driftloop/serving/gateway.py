@@ -25,9 +25,10 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
 from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from prometheus_client import REGISTRY, generate_latest
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from driftloop.errors import DriftloopError
+from driftloop.errors import DriftloopError, IntegrityError, RegistryError
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, open_registry
 from driftloop.serving.metrics import GatewayMetrics
 from driftloop.serving.payload_logger import PayloadLogger
@@ -64,34 +65,44 @@ class Gateway:
         """
         changes = []
         for name in await asyncio.to_thread(self.registry.list_models):
-            state = await asyncio.to_thread(self.registry.state, name)
-            production, canary = state.aliases.get(PRODUCTION), state.aliases.get(CANARY)
-            if production is None:
+            try:
+                change = await self._sync_model(name)
+            except Exception as exc:  # noqa: BLE001 - one model's trouble must not stop the others
+                log.warning("gateway: %s: sync failed: %s", name, exc)
                 continue
-            current = self.models.get(name)
-            stable = await self._version(name, production, current)
-            if stable is None:
-                continue  # keeps serving what it had, if anything
-            canary_version = None
-            if canary is not None and canary != production:
-                canary_version = await self._version(name, canary, current)
-            percent = (state.canary_percent or 0) if canary_version else 0
-            if current is None:
-                model = RoutedModel(name, stable, self.metrics, self.payload_logger)
-                model.set_versions(stable, canary_version, percent)
-                self.server.register_model(model)
-                self.models[name] = model
-                changes.append(f"{name}: serving v{stable.version}")
-                continue
-            before = (current.stable.version, current.canary.version if current.canary else None,
-                      current.split.percent)
-            current.set_versions(stable, canary_version, percent)
-            after = (stable.version, canary_version.version if canary_version else None, current.split.percent)
-            if before != after:
-                changes.append(f"{name}: production v{after[0]}, canary {_v(after[1])} at {after[2]}%")
+            if change:
+                changes.append(change)
         for change in changes:
             log.info("gateway: %s", change)
         return changes
+
+    async def _sync_model(self, name: str) -> str | None:
+        """Brings one model's endpoints in line with its aliases; returns what changed."""
+        state = await asyncio.to_thread(self.registry.state, name)
+        production, canary = state.aliases.get(PRODUCTION), state.aliases.get(CANARY)
+        if production is None:
+            return None
+        current = self.models.get(name)
+        stable = await self._version(name, production, current)
+        if stable is None:
+            if current is None:
+                return None
+            stable = current.stable  # the new production cannot load: keep serving the old one
+        canary_version = None
+        if canary is not None and canary != stable.version:
+            canary_version = await self._version(name, canary, current)
+        percent = (state.canary_percent or 0) if canary_version else 0
+        if current is None:
+            model = RoutedModel(name, stable, self.metrics, self.payload_logger)
+            model.set_versions(stable, canary_version, percent)
+            self.server.register_model(model)
+            self.models[name] = model
+            return f"{name}: serving v{stable.version}"
+        before = (current.stable.version, current.canary.version if current.canary else None,
+                  current.split.percent)
+        current.set_versions(stable, canary_version, percent)
+        after = (stable.version, canary_version.version if canary_version else None, current.split.percent)
+        return f"{name}: production v{after[0]}, canary {_v(after[1])} at {after[2]}%" if before != after else None
 
     async def _version(self, name: str, version: int, current: RoutedModel | None) -> ServedVersion | None:
         for loaded in (current.stable if current else None, current.canary if current else None):
@@ -101,11 +112,19 @@ class Gateway:
             return None
         try:
             return await asyncio.to_thread(ServedVersion.load, self.registry, name, version)
-        except Exception as exc:  # noqa: BLE001 - any load failure keeps the version out of traffic
-            self._failed.add((name, version))
-            self.metrics.load_failures.labels(name, str(version)).inc()
-            log.error("gateway: %s v%s cannot be served: %s", name, version, exc)
-            return None
+        except RegistryError as exc:
+            if not isinstance(exc, IntegrityError):  # unreachable storage: try again next poll
+                log.warning("gateway: %s v%s not loaded yet: %s", name, version, exc)
+                return None
+            self._refuse(name, version, exc)
+        except Exception as exc:  # noqa: BLE001 - a damaged or unloadable model never takes traffic
+            self._refuse(name, version, exc)
+        return None
+
+    def _refuse(self, name: str, version: int, exc: Exception) -> None:
+        self._failed.add((name, version))
+        self.metrics.load_failures.labels(name, str(version)).inc()
+        log.error("gateway: %s v%s cannot be served: %s", name, version, exc)
 
     async def _follow(self) -> None:
         while True:
@@ -114,6 +133,8 @@ class Gateway:
                 await self.sync()
             except DriftloopError as exc:
                 log.warning("gateway: registry sync failed: %s", exc)
+            except Exception:  # noqa: BLE001 - the follower must outlive any registry hiccup
+                log.exception("gateway: registry sync failed")
 
     # -- the HTTP app -------------------------------------------------------------------------
 
@@ -132,6 +153,10 @@ class Gateway:
         # KServe's endpoints still name ORJSONResponse, which FastAPI now flags on every request.
         warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
         app = FastAPI(title="driftloop gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+        # What serves is the registry's decision: KServe's repository load/unload endpoints would let any
+        # local client (a web page, even) unload a model until restart. This route, added first, answers
+        # for them.
+        app.add_api_route("/v2/repository/{rest:path}", _repository_not_exposed, methods=["GET", "POST"])
         register_v1_endpoints(app, self.server.dataplane, self.server.model_repository_extension)
         register_v2_endpoints(app, self.server.dataplane, self.server.model_repository_extension)
         app.add_api_route("/metrics", self._metrics, methods=["GET"])
@@ -141,6 +166,8 @@ class Gateway:
         app.add_exception_handler(ModelNotFound, _error_handler(404))
         app.add_exception_handler(ModelNotReady, _error_handler(503))
         app.add_exception_handler(InferenceError, _error_handler(500, logging.ERROR))
+        app.add_exception_handler(NotImplementedError, _error_handler(501))
+        app.add_exception_handler(ValueError, _error_handler(400))  # e.g. KServe parsing a bad header
         app.add_exception_handler(RequestValidationError, _request_validation_handler)
         app.add_exception_handler(json.JSONDecodeError, _json_error_handler)
         app.add_exception_handler(UnicodeDecodeError, _json_error_handler)
@@ -158,6 +185,11 @@ class Gateway:
 
 def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "none"
+
+
+async def _repository_not_exposed(rest: str) -> JSONResponse:
+    return JSONResponse(status_code=404, content={
+        "error": "model repository operations are not exposed: what serves follows the registry's aliases"})
 
 
 def _error_handler(status: int, level: int = logging.INFO):
@@ -216,7 +248,11 @@ class BodyLimit:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not too_large:
+                raise
         if too_large and not started:
             await self._too_large(send)
 

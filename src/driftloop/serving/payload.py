@@ -106,9 +106,13 @@ def _number(value: Any, name: str) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidInput(f"feature '{name}' expects a number, got {value!r}")
-    if not math.isfinite(float(value)):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidInput(f"feature '{name}' is out of range ({str(value)[:20]}…)") from None
+    if not math.isfinite(number):
         raise InvalidInput(f"feature '{name}' has a non-finite value ({value}); send null for a missing value")
-    return float(value)
+    return number
 
 
 def _boolean(value: Any, name: str):

@@ -36,6 +36,7 @@ lock:
 
 bench: setup
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_gateway.py
 
 # Needs a Docker engine (not on the development machine); tags the image with the package version.
 image: setup

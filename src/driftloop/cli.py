@@ -213,7 +213,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--rows must be at least 200")
     paths = api.generate_demo_data(settings.home / "data", n_rows=args.rows)
     runs = [api.demo_params(str(paths["reference"])), api.demo_params(str(paths["drifted"]))]
-    return _run_and_report(runs, settings, args.json)
+    status = _run_and_report(runs, settings, args.json)
+    if status == 0 and not args.json:
+        print("\nNext: driftloop models history churn | driftloop serve | driftloop rollout churn", file=sys.stderr)
+    return status
 
 
 def _run_and_report(runs: list, settings, as_json: bool) -> int:

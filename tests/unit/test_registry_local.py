@@ -407,3 +407,9 @@ def test_concurrent_registrations_get_distinct_versions_and_keep_their_bytes(tmp
     assert sorted(e.to_version for e in history) == list(range(1, writers + 1))
     assert verify_chain(history) == []
     assert list((root / "models" / NAME / ".staging").iterdir()) == []
+
+
+def test_stray_folders_under_models_do_not_break_listing(registry: LocalRegistry, tmp_path: Path) -> None:
+    _register(registry, tmp_path, b"one")
+    (registry.root / "models" / "churn.bak" / "versions" / "1").mkdir(parents=True)
+    assert registry.list_models() == [NAME]

@@ -267,7 +267,8 @@ class ModelRegistry(ABC):
 
     def list_models(self) -> list[str]:
         """Names of all models with at least one version, sorted."""
-        return sorted(n for n in self._model_names() if self._version_numbers(n))
+        # Stray entries (a "churn.bak" folder, say) are not models; they must not break the listing.
+        return sorted(n for n in self._model_names() if _NAME_RE.match(n) and self._version_numbers(n))
 
     def require_model(self, name: str) -> None:
         """Raises :class:`ModelNotFoundError` unless ``name`` has at least one version."""

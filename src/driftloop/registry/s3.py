@@ -74,7 +74,7 @@ class S3Registry(ModelRegistry):
         try:
             return fn(*args, **kwargs)
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "PreconditionFailed"):
+            if exc.code in ("NoSuchKey", "PreconditionFailed", "ConditionalRequestConflict"):
                 raise
             raise RegistryError(f"registry {self.uri}: {what} failed: {exc.code}") from None
         except (OSError, HTTPError) as exc:
@@ -94,7 +94,9 @@ class S3Registry(ModelRegistry):
             # S3 as is, so this uses the client's single-part PUT (all our objects are small enough).
             self._call(f"writing {key}", self._client._put_object, self.bucket, key, data, headers)
         except S3Error as exc:
-            if exc.code == "PreconditionFailed" and create_only:
+            # AWS answers a conditional write racing another one with 409 ConditionalRequestConflict:
+            # as with 412, someone else got there first, and the caller tries again.
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict") and create_only:
                 return False
             raise RegistryError(f"registry {self.uri}: writing {key} failed: {exc.code}") from None
         return True

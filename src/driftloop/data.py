@@ -7,7 +7,6 @@ it is shown, stored with the model, and used to coerce every later table the sam
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ import pandas as pd
 
 from driftloop import storage
 from driftloop.errors import DataError, DataValidationError
+from driftloop.storage import sha256_bytes
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
@@ -106,10 +106,6 @@ class DatasetSpec:
 def _jsonable(value):
     """Turns numpy scalars into plain Python values for JSON."""
     return value.item() if hasattr(value, "item") else value
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataFrame, str]:

@@ -7,7 +7,7 @@ environment at import time, and secrets never appear in ``repr`` or error messag
 
 from __future__ import annotations
 
-import io
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,6 +80,11 @@ def _parse_bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def sha256_bytes(data: bytes) -> str:
+    """The hex sha256 of ``data`` (data files in lineage, stored files in the registry)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def is_s3_uri(uri: str) -> bool:
     """True for ``s3://`` URIs."""
     return uri.startswith("s3://")
@@ -125,15 +130,3 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> None:
-    """Writes ``data`` to ``uri`` (a local path or ``s3://``), creating parent folders."""
-    if is_s3_uri(uri):
-        bucket, key = split_s3_uri(uri)
-        client = (s3 or S3Settings.from_env()).client()
-        client.put_object(bucket, key, io.BytesIO(data), length=len(data))
-        return
-    path = Path(uri.removeprefix("file://"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)

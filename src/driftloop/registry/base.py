@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
+from driftloop.storage import sha256_bytes
 
 PRODUCTION = "production"
 CANARY = "canary"
@@ -46,10 +47,6 @@ def check_alias(alias: str) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

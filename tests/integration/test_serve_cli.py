@@ -1,0 +1,85 @@
+"""`driftloop serve`, `rollout` and `deploy --target local` as processes, the way an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from driftloop import synthetic
+from driftloop.data import infer_spec
+from driftloop.registry import CANARY, PRODUCTION, LocalRegistry
+from driftloop.training import save_model, train_model
+from driftloop.validation import validate_table
+
+from ..conftest import REPO_ROOT, free_port, run_cli
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("serve-home")
+    registry = LocalRegistry(home / "registry")
+    for seed in (1, 2):
+        frame = synthetic.generate(500, seed=seed, covariate_shift=0.5 * (seed - 1))
+        spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+        clean, _, spec = validate_table(frame, spec)
+        save_model(train_model(clean, spec, seed=1).model, home / f"m{seed}")
+        registry.register("churn", home / f"m{seed}", model_format="sklearn", lineage={}, metrics={},
+                          attachments={"spec.json": spec.to_json().encode()}, actor="test")
+    registry.promote("churn", 1, actor="test")
+    return home
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses bound to ``port``, from /proc/net/tcp (LISTEN = state 0A)."""
+    addresses = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":
+            addresses.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return addresses
+
+
+def test_serve_binds_loopback_and_answers(home) -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "driftloop", "serve", "--home", str(home), "--port", str(port)],
+                               cwd=REPO_ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "gateway did not start"
+            time.sleep(0.3)
+        assert _listening_addresses(port) == {"127.0.0.1"}
+        row = synthetic.generate(1, seed=5).drop(columns=[synthetic.TARGET, synthetic.ID_COLUMN,
+                                                          synthetic.TIMESTAMP_COLUMN])
+        body = f'{{"instances": {row.to_json(orient="records")}}}'  # `curl -d` style: no JSON content type
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn:predict", content=body)
+        assert response.status_code == 200 and response.headers["x-driftloop-model-version"] == "1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_deploy_local_and_rollout_abort(home) -> None:
+    registry = LocalRegistry(home / "registry")
+    deployed = run_cli("deploy", "churn", "--version", "2", "--canary-percent", "20", "--home", str(home))
+    assert deployed.returncode == 0, deployed.stderr
+    assert "churn v2: canary" in deployed.stdout
+    assert registry.state("churn").canary_percent == 20 and registry.aliases("churn")[CANARY] == 2
+    aborted = run_cli("rollout", "churn", "--abort", "--home", str(home))
+    assert aborted.returncode == 0 and "stable takes 100%" in aborted.stdout
+    assert registry.aliases("churn") == {PRODUCTION: 1}
+    unreachable = run_cli("rollout", "churn", "--gateway", f"http://127.0.0.1:{free_port()}", "--home", str(home))
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
+    assert "needs a production version and a canary" in unreachable.stderr or "cannot read" in unreachable.stderr

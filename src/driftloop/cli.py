@@ -84,11 +84,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from driftloop.deploy_cli import add_deploy_parser
     from driftloop.drift_cli import add_drift_parser
     from driftloop.models_cli import add_models_parser
-    from driftloop.serve_cli import add_serve_parsers
+    from driftloop.serve_cli import add_monitor_parser, add_serve_parsers
 
     add_models_parser(sub, _add_common)
     add_deploy_parser(sub, _add_common)
     add_drift_parser(sub)
+    add_monitor_parser(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
@@ -121,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "monitor":
+        from driftloop.serve_cli import run_monitor
+
+        return run_monitor(args)
     if args.command == "drift":
         from driftloop.drift_cli import run_drift
 

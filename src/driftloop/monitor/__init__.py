@@ -1,0 +1,1 @@
+"""The drift monitor: ingests payload-log CloudEvents, keeps every logged row, and (next) judges drift."""

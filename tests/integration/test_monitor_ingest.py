@@ -1,0 +1,54 @@
+"""The monitor receives the gateway's payload events and keeps every logged row."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pandas as pd
+
+from driftloop import synthetic
+from driftloop.data import infer_spec
+from driftloop.monitor.app import Monitor
+from driftloop.registry import LocalRegistry
+from driftloop.serving.gateway import Gateway
+from driftloop.training import save_model, train_model
+from driftloop.validation import validate_table
+
+from ..conftest import ServerThread
+
+
+def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    frame = synthetic.generate(600, seed=1)
+    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    clean, _, spec = validate_table(frame, spec)
+    save_model(train_model(clean, spec, seed=1).model, tmp_path / "m")
+    registry.register("churn", tmp_path / "m", model_format="sklearn", lineage={}, metrics={},
+                      attachments={"spec.json": spec.to_json().encode()}, actor="test")
+    registry.promote("churn", 1, actor="test")
+    monitor = Monitor(registry, tmp_path / "store", flush_seconds=0.2)
+    rows = json.loads(frame[spec.feature_names].head(40).to_json(orient="records"))
+    with ServerThread(monitor.app) as receiver:
+        gateway = Gateway(registry, logger_url=receiver.url + "/events")
+        with ServerThread(gateway.app) as server, httpx.Client(base_url=server.url) as client:
+            answers = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 4]}).json()
+                       for i in range(0, 40, 4)]
+            deadline = time.monotonic() + 15
+            while monitor.store.rows_written < 40 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        bad = httpx.post(receiver.url + "/events", content=b"{}", headers={"ce-id": "x", "ce-type": "other"})
+        status = httpx.get(receiver.url + "/status").json()
+    stored = monitor.store.read("churn")
+    assert len(stored) == 40 and set(stored["version"]) == {1} and set(stored["endpoint"]) == {"default"}
+    stored = stored.sort_values(["received_at", "event_id", "row"])
+    expected = [p for answer in answers for p in answer["predictions"]]
+    assert sorted(stored["prediction"].tolist()) == sorted(expected)
+    assert stored.groupby("event_id").size().tolist() == [4] * 10
+    pd.testing.assert_series_equal(
+        stored.sort_values("age")["age"].reset_index(drop=True),
+        pd.Series([r["age"] for r in rows], name="age").sort_values().reset_index(drop=True), check_dtype=False)
+    assert bad.status_code == 400 and "not a KServe payload event" in bad.json()["error"]
+    assert status["rows_stored"] == 40 and status["events_rejected"] == 1
+    assert list((tmp_path / "store" / "churn").glob("date=*/part-*.parquet"))

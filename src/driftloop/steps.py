@@ -6,6 +6,7 @@ logic without KFP and the component bodies stay a few lines long.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -186,12 +187,11 @@ def register(
         "code_version": code_version(),
         "libraries": library_versions(),
     }
-    buffer = _parquet_bytes(sample)
     # The stored card cannot name its own number (assigned at publish); the returned one does.
     attachments = {
         "spec.json": spec.to_json().encode(),
         "profile.json": profile.to_json().encode(),
-        "reference_sample.parquet": buffer,
+        "reference_sample.parquet": _parquet_bytes(sample),
         "evaluation.json": json.dumps(outcome, indent=2, sort_keys=True).encode(),
         "model_card.md": model_card(model_name, None, spec, evaluation, decision, lineage).encode(),
     }
@@ -203,14 +203,14 @@ def register(
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    with tempfile.NamedTemporaryFile(suffix=".parquet") as handle:
-        frame.to_parquet(handle.name, index=False)
-        return Path(handle.name).read_bytes()
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 @dataclass
 class DeployResult:
-    action: str  # "promoted" | "canary"
+    action: str  # "promoted" | "canary" | "aborted" (the canary analysis failed it)
     version: int
     previous_production: int | None
     canary_percent: int

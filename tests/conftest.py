@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,3 +122,18 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: int = 1):
+    """Trains the default Pipeline on a synthetic churn table and registers it with its spec."""
+    from driftloop import synthetic
+    from driftloop.data import infer_spec
+    from driftloop.training import save_model, train_model
+    from driftloop.validation import validate_table
+
+    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    clean, _, spec = validate_table(frame, spec)
+    model_dir = workdir / f"model-{uuid.uuid4().hex[:8]}"
+    save_model(train_model(clean, spec, seed=seed).model, model_dir)
+    return registry.register(name, model_dir, model_format="sklearn", lineage={}, metrics={},
+                             attachments={"spec.json": spec.to_json().encode()}, actor="test")

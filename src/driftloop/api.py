@@ -12,8 +12,8 @@ from driftloop.runners.local import CTParams, RunSummary, TaskEvent, run_ct_pipe
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
 
-__all__ = ["CTParams", "RunSummary", "TaskEvent", "compile_pipeline", "generate_demo_data", "infer",
-           "run", "Settings"]
+__all__ = ["CTParams", "RunSummary", "Settings", "TaskEvent", "compile_pipeline", "demo_params",
+           "generate_demo_data", "infer", "run"]
 
 
 def run(

@@ -28,12 +28,13 @@ def _parse_param(text: str) -> tuple[str, object]:
         return key.strip(), raw
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, with_json: bool = True) -> None:
     parser.add_argument("--home", help="working directory for runs and the local registry (default ./.driftloop "
                         "or $DRIFTLOOP_HOME)")
     parser.add_argument("--registry", help="registry URI: a directory or s3://bucket/prefix "
                         "(default <home>/registry or $DRIFTLOOP_REGISTRY)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -82,6 +82,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 def _local(args, registry, aliases, actor) -> int:
     from driftloop import steps
+    from driftloop.registry import CANARY, PRODUCTION
 
     if args.promote:
         entry = registry.promote(args.name, actor=actor)
@@ -91,7 +92,7 @@ def _local(args, registry, aliases, actor) -> int:
         print(json.dumps(registry.aliases(args.name)))
         return 0
     else:
-        number = args.version or aliases.get("canary") or aliases.get("production")
+        number = args.version or aliases.get(CANARY) or aliases.get(PRODUCTION)
         result = steps.deploy(registry.uri, args.name, number, args.canary_percent, actor=actor)
         print(f"{args.name} v{result.version}: {result.action}")
         return 0

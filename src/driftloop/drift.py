@@ -107,12 +107,17 @@ def check_drift(
     cat_threshold = config.threshold(config.cat_method, config.cat_threshold)
     preset = DataDriftPreset(columns=spec.feature_names, num_method=config.num_method, cat_method=config.cat_method,
                              num_threshold=num_threshold, cat_threshold=cat_threshold, drift_share=config.drift_share)
+    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Evidently warns per column about small samples and dtypes
-        snapshot = Report([preset]).run(
-            current_data=Dataset.from_pandas(cur, data_definition=definition),
-            reference_data=Dataset.from_pandas(ref, data_definition=definition),
-        )
+        try:
+            snapshot = Report([preset]).run(
+                current_data=Dataset.from_pandas(cur, data_definition=definition),
+                reference_data=Dataset.from_pandas(ref, data_definition=definition),
+            )
+        except StatTestNotFoundError as exc:
+            raise ConfigError(f"unknown drift method: {exc}") from None
     scores = {}
     for metric in snapshot.dict()["metrics"]:
         cfg = metric.get("config") or {}

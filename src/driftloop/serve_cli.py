@@ -27,7 +27,7 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
     serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
-    add_common(serve)
+    add_common(serve, with_json=False)
 
     rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort")
     rollout.add_argument("name")
@@ -93,7 +93,7 @@ def add_monitor_parser(sub, add_common) -> None:
     monitor.add_argument("--host", default="127.0.0.1")
     monitor.add_argument("--port", type=int, default=8090)
     monitor.add_argument("--store", help="where logged rows go (default <home>/monitor)")
-    add_common(monitor)
+    add_common(monitor, with_json=False)
 
 
 def run_monitor(args: argparse.Namespace) -> int:

@@ -43,6 +43,12 @@ def test_json_output(files) -> None:
     assert {f["column"] for f in payload["features"]} >= {"age", "region", "has_autopay"}
 
 
+def test_unknown_method_is_one_line(files) -> None:
+    result = _drift(files, "same", "--num-method", "bogus")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("driftloop: error: unknown drift method") and "wasserstein" in result.stderr
+
+
 def test_missing_file_is_one_line(files) -> None:
     result = run_cli("drift", "--reference", files["reference"], "--current", "/nope.csv")
     assert result.returncode == 2 and "Traceback" not in result.stderr

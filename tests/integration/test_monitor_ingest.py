@@ -9,25 +9,20 @@ import httpx
 import pandas as pd
 
 from driftloop import synthetic
-from driftloop.data import infer_spec
 from driftloop.monitor.app import Monitor
 from driftloop.registry import LocalRegistry
 from driftloop.serving.gateway import Gateway
-from driftloop.training import save_model, train_model
-from driftloop.validation import validate_table
+from driftloop.serving.versions import ServedVersion
 
-from ..conftest import ServerThread
+from ..conftest import ServerThread, register_trained
 
 
 def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) -> None:
     registry = LocalRegistry(tmp_path / "registry")
     frame = synthetic.generate(600, seed=1)
-    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
-    clean, _, spec = validate_table(frame, spec)
-    save_model(train_model(clean, spec, seed=1).model, tmp_path / "m")
-    registry.register("churn", tmp_path / "m", model_format="sklearn", lineage={}, metrics={},
-                      attachments={"spec.json": spec.to_json().encode()}, actor="test")
+    register_trained(registry, tmp_path, frame)
     registry.promote("churn", 1, actor="test")
+    spec = ServedVersion.load(registry, "churn", 1).spec
     monitor = Monitor(registry, tmp_path / "store", flush_seconds=0.2)
     rows = json.loads(frame[spec.feature_names].head(40).to_json(orient="records"))
     with ServerThread(monitor.app) as receiver:

@@ -26,7 +26,7 @@ from driftloop.registry import ModelVersion
 
 
 @dataclass
-class TrafficSplit:
+class ServiceTraffic:
     """Who gets what, from ``status.components.predictor.traffic``."""
 
     revisions: list[dict]
@@ -107,14 +107,14 @@ class KServeDeployer:
         """The previously rolled-out revision takes all traffic again."""
         return self.set_canary_percent(name, 0)
 
-    def traffic(self, name: str) -> TrafficSplit:
+    def traffic(self, name: str) -> ServiceTraffic:
         obj = self.get(name)
         if obj is None:
             raise DriftloopError(f"InferenceService {name} not found in namespace {self.config.namespace}")
         status = obj.get("status") or {}
         predictor = (status.get("components") or {}).get("predictor") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        return TrafficSplit(list(predictor.get("traffic") or []), ready)
+        return ServiceTraffic(list(predictor.get("traffic") or []), ready)
 
     def _patch(self, name: str, patch: dict) -> dict:
         try:

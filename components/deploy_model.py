@@ -7,7 +7,8 @@ from driftloop.image import PROJECT_IMAGE
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def deploy_model(registry_uri: str, model_name: str, version: int, canary_percent: int = 10,
-                 rollout_gateway: str = "", rollout_interval: float = 30.0) -> str:
+                 rollout_gateway: str = "", rollout_interval: float = 30.0, rollout_monitor: str = "",
+                 rollout_policy: dict = {}) -> str:
     """Moves the registry aliases that serving follows; optionally runs the canary analysis.
 
     Returns:
@@ -16,4 +17,5 @@ def deploy_model(registry_uri: str, model_name: str, version: int, canary_percen
     from driftloop import steps
 
     return steps.deploy(registry_uri, model_name, version, canary_percent, rollout_gateway=rollout_gateway,
-                        rollout_interval=rollout_interval).action
+                        rollout_interval=rollout_interval, rollout_monitor=rollout_monitor,
+                        rollout_policy=rollout_policy).action

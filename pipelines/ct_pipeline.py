@@ -49,6 +49,8 @@ def build_ct_pipeline(with_exit_handler: bool = True):
         canary_percent: int = 10,
         rollout_gateway: str = "",
         rollout_interval: float = 30.0,
+        rollout_monitor: str = "",
+        rollout_policy: dict = {},
         triggered_by: str = "manual",
     ):
         def steps() -> None:
@@ -78,6 +80,7 @@ def build_ct_pipeline(with_exit_handler: bool = True):
                 deploy_model(
                     registry_uri=registry_uri, model_name=model_name, version=registered.outputs["Output"],
                     canary_percent=canary_percent, rollout_gateway=rollout_gateway, rollout_interval=rollout_interval,
+                    rollout_monitor=rollout_monitor, rollout_policy=rollout_policy,
                 ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s").set_display_name("deploy")
             # Every step reads or writes state that changes between runs (data at a URI, the champion).
             for task in (validated, trained, evaluated):

@@ -2,7 +2,8 @@
 
 The canary's traffic steps up (e.g. 10 → 25 → 50 → 100 %). At each step the analysis waits an
 interval, reads the gateway's Prometheus metrics, and compares the canary with the stable version
-over that interval: error rate and latency (and, once labels arrive, quality). A step with fewer
+over that interval: error rate and latency. With a drift monitor to ask, it also compares realised
+quality on labelled traffic since the rollout began; the last step needs that evidence. A step with fewer
 canary requests than the minimum is inconclusive — never a pass — and is retried a bounded number
 of times. A failed check aborts: the canary is removed and stable takes 100 % again. Passing the
 last step promotes the canary. Every decision and its evidence goes to the registry's audit trail.
@@ -10,10 +11,13 @@ last step promotes the canary. Every decision and its evidence goes to the regis
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,6 +38,8 @@ class RolloutPolicy:
         max_latency_ratio: Highest ratio of canary to stable mean latency.
         max_inconclusive: Inconclusive observations allowed in total before the rollout aborts.
         max_failures: Failed checks that abort the rollout.
+        max_quality_drop: How far the canary's realised accuracy may fall below stable's (labels needed).
+        min_labels: Labelled rows each side needs before quality is compared.
     """
 
     steps: tuple[int, ...] = (10, 25, 50, 100)
@@ -44,6 +50,32 @@ class RolloutPolicy:
     max_latency_ratio: float = 1.5
     max_inconclusive: int = 3
     max_failures: int = 1
+    max_quality_drop: float = 0.05
+    min_labels: int = 30
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RolloutPolicy:
+        """A policy from overrides such as a pipeline's ``rollout_policy`` parameter.
+
+        KFP hands dict parameters over as JSON, where integers may come back as floats; they are
+        restored here, and unknown keys are refused rather than ignored.
+        """
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown rollout policy setting(s): {', '.join(unknown)}; known: {', '.join(known)}")
+        converted = {}
+        for key, value in values.items():
+            try:
+                if key == "steps":
+                    converted[key] = tuple(int(v) for v in value)
+                elif known[key] == "int":
+                    converted[key] = int(value)
+                else:
+                    converted[key] = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"rollout policy setting {key} has a bad value: {value!r}") from None
+        return cls(**converted)
 
     def __post_init__(self) -> None:
         if (len(self.steps) < 2 or list(self.steps) != sorted(set(self.steps)) or self.steps[-1] != 100
@@ -96,6 +128,8 @@ class RolloutResult:
 
 # Counters per (version, outcome) and latency sum/count per version, for one model.
 Snapshot = dict[tuple[str, str], float]
+# Realised quality per version since a time: {version: {"labelled": n, "accuracy": x}}.
+Quality = dict[int, dict]
 
 
 def scrape_gateway(url: str, model: str) -> Snapshot:
@@ -125,6 +159,44 @@ def parse_metrics(text: str, model: str) -> Snapshot:
             elif sample.name == "driftloop_request_latency_seconds_count":
                 snapshot[(version, "latency_count")] = sample.value
     return snapshot
+
+
+def quality_reader(monitor_url: str, model: str) -> Callable[[str], Quality]:
+    """A function asking the drift monitor for each version's realised quality since a time."""
+    if not monitor_url.startswith(("http://", "https://")):
+        raise ConfigError(f"monitor URL must start with http:// or https://, got '{monitor_url}'")
+
+    def read(since: str) -> Quality:
+        url = (f"{monitor_url.rstrip('/')}/quality/{urllib.parse.quote(model)}?"
+               + urllib.parse.urlencode({"since": since}))
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
+                body = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read realised quality from the monitor at {url}: "
+                              f"{getattr(exc, 'reason', exc)}") from None
+        return {int(v): q for v, q in (body.get("versions") or {}).items()}
+
+    return read
+
+
+def judge_quality(canary: dict | None, stable: dict | None, policy: RolloutPolicy,
+                  final: bool) -> tuple[str, str]:
+    """Compares realised accuracy. Returns ("pass" | "fail" | "inconclusive", reason).
+
+    Without enough labels on both sides the comparison is "inconclusive" on the final step (a canary is
+    not promoted blind when quality was asked for) and "pass" before it (labels lag behind traffic).
+    """
+    c_n, s_n = (canary or {}).get("labelled", 0), (stable or {}).get("labelled", 0)
+    if c_n < policy.min_labels or s_n < policy.min_labels:
+        reason = (f"quality: {c_n} canary and {s_n} stable labelled rows so far; comparing needs "
+                  f"{policy.min_labels} each")
+        return ("inconclusive" if final else "pass"), reason
+    c_acc, s_acc = canary["accuracy"], stable["accuracy"]
+    if c_acc < s_acc - policy.max_quality_drop:
+        return "fail", (f"canary accuracy {c_acc:.3f} on {c_n} labels is below stable's {s_acc:.3f} on {s_n} by "
+                        f"more than {policy.max_quality_drop:.3f}")
+    return "pass", f"quality: canary accuracy {c_acc:.3f} ({c_n} labels), stable {s_acc:.3f} ({s_n} labels)"
 
 
 def window(before: Snapshot, after: Snapshot, version: int) -> Window:
@@ -170,15 +242,21 @@ def run_rollout(
     actor: str = "rollout",
     sleep: Callable[[float], None] = time.sleep,
     on_step: Callable[[StepResult], None] | None = None,
+    read_quality: Callable[[str], Quality] | None = None,
 ) -> RolloutResult:
-    """Walks the canary of ``name`` through the policy's steps; promotes it or aborts."""
+    """Walks the canary of ``name`` through the policy's steps; promotes it or aborts.
+
+    Args:
+        read_metrics: Reads the gateway's counters (see :func:`scrape_gateway`).
+        read_quality: Optional; realised quality per version since an ISO time (see :func:`quality_reader`).
+    """
     aliases = registry.aliases(name)
     if CANARY not in aliases or PRODUCTION not in aliases:
         raise RegistryError(f"model '{name}' needs a production version and a canary to roll out")
     canary, stable = aliases[CANARY], aliases[PRODUCTION]
     result = RolloutResult(name, canary, stable, "aborted", "")
     try:
-        return _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result)
+        return _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result, read_quality)
     except BaseException as exc:
         # Whatever stopped the analysis (an unreachable gateway, Ctrl-C), the canary must not be left
         # half-rolled-out with nobody watching it.
@@ -187,9 +265,11 @@ def run_rollout(
         raise
 
 
-def _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result: RolloutResult) -> RolloutResult:
+def _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result: RolloutResult,
+          read_quality: Callable[[str], Quality] | None = None) -> RolloutResult:
     canary, stable = result.canary_version, result.stable_version
     inconclusive = failures = 0
+    started = datetime.now(UTC).isoformat()
     for percent in policy.steps[:-1]:
         registry.set_canary_traffic(name, percent, actor=actor, reason=f"rollout step: canary at {percent}%",
                                     action="rollout-step")
@@ -199,6 +279,11 @@ def _walk(registry, name, read_metrics, policy, actor, sleep, on_step, result: R
             sleep(policy.interval)
             after = read_metrics()
             verdict, reasons = judge(window(before, after, canary), window(before, after, stable), policy)
+            if read_quality is not None and verdict == "pass":
+                quality = read_quality(started)
+                q_verdict, q_reason = judge_quality(quality.get(canary), quality.get(stable), policy,
+                                                    final=percent == policy.steps[-2])
+                verdict, reasons = (verdict if q_verdict == "pass" else q_verdict), [*reasons, q_reason]
             step = StepResult(percent, verdict, reasons, asdict(window(before, after, canary)),
                               asdict(window(before, after, stable)))
             result.steps.append(step)

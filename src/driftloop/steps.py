@@ -217,12 +217,15 @@ class DeployResult:
 
 
 def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int, actor: str = "ct-pipeline",
-           rollout_gateway: str = "", rollout_interval: float = 30.0) -> DeployResult:
+           rollout_gateway: str = "", rollout_interval: float = 30.0, rollout_monitor: str = "",
+           rollout_policy: dict | None = None) -> DeployResult:
     """Rolls a registered version out: straight to production when nothing serves yet (or at 100%),
     otherwise as the canary taking ``canary_percent`` of traffic.
 
     With ``rollout_gateway`` (a gateway's base URL) the canary then goes through automated analysis
-    against that gateway's metrics and ends "promoted" or "aborted".
+    against that gateway's metrics and ends "promoted" or "aborted". With ``rollout_monitor`` (the
+    drift monitor's base URL) the analysis also compares the realised quality of canary and stable on
+    labelled traffic. ``rollout_policy`` overrides :class:`~driftloop.rollout.RolloutPolicy` fields.
     """
     if not 0 <= canary_percent <= 100:
         raise DriftloopError(f"canary percent must be within 0..100, got {canary_percent}")
@@ -237,11 +240,12 @@ def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int
                        evidence={TRAFFIC_KEY: canary_percent, "stable_version": production})
     if not rollout_gateway:
         return DeployResult("canary", version, production, canary_percent)
-    from driftloop.rollout import RolloutPolicy, run_rollout, scrape_gateway
+    from driftloop.rollout import RolloutPolicy, quality_reader, run_rollout, scrape_gateway
 
     metrics_url = rollout_gateway.rstrip("/") + "/metrics"
-    result = run_rollout(registry, model_name, lambda: scrape_gateway(metrics_url, model_name),
-                         RolloutPolicy(interval=rollout_interval), actor=actor)
+    policy = RolloutPolicy.from_dict({"interval": rollout_interval, **(rollout_policy or {})})
+    result = run_rollout(registry, model_name, lambda: scrape_gateway(metrics_url, model_name), policy, actor=actor,
+                         read_quality=quality_reader(rollout_monitor, model_name) if rollout_monitor else None)
     return DeployResult(result.outcome, version, production, 100 if result.outcome == "promoted" else 0)
 
 

@@ -53,6 +53,8 @@ class CTParams:
     canary_percent: int = 10
     rollout_gateway: str = ""
     rollout_interval: float = 30.0
+    rollout_monitor: str = ""
+    rollout_policy: dict = field(default_factory=dict)
     triggered_by: str = "manual"
 
     def arguments(self, registry_uri: str) -> dict:

@@ -26,7 +26,7 @@ def test_committed_ir_is_up_to_date(tmp_path: Path) -> None:
 
 
 def test_every_executor_runs_the_project_image_without_installs() -> None:
-    ir = yaml.safe_load(IR_PATH.read_text())
+    ir = next(yaml.safe_load_all(IR_PATH.read_text()))  # the 2nd document is the Kubernetes platform spec
     executors = ir["deploymentSpec"]["executors"]
     assert len(executors) == 6
     for name, executor in executors.items():
@@ -40,7 +40,7 @@ def test_gate_and_exit_handler_are_in_the_ir() -> None:
     text = IR_PATH.read_text()
     assert "triggerPolicy" in text and "pipelinechannel--evaluate-model-passed" in text
     assert "ALL_UPSTREAM_TASKS_COMPLETED" in text  # the exit handler runs whatever happened
-    ir = yaml.safe_load(text)
+    ir = next(yaml.safe_load_all(text))
     retried = [name for name, task in _all_tasks(ir) if "retryPolicy" in task]
     assert {"load-and-validate", "register-model", "deploy-model"} <= set(retried)
 

@@ -130,7 +130,7 @@ def test_unparsable_condition_raises_condition_error() -> None:
 
 
 def _compiled_gate_condition() -> str:
-    ir = yaml.safe_load((resources.files("driftloop.pipelines") / "ct_pipeline.yaml").read_text())
+    ir = next(yaml.safe_load_all((resources.files("driftloop.pipelines") / "ct_pipeline.yaml").read_text()))
     found = []
 
     def walk(node) -> None:

@@ -72,3 +72,22 @@ def compile_pipeline(output: str | Path | None = None) -> Path:
     if target.is_dir():
         raise ConfigError(f"{target} is a directory; give a .yaml file path")
     return compile_ct_pipeline(target)
+
+
+# The cluster backend: CT runs and schedules on Kubeflow Pipelines (kfp is imported only when called).
+from driftloop.kfp_submit import (  # noqa: E402
+    KfpSettings,
+    Schedule,
+    SubmittedRun,
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    run_state,
+    submit_run,
+    wait_for_run,
+)
+
+__all__ += ["KfpSettings", "Schedule", "SubmittedRun", "create_schedule", "delete_schedule", "list_schedules",
+            "pause_schedule", "resume_schedule", "run_state", "submit_run", "wait_for_run"]

@@ -92,6 +92,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_drift_parser(sub)
     add_monitor_parser(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
+    from driftloop.submit_cli import add_submit_parsers
+
+    add_submit_parsers(sub, _add_run_options)
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
@@ -147,6 +150,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from driftloop.models_cli import run_models
 
         return run_models(args)
+    if args.command in ("submit", "schedule"):
+        from driftloop.submit_cli import run_submit_command
+
+        return run_submit_command(args)
     raise ConfigError(f"unknown command {args.command}")
 
 

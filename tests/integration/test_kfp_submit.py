@@ -1,0 +1,476 @@
+"""Submission to Kubeflow Pipelines through the real kfp.Client, against a recording KFP v2beta1 API on 127.0.0.1.
+
+The fake implements the endpoints kfp.Client 2.16's generated service APIs call (healthz, pipelines,
+pipeline versions and the multipart version upload, experiments, runs, recurring runs) with KFP's wire
+format (proto field names, int64 as strings), and records every request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from driftloop import kfp_submit
+from driftloop.errors import ConfigError
+from driftloop.image import PROJECT_IMAGE
+from driftloop.kfp_submit import KfpSettings
+from driftloop.runners.local import CTParams
+from tests.conftest import CliResult, ServerThread, free_port, run_cli
+
+TOKEN = "kfp-token-never-printed-7f3a"
+S3_SECRET_VALUE = "s3-secret-never-sent-91c2"
+REGISTRY = "s3://driftloop/registry"
+CREATED_AT = "2025-06-01T03:00:00Z"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # after /apis/v2beta1/
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    upload: bytes | None = None
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeKfp:
+    """The KFP API's state and the requests it saw."""
+
+    token: str | None = None  # when set, anything else is 401
+    multi_user: bool = False
+    run_states: list[str] = field(default_factory=lambda: ["SUCCEEDED"])
+    run_error: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    pipelines: dict[str, dict] = field(default_factory=dict)
+    versions: dict[str, dict] = field(default_factory=dict)
+    experiments: dict[str, dict] = field(default_factory=dict)
+    runs: dict[str, dict] = field(default_factory=dict)
+    recurring: dict[str, dict] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def calls(self, method: str | None = None, pattern: str = "") -> list[Recorded]:
+        return [r for r in self.requests if (method is None or r.method == method) and re.fullmatch(pattern or ".*", r.path)]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route("/apis/v2beta1/{path:path}", methods=["GET", "POST", "DELETE"])
+        async def handle(path: str, request: Request):
+            upload = None
+            body = await request.body()
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                upload = await (await request.form())["uploadfile"].read()
+            record = Recorded(request.method, path, dict(request.query_params),
+                              {k.lower(): v for k, v in request.headers.items()}, body, upload)
+            self.requests.append(record)
+            if self.token and record.headers.get("authorization") != f"Bearer {self.token}":
+                return _error(401, "Unauthenticated: Request header error: there is no user identity header.")
+            status, payload = self._dispatch(record)
+            return JSONResponse(payload, status_code=status)
+
+        return app
+
+    def _new_id(self, kind: str) -> str:
+        return f"{kind}-{next(self._ids):04d}"
+
+    def _dispatch(self, r: Recorded) -> tuple[int, dict]:
+        route = (r.method, r.path)
+        if route == ("GET", "healthz"):
+            return 200, {"multi_user": self.multi_user, "pipeline_store": "database"}
+        if route == ("GET", "pipelines"):
+            return 200, {"pipelines": _filtered(self.pipelines.values(), r.query), "total_size": len(self.pipelines)}
+        if route == ("POST", "pipelines"):
+            if _filtered(self.pipelines.values(), {"filter": _name_filter(r.json["display_name"])}):
+                return 409, {"code": 6, "message": "pipeline exists"}
+            pid = self._new_id("pipeline")
+            self.pipelines[pid] = {**r.json, "pipeline_id": pid, "created_at": CREATED_AT}
+            return 200, self.pipelines[pid]
+        if route == ("POST", "pipelines/upload_version"):
+            pid, name = r.query["pipelineid"], r.query["name"]
+            if any(v["pipeline_id"] == pid and v["name"] == name for v in self.versions.values()):
+                return 409, {"code": 6, "message": "Failed to create a pipeline version"}
+            vid = self._new_id("version")
+            self.versions[vid] = {"pipeline_id": pid, "pipeline_version_id": vid, "name": name, "display_name": name,
+                                  "created_at": CREATED_AT, "spec": r.upload.decode()}
+            return 200, {k: v for k, v in self.versions[vid].items() if k != "spec"}
+        if m := re.fullmatch(r"pipelines/([^/]+)/versions", r.path):
+            mine = [{k: v for k, v in x.items() if k != "spec"} for x in self.versions.values()
+                    if x["pipeline_id"] == m.group(1)]
+            return 200, {"pipeline_versions": _filtered(mine, r.query), "total_size": len(mine)}
+        if route == ("GET", "experiments"):
+            return 200, {"experiments": _filtered(self.experiments.values(), r.query)}
+        if route == ("POST", "experiments"):
+            eid = self._new_id("experiment")
+            self.experiments[eid] = {**r.json, "experiment_id": eid, "created_at": CREATED_AT,
+                                     "storage_state": "AVAILABLE"}
+            return 200, self.experiments[eid]
+        if route == ("POST", "runs"):
+            rid = self._new_id("run")
+            self.runs[rid] = {**r.json, "run_id": rid, "state": "PENDING", "created_at": CREATED_AT}
+            return 200, self.runs[rid]
+        if m := re.fullmatch(r"runs/([^/:]+)", r.path):
+            if m.group(1) not in self.runs:
+                return 404, {"code": 5, "message": f"Run {m.group(1)} not found"}
+            state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
+            error = {"code": 2, "message": self.run_error} if state == "FAILED" and self.run_error else None
+            return 200, {**self.runs[m.group(1)], "state": state, "error": error}
+        if route == ("POST", "recurringruns"):
+            sid = self._new_id("schedule")
+            body = r.json
+            self.recurring[sid] = {**body, "recurring_run_id": sid, "created_at": CREATED_AT,
+                                   "max_concurrency": str(body["max_concurrency"]), "status": "ENABLED"}
+            return 200, self.recurring[sid]
+        if route == ("GET", "recurringruns"):
+            mine = [x for x in self.recurring.values() if x["experiment_id"] == r.query.get("experiment_id")]
+            # KFP's proto names this one field in camelCase, so the JSON key is too.
+            return 200, {"recurringRuns": _filtered(mine, r.query), "total_size": len(mine)}
+        if m := re.fullmatch(r"recurringruns/([^/:]+)(?::(enable|disable))?", r.path):
+            sid, verb = m.groups()
+            if sid not in self.recurring:
+                return 404, {"code": 5, "message": f"RecurringRun {sid} not found"}
+            if r.method == "DELETE":
+                del self.recurring[sid]
+                return 200, {}
+            if verb:
+                self.recurring[sid].update(mode=verb.upper(), status="ENABLED" if verb == "enable" else "DISABLED")
+                return 200, {}
+            return 200, self.recurring[sid]
+        return 404, {"code": 5, "message": f"the fake has no {r.method} {r.path}"}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": 16, "message": message}, status_code=status)
+
+
+def _name_filter(name: str) -> str:
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+
+def _filtered(items, query: dict) -> list[dict]:
+    """Applies a display_name EQUALS filter the way the KFP API server does."""
+    items = list(items)
+    if not query.get("filter"):
+        return items
+    for predicate in json.loads(query["filter"])["predicates"]:
+        assert predicate["operation"] in ("EQUALS", 1) and predicate["key"] == "display_name"
+        items = [i for i in items if i.get("display_name") == predicate["stringValue"]]
+    return items
+
+
+@pytest.fixture(autouse=True)
+def _no_kfp_context(tmp_path, monkeypatch) -> None:
+    """kfp.Client reads ~/.config/kfp/context.json; a developer's own must not leak into the tests."""
+    import kfp
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_VALUE)  # must never reach a request
+
+
+@pytest.fixture
+def kfp_api():
+    fake = FakeKfp()
+    with ServerThread(fake.app()) as server:
+        fake.url = server.url
+        yield fake
+
+
+def _params(**overrides) -> CTParams:
+    values = dict(data_uri="s3://datasets/churn.parquet", target="churned", model_name="churn-kfp",
+                  estimator="xgboost", estimator_params={"n_estimators": 50, "max_depth": 4},
+                  rollout_policy={"steps": [10, 50, 100], "min_requests": 20})
+    return CTParams(**{**values, **overrides})
+
+
+def _settings(fake: FakeKfp, **overrides) -> KfpSettings:
+    return KfpSettings(host=fake.url, poll_interval=0.02, **overrides)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+def test_submit_uploads_our_pipeline_once_and_starts_a_run_with_the_parameters(kfp_api) -> None:
+    run = kfp_submit.submit_run(_settings(kfp_api), _params(), REGISTRY, run_name="nightly retrain")
+
+    assert [(r.method, r.path) for r in kfp_api.requests] == [
+        ("GET", "healthz"), ("GET", "pipelines"), ("POST", "pipelines"), ("GET", f"pipelines/{run.pipeline_id}/versions"),
+        ("POST", "pipelines/upload_version"), ("GET", "experiments"), ("POST", "experiments"), ("POST", "runs"),
+    ]
+    assert kfp_api.calls("POST", "pipelines")[0].json["display_name"] == "driftloop-ct"
+    upload = kfp_api.calls("POST", "pipelines/upload_version")[0]
+    assert upload.query["pipelineid"] == run.pipeline_id
+    assert upload.query["name"] == run.pipeline_version_name and re.fullmatch(r"0\.1\.0-[0-9a-f]{12}", run.pipeline_version_name)
+    spec, platform = yaml.safe_load_all(upload.upload)
+    assert spec["pipelineInfo"]["name"] == "driftloop-ct"
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert executor["container"]["image"] == PROJECT_IMAGE, name
+        assert "pip install" not in " ".join(executor["container"]["command"]), name
+    assert "driftloop-s3" in json.dumps(platform)
+
+    body = kfp_api.calls("POST", "runs")[0].json
+    assert body["display_name"] == "nightly retrain"
+    assert body["experiment_id"] == run.experiment_id
+    assert body["pipeline_version_reference"] == {"pipeline_id": run.pipeline_id,
+                                                  "pipeline_version_id": run.pipeline_version_id}
+    assert body["runtime_config"]["parameters"] == _params().arguments(REGISTRY)
+    assert body["runtime_config"]["parameters"]["estimator_params"] == {"n_estimators": 50, "max_depth": 4}
+    assert kfp_api.calls("POST", "experiments")[0].json["display_name"] == "driftloop"
+    assert run.state == "PENDING" and not run.version_reused
+    assert run.run_url == f"{kfp_api.url}/#/runs/details/{run.run_id}"
+    _assert_no_credentials(kfp_api)
+
+
+def test_resubmitting_reuses_the_experiment_and_the_pipeline_version(kfp_api, monkeypatch) -> None:
+    settings = _settings(kfp_api)
+    first = kfp_submit.submit_run(settings, _params(), REGISTRY)
+    second = kfp_submit.submit_run(settings, _params(seed=7), REGISTRY)
+
+    assert len(kfp_api.calls("POST", "pipelines/upload_version")) == 1 and len(kfp_api.versions) == 1
+    assert len(kfp_api.calls("POST", "experiments")) == 1 and len(kfp_api.calls("POST", "pipelines")) == 1
+    assert second.version_reused and second.pipeline_version_id == first.pipeline_version_id
+    assert second.experiment_id == first.experiment_id and second.run_id != first.run_id
+    assert kfp_api.calls("POST", "runs")[1].json["runtime_config"]["parameters"]["seed"] == 7
+
+    # A different pipeline (here: another package version) is a new version of the same pipeline.
+    monkeypatch.setattr(kfp_submit, "__version__", "0.2.0")
+    third = kfp_submit.submit_run(settings, _params(), REGISTRY)
+    assert third.pipeline_id == first.pipeline_id and third.pipeline_version_name.startswith("0.2.0-")
+    assert not third.version_reused and len(kfp_api.versions) == 2
+
+
+def test_wait_returns_the_final_state_the_server_reports(kfp_api) -> None:
+    kfp_api.run_states = ["RUNNING", "RUNNING", "FAILED"]
+    kfp_api.run_error = "task evaluate-model failed"
+    seen: list[str] = []
+    settings = _settings(kfp_api)
+    run = kfp_submit.submit_run(settings, _params(), REGISTRY)
+    done = kfp_submit.wait_for_run(settings, run, timeout=10, on_state=seen.append)
+
+    assert done.state == "FAILED" and done.finished and done.error == "task evaluate-model failed"
+    assert seen == ["RUNNING", "FAILED"]
+    assert kfp_submit.run_state(settings, run.run_id) == "FAILED"
+
+    kfp_api.run_states = ["RUNNING"]
+    waited = kfp_submit.submit_run(settings, _params(), REGISTRY, wait=True, timeout=0.2)
+    assert waited.state == "RUNNING" and not waited.finished  # timed out: the last state seen
+
+
+def test_token_and_namespace_from_the_environment_reach_every_request(kfp_api) -> None:
+    kfp_api.token, kfp_api.multi_user = TOKEN, True
+    settings = KfpSettings.from_env(environ={"DRIFTLOOP_KFP_HOST": kfp_api.url, "DRIFTLOOP_KFP_TOKEN": TOKEN,
+                                             "DRIFTLOOP_KFP_NAMESPACE": "team-churn"})
+    assert TOKEN not in repr(settings)
+    kfp_submit.submit_run(settings, _params(), REGISTRY)
+
+    assert {r.headers.get("authorization") for r in kfp_api.requests} == {f"Bearer {TOKEN}"}
+    assert kfp_api.calls("GET", "experiments")[0].query["namespace"] == "team-churn"
+    assert kfp_api.calls("POST", "experiments")[0].json["namespace"] == "team-churn"
+    assert kfp_api.calls("GET", "pipelines")[0].query["namespace"] == "team-churn"
+    assert kfp_api.calls("POST", "pipelines")[0].json["namespace"] == "team-churn"
+
+
+def test_the_in_cluster_token_file_is_read_before_every_request(kfp_api, tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    settings = KfpSettings.from_env(environ={"DRIFTLOOP_KFP_HOST": kfp_api.url,
+                                             "KF_PIPELINES_SA_TOKEN_PATH": str(token_file)})
+    run = kfp_submit.submit_run(settings, _params(), REGISTRY)
+    token_file.write_text("rotated-token\n")  # the kubelet rotates projected tokens
+    kfp_submit.run_state(settings, run.run_id)
+
+    assert kfp_api.requests[0].headers["authorization"] == "Bearer first-token"
+    assert kfp_api.requests[-1].headers["authorization"] == "Bearer rotated-token"
+
+
+def test_a_rejected_token_is_one_clear_error_without_the_token(kfp_api) -> None:
+    kfp_api.token = TOKEN
+    with pytest.raises(ConfigError, match=r"needs a valid token .*401.*DRIFTLOOP_KFP_TOKEN") as raised:
+        kfp_submit.run_state(_settings(kfp_api, token="not-the-token"), "run-0001")
+    assert "not-the-token" not in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="not found"):
+        kfp_submit.run_state(_settings(kfp_api, token=TOKEN), "run-9999")
+
+
+def test_runs_need_what_a_pod_can_read(kfp_api) -> None:
+    with pytest.raises(ConfigError, match="s3:// URIs"):
+        kfp_submit.submit_run(_settings(kfp_api), _params(data_uri="/home/me/churn.csv"), REGISTRY)
+    with pytest.raises(ConfigError, match="s3:// registry"):
+        kfp_submit.submit_run(_settings(kfp_api), _params(), "/home/me/.driftloop/registry")
+    with pytest.raises(ConfigError, match="http"):
+        KfpSettings(host="ml-pipeline:8888")
+    with pytest.raises(ConfigError, match="DRIFTLOOP_KFP_HOST"):
+        KfpSettings.from_env(environ={})
+    assert kfp_api.requests == []
+
+
+# --- recurring runs -----------------------------------------------------------------------------------
+
+def test_schedules_are_created_one_run_at_a_time_without_catch_up(kfp_api) -> None:
+    settings = _settings(kfp_api)
+    nightly = kfp_submit.create_schedule(settings, _params(), REGISTRY, "nightly", cron="0 3 * * *")
+    sixhourly = kfp_submit.create_schedule(settings, _params(), REGISTRY, "every-6h", interval_seconds=6 * 3600)
+
+    cron_body, interval_body = (r.json for r in kfp_api.calls("POST", "recurringruns"))
+    assert cron_body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}  # KFP's cron has seconds first
+    assert interval_body["trigger"] == {"periodic_schedule": {"interval_second": 21600}}
+    for body, name in ((cron_body, "nightly"), (interval_body, "every-6h")):
+        assert body["display_name"] == name and body["mode"] == "ENABLE"
+        assert body["max_concurrency"] == 1 and body["no_catchup"] is True
+        assert body["pipeline_version_reference"]["pipeline_version_id"] == next(iter(kfp_api.versions))
+        assert body["runtime_config"]["parameters"] == _params(triggered_by=f"schedule:{name}").arguments(REGISTRY)
+    assert len(kfp_api.versions) == 1 and len(kfp_api.experiments) == 1
+    assert (nightly.trigger, nightly.enabled, nightly.max_concurrency, nightly.no_catchup) == \
+        ("cron 0 0 3 * * *", True, 1, True)
+    assert sixhourly.trigger == "every 6h"
+    assert [s.name for s in kfp_submit.list_schedules(settings)] == ["nightly", "every-6h"]
+    with pytest.raises(ConfigError, match="exists already"):
+        kfp_submit.create_schedule(settings, _params(), REGISTRY, "nightly", cron="@daily")
+    _assert_no_credentials(kfp_api)
+
+
+def test_pause_resume_delete_resolve_names_to_ids(kfp_api) -> None:
+    settings = _settings(kfp_api)
+    created = kfp_submit.create_schedule(settings, _params(), REGISTRY, "nightly", cron="0 3 * * *")
+    sid = created.schedule_id
+
+    assert not kfp_submit.pause_schedule(settings, "nightly").enabled
+    assert kfp_api.calls("POST")[-1].path == f"recurringruns/{sid}:disable"
+    assert kfp_submit.resume_schedule(settings, sid).enabled  # an id works as well
+    assert kfp_api.calls("POST")[-1].path == f"recurringruns/{sid}:enable"
+    assert kfp_submit.delete_schedule(settings, "nightly").schedule_id == sid
+    assert kfp_api.calls("DELETE")[-1].path == f"recurringruns/{sid}" and not kfp_api.recurring
+    with pytest.raises(ConfigError, match="no schedule named 'nightly'"):
+        kfp_submit.pause_schedule(settings, "nightly")
+
+
+@pytest.mark.parametrize(("cron", "interval", "message"), [
+    ("0 3 * * *", 3600, "exactly one trigger"),
+    (None, None, "exactly one trigger"),
+    ("0 3 * *", None, "needs 5 fields"),
+    ("61 3 * * *", None, "minute '61' is outside 0-59"),
+    ("0 3 * * MON-XYZ", None, "day of week"),
+    ("*/0 * * * *", None, "step"),
+    (None, 30, "at least 60 s"),
+])
+def test_bad_triggers_are_refused_before_any_request(kfp_api, cron, interval, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        kfp_submit.create_schedule(_settings(kfp_api), _params(), REGISTRY, "x", cron=cron, interval_seconds=interval)
+    assert kfp_api.requests == []
+
+
+@pytest.mark.parametrize(("cron", "kfp_cron"), [
+    ("0 3 * * *", "0 0 3 * * *"), ("*/15 9-17 * * MON-FRI", "0 */15 9-17 * * MON-FRI"),
+    ("30 0 3 1,15 * ?", "30 0 3 1,15 * ?"), ("@Daily", "@daily"),
+])
+def test_standard_cron_becomes_kfp_six_field_cron(cron, kfp_cron) -> None:
+    assert kfp_submit.to_kfp_cron(cron) == kfp_cron
+
+
+# --- the compiled pipeline ----------------------------------------------------------------------------
+
+def test_every_task_that_touches_s3_gets_the_secret_and_no_parameter_carries_credentials(tmp_path) -> None:
+    from driftloop.pipelines.ct_pipeline import compile_ct_pipeline
+
+    spec, platform = yaml.safe_load_all(compile_ct_pipeline(tmp_path / "ct.yaml").read_text())
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    touching = {
+        name.removeprefix("comp-") for name, component in spec["components"].items()
+        if "executorLabel" in component
+        and {"registry_uri", "data_uri"} & set(component.get("inputDefinitions", {}).get("parameters", {}))
+    }
+    assert touching == {"load-and-validate", "evaluate-model", "register-model", "deploy-model", "record-outcome"}
+    assert set(secrets) == {f"exec-{name}" for name in touching}  # train-model only moves artifacts
+    for executor in secrets.values():
+        (as_env,) = executor["secretAsEnv"]
+        assert as_env["secretName"] == "driftloop-s3" and as_env["optional"] is False
+        assert {(m["secretKey"], m["envVar"]) for m in as_env["keyToEnv"]} == {
+            ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+            ("DRIFTLOOP_S3_ENDPOINT", "DRIFTLOOP_S3_ENDPOINT")}
+    inputs = set(spec["root"]["inputDefinitions"]["parameters"])
+    assert inputs == set(_params().arguments(REGISTRY))
+    assert not [p for p in inputs if re.search(r"key|secret|password|token|credential|endpoint", p, re.I)]
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+def _cli(fake_or_url, *args: str, tmp_path: Path, token: str | None = None):
+    url = fake_or_url if isinstance(fake_or_url, str) else fake_or_url.url
+    env = {"HOME": str(tmp_path), "DRIFTLOOP_KFP_TOKEN": token or "", "DRIFTLOOP_KFP_HOST": "",
+           "DRIFTLOOP_KFP_NAMESPACE": "", "DRIFTLOOP_REGISTRY": ""}
+    return run_cli(*args, "--host", url, env=env, timeout=120)
+
+
+def _in_process(capsys, fake: FakeKfp, *args: str) -> CliResult:
+    """The same CLI in this process: no interpreter start-up, for the cases a subprocess adds nothing to."""
+    from driftloop.cli import main
+
+    capsys.readouterr()
+    code = main([*args, "--host", fake.url])
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)
+
+
+CT_ARGS = ("--data", "s3://datasets/churn.parquet", "--target", "churned", "--estimator", "random_forest",
+           "--param", "n_estimators=40")
+
+
+def test_cli_submit_waits_and_reports_the_final_state(kfp_api, tmp_path, capsys, monkeypatch) -> None:
+    kfp_api.token, kfp_api.run_states = TOKEN, ["SUCCEEDED"]
+    ok = _cli(kfp_api, "submit", *CT_ARGS, "--wait", "--run-name", "cli run", tmp_path=tmp_path, token=TOKEN)
+    assert ok.returncode == 0, ok.stderr
+    run_id = next(iter(kfp_api.runs))
+    assert f"run {run_id} submitted to experiment 'driftloop'" in ok.stdout
+    assert f"{kfp_api.url}/#/runs/details/{run_id}" in ok.stdout and "SUCCEEDED" in ok.stdout
+    parameters = kfp_api.runs[run_id]["runtime_config"]["parameters"]
+    assert parameters["estimator_params"] == {"n_estimators": 40} and parameters["registry_uri"] == REGISTRY
+
+    kfp_api.run_states, kfp_api.run_error = ["FAILED"], "load-and-validate: column 'churned' is missing"
+    monkeypatch.setenv("DRIFTLOOP_KFP_TOKEN", TOKEN)
+    failed = _in_process(capsys, kfp_api, "submit", *CT_ARGS, "--wait", "--json")
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["state"] == "FAILED" and json.loads(failed.stdout)["version_reused"] is True
+    assert failed.stderr.strip().splitlines()[-1] == \
+        f"driftloop: error: run {json.loads(failed.stdout)['run_id']} ended FAILED: {kfp_api.run_error}"
+    for result in (ok, failed):
+        assert TOKEN not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_schedule_create_and_pause(kfp_api, tmp_path, capsys) -> None:
+    created = _cli(kfp_api, "schedule", "create", "nightly", "--cron", "0 3 * * *", *CT_ARGS, tmp_path=tmp_path)
+    assert created.returncode == 0, created.stderr
+    (sid,) = kfp_api.recurring
+    assert re.search(rf"nightly\s+enabled\s+cron 0 0 3 \* \* \*\s+{sid}", created.stdout)
+    paused = _in_process(capsys, kfp_api, "schedule", "pause", "nightly", "--json")
+    assert kfp_api.calls("POST")[-1].path == f"recurringruns/{sid}:disable"
+    shown = json.loads(paused.stdout)
+    assert (shown["schedule_id"], shown["enabled"], shown["max_concurrency"], shown["no_catchup"]) == (sid, False, 1, True)
+
+    unknown = _cli(kfp_api, "schedule", "resume", "weekly", tmp_path=tmp_path)
+    assert unknown.returncode != 0 and unknown.stdout == ""
+    assert unknown.stderr.strip() == ("driftloop: error: no schedule named 'weekly' in experiment 'driftloop'; "
+                                      "'driftloop schedule list' shows them")
+
+
+def test_cli_unreachable_host_is_one_line(tmp_path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = _cli(url, "schedule", "list", tmp_path=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"driftloop: error: cannot reach Kubeflow Pipelines at {url}: Connection refused"
+
+
+def _assert_no_credentials(fake: FakeKfp) -> None:
+    for r in fake.requests:
+        if r.method == "POST" and r.path in ("runs", "recurringruns"):
+            text = r.body.decode()
+            assert S3_SECRET_VALUE not in text and "AWS_" not in text and "SECRET" not in text.upper()

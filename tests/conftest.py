@@ -125,15 +125,28 @@ class ServerThread:
 
 
 def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: int = 1):
-    """Trains the default Pipeline on a synthetic churn table and registers it with its spec."""
+    """Trains the default Pipeline on a synthetic churn table and registers it as the CT pipeline
+    would: spec, profile, reference sample, holdout accuracy and the training data's URI in lineage."""
+    import io
+
     from driftloop import synthetic
     from driftloop.data import infer_spec
+    from driftloop.evaluation import evaluate_model
+    from driftloop.profile import build_profile
     from driftloop.training import save_model, train_model
     from driftloop.validation import validate_table
 
     spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(frame, spec)
-    model_dir = workdir / f"model-{uuid.uuid4().hex[:8]}"
-    save_model(train_model(clean, spec, seed=seed).model, model_dir)
-    return registry.register(name, model_dir, model_format="sklearn", lineage={}, metrics={},
-                             attachments={"spec.json": spec.to_json().encode()}, actor="test")
+    tag = uuid.uuid4().hex[:8]
+    model_dir, data_path = workdir / f"model-{tag}", workdir / f"train-{tag}.parquet"
+    frame.to_parquet(data_path, index=False)
+    trained = train_model(clean, spec, seed=seed)
+    save_model(trained.model, model_dir)
+    sample = io.BytesIO()
+    clean.sample(n=min(len(clean), 2000), random_state=0).to_parquet(sample, index=False)
+    metrics = evaluate_model(trained.model, trained.holdout_frame, spec).metrics
+    return registry.register(
+        name, model_dir, model_format="sklearn", lineage={"data_uri": str(data_path)}, metrics=metrics,
+        attachments={"spec.json": spec.to_json().encode(), "profile.json": build_profile(clean, spec).to_json().encode(),
+                     "reference_sample.parquet": sample.getvalue()}, actor="test")

@@ -70,8 +70,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_run_options(run)
     _add_common(run)
 
-    demo = sub.add_parser("demo", help="generate data and run the CT loop end to end on the embedded default")
-    demo.add_argument("--rows", type=int, default=4000, help="rows per generated table")
+    demo = sub.add_parser("demo", help="the closed loop, unattended, on generated data: train, serve, drift, "
+                          "retrain, canary, promote")
+    demo.add_argument("--rows", type=int, default=3000, help="rows v1 is trained on")
+    demo.add_argument("--clean-rows", type=int, default=1000, help="live rows before the drift starts")
+    demo.add_argument("--rate", type=float, default=50.0, help="live rows per second")
+    demo.add_argument("--window-rows", type=int, default=500, help="rows per monitor window")
+    demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the loop after the drift")
     _add_common(demo)
 
     spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table")
@@ -85,12 +90,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from driftloop.deploy_cli import add_deploy_parser
     from driftloop.drift_cli import add_drift_parser
     from driftloop.models_cli import add_models_parser
-    from driftloop.serve_cli import add_monitor_parser, add_serve_parsers
+    from driftloop.monitor_cli import add_monitor_parsers
+    from driftloop.serve_cli import add_serve_parsers
 
     add_models_parser(sub, _add_common)
     add_deploy_parser(sub, _add_common)
     add_drift_parser(sub)
-    add_monitor_parser(sub, _add_common)
+    add_monitor_parsers(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
     from driftloop.submit_cli import add_submit_parsers
 
@@ -104,6 +110,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.command != "serve":
+        # kserve.model_server parses sys.argv when it is first imported (serving and the monitor import
+        # it); our flags are not its flags (`--config` would match its `--configure_logging`).
+        sys.argv = sys.argv[:1]
     try:
         return _dispatch(args)
     except DriftloopError as exc:
@@ -126,10 +136,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_run(args)
     if args.command == "demo":
         return _cmd_demo(args)
-    if args.command == "monitor":
-        from driftloop.serve_cli import run_monitor
+    if args.command in ("monitor", "feedback", "replay"):
+        from driftloop import monitor_cli
 
-        return run_monitor(args)
+        return {"monitor": monitor_cli.run_monitor, "feedback": monitor_cli.run_feedback,
+                "replay": monitor_cli.run_replay}[args.command](args)
     if args.command == "drift":
         from driftloop.drift_cli import run_drift
 
@@ -218,18 +229,19 @@ def _check_run_options(options: dict) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from driftloop import api
+    from driftloop.console import print_demo_event, print_demo_summary
+    from driftloop.loop_demo import DemoOptions, run_demo
     from driftloop.settings import Settings
 
     settings = Settings.resolve(args.home, args.registry)
-    if args.rows < 200:
-        raise ConfigError("--rows must be at least 200")
-    paths = api.generate_demo_data(settings.home / "data", n_rows=args.rows)
-    runs = [api.demo_params(str(paths["reference"])), api.demo_params(str(paths["drifted"]))]
-    status = _run_and_report(runs, settings, args.json)
-    if status == 0 and not args.json:
-        print("\nNext: driftloop models history churn | driftloop serve | driftloop rollout churn", file=sys.stderr)
-    return status
+    options = DemoOptions(train_rows=args.rows, clean_rows=args.clean_rows, rate=args.rate,
+                          window_rows=args.window_rows, timeout=args.timeout)
+    summary = run_demo(settings, options, on_event=None if args.json else print_demo_event)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        print_demo_summary(summary)
+    return 0 if summary.outcome == "promoted" else EXIT_RUN_FAILED
 
 
 def _run_and_report(runs: list, settings, as_json: bool) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
@@ -208,3 +209,77 @@ def print_drift(result) -> None:
                   f"({result.drift_share:.0%}; threshold {result.config['drift_share']:.0%})")
     if result.report_path:
         console.print(f"report: {result.report_path}", soft_wrap=True)
+
+
+def print_monitor_status(status: dict, url: str) -> None:
+    """The monitor's latest windows per model: drift, prediction drift, realised quality, trigger state."""
+    console = _stdout()
+    console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} rows "
+                  f"stored, {status['labels']} labels, {status['events_rejected']} rejected")
+    for model, state in status["models"].items():
+        aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
+        table = Table(title=f"{model} ({aliases}); {state['open_window_rows']} rows in the open window")
+        for column in ("window", "rows", "ref", "drift share", "drifted features", "prediction", "accuracy",
+                       "decision", "report"):
+            table.add_column(column)
+        for w in state["windows"]:
+            quality = w.get("quality") or {}
+            accuracy = quality.get("accuracy")
+            prediction = w.get("prediction_drift") or {}
+            share = "-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
+            table.add_row(
+                str(w["id"]), str(w["n_rows"]), _v(w["reference_version"]),
+                f"[red]{share}[/]" if w.get("dataset_drift") else share,
+                ", ".join(w["drifted_features"][:4]) + (" …" if len(w["drifted_features"]) > 4 else "")
+                or (w.get("error") or "-"),
+                f"{prediction['score']:.3f}{' ✗' if prediction.get('drifted') else ''}" if prediction else "-",
+                "-" if accuracy is None else f"{accuracy:.3f} ({quality['labelled']})",
+                (w.get("decision") or {}).get("action", "-"), w.get("report") or "-",
+            )
+        console.print(table)
+        trigger = state.get("trigger") or {}
+        if trigger.get("stopped"):
+            console.print(f"[red]retraining stopped[/] after {trigger['consecutive_failures']} failed retrains")
+        for r in state["retrains"]:
+            console.print(f"  retrain {r.get('key', '')}: {r['state']}"
+                          + (f" → v{r['version']}" if r.get("version") else "")
+                          + (f" ({r['error']})" if r.get("error") else ""))
+
+
+_SOURCE_STYLE = {"demo": "bold", "monitor": "cyan", "registry": "magenta"}
+
+
+def print_demo_event(event) -> None:
+    """One line of the demo's live timeline."""
+    console = Console(file=sys.stderr, highlight=False)
+    style = _SOURCE_STYLE.get(event.source, "")
+    console.print(f"[dim]{event.seconds:7.1f}s[/] [{style}]{event.source:>8}[/] {event.text}")
+
+
+def print_demo_summary(summary) -> None:
+    """The demo's end: versions, triggers and the time from drift onset to a promoted version."""
+    console = Console(file=sys.stderr, highlight=False)
+    table = Table(title="driftloop demo: versions")
+    for column in ("version", "aliases", "triggered by", "parent", "roc_auc", "accuracy"):
+        table.add_column(column)
+    for v in summary.versions:
+        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-", str(v["triggered_by"] or "-"),
+                      _v(v["parent_version"]), _fmt(v["roc_auc"]), _fmt(v["accuracy"]))
+    console.print(table)
+    loop = Table(title="the loop")
+    loop.add_column("what")
+    loop.add_column("value")
+    loop.add_row("outcome", f"[green]{summary.outcome}[/]" if summary.outcome == "promoted" else f"[red]{summary.outcome}[/]")
+    counts = Counter(t["action"].removeprefix("retrain-") for t in summary.triggers)
+    loop.add_row("triggers", ", ".join(f"{n} {action}" for action, n in counts.items()) or "none")
+    loop.add_row("drift onset → promoted", "-" if summary.onset_to_promotion_seconds is None
+                 else f"{summary.onset_to_promotion_seconds:.1f} s")
+    traffic = summary.traffic or {}
+    loop.add_row("traffic", f"{traffic.get('sent', 0)} rows at {traffic.get('rate', 0)}/s, "
+                            f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")
+    console.print(loop)
+    console.print(f"summary: {summary.summary_path}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -2,7 +2,8 @@
 
 Each feature gets a statistical test or distance chosen for its kind (configurable), and a verdict
 against its threshold; the dataset drifts when the share of drifted features reaches ``drift_share``.
-The HTML report is Evidently's own, so it renders in the Kubeflow dashboard as an HTML artifact.
+The tests are Evidently's stat tests, called per column; the HTML report is Evidently's own Report, so
+it renders in the Kubeflow dashboard as an HTML artifact.
 """
 
 from __future__ import annotations
@@ -89,59 +90,96 @@ def check_drift(
     config: DriftConfig = DriftConfig(),
     report_path: str | Path | None = None,
 ) -> DriftResult:
-    """Compares every spec feature of ``current`` with ``reference``; writes the HTML report if asked."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    """Compares every spec feature of ``current`` with ``reference``; writes the HTML report if asked.
 
+    The verdicts come from Evidently's stat tests called per column on (seeded) samples of at most
+    ``config.max_rows`` rows; the HTML report, when asked for, is Evidently's full Report on the same
+    samples. Building that Report costs several times the tests themselves, so a caller on a hot path
+    (the monitor) asks for the verdict first and renders the report afterwards.
+    """
     for name, frame in (("reference", reference), ("current", current)):
         missing = [c for c in spec.feature_names if c not in frame.columns]
         if missing:
             raise DataValidationError(missing[0], f"missing from the {name} data")
         if frame.empty:
             raise DataValidationError(None, f"the {name} data has no rows")
-    numeric = spec.names_of("numeric")
-    discrete = spec.names_of("categorical") + spec.names_of("boolean")
-    ref, cur = _prepare(reference, spec, config), _prepare(current, spec, config)
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=discrete)
-    num_threshold = config.threshold(config.num_method, config.num_threshold)
-    cat_threshold = config.threshold(config.cat_method, config.cat_threshold)
-    preset = DataDriftPreset(columns=spec.feature_names, num_method=config.num_method, cat_method=config.cat_method,
-                             num_threshold=num_threshold, cat_threshold=cat_threshold, drift_share=config.drift_share)
-    from evidently.legacy.calculations.stattests.registry import StatTestNotFoundError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Evidently warns per column about small samples and dtypes
-        try:
-            snapshot = Report([preset]).run(
-                current_data=Dataset.from_pandas(cur, data_definition=definition),
-                reference_data=Dataset.from_pandas(ref, data_definition=definition),
-            )
-        except StatTestNotFoundError as exc:
-            raise ConfigError(f"unknown drift method: {exc}") from None
-    scores = {}
-    for metric in snapshot.dict()["metrics"]:
-        cfg = metric.get("config") or {}
-        if cfg.get("type", "").endswith("ValueDrift"):
-            scores[cfg["column"]] = float(metric["value"])
-    features = []
-    for feature in spec.features:
-        numeric_feature = feature.kind == "numeric"
-        method = config.num_method if numeric_feature else config.cat_method
-        threshold = num_threshold if numeric_feature else cat_threshold
-        score = scores.get(feature.name, float("nan"))
-        drifted = score < threshold if method in P_VALUE_METHODS else score >= threshold
-        features.append(FeatureDrift(feature.name, feature.kind, method, round(score, 6), threshold, bool(drifted)))
+    ref, cur = prepare(reference, spec, config), prepare(current, spec, config)
+    features = [compare_column(ref[f.name], cur[f.name], f.kind, config) for f in spec.features]
+    for feature, drift in zip(spec.features, features, strict=True):
+        drift.column = feature.name
     share = sum(f.drifted for f in features) / len(features)
     if report_path:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(report_path))
+        render_report(ref, cur, spec, config, report_path)
     return DriftResult(features, round(share, 4), share >= config.drift_share, len(reference), len(current),
                        str(report_path) if report_path else None, asdict(config))
 
 
-def _prepare(frame: pd.DataFrame, spec: DatasetSpec, config: DriftConfig) -> pd.DataFrame:
-    """The spec's features, sampled to ``max_rows``; booleans as text so Evidently treats them as categories."""
-    out = frame[spec.feature_names]
+def compare_column(reference: pd.Series, current: pd.Series, kind: str, config: DriftConfig) -> FeatureDrift:
+    """One column's drift score and verdict by the configured Evidently stat test (missing values dropped)."""
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTestInvalidFeatureTypeError,
+        StatTestNotFoundError,
+        get_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    numeric = kind == "numeric"
+    method = config.num_method if numeric else config.cat_method
+    threshold = config.threshold(method, config.num_threshold if numeric else config.cat_threshold)
+    column_type = ColumnType.Numerical if numeric else ColumnType.Categorical
+    ref, cur = reference.dropna(), current.dropna()
+    if ref.empty or cur.empty:  # nothing to compare: a column that is all missing is validation's concern
+        return FeatureDrift(str(reference.name), kind, method, float("nan"), threshold, False)
+    try:
+        test = get_stattest(ref, cur, column_type, method)
+    except (StatTestNotFoundError, StatTestInvalidFeatureTypeError) as exc:
+        raise ConfigError(f"unknown drift method: {exc}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-sample and dtype warnings per column
+        result = test(ref, cur, column_type, threshold)
+    score = float(result.drift_score)
+    return FeatureDrift(str(reference.name), kind, method, round(score, 6), threshold, bool(result.drifted))
+
+
+def render_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetSpec, config: DriftConfig,
+                  report_path: str | Path, extra_columns: dict[str, str] | None = None) -> Path:
+    """Writes Evidently's data drift report (HTML) for already prepared tables.
+
+    Args:
+        extra_columns: Columns beyond the spec's features to include, name → "numeric" | "categorical"
+            (the monitor adds the model's prediction).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    extra = extra_columns or {}
+    numeric = spec.names_of("numeric") + [c for c, k in extra.items() if k == "numeric"]
+    discrete = (spec.names_of("categorical") + spec.names_of("boolean")
+                + [c for c, k in extra.items() if k != "numeric"])
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=discrete)
+    preset = DataDriftPreset(
+        columns=spec.feature_names + list(extra), num_method=config.num_method, cat_method=config.cat_method,
+        num_threshold=config.threshold(config.num_method, config.num_threshold),
+        cat_threshold=config.threshold(config.cat_method, config.cat_threshold), drift_share=config.drift_share,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Evidently warns per column about small samples and dtypes
+        snapshot = Report([preset]).run(
+            current_data=Dataset.from_pandas(current, data_definition=definition),
+            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+        )
+    path = Path(report_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    snapshot.save_html(str(tmp))
+    tmp.replace(path)  # a report link never points at half a file
+    return path
+
+
+def prepare(frame: pd.DataFrame, spec: DatasetSpec, config: DriftConfig,
+             extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The spec's features, sampled to ``max_rows``; booleans as text so they count as categories."""
+    out = frame[spec.feature_names + list(extra)]
     if config.max_rows is not None and len(out) > config.max_rows:
         out = out.sample(n=config.max_rows, random_state=0)
     out = out.copy()

@@ -86,26 +86,3 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     else:
         print(f"{result.outcome}: {args.name} v{result.canary_version} — {result.reason}")
     return 0 if result.outcome == "promoted" else 1
-
-
-def add_monitor_parser(sub, add_common) -> None:
-    monitor = sub.add_parser("monitor", help="receive payload-log events and keep every logged row (drift next)")
-    monitor.add_argument("--host", default="127.0.0.1")
-    monitor.add_argument("--port", type=int, default=8090)
-    monitor.add_argument("--store", help="where logged rows go (default <home>/monitor)")
-    add_common(monitor, with_json=False)
-
-
-def run_monitor(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from driftloop.monitor.app import Monitor
-    from driftloop.registry import open_registry
-
-    settings = Settings.resolve(args.home, args.registry)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    monitor = Monitor(open_registry(settings.registry_uri), args.store or settings.home / "monitor")
-    print(f"driftloop monitor on http://{args.host}:{args.port}/events, storing rows in {monitor.store.root}",
-          file=sys.stderr)
-    uvicorn.run(monitor.app, host=args.host, port=args.port, log_level="warning")
-    return 0

@@ -8,6 +8,7 @@ environment at import time, and secrets never appear in ``repr`` or error messag
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,3 +131,33 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
+    """Writes ``data`` to ``uri`` (a local path, written to a temporary name and renamed, or ``s3://``).
+
+    Raises:
+        DataError: the object or file cannot be written.
+    """
+    if is_s3_uri(uri):
+        from minio.error import S3Error
+        from urllib3.exceptions import HTTPError
+
+        bucket, key = split_s3_uri(uri)
+        settings = s3 or S3Settings.from_env()
+        try:
+            settings.client().put_object(bucket, key, io.BytesIO(data), len(data))
+        except S3Error as exc:
+            raise DataError(f"cannot write {uri}: {exc.code}") from None
+        except (OSError, HTTPError) as exc:
+            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
+        return uri
+    path = Path(uri.removeprefix("file://"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}") from None
+    return str(path)

@@ -46,4 +46,4 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
         pd.Series([r["age"] for r in rows], name="age").sort_values().reset_index(drop=True), check_dtype=False)
     assert bad.status_code == 400 and "not a KServe payload event" in bad.json()["error"]
     assert status["rows_stored"] == 40 and status["events_rejected"] == 1
-    assert list((tmp_path / "store" / "churn").glob("date=*/part-*.parquet"))
+    assert list((tmp_path / "store" / "rows" / "churn").glob("date=*/part-*.parquet"))

@@ -1,0 +1,334 @@
+"""The closed loop, unattended, on generated data: what ``driftloop demo`` (and ``make demo``) runs.
+
+train v1 → serve it (the gateway) → live traffic with labels (replay) → the world drifts (covariate and
+concept) → the monitor's windows flag it → the trigger starts a retrain (reference + recent labelled
+traffic) → v2 is registered → canary → analysis (errors, latency, realised quality) → promoted or
+rolled back. The gateway and the monitor run as their own processes, exactly as ``driftloop serve``
+and ``driftloop monitor`` do; the demo drives traffic and prints a timeline from the monitor's status
+and the registry's audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from driftloop import synthetic
+from driftloop.errors import ConfigError, DriftloopError
+from driftloop.registry import PRODUCTION, open_registry
+from driftloop.replay import ReplayPlan, ReplaySummary, replay
+from driftloop.settings import Settings
+
+MODEL = "churn"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Sizes and speeds of the demo (the defaults finish in a few minutes on 2 cores).
+
+    Attributes:
+        train_rows: Rows of the reference world v1 is trained on.
+        clean_rows: Live rows before the drift starts.
+        rate: Live rows per second sent to the gateway.
+        window_rows: Rows per monitor window.
+        timeout: Seconds after the drift onset before the demo gives up waiting for the loop.
+    """
+
+    train_rows: int = 3000
+    clean_rows: int = 1000
+    rate: float = 50.0
+    window_rows: int = 500
+    timeout: float = 240.0
+    covariate_shift: float = 0.6
+    concept_shift: float = 0.6
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.train_rows < 500 or self.clean_rows < self.window_rows or self.window_rows < 200:
+            raise ConfigError("demo needs train rows >= 500, window rows >= 200 and clean rows >= window rows")
+        if self.rate <= 0 or self.timeout <= 0:
+            raise ConfigError("demo rate and timeout must be > 0")
+
+
+@dataclass
+class DemoEvent:
+    seconds: float  # since the demo started
+    source: str  # "demo" | "monitor" | "registry"
+    text: str
+
+
+@dataclass
+class DemoSummary:
+    outcome: str  # "promoted" | "rolled back" | "retrain failed" | "no promotion before the timeout"
+    events: list[DemoEvent] = field(default_factory=list)
+    versions: list[dict] = field(default_factory=list)
+    triggers: list[dict] = field(default_factory=list)
+    drift_onset_at: str | None = None
+    promoted_at: str | None = None
+    onset_to_promotion_seconds: float | None = None
+    promoted_version: int | None = None
+    traffic: dict = field(default_factory=dict)
+    summary_path: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def monitor_config(gateway: str, monitor: str, options: DemoOptions) -> dict:
+    """The monitor's settings for the demo: small windows, a quick trigger, a fast canary analysis."""
+    return {
+        "model": MODEL,
+        "window": {"rows": options.window_rows, "seconds": 30, "min_rows": options.window_rows // 2},
+        "drift": {"drift_share": 0.3, "max_rows": 5000},
+        "trigger": {"m": 2, "n": 3, "cooldown_seconds": 600, "max_failures": 2, "quality_drop": 0.05,
+                    "min_labels": options.window_rows // 2},
+        "retrain": {
+            "runner": "local", "recent_rows": 5000, "reference_rows": 1000,
+            "pipeline_params": {
+                "canary_percent": 10, "rollout_gateway": gateway, "rollout_monitor": monitor, "rollout_interval": 8.0,
+                "rollout_policy": {"steps": [10, 50, 100], "min_requests": 20, "min_labels": 30,
+                                   "max_latency_ratio": 3.0, "max_inconclusive": 4},
+            },
+        },
+    }
+
+
+class Services:
+    """The gateway and the monitor as child processes on free loopback ports."""
+
+    def __init__(self, settings: Settings, workdir: Path, options: DemoOptions) -> None:
+        self.settings, self.workdir, self.options = settings, workdir, options
+        self.gateway_port, self.monitor_port = _free_port(), _free_port()
+        self.gateway = f"http://127.0.0.1:{self.gateway_port}"
+        self.monitor = f"http://127.0.0.1:{self.monitor_port}"
+        self._processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Services:
+        config_path = self.workdir / "monitor.json"
+        config_path.write_text(json.dumps(monitor_config(self.gateway, self.monitor, self.options), indent=2))
+        env = {**os.environ, "DRIFTLOOP_HOME": str(self.settings.home), "DRIFTLOOP_REGISTRY": self.settings.registry_uri}
+        common = [sys.executable, "-m", "driftloop"]
+        self._start(common + ["monitor", "--config", str(config_path), "--port", str(self.monitor_port),
+                              "--store", str(self.workdir / "monitor")], env, "monitor.log")
+        self._start(common + ["serve", "--port", str(self.gateway_port), "--logger-url", f"{self.monitor}/events",
+                              "--poll-interval", "0.5"], env, "gateway.log")
+        _wait_healthy(f"{self.monitor}/status", self._processes[0], self.workdir / "monitor.log")
+        _wait_healthy(f"{self.gateway}/v2/health/ready", self._processes[1], self.workdir / "gateway.log")
+        return self
+
+    def _start(self, command: list[str], env: dict, log_name: str) -> None:
+        with open(self.workdir / log_name, "w") as log:
+            self._processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def __exit__(self, *exc) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
+             on_event: Callable[[DemoEvent], None] | None = None) -> DemoSummary:
+    """Runs the loop end to end and writes the JSON summary; returns it."""
+    from driftloop import api
+
+    started = time.monotonic()
+    timeline = Timeline(started, on_event or (lambda event: None))
+    workdir = settings.home / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    train = synthetic.generate(options.train_rows, options.seed)
+    train_path = workdir / "reference.csv"
+    train.to_csv(train_path, index=False)
+    registry = open_registry(settings.registry_uri)
+    known_entries = len(registry.history(MODEL)) if MODEL in registry.list_models() else 0
+
+    timeline.add("demo", f"training v1 on {options.train_rows} rows of the reference world (CT pipeline, kfp.local)")
+    first = api.run(api.demo_params(str(train_path)), settings)
+    if first.state != "SUCCEEDED" or first.deploy_action != "promoted":
+        raise DriftloopError(f"the first CT run did not put a version in production: {first.error or first.deploy_action}")
+    timeline.add("demo", f"v{first.version} in production (roc_auc {first.metrics.get('roc_auc', 0):.3f})")
+    known_entries = max(known_entries, len(registry.history(MODEL)))
+
+    traffic = _traffic(options)
+    plan = ReplayPlan.from_tables(traffic, id_column=synthetic.ID_COLUMN, label_column=synthetic.TARGET,
+                                  timestamp_column=synthetic.TIMESTAMP_COLUMN)
+    onset_at: list[datetime] = []
+    summary = DemoSummary(outcome="no promotion before the timeout")
+    with Services(settings, workdir, options) as services:
+        timeline.add("demo", f"gateway {services.gateway} and monitor {services.monitor} up; sending "
+                             f"{options.rate:.0f} rows/s with labels 2 s later")
+        stop = threading.Event()
+        result: dict[str, ReplaySummary] = {}
+
+        def progress(sent: ReplaySummary) -> None:
+            if not onset_at and sent.sent >= options.clean_rows:
+                onset_at.append(datetime.now(UTC))
+                timeline.add("demo", f"drift starts now: covariate shift {options.covariate_shift}, concept shift "
+                                     f"{options.concept_shift} (after {options.clean_rows} clean rows)")
+
+        sender = threading.Thread(target=lambda: result.setdefault("replay", replay(
+            plan, services.gateway, MODEL, options.rate, services.monitor, label_delay=2.0,
+            on_progress=progress, stop=stop)), daemon=True)
+        sender.start()
+        watcher = Watcher(services.monitor, registry, known_entries, timeline)
+        deadline = None
+        while sender.is_alive() or not stop.is_set():
+            watcher.poll()
+            if onset_at and deadline is None:
+                deadline = time.monotonic() + options.timeout
+            outcome = watcher.outcome()
+            if outcome or (deadline and time.monotonic() > deadline) or not sender.is_alive():
+                summary.outcome = outcome or summary.outcome
+                stop.set()
+                break
+            time.sleep(1.0)
+        sender.join(timeout=30)
+        watcher.poll()
+        summary.traffic = result["replay"].to_dict() if "replay" in result else {}
+    summary.events = timeline.events
+    summary.triggers = watcher.triggers
+    summary.versions = _versions(registry)
+    summary.drift_onset_at = onset_at[0].isoformat() if onset_at else None
+    if watcher.promoted_at and onset_at:
+        summary.promoted_at = watcher.promoted_at.isoformat()
+        summary.promoted_version = watcher.promoted_version
+        summary.onset_to_promotion_seconds = round((watcher.promoted_at - onset_at[0]).total_seconds(), 1)
+    path = workdir / "summary.json"
+    summary.summary_path = str(path)
+    path.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    return summary
+
+
+def _traffic(options: DemoOptions) -> pd.DataFrame:
+    """Clean rows, then enough drifted rows to outlast the loop; one minute apart in event time."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    clean = synthetic.generate(options.clean_rows, options.seed + 1, start=start, id_offset=1_000_000)
+    drifted_rows = int(options.rate * (options.timeout + 60))
+    drifted = synthetic.generate(drifted_rows, options.seed + 2, covariate_shift=options.covariate_shift,
+                                 concept_shift=options.concept_shift,
+                                 start=start + timedelta(minutes=options.clean_rows), id_offset=2_000_000)
+    return pd.concat([clean, drifted], ignore_index=True)
+
+
+class Timeline:
+    """Events with their time since the demo started, passed on as they happen."""
+
+    def __init__(self, started: float, on_event: Callable[[DemoEvent], None]) -> None:
+        self.started, self.on_event, self.events = started, on_event, []
+
+    def add(self, source: str, text: str) -> None:
+        event = DemoEvent(round(time.monotonic() - self.started, 1), source, text)
+        self.events.append(event)
+        self.on_event(event)
+
+
+class Watcher:
+    """Turns new monitor windows and new audit entries into timeline events; spots the loop's end."""
+
+    def __init__(self, monitor: str, registry, known_entries: int, timeline: Timeline) -> None:
+        self.monitor, self.registry, self.timeline = monitor, registry, timeline
+        self.seen_windows: set[int] = set()
+        self.seen_entries = known_entries
+        self.triggers: list[dict] = []
+        self.promoted_at: datetime | None = None
+        self.promoted_version: int | None = None
+        self._outcome: str | None = None
+
+    def poll(self) -> None:
+        try:
+            status = httpx.get(f"{self.monitor}/status", params={"model": MODEL, "limit": 50}, timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            status = {}
+        for window in (status.get("models", {}).get(MODEL) or {}).get("windows", []):
+            if window["id"] not in self.seen_windows and window.get("decision") is not None:
+                self.seen_windows.add(window["id"])
+                self.timeline.add("monitor", _describe_window(window))
+        entries = self.registry.history(MODEL)
+        for entry in entries[self.seen_entries:]:
+            self._entry(entry)
+        self.seen_entries = len(entries)
+
+    def _entry(self, entry) -> None:
+        if entry.action in ("retrain-triggered", "retrain-refused", "retrain-blocked"):
+            self.triggers.append({"action": entry.action, "at": entry.at, "reason": entry.reason,
+                                  "key": (entry.evidence or {}).get("key")})
+        if entry.action == "promote" and entry.to_version and entry.actor != "cli":
+            self.promoted_at = datetime.fromisoformat(entry.at)
+            self.promoted_version = entry.to_version
+            self._outcome = "promoted"
+        elif entry.action == "rollout-abort":
+            self._outcome = "rolled back"
+        elif entry.action == "retrain-finished" and (entry.evidence or {}).get("state") != "promoted":
+            self._outcome = self._outcome or "retrain failed"
+        elif entry.action in ("retrain-stopped", "retrain-blocked"):
+            self._outcome = self._outcome or "retrain blocked"
+        self.timeline.add("registry", f"{entry.action}: {entry.reason}")
+
+    def outcome(self) -> str | None:
+        return self._outcome
+
+
+def _describe_window(window: dict) -> str:
+    if window.get("error"):
+        return f"window {window['id']}: not analysed ({window['error']})"
+    drifted = window["drifted_features"]
+    quality = window.get("quality") or {}
+    accuracy = quality.get("accuracy")
+    prediction = window.get("prediction_drift") or {}
+    text = (f"window {window['id']} ({window['n_rows']} rows vs v{window['reference_version']}): drift share "
+            f"{window['drift_share']:.2f}" + (f" ({', '.join(drifted[:3])}{' …' if len(drifted) > 3 else ''})"
+                                               if drifted else "")
+            + (f", prediction drift {prediction['score']:.2f}" if prediction else "")
+            + (f", accuracy {accuracy:.2f} on {quality['labelled']} labels" if accuracy is not None else ""))
+    decision = window.get("decision") or {}
+    return text + f" → {decision.get('action', '?')}"
+
+
+def _versions(registry) -> list[dict]:
+    aliases = registry.aliases(MODEL)
+    rows = []
+    for mv in registry.list_versions(MODEL):
+        rows.append({"version": mv.version, "triggered_by": mv.lineage.get("triggered_by"),
+                     "parent_version": mv.lineage.get("parent_version"), "roc_auc": mv.metrics.get("roc_auc"),
+                     "accuracy": mv.metrics.get("accuracy"), "data_uri": mv.lineage.get("data_uri"),
+                     "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
+                     "production": aliases.get(PRODUCTION) == mv.version})
+    return rows
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            raise DriftloopError(f"{' '.join(process.args[2:4])} exited: {tail[0] if tail else 'no output'} "
+                                 f"(log: {log})")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise DriftloopError(f"{url} did not come up within {timeout:.0f} s (log: {log})")

@@ -1,0 +1,81 @@
+"""What a closed window is compared with, and the comparison itself.
+
+The reference is the serving version's own: its spec, the sample of its training data stored in the
+registry (``reference_sample.parquet``) and that sample scored by the version's model (for prediction
+drift), plus its holdout accuracy (the bar realised quality is held to). Model files are verified
+against the registry's checksums before they are loaded, as in serving.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from driftloop.data import DatasetSpec, coerce_to_spec
+from driftloop.drift import DriftConfig, check_drift, compare_column, prepare, render_report
+from driftloop.monitor.labels import normalise_label
+from driftloop.monitor.windows import WindowRecord
+from driftloop.registry import ModelRegistry
+from driftloop.serving.versions import ServedVersion
+
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One registry version's reference for drift and quality."""
+
+    model: str
+    version: int
+    spec: DatasetSpec
+    sample: pd.DataFrame  # features, plus the model's predictions (class values) in PREDICTION
+    accuracy: float | None
+
+    @classmethod
+    def load(cls, registry: ModelRegistry, model: str, version: int) -> Reference:
+        served = ServedVersion.load(registry, model, version)
+        sample = coerce_to_spec(pd.read_parquet(io.BytesIO(registry.read_file(model, version,
+                                                                                "reference_sample.parquet"))),
+                                served.spec)
+        sample = sample[served.spec.feature_names].copy()
+        sample[PREDICTION] = class_values(served.predict(sample), served.spec)
+        accuracy = registry.get_version(model, version).metrics.get("accuracy")
+        return cls(model, version, served.spec, sample, None if accuracy is None else float(accuracy))
+
+
+def class_values(predictions, spec: DatasetSpec) -> list[str]:
+    """Predicted class indices as the label values they stand for (normalised text, as labels are)."""
+    classes = [normalise_label(c) for c in spec.target_classes]
+    out = []
+    for p in predictions:
+        label = normalise_label(p)
+        index = int(label) if label.isdigit() else None
+        out.append(classes[index] if classes and index is not None and index < len(classes) else label)
+    return out
+
+
+def analyse(record: WindowRecord, rows: pd.DataFrame, reference: Reference, config: DriftConfig) -> None:
+    """Fills the window's drift verdict: per-feature scores, dataset drift and prediction drift."""
+    result = check_drift(reference.sample, rows, reference.spec, config)
+    record.drift_share, record.dataset_drift = result.drift_share, result.dataset_drift
+    record.drifted_features = result.drifted_features
+    record.feature_scores = {f.column: f.score for f in result.features}
+    current = pd.Series(record.predictions, name=PREDICTION)
+    prediction = compare_column(reference.sample[PREDICTION], current, "categorical", config)
+    record.prediction_drift = {"method": prediction.method, "score": prediction.score,
+                               "threshold": prediction.threshold, "drifted": prediction.drifted}
+    record.reference_accuracy = reference.accuracy
+
+
+def write_report(rows: pd.DataFrame, predictions: list[str], reference: Reference, config: DriftConfig,
+                 max_rows: int, path: Path) -> Path:
+    """The window's Evidently HTML report: every feature and the prediction, against the reference."""
+    sampled = replace(config, max_rows=max_rows)
+    current = rows[reference.spec.feature_names].copy()
+    current[PREDICTION] = predictions
+    ref = prepare(reference.sample, reference.spec, sampled, extra=(PREDICTION,))
+    cur = prepare(current, reference.spec, sampled, extra=(PREDICTION,))
+    return render_report(ref, cur, reference.spec, sampled, path, extra_columns={PREDICTION: "categorical"})

@@ -1,0 +1,181 @@
+"""The drift monitor's configuration: one YAML (or JSON) file, every key optional, unknown keys refused.
+
+Example (the cluster's ConfigMap in manifests/base holds the same)::
+
+    model: churn
+    registry: s3://driftloop/registry
+    store: /var/lib/driftloop/monitor
+    window: {rows: 1000, seconds: 600}
+    drift: {num_method: wasserstein, cat_method: jensenshannon, drift_share: 0.3, max_rows: 5000}
+    trigger: {m: 3, n: 5, cooldown_seconds: 3600, max_failures: 3, quality_drop: 0.05, min_labels: 50}
+    retrain: {runner: kfp, kfp_host: http://ml-pipeline.kubeflow:8888, recent_rows: 5000,
+              data_dir: s3://driftloop/retrain, pipeline_params: {estimator: xgboost}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from driftloop.drift import DriftConfig
+from driftloop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """A window closes after ``rows`` rows or ``seconds`` seconds, whichever comes first.
+
+    A window closed by time with fewer than ``min_rows`` rows is carried into the next one: too few
+    rows give noisy tests.
+    """
+
+    rows: int = 1000
+    seconds: float = 600.0
+    min_rows: int = 100
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.seconds <= 0 or self.min_rows < 1:
+            raise ConfigError("window rows and min_rows must be >= 1 and seconds > 0")
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """When drift (or a quality drop) becomes a retrain.
+
+    Attributes:
+        m, n: Retrain when at least ``m`` of the last ``n`` windows show the signal.
+        cooldown_seconds: No new trigger this long after the previous one started.
+        max_failures: After this many consecutive failed or rolled-back retrains, stop triggering.
+        quality_drop: A window's realised accuracy this far below the version's holdout accuracy is a signal.
+        min_labels: Labelled rows a window needs before its quality counts.
+    """
+
+    m: int = 3
+    n: int = 5
+    cooldown_seconds: float = 3600.0
+    max_failures: int = 3
+    quality_drop: float = 0.05
+    min_labels: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.m <= self.n:
+            raise ConfigError(f"trigger needs 1 <= m <= n, got m={self.m}, n={self.n}")
+        if self.cooldown_seconds < 0 or self.max_failures < 1:
+            raise ConfigError("trigger cooldown must be >= 0 and max_failures >= 1")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How a trigger becomes a CT run.
+
+    Attributes:
+        runner: "local" (a ``driftloop run`` subprocess on kfp.local) or "kfp" (a run on Kubeflow
+            Pipelines through kfp.Client); "none" records triggers without starting runs.
+        kfp_host, kfp_namespace, experiment: Where cluster runs go.
+        recent_rows: Most recent labelled traffic rows added to the reference data.
+        since_signal: Take recent rows only from the first window that signalled onwards (the world as
+            it is now), rather than any recent rows.
+        reference_rows: Rows of the reference data kept (seeded sample); None keeps all. Fewer give
+            the new world more weight.
+        data_dir: Where the assembled training table is written (a directory or s3:// prefix).
+        reference_uri: Training data to start from; default: the serving version's own training data.
+        pipeline_params: Extra CT pipeline parameters (estimator, canary_percent, rollout_* …).
+    """
+
+    runner: str = "local"
+    kfp_host: str = ""
+    kfp_namespace: str = ""
+    experiment: str = "driftloop"
+    recent_rows: int = 5000
+    since_signal: bool = True
+    reference_rows: int | None = None
+    data_dir: str = ""
+    reference_uri: str = ""
+    pipeline_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runner not in ("local", "kfp", "none"):
+            raise ConfigError(f"retrain runner must be local, kfp or none, got '{self.runner}'")
+        if self.runner == "kfp" and not self.kfp_host:
+            raise ConfigError("retrain runner 'kfp' needs kfp_host")
+        if self.recent_rows < 0:
+            raise ConfigError("retrain recent_rows must be >= 0")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Everything the monitor needs; see the module docstring for the file format."""
+
+    model: str = "churn"
+    registry: str = ""
+    store: str = ""
+    window: WindowConfig = WindowConfig()
+    drift: DriftConfig = DriftConfig(drift_share=0.3, max_rows=5000)
+    trigger: TriggerConfig = TriggerConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    report_rows: int = 2000  # rows per side in each window's HTML report (the verdict uses drift.max_rows)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MonitorConfig:
+        sections = {"window": WindowConfig, "drift": DriftConfig, "trigger": TriggerConfig, "retrain": RetrainConfig}
+        kwargs = {}
+        for key, value in (values or {}).items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key in {f.name for f in dataclasses.fields(cls)}:
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"unknown monitor setting '{key}'")
+        if "drift" in kwargs:  # a partial drift section keeps the monitor's defaults for the rest
+            base = dataclasses.asdict(cls.drift)
+            kwargs["drift"] = _build(DriftConfig, {**base, **values["drift"]}, "drift")
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MonitorConfig:
+        """Reads a YAML or JSON file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read monitor config {path}: {exc.strerror}") from None
+        try:
+            values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"monitor config {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"monitor config {path} must be a mapping of settings")
+        return cls.from_dict(values or {})
+
+    def with_overrides(self, **values) -> MonitorConfig:
+        """A copy with top-level settings replaced (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _build(kind: type, values: dict, section: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"monitor setting '{section}' must be a mapping")
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown monitor setting(s) in '{section}': {', '.join(unknown)}")
+    try:
+        return kind(**{k: _coerce(known[k].type, v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"monitor setting '{section}' has a bad value: {exc}") from None
+
+
+def _coerce(annotation: str, value):
+    """YAML gives ints where floats are meant and vice versa; settle them by the field's type."""
+    if value is None:
+        return None
+    if annotation == "int":
+        return int(value)
+    if annotation in ("float", "float | None"):
+        return float(value)
+    return value

@@ -1,0 +1,44 @@
+"""The monitor's Prometheus metrics: what arrived, and what the latest window of each model showed."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from driftloop.monitor.windows import WindowRecord
+
+
+class MonitorMetrics:
+    """One collector registry per monitor, so tests and embedded monitors do not share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("driftloop_monitor_events", "Payload events received", ["outcome"], registry=r)
+        self.rows = Counter("driftloop_monitor_rows", "Logged rows joined and stored", ["model"], registry=r)
+        self.labels = Counter("driftloop_monitor_labels", "Labels received", registry=r)
+        self.windows = Counter("driftloop_monitor_windows", "Windows closed", ["model", "drifted"], registry=r)
+        self.drift_share = Gauge("driftloop_monitor_drift_share", "Share of drifted features in the latest window",
+                                 ["model"], registry=r)
+        self.feature_score = Gauge("driftloop_monitor_feature_drift_score",
+                                   "Latest window's drift score per feature", ["model", "feature"], registry=r)
+        self.prediction_score = Gauge("driftloop_monitor_prediction_drift_score",
+                                      "Latest window's prediction drift score", ["model"], registry=r)
+        self.accuracy = Gauge("driftloop_monitor_realised_accuracy",
+                              "Realised accuracy of the latest window with labels", ["model", "version"], registry=r)
+        self.retrains = Counter("driftloop_monitor_retrains", "Retrain decisions by outcome", ["model", "outcome"],
+                                registry=r)
+
+    def window(self, record: WindowRecord) -> None:
+        if record.drift_share is None:
+            return
+        self.windows.labels(record.model, str(bool(record.dataset_drift)).lower()).inc()
+        self.drift_share.labels(record.model).set(record.drift_share)
+        for feature, score in record.feature_scores.items():
+            self.feature_score.labels(record.model, feature).set(score)
+        if record.prediction_drift:
+            self.prediction_score.labels(record.model).set(record.prediction_drift["score"])
+
+    def quality(self, model: str, quality: dict) -> None:
+        for version, stats in quality.get("by_version", {}).items():
+            if stats["accuracy"] is not None:
+                self.accuracy.labels(model, version).set(stats["accuracy"])

@@ -1,0 +1,190 @@
+"""A trigger's retrain: assemble the training table, then start the CT pipeline through a runner.
+
+The table is the serving version's training data plus the most recent labelled live traffic,
+validated against the version's spec and profile like any other training data: poisoned or
+out-of-range traffic blocks the retrain with the checker's reason instead of reaching a model.
+Runners: ``local`` (a CT run on kfp.local in a subprocess) and ``kfp`` (a run on Kubeflow Pipelines).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from driftloop import storage
+from driftloop.data import DatasetSpec, coerce_to_spec, load_table
+from driftloop.errors import ConfigError, DataError
+from driftloop.monitor.config import RetrainConfig
+from driftloop.monitor.labels import LabelStore, normalise_label, row_key
+from driftloop.monitor.store import RowStore
+from driftloop.profile import ReferenceProfile
+from driftloop.registry import ModelRegistry
+from driftloop.runners.local import CTParams
+from driftloop.validation import validate_table
+
+
+@dataclass
+class TrainingTable:
+    uri: str
+    n_reference: int
+    n_recent: int
+    reference_uri: str
+
+
+def assemble_training_data(registry: ModelRegistry, store: RowStore, labels: LabelStore, model: str, version: int,
+                           config: RetrainConfig, key: str, default_dir: Path,
+                           since: pd.Timestamp | None = None) -> TrainingTable:
+    """Reference data + recent labelled traffic (received at or after ``since``), validated, written as
+    Parquet; returns where.
+
+    Raises:
+        DataValidationError: the recent traffic fails validation (the retrain is blocked).
+        DataError: no labelled traffic yet, or the reference data cannot be read.
+    """
+    spec = DatasetSpec.from_json(registry.read_file(model, version, "spec.json").decode())
+    profile = ReferenceProfile.from_json(registry.read_file(model, version, "profile.json").decode())
+    reference_uri = config.reference_uri or registry.get_version(model, version).lineage.get("data_uri", "")
+    if not reference_uri:
+        raise ConfigError(f"{model} v{version} records no training data URI; set retrain.reference_uri")
+    reference, _ = load_table(reference_uri)
+    if config.reference_rows is not None and len(reference) > config.reference_rows:
+        reference = reference.sample(n=config.reference_rows, random_state=0)
+    recent = recent_labelled_rows(store, labels, model, spec, config.recent_rows, since)
+    if recent.empty:
+        raise DataError("no labelled live traffic yet: post labels to the monitor's /feedback before retraining")
+    # The same checks as the pipeline's first step, against the serving version's profile.
+    recent, _, _ = validate_table(recent, spec, profile)
+    columns = [c for c in [spec.id_column, spec.timestamp_column, *spec.feature_names, spec.target] if c]
+    combined = pd.concat([_bookkeeping(coerce_to_spec(reference, spec), spec)[columns], _bookkeeping(recent, spec)[columns]],
+                         ignore_index=True)
+    buffer = io.BytesIO()
+    combined.to_parquet(buffer, index=False)
+    base = config.data_dir.rstrip("/") if config.data_dir else str(default_dir)
+    uri = storage.write_bytes(f"{base}/{model}/retrain-{key}.parquet", buffer.getvalue())
+    return TrainingTable(uri, len(reference), len(recent), reference_uri)
+
+
+def _bookkeeping(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Ids as text and times as UTC timestamps, so file rows and logged rows share one column type."""
+    frame = frame.copy()
+    if spec.id_column:
+        frame[spec.id_column] = frame[spec.id_column].astype(str)
+    if spec.timestamp_column:
+        frame[spec.timestamp_column] = pd.to_datetime(frame[spec.timestamp_column], utc=True, errors="coerce")
+    return frame
+
+
+def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: DatasetSpec, limit: int,
+                         since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The newest ``limit`` logged rows of ``model`` that have a label, shaped like training data."""
+    store.flush(model)
+    rows = store.read(model)
+    if rows.empty or limit == 0:
+        return pd.DataFrame()
+    if since is not None:
+        rows = rows[rows["received_at"] >= since]
+    rows = rows.sort_values("received_at")
+    keys = pd.Series([row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)], index=rows.index)
+    truth = labels.lookup(keys)
+    rows = rows[truth.notna()].tail(limit)
+    if rows.empty:
+        return pd.DataFrame()
+    classes = {normalise_label(c): c for c in spec.target_classes}
+    out = rows[spec.feature_names].copy()
+    out[spec.target] = truth[rows.index].map(lambda label: classes.get(label, label))
+    if spec.id_column:
+        out[spec.id_column] = keys[rows.index]
+    if spec.timestamp_column:
+        out[spec.timestamp_column] = rows["received_at"]
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class RunOutcome:
+    """How a retrain's run ended."""
+
+    state: str  # "SUCCEEDED" | "FAILED"
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LocalRunner:
+    """Runs the CT pipeline on kfp.local in a child process (``driftloop.runners.local_job``)."""
+
+    def __init__(self, home: str | Path, registry_uri: str) -> None:
+        self.home, self.registry_uri = Path(home), registry_uri
+        self._runs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, params: CTParams, key: str) -> str:
+        jobs = self.home / "retrains"
+        jobs.mkdir(parents=True, exist_ok=True)
+        params_path, summary_path = jobs / f"{key}.params.json", jobs / f"{key}.summary.json"
+        params_path.write_text(json.dumps(asdict(params)))
+        env = {**os.environ, "DRIFTLOOP_HOME": str(self.home), "DRIFTLOOP_REGISTRY": self.registry_uri}
+        log = open(jobs / f"{key}.log", "w")  # noqa: SIM115 - the child owns it for the run's lifetime
+        process = subprocess.Popen([sys.executable, "-m", "driftloop.runners.local_job", str(params_path),
+                                    str(summary_path)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._runs[key] = (process, summary_path)
+        return f"local:{key}"
+
+    def poll(self, key: str) -> RunOutcome | None:
+        process, summary_path = self._runs[key]
+        if process.poll() is None:
+            return None
+        del self._runs[key]
+        if not summary_path.exists():
+            return RunOutcome("FAILED", f"the run process exited with code {process.returncode} without a summary")
+        summary = json.loads(summary_path.read_text())
+        return RunOutcome(summary.get("state", "FAILED"), summary.get("error") or "")
+
+
+class KfpRunner:
+    """Starts the CT pipeline on Kubeflow Pipelines with the same client as ``driftloop submit``."""
+
+    def __init__(self, config: RetrainConfig, registry_uri: str) -> None:
+        from driftloop.kfp_submit import KfpSettings
+
+        self.settings = KfpSettings.from_env(host=config.kfp_host, namespace=config.kfp_namespace or None,
+                                             experiment=config.experiment)
+        self.registry_uri = registry_uri
+        self._runs: dict[str, str] = {}
+
+    def start(self, params: CTParams, key: str) -> str:
+        from driftloop.kfp_submit import submit_run
+
+        run = submit_run(self.settings, params, self.registry_uri, run_name=f"driftloop-retrain-{key}")
+        self._runs[key] = run.run_id
+        return run.run_url or run.run_id
+
+    def poll(self, key: str) -> RunOutcome | None:
+        from driftloop.kfp_submit import run_state
+
+        state = run_state(self.settings, self._runs[key])
+        if state not in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+            return None
+        del self._runs[key]
+        return RunOutcome("SUCCEEDED" if state == "SUCCEEDED" else "FAILED",
+                          "" if state == "SUCCEEDED" else f"KFP run ended {state}")
+
+
+def make_runner(config: RetrainConfig, home: Path, registry_uri: str):
+    if config.runner == "kfp":
+        return KfpRunner(config, registry_uri)
+    if config.runner == "local":
+        return LocalRunner(home, registry_uri)
+    return None
+
+
+def default_data_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "driftloop-retrain"

@@ -1,0 +1,151 @@
+"""``driftloop monitor`` (the drift monitor service and its status), ``driftloop feedback`` (post a
+labelled file) and ``driftloop replay`` (a table as live traffic)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import httpx
+
+from driftloop.errors import ConfigError
+from driftloop.settings import Settings
+
+DEFAULT_MONITOR = "http://127.0.0.1:8090"
+
+
+def add_monitor_parsers(sub, add_common) -> None:
+    monitor = sub.add_parser("monitor", help="the drift monitor: 'serve' (default) runs it, 'status' asks it")
+    monitor.add_argument("action", nargs="?", choices=["serve", "status"], default="serve")
+    monitor.add_argument("--config", help="monitor settings file (YAML or JSON; see docs) — windows, drift "
+                         "tests, trigger policy, retrain runner")
+    monitor.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    monitor.add_argument("--port", type=int, default=8090)
+    monitor.add_argument("--store", help="rows, labels, windows and reports (default <home>/monitor)")
+    monitor.add_argument("--window-rows", type=int, help="close a window after this many rows")
+    monitor.add_argument("--window-seconds", type=float, help="… or after this many seconds")
+    monitor.add_argument("--url", default=DEFAULT_MONITOR, help="status: the monitor's base URL")
+    monitor.add_argument("--model", help="status: only this model")
+    monitor.add_argument("--limit", type=int, default=10, help="status: windows to show")
+    add_common(monitor)
+
+    feedback = sub.add_parser("feedback", help="post labels from a file to the drift monitor")
+    feedback.add_argument("--labels", required=True, help="CSV or Parquet path or s3:// URI")
+    feedback.add_argument("--id-column", required=True, help="the request id each label belongs to")
+    feedback.add_argument("--label-column", required=True)
+    feedback.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL")
+
+    replay = sub.add_parser("replay", help="send a table's rows to the gateway as live traffic, labels later")
+    replay.add_argument("--data", required=True, help="CSV or Parquet path or s3:// URI")
+    replay.add_argument("--labels", help="labels table (else --label-column is read from --data if present)")
+    replay.add_argument("--id-column", help="row id: sent as x-request-id and used to join labels")
+    replay.add_argument("--label-column", help="label column (in --labels or --data); never sent as a feature")
+    replay.add_argument("--timestamp-column", help="rows are sent in this column's order")
+    replay.add_argument("--features", help="comma-separated feature columns (default: all other columns)")
+    replay.add_argument("--rate", type=float, default=20.0, help="rows per second (default 20)")
+    replay.add_argument("--label-delay", type=float, default=5.0, help="seconds before a row's label is posted")
+    replay.add_argument("--gateway", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    replay.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL (for labels)")
+    replay.add_argument("--model", default="churn")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return _status(args)
+    import uvicorn
+
+    from driftloop.monitor.app import Monitor
+    from driftloop.monitor.config import MonitorConfig, WindowConfig
+    from driftloop.registry import open_registry
+
+    config = MonitorConfig.load(args.config) if args.config else MonitorConfig()
+    if args.window_rows or args.window_seconds:
+        config = config.with_overrides(window=WindowConfig(
+            rows=args.window_rows or config.window.rows, seconds=args.window_seconds or config.window.seconds,
+            min_rows=min(config.window.min_rows, args.window_rows or config.window.min_rows)))
+    settings = Settings.resolve(args.home, args.registry or config.registry or None)
+    store = args.store or config.store or settings.home / "monitor"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    monitor = Monitor(open_registry(settings.registry_uri), store, config, home=settings.home,
+                      registry_uri=settings.registry_uri)
+    print(f"driftloop monitor on http://{args.host}:{args.port} (events: /events, labels: /feedback, "
+          f"status: /status); store {monitor.root}; retrain runner: {config.retrain.runner}", file=sys.stderr)
+    uvicorn.run(monitor.app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from driftloop.console import print_monitor_status
+
+    params = {"limit": args.limit} | ({"model": args.model} if args.model else {})
+    status = _get_json(f"{args.url.rstrip('/')}/status", params)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print_monitor_status(status, args.url)
+    return 0
+
+
+def run_feedback(args: argparse.Namespace) -> int:
+    from driftloop.data import load_table
+
+    frame, _ = load_table(args.labels)
+    for column in (args.id_column, args.label_column):
+        if column not in frame.columns:
+            raise ConfigError(f"column '{column}' is not in {args.labels}")
+    frame = frame[[args.id_column, args.label_column]].dropna()
+    items = [{"id": str(i), "label": label.item() if hasattr(label, "item") else label}
+             for i, label in zip(frame[args.id_column], frame[args.label_column], strict=True)]
+    posted = 0
+    for start in range(0, len(items), 1000):
+        _post_json(f"{args.monitor.rstrip('/')}/feedback", items[start:start + 1000])
+        posted += len(items[start:start + 1000])
+    print(f"posted {posted} labels to {args.monitor}")
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from driftloop.replay import load_plan, replay
+
+    plan = load_plan(args.data, args.labels, id_column=args.id_column, label_column=args.label_column,
+                     timestamp_column=args.timestamp_column,
+                     features=[f.strip() for f in args.features.split(",")] if args.features else None)
+
+    def progress(summary) -> None:
+        if not args.json:
+            print(f"\r  sent {summary.sent}/{len(plan.rows)} rows ({summary.errors} errors), "
+                  f"{summary.labels_posted} labels posted", end="", file=sys.stderr, flush=True)
+
+    summary = replay(plan, args.gateway, args.model, args.rate, args.monitor if plan.labels is not None else None,
+                     args.label_delay, on_progress=progress)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(f"\rreplayed {summary.sent} rows in {summary.seconds:.1f} s ({summary.rate:.1f}/s): {summary.ok} ok, "
+              f"{summary.errors} errors; {summary.labels_posted} labels posted"
+              + (f"; first error: {summary.first_error}" if summary.first_error else ""), file=sys.stderr)
+    return 0 if summary.errors == 0 and summary.label_errors == 0 else 1
+
+
+def _get_json(url: str, params: dict) -> dict:
+    try:
+        response = httpx.get(url, params=params, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise ConfigError(f"the monitor answered {response.status_code}: {response.text[:200]}")
+    return response.json()
+
+
+def _post_json(url: str, body) -> dict:
+    try:
+        response = httpx.post(url, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        message = response.json().get("error") if "json" in response.headers.get("content-type", "") else None
+        raise ConfigError(f"the monitor refused the labels: {message or response.text[:200]}")
+    return response.json()

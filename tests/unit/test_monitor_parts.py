@@ -1,0 +1,89 @@
+"""The monitor's parts: its configuration file, delayed labels, windows and realised quality."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from driftloop.errors import ConfigError
+from driftloop.monitor.config import MonitorConfig, WindowConfig
+from driftloop.monitor.events import EventError
+from driftloop.monitor.labels import LabelStore
+from driftloop.monitor.windows import WindowBuffer, WindowRecord
+
+
+def test_config_file_sets_sections_and_keeps_defaults(tmp_path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text("model: churn\nwindow: {rows: 250}\ndrift: {num_method: ks}\n"
+                    "trigger: {m: 2, n: 4, cooldown_seconds: 60}\nretrain: {runner: none, recent_rows: 10}\n")
+    config = MonitorConfig.load(path)
+    assert config.window.rows == 250 and config.window.seconds == WindowConfig().seconds
+    assert config.drift.num_method == "ks" and config.drift.max_rows == 5000  # the monitor's own default kept
+    assert (config.trigger.m, config.trigger.n, config.trigger.cooldown_seconds) == (2, 4, 60.0)
+    assert config.retrain.runner == "none"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("windows: {rows: 5}", "unknown monitor setting 'windows'"),
+    ("trigger: {m: 2, typo: 1}", "unknown monitor setting(s) in 'trigger': typo"),
+    ("window: {rows: many}", "monitor setting 'window' has a bad value"),
+    ("retrain: {runner: kfp}", "needs kfp_host"),
+    ("window: [1, 2", "is not valid YAML"),
+    ("- just\n- a list", "must be a mapping"),
+])
+def test_config_mistakes_are_named(tmp_path, text, message) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        MonitorConfig.load(path)
+    assert message in str(caught.value)
+
+
+def test_labels_survive_a_restart_and_compare_as_classes(tmp_path) -> None:
+    store = LabelStore(tmp_path)
+    assert store.add([{"id": "a", "label": 1}, {"id": "b", "label": True}, {"id": "c", "row": 2, "label": 0.0}]) == 3
+    reopened = LabelStore(tmp_path)
+    keys = pd.Series(["a:0", "b:0", "c:2", "c:0"])
+    assert reopened.lookup(keys).tolist() == ["1", "1", "0", None]
+
+
+@pytest.mark.parametrize("items", [[{"label": 1}], [{"id": "x"}], [{"id": "x", "label": None}],
+                                   [{"id": "x", "label": 1, "row": -1}], ["not an object"]])
+def test_bad_labels_are_refused_whole(tmp_path, items) -> None:
+    store = LabelStore(tmp_path)
+    with pytest.raises(EventError):
+        store.add([{"id": "fine", "label": 1}, *items])
+    assert len(store) == 0 and not list((tmp_path / "labels").glob("part-*"))
+
+
+def rows(n: int, version: int = 1, start: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"event_id": [f"e{i}" for i in range(start, start + n)], "row": 0, "version": version,
+                         "prediction": [i % 2 for i in range(start, start + n)], "x": range(n)})
+
+
+def test_windows_close_by_rows_or_by_time_with_enough_rows() -> None:
+    buffer = WindowBuffer(WindowConfig(rows=100, seconds=60, min_rows=30), now=0)
+    buffer.add(rows(70))
+    assert not buffer.due(now=10)
+    buffer.add(rows(50, start=70))
+    assert buffer.due(now=10)
+    window, opened_at = buffer.take(now=10)
+    assert len(window) == 100 and opened_at == 0 and buffer.rows == 20  # the rest opens the next window
+    assert not buffer.due(now=100)  # old enough but too few rows: carried on
+    buffer.add(rows(15, start=120))
+    assert buffer.due(now=100)
+
+
+def test_realised_quality_updates_as_labels_arrive(tmp_path) -> None:
+    labels = LabelStore(tmp_path)
+    frame = pd.concat([rows(10, version=1), rows(10, version=2, start=10)], ignore_index=True)
+    record = WindowRecord.open(1, "churn", frame, 0, reference_version=1)
+    assert record.quality(labels) == {"labelled": 0, "accuracy": None, "by_version": {}}
+    # Version 1 predicted i % 2; label everything 0: v1 right on evens only, v2 rows labelled later.
+    labels.add([{"id": f"e{i}", "label": 0} for i in range(10)])
+    first = record.quality(labels)
+    assert first["labelled"] == 10 and first["by_version"] == {"1": {"labelled": 10, "accuracy": 0.5}}
+    labels.add([{"id": f"e{i}", "label": i % 2} for i in range(10, 20)])
+    second = record.quality(labels)
+    assert second["labelled"] == 20 and second["by_version"]["2"] == {"labelled": 10, "accuracy": 1.0}
+    assert second["accuracy"] == 0.75

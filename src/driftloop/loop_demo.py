@@ -186,16 +186,21 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
         sender.start()
         watcher = Watcher(services.monitor, registry, known_entries, timeline)
         deadline = None
-        while sender.is_alive() or not stop.is_set():
+        while True:
             watcher.poll()
             if onset_at and deadline is None:
                 deadline = time.monotonic() + options.timeout
             outcome = watcher.outcome()
             if outcome or (deadline and time.monotonic() > deadline) or not sender.is_alive():
                 summary.outcome = outcome or summary.outcome
-                stop.set()
                 break
             time.sleep(1.0)
+        # The monitor records how the retrain ended once the run's process exits; wait for that entry.
+        settle = time.monotonic() + 60
+        while watcher.retrain_running() and time.monotonic() < settle:
+            time.sleep(1.0)
+            watcher.poll()
+        stop.set()
         sender.join(timeout=30)
         watcher.poll()
         summary.traffic = result["replay"].to_dict() if "replay" in result else {}
@@ -247,6 +252,7 @@ class Watcher:
         self.promoted_at: datetime | None = None
         self.promoted_version: int | None = None
         self._outcome: str | None = None
+        self._finished = 0
 
     def poll(self) -> None:
         try:
@@ -272,14 +278,21 @@ class Watcher:
             self._outcome = "promoted"
         elif entry.action == "rollout-abort":
             self._outcome = "rolled back"
-        elif entry.action == "retrain-finished" and (entry.evidence or {}).get("state") != "promoted":
-            self._outcome = self._outcome or "retrain failed"
+        elif entry.action == "retrain-finished":
+            self._finished += 1
+            if (entry.evidence or {}).get("state") != "promoted":
+                self._outcome = self._outcome or "retrain failed"
         elif entry.action in ("retrain-stopped", "retrain-blocked"):
             self._outcome = self._outcome or "retrain blocked"
         self.timeline.add("registry", f"{entry.action}: {entry.reason}")
 
     def outcome(self) -> str | None:
         return self._outcome
+
+    def retrain_running(self) -> bool:
+        """A retrain was triggered and its ``retrain-finished`` entry has not arrived yet."""
+        started = sum(t["action"] == "retrain-triggered" for t in self.triggers)
+        return started > self._finished
 
 
 def _describe_window(window: dict) -> str:

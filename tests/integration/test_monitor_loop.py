@@ -143,3 +143,15 @@ def test_poisoned_traffic_blocks_the_retrain_and_repeated_failures_stop_it(train
     assert "age" in entries[0].reason and "outside the reference range" in entries[0].reason
     assert [w["decision"]["action"] for w in found[:3]] == ["trigger", "trigger", "stopped"]
     assert "stopped after 2 consecutive" in entries[2].reason
+
+
+def test_monitor_mistakes_are_one_line_errors(tmp_path) -> None:
+    config = tmp_path / "monitor.yaml"
+    config.write_text("trigger: {m: 2, every: 5}\n")
+    bad_config = run_cli("monitor", "--config", str(config), "--home", str(tmp_path))
+    no_monitor = run_cli("monitor", "status", "--url", "http://127.0.0.1:9")
+    no_gateway = run_cli("replay", "--data", str(tmp_path / "missing.csv"))
+    for result, message in ((bad_config, "unknown monitor setting(s) in 'trigger': every"),
+                            (no_monitor, "cannot reach the monitor"), (no_gateway, "file not found")):
+        assert result.returncode == 2 and message in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

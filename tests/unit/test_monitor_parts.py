@@ -28,6 +28,7 @@ def test_config_file_sets_sections_and_keeps_defaults(tmp_path) -> None:
     ("trigger: {m: 2, typo: 1}", "unknown monitor setting(s) in 'trigger': typo"),
     ("window: {rows: many}", "monitor setting 'window' has a bad value"),
     ("retrain: {runner: kfp}", "needs kfp_host"),
+    ("retrain: {runner: kfp, kfp_host: 'http://kfp'}", "needs an s3:// data_dir"),
     ("window: [1, 2", "is not valid YAML"),
     ("- just\n- a list", "must be a mapping"),
 ])

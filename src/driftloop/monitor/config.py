@@ -102,6 +102,8 @@ class RetrainConfig:
             raise ConfigError(f"retrain runner must be local, kfp or none, got '{self.runner}'")
         if self.runner == "kfp" and not self.kfp_host:
             raise ConfigError("retrain runner 'kfp' needs kfp_host")
+        if self.runner == "kfp" and not self.data_dir.startswith("s3://"):
+            raise ConfigError("retrain runner 'kfp' needs an s3:// data_dir: pipeline pods cannot read the monitor's disk")
         if self.recent_rows < 0:
             raise ConfigError("retrain recent_rows must be >= 0")
 

@@ -1,0 +1,43 @@
+"""The closed loop end to end, as `driftloop demo` runs it (on smaller data): drift on live traffic
+re-triggers the pipeline, the canary is judged, the new version is promoted, and every step is recorded."""
+
+from __future__ import annotations
+
+import json
+
+from driftloop.registry import open_registry
+
+from ..conftest import run_cli
+
+
+def test_drift_triggers_a_retrain_whose_canary_is_promoted_with_lineage(tmp_path) -> None:
+    result = run_cli("demo", "--home", str(tmp_path), "--rows", "1500", "--clean-rows", "500", "--window-rows",
+                     "250", "--rate", "40", "--timeout", "240", "--json", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["outcome"] == "promoted" and summary["promoted_version"] == 2
+    assert 0 < summary["onset_to_promotion_seconds"] < 300
+    with open(summary["summary_path"]) as handle:
+        assert json.load(handle)["promoted_version"] == 2  # the file the demo points to says the same
+
+    registry = open_registry(str(tmp_path / "registry"))
+    assert registry.aliases("churn") == {"production": 2}
+    v2 = registry.get_version("churn", 2)
+    key = v2.lineage["triggered_by"].removeprefix("drift:")
+    assert v2.lineage["parent_version"] == 1 and v2.lineage["data_uri"].endswith(f"retrain-{key}.parquet")
+    history = registry.history("churn")
+    actions = [e.action for e in history]
+    triggered = [e for e in history if e.action == "retrain-triggered"]
+    assert len(triggered) == 1 and triggered[0].evidence["key"] == key
+    # The trigger's evidence: the signalling windows, each with its drift share and its HTML report.
+    windows = triggered[0].evidence["windows"]
+    assert len(windows) >= 2 and all(w["drift_share"] >= 0.3 or w["quality_dropped"] for w in windows)
+    assert all(w["report"].endswith(".html") for w in windows)
+    # The order a person reading the trail expects, and no second retrain while the first ran.
+    order = [actions.index(a) for a in ("retrain-triggered", "register", "deploy-canary", "rollout-analysis",
+                                        "promote")]
+    assert order == sorted(order) and actions.count("register") == 2
+    promote = history[actions.index("promote", actions.index("deploy-canary"))]
+    assert promote.to_version == 2 and "quality: canary accuracy" in json.dumps(promote.evidence)
+    finished = [e for e in history if e.action == "retrain-finished"]
+    assert finished and finished[-1].evidence["state"] == "promoted"

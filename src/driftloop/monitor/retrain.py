@@ -100,8 +100,8 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
     classes = {normalise_label(c): c for c in spec.target_classes}
     out = rows[spec.feature_names].copy()
     out[spec.target] = truth[rows.index].map(lambda label: classes.get(label, label))
-    if spec.id_column:
-        out[spec.id_column] = keys[rows.index]
+    if spec.id_column:  # the request id, as the caller knows it (with the row for batch requests)
+        out[spec.id_column] = [e if r == 0 else f"{e}:{r}" for e, r in zip(rows["event_id"], rows["row"], strict=True)]
     if spec.timestamp_column:
         out[spec.timestamp_column] = rows["received_at"]
     return out.reset_index(drop=True)

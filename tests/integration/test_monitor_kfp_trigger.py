@@ -1,0 +1,72 @@
+"""In a cluster the monitor's trigger starts the CT pipeline on Kubeflow Pipelines with the same client
+as `driftloop submit`: checked against the recording KFP API, with the retrain table on S3 (moto)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from driftloop import synthetic
+from driftloop.monitor.app import Monitor
+from driftloop.monitor.config import MonitorConfig
+from driftloop.registry import LocalRegistry
+from driftloop.replay import ReplayPlan, replay
+from driftloop.serving.gateway import Gateway
+from driftloop.storage import S3Settings, read_bytes
+from tests.conftest import ServerThread, register_trained
+from tests.kfp_fake import FakeKfp
+
+from .test_monitor_loop import wait_for, windows
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    S3Settings.from_env().client().make_bucket("retrain")
+    return s3_server
+
+
+def test_a_drift_trigger_submits_a_kfp_run_with_its_table_on_s3(tmp_path, s3_env, monkeypatch) -> None:
+    import kfp
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    registry = LocalRegistry(tmp_path / "registry")
+    register_trained(registry, tmp_path, synthetic.generate(3000, seed=1))
+    registry.promote("churn", 1, actor="test")
+    fake = FakeKfp()
+    with ServerThread(fake.app()) as kfp_api:
+        fake.url = kfp_api.url
+        config = MonitorConfig.from_dict({
+            "window": {"rows": 400, "seconds": 3600}, "trigger": {"m": 1, "n": 1},
+            "retrain": {"runner": "kfp", "kfp_host": kfp_api.url, "data_dir": "s3://retrain/tables",
+                        "pipeline_params": {"estimator": "xgboost"}},
+        })
+        monitor = Monitor(registry, tmp_path / "store", config, tick_seconds=0.2,
+                          registry_uri="s3://driftloop/registry")
+        traffic = synthetic.generate(400, seed=5, covariate_shift=0.8, id_offset=50_000)
+        plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
+                                      timestamp_column="event_time")
+        with ServerThread(monitor.app) as receiver:
+            with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
+                sent = replay(plan, gateway.url, "churn", rate=500, monitor_url=receiver.url, label_delay=0)
+                assert sent.ok == 400
+                wait_for(lambda: fake.calls("POST", "runs"), what="a KFP run")
+                found = windows(receiver.url)
+    run = fake.calls("POST", "runs")[0].json
+    parameters = run["runtime_config"]["parameters"]
+    key = parameters["triggered_by"].removeprefix("drift:")
+    assert found[0]["decision"]["action"] == "trigger" and key.startswith("churn-v1-")
+    assert run["display_name"] == f"driftloop-retrain-{key}"
+    assert parameters["registry_uri"] == "s3://driftloop/registry" and parameters["estimator"] == "xgboost"
+    assert parameters["data_uri"] == f"s3://retrain/tables/churn/retrain-{key}.parquet"
+    table = pd.read_parquet(io.BytesIO(read_bytes(parameters["data_uri"])))
+    # v1's training data plus the labelled traffic (a label still in flight when the window closed may miss).
+    recent = table[table["customer_id"].str.startswith("c0005")]
+    assert len(table) - len(recent) == 3000 and 390 <= len(recent) <= 400
+    assert set(table["churned"].unique()) <= {0, 1}
+    triggered = [e for e in registry.history("churn") if e.action == "retrain-triggered"][0]
+    assert triggered.evidence["run"].startswith(kfp_api.url) and triggered.evidence["data_uri"] == parameters["data_uri"]
+    assert "AWS_SECRET_ACCESS_KEY" not in str(parameters) and s3_env.env["AWS_SECRET_ACCESS_KEY"] not in str(run)

@@ -62,3 +62,28 @@ def test_rollout_policy_and_gateway_url_mistakes_are_config_errors() -> None:
         scrape_gateway("localhost:8080/metrics", "churn")
     with pytest.raises(ConfigError, match="cannot read the gateway's metrics"):
         scrape_gateway("http://127.0.0.1:9/metrics", "churn")
+
+
+def test_the_verdict_shows_the_numbers_of_evidentlys_own_report(tables) -> None:
+    """The verdict calls Evidently's stat tests per column; the HTML report a person opens is Evidently's
+    Report. Both must agree on every score, or the report would contradict the trigger."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from driftloop.drift import prepare
+
+    reference, _, shifted, spec = tables
+    config = DriftConfig()
+    result = check_drift(reference, shifted, spec, config)
+    ref, cur = prepare(reference, spec, config), prepare(shifted, spec, config)
+    definition = DataDefinition(numerical_columns=spec.names_of("numeric"),
+                                categorical_columns=spec.names_of("categorical") + spec.names_of("boolean"))
+    snapshot = Report([DataDriftPreset(columns=spec.feature_names, num_method="wasserstein",
+                                       cat_method="jensenshannon")]).run(
+        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition))
+    reported = {m["config"]["column"]: m["value"] for m in snapshot.dict()["metrics"]
+                if m.get("config", {}).get("type", "").endswith("ValueDrift")}
+    assert set(reported) == set(spec.feature_names)
+    for feature in result.features:
+        assert feature.score == pytest.approx(reported[feature.column], abs=1e-6), feature.column

@@ -23,7 +23,7 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
     register_trained(registry, tmp_path, frame)
     registry.promote("churn", 1, actor="test")
     spec = ServedVersion.load(registry, "churn", 1).spec
-    monitor = Monitor(registry, tmp_path / "store", flush_seconds=0.2)
+    monitor = Monitor(registry, tmp_path / "store", tick_seconds=0.2)
     rows = json.loads(frame[spec.feature_names].head(40).to_json(orient="records"))
     with ServerThread(monitor.app) as receiver:
         gateway = Gateway(registry, logger_url=receiver.url + "/events")

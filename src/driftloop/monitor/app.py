@@ -49,7 +49,7 @@ from driftloop.runners.local import CTParams
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
-KEEP_RECENT_ROWS = 200_000  # rows kept for /quality per model
+KEEP_RECENT_BATCHES = 20_000  # logged requests kept per model for /quality (a canary's recent traffic)
 
 
 class Monitor:
@@ -61,17 +61,17 @@ class Monitor:
         config: Windows, drift tests, trigger policy and retrain settings.
         home: Working directory for local retrain runs (default: ``store_root``).
         tick_seconds: How often buffers are flushed, windows closed and retrains polled.
+        registry_uri: The registry's URI as runners should see it (default: ``registry.uri``).
     """
 
     def __init__(self, registry: ModelRegistry, store_root: str | Path, config: MonitorConfig | None = None,
-                 home: str | Path | None = None, tick_seconds: float = 1.0, flush_seconds: float | None = None,
-                 registry_uri: str | None = None) -> None:
+                 home: str | Path | None = None, tick_seconds: float = 1.0, registry_uri: str | None = None) -> None:
         self.registry = registry
         self.config = config or MonitorConfig()
         self.root = Path(store_root)
         self.store = RowStore(self.root / "rows")
         self.labels = LabelStore(self.root)
-        self.tick_seconds = flush_seconds or tick_seconds
+        self.tick_seconds = tick_seconds
         self.metrics = MonitorMetrics()
         self.events_received = self.events_rejected = 0
         self.joiner = EventJoiner(self._spec_for, self._version_for)
@@ -120,7 +120,7 @@ class Monitor:
             "version": rows["version"].astype(int), "prediction": class_values(rows["prediction"], spec),
             "received_at": rows["received_at"],
         })
-        self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_ROWS // 10)).append(recent)
+        self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
 
     def add_labels(self, body) -> int:
         """Stores labels from a /feedback body; returns how many."""

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,6 +184,3 @@ def make_runner(config: RetrainConfig, home: Path, registry_uri: str):
         return LocalRunner(home, registry_uri)
     return None
 
-
-def default_data_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "driftloop-retrain"

@@ -199,7 +199,7 @@ class Monitor:
 
     def _act(self, model: str, production: int, decision: Decision, now: float) -> None:
         policy = self.policies[model]
-        self.metrics.retrains.labels(model, decision.action).inc()
+        self.metrics.decisions.labels(model, decision.action).inc()
         if decision.action == "in-flight":
             self.registry.record(model, "retrain-refused", actor="drift-monitor", version=production,
                                  reason=decision.reason, evidence={"in_flight": policy.in_flight})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from driftloop.monitor.windows import WindowRecord
 
@@ -11,6 +11,7 @@ class MonitorMetrics:
     """One collector registry per monitor, so tests and embedded monitors do not share counters."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # *_created series double every counter on /metrics and nobody reads them
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter("driftloop_monitor_events", "Payload events received", ["outcome"], registry=r)
@@ -25,8 +26,9 @@ class MonitorMetrics:
                                       "Latest window's prediction drift score", ["model"], registry=r)
         self.accuracy = Gauge("driftloop_monitor_realised_accuracy",
                               "Realised accuracy of the latest window with labels", ["model", "version"], registry=r)
-        self.retrains = Counter("driftloop_monitor_retrains", "Retrain decisions by outcome", ["model", "outcome"],
-                                registry=r)
+        self.decisions = Counter("driftloop_monitor_trigger_decisions",
+                                 "Trigger policy decisions per closed window (trigger, quiet, cooldown, in-flight, "
+                                 "stopped)", ["model", "action"], registry=r)
 
     def window(self, record: WindowRecord) -> None:
         if record.drift_share is None:

@@ -279,6 +279,7 @@ def print_demo_summary(summary) -> None:
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")
     console.print(loop)
     console.print(f"summary: {summary.summary_path}")
+    console.print(f"next: driftloop models history churn --registry {summary.registry}")
 
 
 def _fmt(value) -> str:

@@ -10,6 +10,7 @@ and the registry's audit trail.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -79,6 +80,7 @@ class DemoSummary:
     onset_to_promotion_seconds: float | None = None
     promoted_version: int | None = None
     traffic: dict = field(default_factory=dict)
+    registry: str = ""
     summary_path: str = ""
 
     def to_dict(self) -> dict:
@@ -154,14 +156,19 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
     train_path = workdir / "reference.csv"
     train.to_csv(train_path, index=False)
     registry = open_registry(settings.registry_uri)
-    known_entries = len(registry.history(MODEL)) if MODEL in registry.list_models() else 0
+    if MODEL in registry.list_models():
+        # The story starts with nothing in production; an earlier demo's registry is left as it was.
+        settings = dataclasses.replace(settings, registry_uri=str(workdir / "registry"))
+        registry = open_registry(settings.registry_uri)
+        timeline.add("demo", f"'{MODEL}' already exists in the default registry; this demo uses {settings.registry_uri}")
+    known_entries = 0
 
     timeline.add("demo", f"training v1 on {options.train_rows} rows of the reference world (CT pipeline, kfp.local)")
     first = api.run(api.demo_params(str(train_path)), settings)
     if first.state != "SUCCEEDED" or first.deploy_action != "promoted":
         raise DriftloopError(f"the first CT run did not put a version in production: {first.error or first.deploy_action}")
     timeline.add("demo", f"v{first.version} in production (roc_auc {first.metrics.get('roc_auc', 0):.3f})")
-    known_entries = max(known_entries, len(registry.history(MODEL)))
+    known_entries = len(registry.history(MODEL))
 
     traffic = _traffic(options)
     plan = ReplayPlan.from_tables(traffic, id_column=synthetic.ID_COLUMN, label_column=synthetic.TARGET,
@@ -207,6 +214,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
     summary.events = timeline.events
     summary.triggers = watcher.triggers
     summary.versions = _versions(registry)
+    summary.registry = settings.registry_uri
     summary.drift_onset_at = onset_at[0].isoformat() if onset_at else None
     if watcher.promoted_at and onset_at:
         summary.promoted_at = watcher.promoted_at.isoformat()

@@ -12,6 +12,7 @@ last step promotes the canary. Every decision and its evidence goes to the regis
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -128,6 +129,7 @@ class RolloutResult:
 
 # Counters per (version, outcome) and latency sum/count per version, for one model.
 Snapshot = dict[tuple[str, str], float]
+Z_95_ONE_SIDED = 1.645
 # Realised quality per version since a time: {version: {"labelled": n, "accuracy": x}}.
 Quality = dict[int, dict]
 
@@ -184,8 +186,11 @@ def judge_quality(canary: dict | None, stable: dict | None, policy: RolloutPolic
                   final: bool) -> tuple[str, str]:
     """Compares realised accuracy. Returns ("pass" | "fail" | "inconclusive", reason).
 
-    Without enough labels on both sides the comparison is "inconclusive" on the final step (a canary is
-    not promoted blind when quality was asked for) and "pass" before it (labels lag behind traffic).
+    A few dozen labels make accuracy noisy (±0.09 at 30 labels), so the canary fails only when it is
+    worse than stable by more than ``max_quality_drop`` with 95 % confidence (one-sided, normal
+    approximation of the difference of two proportions). Without enough labels on both sides the
+    comparison is "inconclusive" on the final step (a canary is not promoted blind when quality was asked
+    for) and "pass" before it (labels lag behind traffic).
     """
     c_n, s_n = (canary or {}).get("labelled", 0), (stable or {}).get("labelled", 0)
     if c_n < policy.min_labels or s_n < policy.min_labels:
@@ -193,10 +198,12 @@ def judge_quality(canary: dict | None, stable: dict | None, policy: RolloutPolic
                   f"{policy.min_labels} each")
         return ("inconclusive" if final else "pass"), reason
     c_acc, s_acc = canary["accuracy"], stable["accuracy"]
-    if c_acc < s_acc - policy.max_quality_drop:
-        return "fail", (f"canary accuracy {c_acc:.3f} on {c_n} labels is below stable's {s_acc:.3f} on {s_n} by "
-                        f"more than {policy.max_quality_drop:.3f}")
-    return "pass", f"quality: canary accuracy {c_acc:.3f} ({c_n} labels), stable {s_acc:.3f} ({s_n} labels)"
+    margin = Z_95_ONE_SIDED * math.sqrt(c_acc * (1 - c_acc) / c_n + s_acc * (1 - s_acc) / s_n)
+    observed = f"canary accuracy {c_acc:.3f} on {c_n} labels, stable {s_acc:.3f} on {s_n}"
+    if c_acc - s_acc + margin < -policy.max_quality_drop:
+        return "fail", (f"{observed}: the canary is worse by more than {policy.max_quality_drop:.3f} "
+                        f"(95 % confidence, ±{margin:.3f})")
+    return "pass", f"quality: {observed} (not worse beyond {policy.max_quality_drop:.3f} ± {margin:.3f})"
 
 
 def window(before: Snapshot, after: Snapshot, version: int) -> Window:

@@ -234,7 +234,9 @@ def test_sigkill_at_any_point_leaves_no_partial_version(backend, tmp_path) -> No
         process = ctx.Process(target=_endless_writer, args=(backend.uri, backend.env, str(tmp_path), started))
         process.start()
         assert started.wait(timeout=120), "writer did not start"
-        time.sleep(rng.uniform(0.05, 1.5))  # somewhere inside a registration
+        # Somewhere inside a registration; on a loaded machine the first one starts late, so later
+        # attempts wait longer.
+        time.sleep(rng.uniform(0.05, 1.5 if kills < 6 else 4.0))
         os.kill(process.pid, signal.SIGKILL)
         kills += 1
         process.join()

@@ -169,9 +169,10 @@ class Monitor:
                 raise DriftloopError(f"no production version of {model} to compare with")
             reference = await asyncio.to_thread(self._reference, model, production)
             await asyncio.to_thread(analyse, record, rows, reference, self.config.drift)
-        except DriftloopError as exc:
-            record.error = str(exc)
-            log.warning("monitor: window %d of %s not analysed: %s", record.id, model, exc)
+        except Exception as exc:  # noqa: BLE001 - one window that cannot be analysed must not stop the monitor
+            record.error = str(exc) if isinstance(exc, DriftloopError) else f"{type(exc).__name__}: {exc}"
+            log.warning("monitor: window %d of %s not analysed: %s", record.id, model, record.error,
+                        exc_info=not isinstance(exc, DriftloopError))
         self._refresh_quality(model, record)
         self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
         self.metrics.window(record)

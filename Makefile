@@ -37,6 +37,8 @@ lock:
 bench: setup
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python bench/bench_drift.py
+	$(BIN)/python bench/bench_monitor.py
 
 # Needs a Docker engine (not on the development machine); tags the image with the package version.
 image: setup

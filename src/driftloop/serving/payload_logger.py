@@ -52,24 +52,28 @@ class PayloadLogger:
     """Queues events and delivers them in the background."""
 
     def __init__(self, url: str, metrics: GatewayMetrics, namespace: str = "local", queue_size: int = 10_000,
-                 timeout: float = 2.0) -> None:
+                 timeout: float = 2.0, senders: int = 4) -> None:
         self.url = url
         self.namespace = namespace
         self.metrics = metrics
         self.timeout = timeout
         self._queue: asyncio.Queue[LoggedEvent] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task | None = None
+        self.senders = senders
+        self._tasks: list[asyncio.Task] = []
         self._client: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
         # aiohttp rather than httpx: every prediction costs two POSTs here, and aiohttp's client needs
         # a fraction of httpx's CPU per request, which the gateway shares with the model.
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        self._task = asyncio.get_running_loop().create_task(self._deliver_forever())
+        # Several events in flight: one at a time caps delivery at one receiver round trip per event,
+        # far below what the gateway serves (the queue then fills and events are dropped).
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._deliver_forever()) for _ in range(self.senders)]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._client:
             await self._client.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class EventJoiner:
     max_age: float = 60.0
     orphaned: int = 0
     _pending: dict[str, _Pending] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, headers: dict[str, str], body: bytes, now: float | None = None) -> pd.DataFrame | None:
         """Takes one event; returns its rows once both halves have arrived."""
@@ -58,15 +60,18 @@ class EventJoiner:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise EventError(f"event {event_id}: body is not JSON ({exc})") from None
-        pending = self._pending.setdefault(event_id, _Pending(now, headers))
-        if event_type == REQUEST_TYPE:
-            pending.request = payload
-        else:
-            pending.response = payload
-        self._expire(now)
-        if pending.request is None or pending.response is None:
-            return None
-        del self._pending[event_id]
+        # The two halves of one event can arrive at once (the logger keeps several in flight and the
+        # monitor decodes in worker threads): exactly one of them must complete the pair.
+        with self._lock:
+            pending = self._pending.setdefault(event_id, _Pending(now, headers))
+            if event_type == REQUEST_TYPE:
+                pending.request = payload
+            else:
+                pending.response = payload
+            self._expire(now)
+            if pending.request is None or pending.response is None:
+                return None
+            del self._pending[event_id]
         return self._rows(event_id, pending, now)
 
     def _expire(self, now: float) -> None:

@@ -6,11 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError
-from driftloop.training import encode_target, predict_positive_proba
 
 GATE_METRICS = ("roc_auc", "accuracy", "f1")
 MAX_ROC_POINTS = 101
@@ -30,6 +28,12 @@ class Evaluation:
 
 def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float = 0.5) -> Evaluation:
     """Scores ``model`` on ``holdout`` (which carries the target column)."""
+    # Imported here: the register and deploy steps use this module's dataclasses and should not pay
+    # scikit-learn's import (seconds per pipeline task) for them.
+    from sklearn import metrics as skm
+
+    from driftloop.training import encode_target, predict_positive_proba
+
     y = encode_target(holdout, spec)
     proba = predict_positive_proba(model, holdout, spec)
     predicted = (proba >= threshold).astype(int)

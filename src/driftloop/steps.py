@@ -25,7 +25,6 @@ from driftloop.profile import ReferenceProfile, build_profile
 from driftloop.registry import CANARY, PRODUCTION, ModelVersion, open_registry
 from driftloop.registry.base import TRAFFIC_KEY
 from driftloop.reports import evaluation_report_html, model_card, validation_report_html
-from driftloop.training import load_model, save_model, train_model
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
@@ -99,6 +98,8 @@ def train(
     seed: int = 42,
 ) -> TrainStepResult:
     """Fits the Pipeline on a seeded split and writes the model directory and the holdout."""
+    from driftloop.training import save_model, train_model  # scikit-learn: only the steps that fit or score
+
     spec = DatasetSpec.from_json(spec_json)
     frame = pd.read_parquet(dataset_path)
     result = train_model(frame, spec, estimator, params, test_size, seed)
@@ -125,6 +126,8 @@ def evaluate(
     thresholds: GateThresholds = GateThresholds(),
 ) -> EvaluateResult:
     """Scores the candidate and the production champion on the same holdout and applies the gate."""
+    from driftloop.training import load_model
+
     spec = DatasetSpec.from_json(spec_json)
     holdout = pd.read_parquet(holdout_path)
     evaluation = evaluate_model(load_model(model_dir), holdout, spec)
@@ -150,6 +153,8 @@ def _evaluate_champion(registry, champion: ModelVersion, holdout: pd.DataFrame, 
     champion_spec = _spec_of(registry, champion)
     if not set(champion_spec.feature_names) <= set(holdout.columns) or champion_spec.target != spec.target:
         return None
+    from driftloop.training import load_model
+
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(registry.fetch_model(champion.name, champion.version, Path(tmp)))
     return evaluate_model(model, holdout, champion_spec.with_target_classes(spec.target_classes))

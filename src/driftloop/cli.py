@@ -181,6 +181,26 @@ def _cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The spec (checked now, not in the pipeline) and the CT options shared by ``run`` and ``submit``."""
+    spec_json = ""
+    if args.spec:
+        path = Path(args.spec)
+        if not path.is_file():
+            raise ConfigError(f"spec file not found: {path}")
+        from driftloop.data import DatasetSpec
+
+        spec_json = DatasetSpec.from_json(path.read_text()).to_json()
+    options = dict(
+        model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
+        test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
+        max_regression=args.max_regression, canary_percent=args.canary_percent,
+        rollout_gateway=args.rollout_gateway, rollout_interval=args.rollout_interval,
+    )
+    _check_run_options(options)
+    return spec_json, options
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from driftloop import api
     from driftloop.settings import Settings
@@ -190,21 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--data needs --target (the label column)")
     if args.target and not args.data:
         raise ConfigError("--target needs --data")
-    spec_json = ""
-    if args.spec:
-        path = Path(args.spec)
-        if not path.is_file():
-            raise ConfigError(f"spec file not found: {path}")
-        from driftloop.data import DatasetSpec
-
-        spec_json = DatasetSpec.from_json(path.read_text()).to_json()  # fail here, not in the pipeline
-    options = dict(
-        model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
-        test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
-        max_regression=args.max_regression, canary_percent=args.canary_percent,
-        rollout_gateway=args.rollout_gateway, rollout_interval=args.rollout_interval,
-    )
-    _check_run_options(options)
+    spec_json, options = run_options(args)
     if args.data:
         params = api.CTParams(data_uri=args.data, target=args.target, spec_json=spec_json,
                               id_column=args.id_column, timestamp_column=args.timestamp_column, **options)

@@ -11,7 +11,6 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from driftloop.errors import ConfigError
 
@@ -163,24 +162,10 @@ def parse_duration(text: str) -> int:
 
 def _params(args: argparse.Namespace):
     """CTParams from the options, checked the way ``driftloop run`` checks them."""
-    from driftloop.cli import _check_run_options, _parse_param
+    from driftloop.cli import run_options
     from driftloop.runners.local import CTParams
 
-    spec_json = ""
-    if args.spec:
-        path = Path(args.spec)
-        if not path.is_file():
-            raise ConfigError(f"spec file not found: {path}")
-        from driftloop.data import DatasetSpec
-
-        spec_json = DatasetSpec.from_json(path.read_text()).to_json()  # fail here, not in the cluster
-    options = dict(
-        model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
-        test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
-        max_regression=args.max_regression, canary_percent=args.canary_percent,
-        rollout_gateway=args.rollout_gateway, rollout_interval=args.rollout_interval,
-    )
-    _check_run_options(options)
+    spec_json, options = run_options(args)
     return CTParams(data_uri=args.data, target=args.target, spec_json=spec_json, id_column=args.id_column,
                     timestamp_column=args.timestamp_column, **options)
 

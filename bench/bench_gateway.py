@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _net import wait_for_port  # bench/ is on sys.path: the scripts run as `python bench/<script>.py`
 from fastapi import FastAPI, Request  # at module level: the endpoints' annotations name Request
 from rich.console import Console
 from rich.table import Table
@@ -141,16 +142,6 @@ async def _load(url: str, body: dict, concurrency: int, seconds: float) -> tuple
     return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000, errors
 
 
-def _wait(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,7 +162,7 @@ def main() -> None:
             process = ctx.Process(target=target, args=target_args, daemon=True)
             process.start()
             port = target_args[1]
-            _wait(port)
+            wait_for_port(port)
             for protocol in ("V1", "V2"):
                 if protocol == "V2" and label.startswith("floor"):
                     continue

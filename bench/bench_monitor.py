@@ -36,6 +36,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import orjson
+from _net import wait_for_port  # bench/ is on sys.path: the scripts run as `python bench/<script>.py`
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
@@ -74,23 +75,13 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(port: int) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
-
 
 @contextmanager
 def _server(target, *args, port: int):
     process = mp.get_context("spawn").Process(target=target, args=(*args, port), daemon=True)
     process.start()
     try:
-        _wait(port)
+        wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()  # uvicorn shuts down gracefully: the monitor flushes what it buffers

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from driftloop.errors import ConfigError, RegistryError
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.rollout.metrics import Window
 
 
 @dataclass(frozen=True)
@@ -85,24 +86,6 @@ class RolloutPolicy:
                               f"got {list(self.steps)}")
         if self.interval <= 0 or self.min_requests < 1:
             raise ConfigError("rollout interval must be > 0 and min requests >= 1")
-
-
-@dataclass
-class Window:
-    """What one endpoint did during an observation window."""
-
-    requests: int = 0
-    errors: int = 0
-    latency_sum: float = 0.0
-    latency_count: int = 0
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def mean_latency(self) -> float | None:
-        return self.latency_sum / self.latency_count if self.latency_count else None
 
 
 @dataclass

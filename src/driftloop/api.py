@@ -58,11 +58,10 @@ def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7) -> di
 
 
 def demo_params(data_uri: str, **overrides) -> CTParams:
-    """Parameters for the synthetic churn table."""
-    return CTParams(
-        data_uri=data_uri, target=synthetic.TARGET, id_column=synthetic.ID_COLUMN,
-        timestamp_column=synthetic.TIMESTAMP_COLUMN, **overrides,
-    )
+    """Parameters for the synthetic churn table (its id and time columns unless others are given)."""
+    return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGET,
+                       "id_column": overrides.get("id_column") or synthetic.ID_COLUMN,
+                       "timestamp_column": overrides.get("timestamp_column") or synthetic.TIMESTAMP_COLUMN})
 
 
 def compile_pipeline(output: str | Path | None = None, image: str | None = None) -> Path:

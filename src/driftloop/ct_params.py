@@ -155,6 +155,13 @@ class CTParams:
             problem = _check_field(f, getattr(self, f.name))
             if problem:
                 found.append(problem)
+        if self.estimator_params and not found:
+            from driftloop.training import make_estimator  # scikit-learn: only when there is something to check
+
+            try:
+                make_estimator(self.estimator, self.estimator_params, self.seed)
+            except ConfigError as exc:
+                found.append(f"estimator_params: {exc}")
         if self.serve_target == "local" and self.rollout_prometheus:
             found.append("rollout_prometheus is for serve_target 'kserve'; locally the analysis reads the gateway "
                          "(rollout_gateway)")

@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from driftloop.deploy.base import Deployment
 from driftloop.errors import RegistryError
 from driftloop.registry import CANARY
 from driftloop.rollout.metrics import RequestMetrics, Window
 from driftloop.rollout.policy import RolloutPolicy
 from driftloop.rollout.quality import Quality, judge_quality
+
+if TYPE_CHECKING:  # the deployment port imports the rollout's metrics port; only the engine needs both
+    from driftloop.deploy.base import Deployment
 
 
 @dataclass

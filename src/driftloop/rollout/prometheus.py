@@ -4,8 +4,10 @@ Three generations of series can tell what a version did (:data:`SERIES`):
 
 - ``knative``: Knative ≥ 1.19 queue-proxies (OpenTelemetry): ``kn_serving_invocation_duration_seconds``
   (1.21 and later) or ``kn_queueproxy_app_duration_seconds`` (1.19, 1.20), a histogram in seconds with
-  ``http_response_status_code``. It carries no revision label of its own: the scrape config must copy the
-  pod's ``serving.knative.dev/revision`` label to ``revision`` (and the namespace to ``namespace``).
+  ``http_response_status_code``. Exported only with ``request-metrics-protocol: prometheus`` in Knative's
+  ``config-observability`` (the default is ``none``). It carries no revision label of its own: the scrape
+  config must copy the pod's ``serving.knative.dev/revision`` label to ``revision`` (and the namespace to
+  ``namespace``).
 - ``knative-legacy``: Knative ≤ 1.18 queue-proxies (OpenCensus): ``revision_request_count`` and
   ``revision_request_latencies`` (milliseconds) with ``response_code_class``, ``namespace_name``,
   ``revision_name``.
@@ -22,7 +24,10 @@ new pod's) and restarting from 0 where a counter fell (a restarted pod). PromQL'
 instead extrapolate the rise to the window's edges, which scales a count by up to (window + 2 scrape
 intervals) / window — double the truth for a 30 s step scraped every 30 s — instead of counting it.
 The window ends at each series' last scrape before the call, so it lags by up to one scrape
-interval; requests in that lag fall into the next window, which starts from the same samples.
+interval; requests in that lag fall into the next window, which starts from the same samples. The
+mark and the end are this machine's clock, sent as the queries' ``time``: a skewed clock shifts the window,
+it does not stretch it. One query per target fetches both the samples before the mark and those after
+it, so behind a load-balanced pair of Prometheus replicas a target's counts come from one replica.
 Counts are the same as the gateway's (:mod:`driftloop.rollout.gateway_metrics`): a caller's 4xx is neither a
 request nor an error of the version, 5xx are errors, latency is that of successful requests.
 """

@@ -1,4 +1,4 @@
-"""Component: roll a registered version out (production if nothing serves yet, else a canary)."""
+"""Component: roll a registered version out where the pipeline serves (the local gateway or KServe)."""
 
 from kfp import dsl
 
@@ -7,15 +7,22 @@ from driftloop.image import PROJECT_IMAGE
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def deploy_model(registry_uri: str, model_name: str, version: int, canary_percent: int = 10,
-                 rollout_gateway: str = "", rollout_interval: float = 30.0, rollout_monitor: str = "",
-                 rollout_policy: dict = {}) -> str:
-    """Moves the registry aliases that serving follows; optionally runs the canary analysis.
+                 serve_target: str = "local", serving_namespace: str = "", deployment_mode: str = "Serverless",
+                 serving_account: str = "driftloop-serving", logger_url: str = "", ready_timeout: float = 600.0,
+                 rollout_gateway: str = "", rollout_prometheus: str = "", rollout_interval: float = 30.0,
+                 rollout_monitor: str = "", rollout_policy: dict = {}) -> str:
+    """Serves the version (first one or 100 %: production; else a canary), then optionally runs the canary
+    analysis; the registry's aliases move only once serving has confirmed each change.
 
     Returns:
         Output: "promoted", "canary" (no analysis asked for) or "aborted" (the analysis failed it).
     """
     from driftloop import steps
 
-    return steps.deploy(registry_uri, model_name, version, canary_percent, rollout_gateway=rollout_gateway,
-                        rollout_interval=rollout_interval, rollout_monitor=rollout_monitor,
-                        rollout_policy=rollout_policy).action
+    return steps.deploy(
+        registry_uri, model_name, version, canary_percent=canary_percent, serve_target=serve_target,
+        serving_namespace=serving_namespace, deployment_mode=deployment_mode, serving_account=serving_account,
+        logger_url=logger_url, ready_timeout=ready_timeout, rollout_gateway=rollout_gateway,
+        rollout_prometheus=rollout_prometheus, rollout_interval=rollout_interval, rollout_monitor=rollout_monitor,
+        rollout_policy=rollout_policy,
+    ).action

@@ -25,7 +25,8 @@ def evaluate_model(
     """Scores candidate and champion on the same holdout; the gate decides whether to deploy.
 
     Returns:
-        metrics: ROC AUC, accuracy, F1, log loss (and the champion's, prefixed ``champion_``).
+        metrics: ROC AUC, accuracy, F1, log loss (and the champion's, prefixed ``champion_``); a metric that is
+            not a finite number (ROC AUC of a one-class holdout) is left out, as the report says.
         classification: Confusion matrix and ROC curve for the dashboard.
         report: HTML report with both ROC curves and the gate's reasons.
         passed: The gate's decision.
@@ -40,12 +41,11 @@ def evaluate_model(
         model.path, holdout.path, spec_json, registry_uri, model_name, report.path,
         GateThresholds(gate_metric, min_gate_value, max_regression),
     )
-    for name, value in result.evaluation.metrics.items():
+    scalars, roc = steps.dashboard_metrics(result)
+    for name, value in scalars.items():
         metrics.log_metric(name, value)
-    for name, value in (result.decision.champion or {}).items():
-        metrics.log_metric(f"champion_{name}", value)
-    roc = result.evaluation.roc_curve
-    classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["threshold"])
+    if roc is not None:
+        classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["threshold"])
     classification.log_confusion_matrix(["0", "1"], result.evaluation.confusion_matrix)
     outcome = {"evaluation": result.evaluation.to_dict(), "decision": result.decision.to_dict()}
     return (result.decision.passed, json.dumps(outcome))

@@ -25,7 +25,8 @@ def register_model(
     run_name: str,
     model_card: Output[Markdown],
 ) -> int:
-    """Stores the model directory with its spec, reference profile and sample, card and lineage.
+    """Stores the model directory with its spec, reference profile and sample, card and lineage; a retried
+    attempt returns the version the first one published.
 
     Returns:
         model_card: The version's Markdown model card.
@@ -38,9 +39,10 @@ def register_model(
     lineage = {
         "run_id": run_id, "run_name": run_name, "data_uri": data_uri, "data_sha256": data_sha256,
         "estimator": estimator, "params": estimator_params, "seed": seed, "test_size": test_size,
-        "triggered_by": triggered_by, "model_format": "sklearn",
+        "triggered_by": triggered_by,
     }
-    version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage)
+    version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
+                                   model_format=model.metadata.get("model_format", "sklearn"))
     Path(model_card.path).write_text(card)
     model_card.metadata.update({"model": model_name, "version": version.version})
     return version.version

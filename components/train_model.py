@@ -20,11 +20,12 @@ def train_model(
     """Fits a seeded scikit-learn Pipeline (logistic regression, random forest, gradient boosting, XGBoost).
 
     Returns:
-        model: A directory holding exactly one ``model.joblib`` that KServe's sklearn runtime serves.
+        model: A directory holding exactly one ``model.joblib`` (the registry adds its manifest).
         holdout: The held-out rows, for evaluation.
     """
     from driftloop import steps
 
     result = steps.train(dataset.path, spec_json, model.path, holdout.path, estimator, estimator_params, test_size, seed)
-    model.metadata.update({"framework": "sklearn", "estimator": estimator, "train_rows": result.n_train})
+    model.metadata.update({"framework": "sklearn", "model_format": result.model_format, "estimator": estimator,
+                           "train_rows": result.n_train})
     holdout.metadata.update({"rows": result.n_holdout})

@@ -3,20 +3,28 @@
 Run ``python pipelines/ct_pipeline.py`` (or ``driftloop compile``) to regenerate ct_pipeline.yaml,
 the Kubeflow IR a cluster runs; a test keeps the two in step.
 
+The pipeline's inputs are :class:`driftloop.ct_params.CTParams` — names, types, defaults and descriptions
+come from there — and each step receives the CT parameters it declares. Every step runs on one image
+(``driftloop.image``; ``--image`` / ``DRIFTLOOP_IMAGE`` at compile time) with caching off: each reads state
+that changes between runs (data at a URI, the champion, the cluster).
+
 S3 credentials reach the pods from the Kubernetes Secret ``driftloop-s3`` (kfp-kubernetes), never through
 pipeline parameters, so they appear in no run's inputs, in no UI and in no lineage record.
 """
 
+import inspect
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
+from driftloop import ct_params
 from driftloop.components.deploy_model import deploy_model
 from driftloop.components.evaluate_model import evaluate_model
 from driftloop.components.load_and_validate import load_and_validate
 from driftloop.components.record_outcome import record_outcome
 from driftloop.components.register_model import register_model
 from driftloop.components.train_model import train_model
+from driftloop.image import PROJECT_IMAGE
 
 PIPELINE_NAME = "driftloop-ct"
 IR_PATH = Path(__file__).with_suffix(".yaml")
@@ -25,6 +33,8 @@ IO_RETRIES = 3
 # which is where driftloop.storage.S3Settings.from_env looks.
 S3_SECRET = "driftloop-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DRIFTLOOP_S3_ENDPOINT")
+DESCRIPTION = ("driftloop continuous training: validate, train, evaluate against the champion, register an "
+               "immutable version and roll it out as a canary (locally or on KServe).")
 
 
 def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -37,96 +47,88 @@ def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
                                         secret_key_to_env={key: key for key in S3_SECRET_KEYS})
 
 
-def build_ct_pipeline(with_exit_handler: bool = True):
+def _step(component, params: dict, **inputs) -> dsl.PipelineTask:
+    """Calls ``component`` with every CT parameter it declares, plus ``inputs`` (task outputs, placeholders)."""
+    declared = component.component_spec.inputs or {}
+    return component(**{name: params[name] for name in declared if name in params and name not in inputs}, **inputs)
+
+
+def _signature() -> inspect.Signature:
+    """The pipeline's signature: one input per CT parameter, typed and defaulted as CTParams says."""
+    parameters = []
+    for f in ct_params.fields():
+        default = inspect.Parameter.empty if f.name in ("data_uri", "target") else ct_params.default_of(f.name)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                            annotation=ct_params.python_type(f)))
+    return inspect.Signature(parameters)
+
+
+def _docstring() -> str:
+    """KFP records each input's description from the docstring's Args section."""
+    args = "\n".join(f"    {f.name}: {f.metadata['help']}" for f in ct_params.fields())
+    return f"{DESCRIPTION}\n\nArgs:\n{args}\n"
+
+
+def build_ct_pipeline(with_exit_handler: bool = True, image: str = PROJECT_IMAGE):
     """Builds the pipeline.
 
     Args:
         with_exit_handler: Wrap the steps in a ``dsl.ExitHandler`` that records the outcome. The
             cluster pipeline has it; ``kfp.local`` cannot run exit handlers (kfp 2.16 raises
             NotImplementedError), so the local runner builds it without and records the outcome itself.
+        image: The image every step runs on.
     """
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="driftloop continuous training: validate, train, evaluate "
-                  "against the champion, register an immutable version and roll it out as a canary.")
-    def ct_pipeline(
-        data_uri: str,
-        target: str,
-        model_name: str = "churn",
-        registry_uri: str = "s3://driftloop/registry",
-        spec_json: str = "",
-        id_column: str = "",
-        timestamp_column: str = "",
-        estimator: str = "logistic_regression",
-        estimator_params: dict = {},
-        test_size: float = 0.25,
-        seed: int = 42,
-        gate_metric: str = "roc_auc",
-        min_gate_value: float = 0.6,
-        max_regression: float = 0.01,
-        canary_percent: int = 10,
-        rollout_gateway: str = "",
-        rollout_interval: float = 30.0,
-        rollout_monitor: str = "",
-        rollout_policy: dict = {},
-        triggered_by: str = "manual",
-    ):
+    def ct_pipeline(*channels):
+        p = dict(zip(_signature().parameters, channels, strict=True))
+        tasks: list[dsl.PipelineTask] = []
+
         def steps() -> None:
-            validated = load_and_validate(
-                data_uri=data_uri, target=target, registry_uri=registry_uri, model_name=model_name,
-                spec_json=spec_json, id_column=id_column, timestamp_column=timestamp_column,
-            ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s")
-            validated.set_display_name("load and validate")
-            with_s3_credentials(validated)
-            trained = train_model(
-                dataset=validated.outputs["dataset"], spec_json=validated.outputs["spec_json"],
-                estimator=estimator, estimator_params=estimator_params, test_size=test_size, seed=seed,
-            ).set_display_name("train")
-            evaluated = evaluate_model(
-                model=trained.outputs["model"], holdout=trained.outputs["holdout"],
-                spec_json=validated.outputs["spec_json"], registry_uri=registry_uri, model_name=model_name,
-                gate_metric=gate_metric, min_gate_value=min_gate_value, max_regression=max_regression,
-            ).set_display_name("evaluate vs champion")
-            with_s3_credentials(evaluated)
+            validated = _step(load_and_validate, p).set_display_name("load and validate")
+            trained = _step(train_model, p, dataset=validated.outputs["dataset"],
+                            spec_json=validated.outputs["spec_json"]).set_display_name("train")
+            evaluated = _step(evaluate_model, p, model=trained.outputs["model"], holdout=trained.outputs["holdout"],
+                              spec_json=validated.outputs["spec_json"]).set_display_name("evaluate vs champion")
+            tasks.extend([validated, trained, evaluated])
             with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-                registered = register_model(
-                    model=trained.outputs["model"], dataset=validated.outputs["dataset"],
+                registered = _step(
+                    register_model, p, model=trained.outputs["model"], dataset=validated.outputs["dataset"],
                     spec_json=validated.outputs["spec_json"], outcome_json=evaluated.outputs["outcome_json"],
-                    registry_uri=registry_uri, model_name=model_name, data_uri=data_uri,
-                    data_sha256=validated.outputs["data_sha256"], estimator=estimator,
-                    estimator_params=estimator_params, seed=seed, test_size=test_size, triggered_by=triggered_by,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s").set_display_name("register")
-                with_s3_credentials(registered)
-                deployed = deploy_model(
-                    registry_uri=registry_uri, model_name=model_name, version=registered.outputs["Output"],
-                    canary_percent=canary_percent, rollout_gateway=rollout_gateway, rollout_interval=rollout_interval,
-                    rollout_monitor=rollout_monitor, rollout_policy=rollout_policy,
-                ).set_retry(num_retries=IO_RETRIES, backoff_duration="10s").set_display_name("deploy")
-                with_s3_credentials(deployed)
-            # Every step reads or writes state that changes between runs (data at a URI, the champion).
+                    data_sha256=validated.outputs["data_sha256"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                ).set_display_name("register")
+                deployed = _step(deploy_model, p, version=registered.outputs["Output"]).set_display_name("deploy")
+                tasks.extend([registered, deployed])
+            for task in (validated, registered, deployed):
+                task.set_retry(num_retries=IO_RETRIES, backoff_duration="10s")
             # train-model gets no Secret: it reads and writes only artifacts, which KFP itself moves.
-            for task in (validated, trained, evaluated):
-                task.set_caching_options(False)
+            for task in (validated, evaluated, registered, deployed):
+                with_s3_credentials(task)
 
         if with_exit_handler:
-            outcome = record_outcome(registry_uri=registry_uri, model_name=model_name,
+            outcome = record_outcome(registry_uri=p["registry_uri"], model_name=p["model_name"],
                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("record outcome")
-            outcome.set_caching_options(False)
             with_s3_credentials(outcome)
+            tasks.append(outcome)
             with dsl.ExitHandler(outcome, name="ct-steps"):
                 steps()
         else:
             steps()
+        for task in tasks:
+            task.set_caching_options(False)
+            task.container_spec.image = image
 
-    return ct_pipeline
+    ct_pipeline.__signature__ = _signature()
+    ct_pipeline.__doc__ = _docstring()
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(ct_pipeline)
 
 
 ct_pipeline = build_ct_pipeline()
 
 
-def compile_ct_pipeline(path: "str | Path" = IR_PATH) -> Path:
-    """Compiles the cluster pipeline to Kubeflow IR YAML at ``path``."""
-    compiler.Compiler().compile(ct_pipeline, str(path))
+def compile_ct_pipeline(path: "str | Path" = IR_PATH, image: str = PROJECT_IMAGE) -> Path:
+    """Compiles the cluster pipeline to Kubeflow IR YAML at ``path``, every step on ``image``."""
+    compiler.Compiler().compile(build_ct_pipeline(image=image), str(path))
     return Path(path)
 
 

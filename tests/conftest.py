@@ -150,3 +150,11 @@ def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: 
         name, model_dir, model_format="sklearn", lineage={"data_uri": str(data_path)}, metrics=metrics,
         attachments={"spec.json": spec.to_json().encode(), "profile.json": build_profile(clean, spec).to_json().encode(),
                      "reference_sample.parquet": sample.getvalue()}, actor="test")
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    """A real Prometheus on 127.0.0.1 scraping file_sd targets, shared by the session (tests/prometheus_server.py)."""
+    from tests.prometheus_server import prometheus_session
+
+    yield from prometheus_session(tmp_path_factory)

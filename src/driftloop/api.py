@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from driftloop import synthetic
+from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec, infer_spec, load_table
 from driftloop.errors import ConfigError, DataError
-from driftloop.runners.local import CTParams, RunSummary, TaskEvent, run_ct_pipeline
+from driftloop.runners.local import RunSummary, TaskEvent, run_ct_pipeline
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
 
@@ -57,21 +58,22 @@ def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7) -> di
 
 
 def demo_params(data_uri: str, **overrides) -> CTParams:
-    """Parameters for the synthetic churn table."""
-    return CTParams(
-        data_uri=data_uri, target=synthetic.TARGET, id_column=synthetic.ID_COLUMN,
-        timestamp_column=synthetic.TIMESTAMP_COLUMN, **overrides,
-    )
+    """Parameters for the synthetic churn table (its id and time columns unless others are given)."""
+    return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGET,
+                       "id_column": overrides.get("id_column") or synthetic.ID_COLUMN,
+                       "timestamp_column": overrides.get("timestamp_column") or synthetic.TIMESTAMP_COLUMN})
 
 
-def compile_pipeline(output: str | Path | None = None) -> Path:
-    """Compiles the cluster CT pipeline to Kubeflow IR YAML."""
+def compile_pipeline(output: str | Path | None = None, image: str | None = None) -> Path:
+    """Compiles the cluster CT pipeline to Kubeflow IR YAML, every step on ``image`` (default:
+    ``DRIFTLOOP_IMAGE``, else the project image)."""
+    from driftloop.image import project_image
     from driftloop.pipelines.ct_pipeline import IR_PATH, compile_ct_pipeline
 
     target = Path(output) if output else IR_PATH
     if target.is_dir():
         raise ConfigError(f"{target} is a directory; give a .yaml file path")
-    return compile_ct_pipeline(target)
+    return compile_ct_pipeline(target, image or project_image())
 
 
 # The cluster backend: CT runs and schedules on Kubeflow Pipelines (kfp is imported only when called).

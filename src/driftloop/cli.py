@@ -18,16 +18,6 @@ from driftloop.errors import ConfigError, DriftloopError
 EXIT_RUN_FAILED = 1
 
 
-def _parse_param(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ConfigError(f"--param expects KEY=VALUE, got '{text}'")
-    key, raw = text.split("=", 1)
-    try:
-        return key.strip(), json.loads(raw)
-    except json.JSONDecodeError:
-        return key.strip(), raw
-
-
 def _add_common(parser: argparse.ArgumentParser, with_json: bool = True) -> None:
     parser.add_argument("--home", help="working directory for runs and the local registry (default ./.driftloop "
                         "or $DRIFTLOOP_HOME)")
@@ -37,22 +27,11 @@ def _add_common(parser: argparse.ArgumentParser, with_json: bool = True) -> None
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-name", default="churn", help="registered model name (default: churn)")
-    parser.add_argument("--estimator", default="logistic_regression",
-                        choices=["logistic_regression", "random_forest", "gradient_boosting", "xgboost"])
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="estimator parameter, repeatable (values parsed as JSON when they can be)")
-    parser.add_argument("--test-size", type=float, default=0.25)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--gate-metric", default="roc_auc", choices=["roc_auc", "accuracy", "f1"])
-    parser.add_argument("--min-gate-value", type=float, default=0.6, help="the candidate's metric must reach this")
-    parser.add_argument("--max-regression", type=float, default=0.01,
-                        help="largest allowed drop of the metric against the champion")
-    parser.add_argument("--canary-percent", type=int, default=10, help="traffic share of a new version (0-100)")
-    parser.add_argument("--rollout-gateway", default="",
-                        help="after deploying a canary, run the canary analysis against this gateway URL")
-    parser.add_argument("--rollout-interval", type=float, default=30.0, help="seconds per rollout step")
+def _add_run_options(parser: argparse.ArgumentParser, serving: bool = False) -> None:
+    """The CT parameters as flags (from :class:`~driftloop.ct_params.CTParams`, their one definition)."""
+    from driftloop.ct_params import add_ct_arguments
+
+    add_ct_arguments(parser, serving=serving)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -65,8 +44,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--data", help="CSV or Parquet path or s3:// URI (default: generated demo data)")
     run.add_argument("--target", help="label column (required with --data)")
     run.add_argument("--spec", help="dataset spec JSON file (from 'driftloop spec --json'); inferred if absent")
-    run.add_argument("--id-column", default="")
-    run.add_argument("--timestamp-column", default="")
     _add_run_options(run)
     _add_common(run)
 
@@ -104,6 +81,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
+    comp.add_argument("--image", help="the image every step runs on (default $DRIFTLOOP_IMAGE, else the project "
+                      "image of this version)")
     return parser
 
 
@@ -128,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
         from driftloop.api import compile_pipeline
 
-        print(compile_pipeline(args.output))
+        print(compile_pipeline(args.output, args.image))
         return 0
     if args.command == "spec":
         return _cmd_spec(args)
@@ -181,24 +160,19 @@ def _cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_options(args: argparse.Namespace) -> tuple[str, dict]:
-    """The spec (checked now, not in the pipeline) and the CT options shared by ``run`` and ``submit``."""
-    spec_json = ""
+def run_options(args: argparse.Namespace) -> dict:
+    """The CT parameters the flags of ``run`` / ``submit`` give (the spec file read and checked now)."""
+    from driftloop.ct_params import ct_values_from_args
+
+    values = ct_values_from_args(args)
     if args.spec:
         path = Path(args.spec)
         if not path.is_file():
             raise ConfigError(f"spec file not found: {path}")
         from driftloop.data import DatasetSpec
 
-        spec_json = DatasetSpec.from_json(path.read_text()).to_json()
-    options = dict(
-        model_name=args.model_name, estimator=args.estimator, estimator_params=dict(map(_parse_param, args.param)),
-        test_size=args.test_size, seed=args.seed, gate_metric=args.gate_metric, min_gate_value=args.min_gate_value,
-        max_regression=args.max_regression, canary_percent=args.canary_percent,
-        rollout_gateway=args.rollout_gateway, rollout_interval=args.rollout_interval,
-    )
-    _check_run_options(options)
-    return spec_json, options
+        values["spec_json"] = DatasetSpec.from_json(path.read_text()).to_json()
+    return values
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -210,28 +184,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--data needs --target (the label column)")
     if args.target and not args.data:
         raise ConfigError("--target needs --data")
-    spec_json, options = run_options(args)
+    options = run_options(args)
     if args.data:
-        params = api.CTParams(data_uri=args.data, target=args.target, spec_json=spec_json,
-                              id_column=args.id_column, timestamp_column=args.timestamp_column, **options)
+        params = api.CTParams(data_uri=args.data, target=args.target, registry_uri=settings.registry_uri, **options)
     else:
         paths = api.generate_demo_data(settings.home / "data")
-        params = api.demo_params(str(paths["reference"]), **options)
+        params = api.demo_params(str(paths["reference"]), registry_uri=settings.registry_uri, **options)
     return _run_and_report([params], settings, args.json)
-
-
-def _check_run_options(options: dict) -> None:
-    from driftloop.evaluation import GateThresholds
-    from driftloop.registry.base import check_model_name
-    from driftloop.training import make_estimator
-
-    check_model_name(options["model_name"])
-    make_estimator(options["estimator"], options["estimator_params"], options["seed"])
-    GateThresholds(options["gate_metric"], options["min_gate_value"], options["max_regression"])
-    if not 0 <= options["canary_percent"] <= 100:
-        raise ConfigError(f"--canary-percent must be within 0..100, got {options['canary_percent']}")
-    if not 0.05 <= options["test_size"] <= 0.5:
-        raise ConfigError(f"--test-size must be between 0.05 and 0.5, got {options['test_size']}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

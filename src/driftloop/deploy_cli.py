@@ -1,100 +1,103 @@
-"""``driftloop deploy``: put a registry version behind KServe (or the local gateway) and steer it."""
+"""``driftloop deploy``: serve a registry version locally or on KServe, and steer its traffic by hand.
+
+Both targets go through the deployment port (:mod:`driftloop.deploy`), the same code the pipeline's deploy
+step runs; the defaults are the CT parameters' (:mod:`driftloop.ct_params`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
 from driftloop.settings import Settings
 
 
 def add_deploy_parser(sub, add_common) -> None:
-    deploy = sub.add_parser("deploy", help="deploy a version as an InferenceService (KServe) or to the local gateway")
+    deploy = sub.add_parser("deploy", help="serve a version (local gateway or a KServe InferenceService) and "
+                            "steer its traffic")
     deploy.add_argument("name")
     deploy.add_argument("--version", type=int, help="default: the canary, else production")
-    deploy.add_argument("--target", choices=["local", "kserve"], default="local")
+    deploy.add_argument("--target", choices=SERVE_TARGETS, default=default_of("serve_target"),
+                        help="where versions serve (default: %(default)s)")
     action = deploy.add_mutually_exclusive_group()
-    action.add_argument("--promote", action="store_true", help="the canary takes all traffic")
-    action.add_argument("--rollback", action="store_true", help="the previous version takes all traffic")
-    action.add_argument("--status", action="store_true", help="show the traffic split (KServe)")
-    deploy.add_argument("--canary-percent", type=int, default=10)
+    action.add_argument("--promote", action="store_true", help="the canary takes all traffic and becomes production")
+    action.add_argument("--rollback", action="store_true",
+                        help="take the canary out of service; without one, production returns to the version before")
+    action.add_argument("--traffic", type=int, metavar="PERCENT", help="give the canary this share of traffic")
+    action.add_argument("--status", action="store_true", help="show what serves and the traffic split")
+    deploy.add_argument("--canary-percent", type=int, default=default_of("canary_percent"),
+                        help="a new version's share beside production (default: %(default)s; 100: no canary)")
     deploy.add_argument("--dry-run", action="store_true", help="print the InferenceService YAML; change nothing")
-    deploy.add_argument("--namespace", default="default")
-    deploy.add_argument("--service-account", default="driftloop-serving")
-    deploy.add_argument("--logger-url", default="", help="the drift monitor's Service URL for payload logging")
-    deploy.add_argument("--deployment-mode", default="Serverless", choices=["Serverless", "RawDeployment"])
+    deploy.add_argument("--namespace", default=default_of("serving_namespace"),
+                        help="KServe namespace (default: the kubeconfig context's)")
+    deploy.add_argument("--service-account", default=default_of("serving_account"),
+                        help="predictor ServiceAccount (default: %(default)s)")
+    deploy.add_argument("--logger-url", default=default_of("logger_url"),
+                        help="the drift monitor's /events URL for payload logging")
+    deploy.add_argument("--deployment-mode", default=default_of("deployment_mode"), choices=DEPLOYMENT_MODES,
+                        help="KServe deployment mode (default: %(default)s)")
+    deploy.add_argument("--ready-timeout", type=float, default=default_of("ready_timeout"),
+                        help="seconds a change may take to become ready (default: %(default)s)")
     deploy.add_argument("--context", help="kubeconfig context")
     add_common(deploy)
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from driftloop.deploy.inference_service import ServingConfig, build_inference_service, to_yaml
+    from driftloop.deploy import open_deployment
     from driftloop.registry import CANARY, PRODUCTION, open_registry
 
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
     aliases = registry.aliases(args.name)
-    actor = "driftloop deploy"
     if args.version is not None and args.version in registry.state(args.name).archived:
         raise ConfigError(f"{args.name} v{args.version} is archived; it cannot be deployed")
-    if args.target == "local":
-        if args.dry_run:
-            raise ConfigError("--dry-run prints an InferenceService; use it with --target kserve")
-        return _local(args, registry, aliases, actor)
-    config = ServingConfig(namespace=args.namespace, service_account=args.service_account,
-                           logger_url=args.logger_url, deployment_mode=args.deployment_mode)
-    number = args.version or aliases.get(CANARY) or aliases.get(PRODUCTION)
-    if number is None:
-        raise ConfigError(f"model '{args.name}' has no canary or production version; pass --version")
-    version = registry.get_version(args.name, number)
-    canary = None if aliases.get(PRODUCTION) in (None, number) else args.canary_percent
     if args.dry_run:
-        print(to_yaml(build_inference_service(version, config, canary)), end="")
-        return 0
-    from driftloop.deploy.kserve_client import KServeDeployer
-
-    deployer = KServeDeployer.from_kubeconfig(config, args.context)
+        return _dry_run(args, registry, aliases)
+    deployment = open_deployment(registry, args.target, actor="driftloop deploy", namespace=args.namespace,
+                                 deployment_mode=args.deployment_mode, service_account=args.service_account,
+                                 logger_url=args.logger_url, ready_timeout=args.ready_timeout, context=args.context)
     if args.status:
-        split = deployer.traffic(args.name)
-        print(json.dumps({"ready": split.ready, "traffic": split.revisions}) if args.json else split.describe())
+        traffic = deployment.observe(args.name)
+        if args.json:
+            print(json.dumps(traffic.to_dict() if traffic else None))
+        else:
+            print(f"{args.name}: {traffic.describe() if traffic else 'nothing serves it here'}")
         return 0
     if args.promote:
-        deployer.promote(args.name)
-        if aliases.get(CANARY) is not None:
-            registry.promote(args.name, actor=actor, reason="promoted on KServe")
+        traffic = deployment.promote(args.name, reason="promoted by an operator")
     elif args.rollback:
-        deployer.rollback(args.name)
-        if aliases.get(CANARY) is not None:
-            registry.remove_alias(args.name, CANARY, actor=actor, action="rollout-abort", reason="rolled back on KServe")
-        else:  # no canary: the previous revision takes over, so production returns to the version before
-            registry.rollback(args.name, actor=actor, reason="rolled back on KServe")
+        traffic = deployment.roll_back(args.name, reason="rolled back by an operator")
+    elif args.traffic is not None:
+        traffic = deployment.set_traffic(args.name, args.traffic, reason=f"set to {args.traffic}% by an operator")
     else:
-        deployer.deploy(version, canary)
-        if canary is not None:
-            registry.set_alias(args.name, CANARY, number, actor=actor, action="deploy-canary",
-                               reason=f"KServe canary at {canary}%", evidence={"canary_traffic_percent": canary})
-        elif aliases.get(PRODUCTION) != number:
-            registry.promote(args.name, number, actor=actor, reason="deployed on KServe")
-    print(f"{args.name}: {deployer.traffic(args.name).describe()}")
+        number = args.version or aliases.get(CANARY) or aliases.get(PRODUCTION)
+        if number is None:
+            raise ConfigError(f"model '{args.name}' has no canary or production version; pass --version")
+        traffic = deployment.roll_out(args.name, number, args.canary_percent).traffic
+    print(json.dumps(traffic.to_dict()) if args.json else f"{args.name}: {traffic.describe()}")
     return 0
 
 
-def _local(args, registry, aliases, actor) -> int:
-    from driftloop import steps
+def _dry_run(args: argparse.Namespace, registry, aliases: dict) -> int:
+    """The InferenceService a roll out of the version would produce, as YAML for ``kubectl apply -f -``."""
+    from driftloop.deploy.inference_service import ServingConfig, build_inference_service, to_yaml
     from driftloop.registry import CANARY, PRODUCTION
 
-    if args.promote:
-        entry = registry.promote(args.name, actor=actor)
-    elif args.rollback:
-        entry = registry.rollback(args.name, actor=actor)
-    elif args.status:
-        print(json.dumps(registry.aliases(args.name)))
-        return 0
+    if args.target != "kserve":
+        raise ConfigError("--dry-run prints an InferenceService; use it with --target kserve")
+    number = args.version or aliases.get(CANARY) or aliases.get(PRODUCTION)
+    if number is None:
+        raise ConfigError(f"model '{args.name}' has no canary or production version; pass --version")
+    config = ServingConfig(namespace=args.namespace or "default", service_account=args.service_account,
+                           logger_url=args.logger_url, deployment_mode=args.deployment_mode)
+    version = registry.get_version(args.name, number)
+    production = aliases.get(PRODUCTION)
+    if production in (None, number) or args.canary_percent >= 100:
+        isvc = build_inference_service(version, config)
     else:
-        number = args.version or aliases.get(CANARY) or aliases.get(PRODUCTION)
-        result = steps.deploy(registry.uri, args.name, number, args.canary_percent, actor=actor)
-        print(f"{args.name} v{result.version}: {result.action}")
-        return 0
-    print(f"{entry.action}: {args.name} → v{entry.to_version}")
+        isvc = build_inference_service(registry.get_version(args.name, production), config, version,
+                                       args.canary_percent)
+    print(to_yaml(isvc), end="")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -51,6 +52,13 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
     roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
     return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc)
+
+
+def non_finite_metrics(metrics: dict) -> list[str]:
+    """Names of metrics that are not finite numbers (a one-class holdout has no ROC AUC). JSON — and so KFP's
+    Metrics artifacts — cannot carry them; reports show them as left out."""
+    return sorted(k for k, v in metrics.items()
+                  if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)))
 
 
 def _thin(n: int, most: int) -> np.ndarray:

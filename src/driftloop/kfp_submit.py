@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop import __version__
 from driftloop.errors import ConfigError, DriftloopError
+from driftloop.image import PROJECT_IMAGE, project_image
 
 if TYPE_CHECKING:  # both cost seconds to import; `driftloop schedule list` needs neither
     import kfp
 
-    from driftloop.runners.local import CTParams
+    from driftloop.ct_params import CTParams
 
 DEFAULT_EXPERIMENT = "driftloop"
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"})
@@ -66,6 +67,7 @@ class KfpSettings:
         ssl_ca_cert: CA bundle for a TLS host with a private CA.
         request_timeout: Seconds any one API request may take.
         poll_interval: Seconds between state checks while waiting for a run.
+        image: The image every pipeline step runs on (``DRIFTLOOP_IMAGE``).
     """
 
     host: str
@@ -78,6 +80,7 @@ class KfpSettings:
     ssl_ca_cert: str | None = None
     request_timeout: float = 30.0
     poll_interval: float = 5.0
+    image: str = PROJECT_IMAGE
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.host or ""):
@@ -94,7 +97,7 @@ class KfpSettings:
 
         ``DRIFTLOOP_KFP_HOST`` (or kfp's ``KF_PIPELINES_ENDPOINT``), ``DRIFTLOOP_KFP_NAMESPACE``,
         ``DRIFTLOOP_KFP_EXPERIMENT``, ``DRIFTLOOP_KFP_UI`` (or ``KF_PIPELINES_UI_ENDPOINT``),
-        ``DRIFTLOOP_KFP_SERVICE_ACCOUNT``. The token is ``DRIFTLOOP_KFP_TOKEN``; without it, the file named
+        ``DRIFTLOOP_KFP_SERVICE_ACCOUNT``, ``DRIFTLOOP_IMAGE``. The token is ``DRIFTLOOP_KFP_TOKEN``; without it, the file named
         by ``KF_PIPELINES_SA_TOKEN_PATH`` or, when present, ``/var/run/secrets/kubeflow/pipelines/token``
         (the token Kubeflow mounts into pods for multi-user access), re-read on every request.
         """
@@ -119,7 +122,7 @@ class KfpSettings:
             token_path=token_path,
             ui_host=env.get("DRIFTLOOP_KFP_UI") or env.get("KF_PIPELINES_UI_ENDPOINT") or None,
             service_account=env.get("DRIFTLOOP_KFP_SERVICE_ACCOUNT") or None,
-            **options,
+            **({"image": project_image(env)} | options),
         )
 
     def run_url(self, run_id: str) -> str:
@@ -169,7 +172,7 @@ class Schedule:
 
 # --- runs -------------------------------------------------------------------------------------------
 
-def submit_run(settings: KfpSettings, params: CTParams, registry_uri: str, run_name: str | None = None,
+def submit_run(settings: KfpSettings, params: CTParams, registry_uri: str | None = None, run_name: str | None = None,
                wait: bool = False, timeout: float = 3600.0) -> SubmittedRun:
     """Starts a CT run of the cluster pipeline on Kubeflow Pipelines.
 
@@ -179,7 +182,7 @@ def submit_run(settings: KfpSettings, params: CTParams, registry_uri: str, run_n
     Args:
         settings: Where KFP is.
         params: The run's parameters.
-        registry_uri: The registry the pods use (an ``s3://`` URI).
+        registry_uri: The registry the pods use (an ``s3://`` URI); default: ``params.registry_uri``.
         run_name: Display name (default: ``driftloop-ct <model> <UTC time>``).
         wait: Block until the run finishes or ``timeout`` passes.
         timeout: Seconds to wait with ``wait``.
@@ -190,7 +193,7 @@ def submit_run(settings: KfpSettings, params: CTParams, registry_uri: str, run_n
     arguments = _cluster_arguments(params, registry_uri)
     client = _connect(settings)
     namespace = _namespace(client, settings)
-    with _compiled_pipeline() as (package, version_name):
+    with _compiled_pipeline(settings.image) as (package, version_name):
         pipeline_id, version_id, reused = _pipeline_version(client, settings, namespace, package, version_name)
     experiment_id = _experiment_id(client, settings, namespace, create=True)
     name = run_name or f"driftloop-ct {params.model_name} {_utc_now()}"
@@ -282,7 +285,7 @@ def create_schedule(settings: KfpSettings, params: CTParams, registry_uri: str, 
     if clash:
         raise ConfigError(f"a schedule named '{name}' exists already (id {clash[0].recurring_run_id}); "
                           f"delete it or pick another name")
-    with _compiled_pipeline() as (package, version_name):
+    with _compiled_pipeline(settings.image) as (package, version_name):
         pipeline_id, version_id, _ = _pipeline_version(client, settings, namespace, package, version_name)
     body = models.V2beta1RecurringRun(
         display_name=name, description=f"driftloop CT of model '{params.model_name}'",
@@ -460,14 +463,15 @@ def pipeline_version_name(package: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _compiled_pipeline() -> Iterator[tuple[Path, str]]:
-    """Compiles the cluster pipeline into a temporary file; yields its path and version name."""
+def _compiled_pipeline(image: str) -> Iterator[tuple[Path, str]]:
+    """Compiles the cluster pipeline (every step on ``image``) into a temporary file; yields its path and
+    version name."""
     from driftloop.pipelines.ct_pipeline import compile_ct_pipeline
 
     with tempfile.TemporaryDirectory(prefix="driftloop-kfp-") as directory:
         path = Path(directory) / "ct_pipeline.yaml"  # KFP's upload reads the format from the suffix
         with _COMPILE_LOCK:
-            compile_ct_pipeline(path)
+            compile_ct_pipeline(path, image)
         yield path, pipeline_version_name(path.read_bytes())
 
 
@@ -557,16 +561,15 @@ def _name_filter(name: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
 
 
-def _cluster_arguments(params: CTParams, registry_uri: str) -> dict:
+def _cluster_arguments(params: CTParams, registry_uri: str | None) -> dict:
     """The run's parameters; refuses what a pod could not read."""
-    if not params.data_uri or not params.target:
-        raise ConfigError("a CT run needs a data URI and a target column")
+    registry_uri = registry_uri or params.registry_uri
     if not params.data_uri.startswith("s3://"):
         raise ConfigError(f"the cluster pipeline reads data from s3:// URIs; '{params.data_uri}' is not one "
                           f"(upload it to MinIO/S3 first)")
     if not registry_uri.startswith("s3://"):
         raise ConfigError(f"the cluster pipeline needs an s3:// registry; '{registry_uri}' is not one")
-    return params.arguments(registry_uri)
+    return params.with_values(registry_uri=registry_uri).arguments()
 
 
 # --- the client and its errors ------------------------------------------------------------------------

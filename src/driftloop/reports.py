@@ -10,7 +10,7 @@ import html
 from collections.abc import Iterable
 
 from driftloop.data import DatasetSpec
-from driftloop.evaluation import Evaluation, GateDecision
+from driftloop.evaluation import Evaluation, GateDecision, non_finite_metrics
 from driftloop.validation import ValidationReport
 
 _METRIC_ORDER = ("roc_auc", "accuracy", "f1", "log_loss")
@@ -87,6 +87,9 @@ def evaluation_report_html(
         "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in decision.reasons) + "</ul>",
         "<h2>Holdout metrics</h2>",
         _metrics_table(evaluation, champion_evaluation),
+        *([f"<p>Left out of the dashboard's metrics (not a finite number): "
+           f"{_e(', '.join(non_finite_metrics(evaluation.metrics)))}.</p>"]
+          if non_finite_metrics(evaluation.metrics) else []),
         '<div class="row"><div><h2>ROC curve</h2>',
         _roc_svg(curves),
         "</div><div><h2>Confusion matrix</h2>",

@@ -7,7 +7,9 @@ import json
 import logging
 import sys
 
+from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
+from driftloop.rollout.policy import RolloutPolicy
 from driftloop.settings import Settings
 
 
@@ -31,14 +33,29 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
 
     rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort")
     rollout.add_argument("name")
-    rollout.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL (its /metrics is read)")
-    rollout.add_argument("--steps", default="10,25,50,100", help="canary percentages, ending at 100")
-    rollout.add_argument("--interval", type=float, default=30.0, help="seconds per step")
-    rollout.add_argument("--min-requests", type=int, default=50, help="canary requests a step needs to count")
-    rollout.add_argument("--max-error-rate", type=float, default=0.01)
-    rollout.add_argument("--max-latency-ratio", type=float, default=1.5)
-    rollout.add_argument("--max-inconclusive", type=int, default=3)
-    rollout.add_argument("--abort", action="store_true", help="remove the canary now (100%% to stable)")
+    rollout.add_argument("--target", choices=SERVE_TARGETS, default=default_of("serve_target"),
+                         help="where the canary serves (default: %(default)s)")
+    rollout.add_argument("--gateway", default="http://127.0.0.1:8080",
+                         help="local: the gateway whose /metrics is read (default: %(default)s)")
+    rollout.add_argument("--prometheus", help="kserve: the Prometheus to query, e.g. http://prometheus.monitoring:9090")
+    rollout.add_argument("--namespace", default=default_of("serving_namespace"),
+                         help="kserve: the InferenceService's namespace (default: the kubeconfig context's)")
+    rollout.add_argument("--deployment-mode", default=default_of("deployment_mode"), choices=DEPLOYMENT_MODES)
+    rollout.add_argument("--context", help="kubeconfig context")
+    rollout.add_argument("--monitor", help="the drift monitor's URL: also compare realised quality")
+    defaults = RolloutPolicy()
+    rollout.add_argument("--steps", default=",".join(map(str, defaults.steps)),
+                         help="canary percentages, ending at 100 (default: %(default)s)")
+    rollout.add_argument("--interval", type=float, default=defaults.interval, help="seconds per step (default: %(default)s)")
+    rollout.add_argument("--min-requests", type=int, default=defaults.min_requests,
+                         help="canary requests a step needs to count (default: %(default)s)")
+    rollout.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate,
+                         help="(default: %(default)s)")
+    rollout.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
+                         help="(default: %(default)s)")
+    rollout.add_argument("--max-inconclusive", type=int, default=defaults.max_inconclusive,
+                         help="(default: %(default)s)")
+    rollout.add_argument("--abort", action="store_true", help="take the canary out of service now (stable takes 100%%)")
     add_common(rollout)
 
 
@@ -60,15 +77,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_rollout_command(args: argparse.Namespace) -> int:
     from driftloop.console import print_rollout_step
-    from driftloop.registry import CANARY, open_registry
-    from driftloop.rollout import RolloutPolicy, run_rollout, scrape_gateway
+    from driftloop.deploy import open_deployment
+    from driftloop.registry import open_registry
+    from driftloop.rollout import GatewayRequestMetrics, quality_reader, run_rollout
 
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
+    deployment = open_deployment(registry, args.target, actor="driftloop rollout", namespace=args.namespace,
+                                 deployment_mode=args.deployment_mode, context=args.context)
     if args.abort:
-        entry = registry.remove_alias(args.name, CANARY, actor="cli", action="rollout-abort",
-                                      reason="aborted by an operator")
-        print(json.dumps(entry.to_dict()) if args.json else f"canary v{entry.from_version} removed; stable takes 100%")
+        traffic = deployment.abort(args.name, "aborted by an operator")
+        print(json.dumps(traffic.to_dict()) if args.json else f"canary removed; {args.name}: {traffic.describe()}")
         return 0
     try:
         steps = tuple(int(s) for s in args.steps.split(","))
@@ -77,10 +96,18 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     policy = RolloutPolicy(steps=steps, interval=args.interval, min_requests=args.min_requests,
                            max_error_rate=args.max_error_rate, max_latency_ratio=args.max_latency_ratio,
                            max_inconclusive=args.max_inconclusive)
-    metrics_url = args.gateway.rstrip("/") + "/metrics"
-    scrape_gateway(metrics_url, args.name)  # fail now, clearly, if the gateway is not there
-    result = run_rollout(registry, args.name, lambda: scrape_gateway(metrics_url, args.name), policy,
-                         on_step=None if args.json else print_rollout_step)
+    if args.target == "local":
+        metrics = GatewayRequestMetrics(args.gateway, args.name)
+    else:
+        if not args.prometheus:
+            raise ConfigError("--target kserve reads Prometheus: pass --prometheus URL")
+        from driftloop.rollout.prometheus import PrometheusMetrics
+
+        series = "runtime" if args.deployment_mode == "Standard" else "auto"
+        metrics = PrometheusMetrics(args.prometheus, deployment.config.namespace, args.name, series=series)
+    metrics.mark()  # fail now, clearly, if the metrics source is not there
+    result = run_rollout(deployment, args.name, metrics, policy, on_step=None if args.json else print_rollout_step,
+                         read_quality=quality_reader(args.monitor, args.name) if args.monitor else None)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

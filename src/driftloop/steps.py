@@ -12,23 +12,28 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 import driftloop
+from driftloop.ct_params import default_of
 from driftloop.data import DatasetSpec, infer_spec, load_table
-from driftloop.errors import DriftloopError
-from driftloop.evaluation import Evaluation, GateDecision, GateThresholds, decide_gate, evaluate_model
+from driftloop.evaluation import (
+    Evaluation,
+    GateDecision,
+    GateThresholds,
+    decide_gate,
+    evaluate_model,
+    non_finite_metrics,
+)
+from driftloop.model_dir import SKLEARN_FORMAT, library_versions, model_format_of
 from driftloop.profile import ReferenceProfile, build_profile
-from driftloop.registry import CANARY, PRODUCTION, ModelVersion, open_registry
-from driftloop.registry.base import TRAFFIC_KEY
+from driftloop.registry import PRODUCTION, ModelVersion, open_registry
 from driftloop.reports import evaluation_report_html, model_card, validation_report_html
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
-LIBRARIES = ("scikit-learn", "xgboost", "pandas", "numpy", "kfp", "kserve", "evidently")
 
 
 @dataclass
@@ -85,6 +90,7 @@ def _spec_of(registry, version: ModelVersion) -> DatasetSpec:
 class TrainStepResult:
     n_train: int
     n_holdout: int
+    model_format: str  # how driftloop's ServingRuntime knows the Pipeline (sklearn | xgboost-pipeline)
 
 
 def train(
@@ -106,7 +112,7 @@ def train(
     save_model(result.model, model_dir)
     Path(holdout_path).parent.mkdir(parents=True, exist_ok=True)
     result.holdout_frame.to_parquet(holdout_path, index=False)
-    return TrainStepResult(len(result.train_frame), len(result.holdout_frame))
+    return TrainStepResult(len(result.train_frame), len(result.holdout_frame), model_format_of(estimator))
 
 
 @dataclass
@@ -169,20 +175,28 @@ def register(
     model_name: str,
     lineage: dict,
     actor: str = "ct-pipeline",
+    model_format: str = SKLEARN_FORMAT,
 ) -> tuple[ModelVersion, str]:
     """Registers the candidate as a new immutable version with its spec, profile, sample and card.
 
+    Idempotent per pipeline run: when ``lineage["run_id"]`` already registered a version (a retried
+    step whose first attempt published before it died), that version is returned, not a second one.
+
     Returns:
-        The new version and its Markdown model card.
+        The version and its Markdown model card.
     """
     spec = DatasetSpec.from_json(spec_json)
-    frame = pd.read_parquet(dataset_path)
     outcome = json.loads(evaluation_json)
     evaluation = Evaluation(**outcome["evaluation"])
     decision = GateDecision(**outcome["decision"])
+    registry = open_registry(registry_uri)
+    run_id = lineage.get("run_id")
+    published = registry.find_version_by_run(model_name, run_id) if run_id else None
+    if published is not None:
+        return published, model_card(model_name, published.version, spec, evaluation, decision, published.lineage)
+    frame = pd.read_parquet(dataset_path)
     profile = build_profile(frame, spec)
     sample = frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
-    registry = open_registry(registry_uri)
     lineage = {
         **lineage,
         # kfp.local names a task inside a dsl.If "<run>/<condition>"; lineage keeps the run's name.
@@ -191,6 +205,7 @@ def register(
         "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
         "code_version": code_version(),
         "libraries": library_versions(),
+        "model_format": model_format,
     }
     # The stored card cannot name its own number (assigned at publish); the returned one does.
     attachments = {
@@ -201,10 +216,25 @@ def register(
         "model_card.md": model_card(model_name, None, spec, evaluation, decision, lineage).encode(),
     }
     version = registry.register(
-        model_name, Path(model_dir), model_format="sklearn", lineage=lineage, metrics=evaluation.metrics,
+        model_name, Path(model_dir), model_format=model_format, lineage=lineage, metrics=evaluation.metrics,
         attachments=attachments, actor=actor, reason="gate passed: " + "; ".join(decision.reasons),
+        spec=spec.to_dict(),
     )
     return version, model_card(model_name, version.version, spec, evaluation, decision, lineage)
+
+
+def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | None]:
+    """The scalars and ROC curve a KFP Metrics / ClassificationMetrics artifact can hold.
+
+    KFP's launcher parses the executor output as JSON, which has no NaN or infinity (a one-class holdout has
+    no ROC AUC): such values are left out here, and the evaluation report names them.
+    """
+    values = {**result.evaluation.metrics,
+              **{f"champion_{k}": v for k, v in (result.decision.champion or {}).items()}}
+    left_out = set(non_finite_metrics(values))
+    scalars = {k: float(v) for k, v in values.items() if k not in left_out}
+    roc = result.evaluation.roc_curve
+    return scalars, roc if not any(non_finite_metrics(dict(enumerate(points))) for points in roc.values()) else None
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -215,43 +245,74 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 @dataclass
 class DeployResult:
-    action: str  # "promoted" | "canary" | "aborted" (the canary analysis failed it)
+    action: str  # "promoted" | "canary" (no analysis asked for) | "aborted" (the analysis failed it)
     version: int
     previous_production: int | None
     canary_percent: int
+    served: str  # what the serving layer confirmed, in words
 
 
-def deploy(registry_uri: str, model_name: str, version: int, canary_percent: int, actor: str = "ct-pipeline",
-           rollout_gateway: str = "", rollout_interval: float = 30.0, rollout_monitor: str = "",
-           rollout_policy: dict | None = None) -> DeployResult:
-    """Rolls a registered version out: straight to production when nothing serves yet (or at 100%),
-    otherwise as the canary taking ``canary_percent`` of traffic.
+def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct-pipeline",
+           canary_percent: int = default_of("canary_percent"), serve_target: str = default_of("serve_target"),
+           serving_namespace: str = default_of("serving_namespace"),
+           deployment_mode: str = default_of("deployment_mode"),
+           serving_account: str = default_of("serving_account"), logger_url: str = default_of("logger_url"),
+           ready_timeout: float = default_of("ready_timeout"), rollout_gateway: str = default_of("rollout_gateway"),
+           rollout_prometheus: str = default_of("rollout_prometheus"),
+           rollout_interval: float = default_of("rollout_interval"),
+           rollout_monitor: str = default_of("rollout_monitor"), rollout_policy: dict | None = None) -> DeployResult:
+    """Rolls a registered version out where ``serve_target`` says, through the deployment port.
 
-    With ``rollout_gateway`` (a gateway's base URL) the canary then goes through automated analysis
-    against that gateway's metrics and ends "promoted" or "aborted". With ``rollout_monitor`` (the
-    drift monitor's base URL) the analysis also compares the realised quality of canary and stable on
-    labelled traffic. ``rollout_policy`` overrides :class:`~driftloop.rollout.RolloutPolicy` fields.
+    Straight to production when nothing serves yet (or at 100 %); otherwise as the canary taking
+    ``canary_percent`` %. With a metrics source (``rollout_gateway`` locally, ``rollout_prometheus`` on
+    KServe) the canary then goes through automated analysis and ends "promoted" or "aborted"; with
+    ``rollout_monitor`` the analysis also compares realised quality on labelled traffic. ``rollout_policy``
+    overrides :class:`~driftloop.rollout.RolloutPolicy` fields. Every parameter is checked as
+    :class:`~driftloop.ct_params.CTParams` defines it.
     """
-    if not 0 <= canary_percent <= 100:
-        raise DriftloopError(f"canary percent must be within 0..100, got {canary_percent}")
-    registry = open_registry(registry_uri)
-    production = registry.aliases(model_name).get(PRODUCTION)
-    if production is None or canary_percent == 100:
-        registry.promote(model_name, version, actor=actor,
-                         reason="first version" if production is None else "deployed at 100%")
-        return DeployResult("promoted", version, production, 100)
-    registry.set_alias(model_name, CANARY, version, actor=actor, action="deploy-canary",
-                       reason=f"canary at {canary_percent}% beside production v{production}",
-                       evidence={TRAFFIC_KEY: canary_percent, "stable_version": production})
-    if not rollout_gateway:
-        return DeployResult("canary", version, production, canary_percent)
-    from driftloop.rollout import RolloutPolicy, quality_reader, run_rollout, scrape_gateway
+    from driftloop.ct_params import check_value
+    from driftloop.deploy import open_deployment
 
-    metrics_url = rollout_gateway.rstrip("/") + "/metrics"
-    policy = RolloutPolicy.from_dict({"interval": rollout_interval, **(rollout_policy or {})})
-    result = run_rollout(registry, model_name, lambda: scrape_gateway(metrics_url, model_name), policy, actor=actor,
-                         read_quality=quality_reader(rollout_monitor, model_name) if rollout_monitor else None)
-    return DeployResult(result.outcome, version, production, 100 if result.outcome == "promoted" else 0)
+    values = {name: check_value(name, value) for name, value in {
+        "canary_percent": canary_percent, "serve_target": serve_target, "deployment_mode": deployment_mode,
+        "logger_url": logger_url, "ready_timeout": ready_timeout, "rollout_gateway": rollout_gateway,
+        "rollout_prometheus": rollout_prometheus, "rollout_interval": rollout_interval,
+        "rollout_monitor": rollout_monitor, "rollout_policy": rollout_policy or {}}.items()}
+    registry = open_registry(registry_uri)
+    deployment = open_deployment(registry, values["serve_target"], actor=actor, namespace=serving_namespace,
+                                 deployment_mode=values["deployment_mode"], service_account=serving_account,
+                                 logger_url=values["logger_url"], ready_timeout=values["ready_timeout"])
+    start = deployment.roll_out(model_name, int(version), values["canary_percent"])
+    if start.action == "promoted":
+        return DeployResult("promoted", start.version, start.previous_production, 100, start.traffic.describe())
+    metrics = _request_metrics(deployment, model_name, values)
+    if metrics is None:
+        return DeployResult("canary", start.version, start.previous_production, values["canary_percent"],
+                            start.traffic.describe())
+    from driftloop.rollout import RolloutPolicy, quality_reader, run_rollout
+
+    policy = RolloutPolicy.from_dict({"interval": values["rollout_interval"], **values["rollout_policy"]})
+    read_quality = quality_reader(values["rollout_monitor"], model_name) if values["rollout_monitor"] else None
+    result = run_rollout(deployment, model_name, metrics, policy, read_quality=read_quality)
+    traffic = deployment.observe(model_name)
+    return DeployResult(result.outcome, start.version, start.previous_production,
+                        100 if result.outcome == "promoted" else 0, traffic.describe() if traffic else "")
+
+
+def _request_metrics(deployment, model_name: str, values: dict):
+    """The rollout's metrics source for the serve target, or None when no analysis was asked for."""
+    if values["serve_target"] == "local":
+        if not values["rollout_gateway"]:
+            return None
+        from driftloop.rollout import GatewayRequestMetrics
+
+        return GatewayRequestMetrics(values["rollout_gateway"], model_name)
+    if not values["rollout_prometheus"]:
+        return None
+    from driftloop.rollout.prometheus import PrometheusMetrics
+
+    series = "runtime" if values["deployment_mode"] == "Standard" else "auto"
+    return PrometheusMetrics(values["rollout_prometheus"], deployment.config.namespace, model_name, series=series)
 
 
 def record_outcome(
@@ -281,16 +342,6 @@ def code_version() -> dict:
         except (OSError, subprocess.SubprocessError):
             commit = ""
     return {"package": driftloop.__version__, "git_commit": commit or None}
-
-
-def library_versions() -> dict:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _write_text(path: str, text: str) -> None:

@@ -50,11 +50,11 @@ def _add_ct_options(parser: argparse.ArgumentParser, add_run_options) -> None:
     parser.add_argument("--data", required=True, help="training data as an s3:// URI the cluster can read")
     parser.add_argument("--target", required=True, help="label column")
     parser.add_argument("--spec", help="dataset spec JSON file (from 'driftloop spec --json'); inferred if absent")
-    parser.add_argument("--id-column", default="")
-    parser.add_argument("--timestamp-column", default="")
+    parser.add_argument("--image", help="the image every step runs on (default $DRIFTLOOP_IMAGE, else the "
+                        "project image of this version)")
     parser.add_argument("--registry", help=f"s3:// registry the pods use (default $DRIFTLOOP_REGISTRY when it is "
                         f"s3://, else {DEFAULT_CLUSTER_REGISTRY})")
-    add_run_options(parser)
+    add_run_options(parser, serving=True)
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +69,8 @@ def run_submit_command(args: argparse.Namespace) -> int:
     """Runs ``driftloop submit`` or ``driftloop schedule …``."""
     from driftloop.kfp_submit import KfpSettings
 
-    settings = KfpSettings.from_env(host=args.host, namespace=args.namespace, experiment=args.experiment)
+    image = {"image": args.image} if getattr(args, "image", None) else {}
+    settings = KfpSettings.from_env(host=args.host, namespace=args.namespace, experiment=args.experiment, **image)
     if args.command == "submit":
         return _submit(args, settings)
     return {"create": _create, "list": _list}.get(args.schedule_command, _change)(args, settings)
@@ -81,7 +82,7 @@ def _submit(args: argparse.Namespace, settings) -> int:
     params = _params(args)
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {args.timeout}")
-    run = submit_run(settings, params, _registry(args), run_name=args.run_name)
+    run = submit_run(settings, params, run_name=args.run_name)
     if not args.json:
         reused = "already on the server" if run.version_reused else "uploaded"
         print(f"run {run.run_id} submitted to experiment '{settings.experiment}'")
@@ -163,11 +164,9 @@ def parse_duration(text: str) -> int:
 def _params(args: argparse.Namespace):
     """CTParams from the options, checked the way ``driftloop run`` checks them."""
     from driftloop.cli import run_options
-    from driftloop.runners.local import CTParams
+    from driftloop.ct_params import CTParams
 
-    spec_json, options = run_options(args)
-    return CTParams(data_uri=args.data, target=args.target, spec_json=spec_json, id_column=args.id_column,
-                    timestamp_column=args.timestamp_column, **options)
+    return CTParams(data_uri=args.data, target=args.target, registry_uri=_registry(args), **run_options(args))
 
 
 def _registry(args: argparse.Namespace) -> str:

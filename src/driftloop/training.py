@@ -25,8 +25,8 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
+from driftloop.model_dir import MODEL_FILENAME
 
-MODEL_FILENAME = "model.joblib"
 MISSING_CATEGORY = "__missing__"
 
 

@@ -81,9 +81,9 @@ def test_target_with_one_class(tmp_path, table) -> None:
     ("args", "fragment"),
     [
         (["--estimator", "xgboost", "--param", "n_trees=5"], "has no parameter(s) n_trees"),
-        (["--canary-percent", "150"], "--canary-percent must be within 0..100"),
-        (["--model-name", "Bad Name"], "invalid model name 'Bad Name'"),
-        (["--min-gate-value", "2"], "gate minimum must be within [0, 1]"),
+        (["--canary-percent", "150"], "canary_percent must be within 0..100, got 150"),
+        (["--model-name", "Bad Name"], "model_name 'Bad Name' is invalid"),
+        (["--min-gate-value", "2"], "min_gate_value must be within 0..1, got 2.0"),
         (["--target", "churned"], "--target needs --data"),
     ],
 )

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from driftloop import kfp_submit
+from driftloop.ct_params import CTParams
 from driftloop.errors import ConfigError
 from driftloop.image import PROJECT_IMAGE
 from driftloop.kfp_submit import KfpSettings
-from driftloop.runners.local import CTParams
 from tests.conftest import CliResult, ServerThread, free_port, run_cli
 from tests.kfp_fake import FakeKfp
 

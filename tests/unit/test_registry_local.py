@@ -54,17 +54,24 @@ def test_register_numbers_versions_and_records_checksums(registry: LocalRegistry
     assert (v1.version, v2.version) == (1, 2)
     assert [mv.version for mv in registry.list_versions(NAME)] == [1, 2]
     assert registry.list_models() == [NAME]
-    assert set(v1.files) == {"model/model.joblib", "model/extra/settings.json", "spec.json", "model_card.md"}
+    assert set(v1.files) == {"model/model.joblib", "model/extra/settings.json", "model/driftloop-model.json",
+                             "spec.json", "model_card.md"}
+    assert (v1.layout, v2.layout) == (2, 2)
     assert v1.files["model/model.joblib"] == hashlib.sha256(b"model one").hexdigest()
     assert v2.files["model/model.joblib"] == hashlib.sha256(b"model two").hexdigest()
     assert v1.metrics == {"roc_auc": 0.8}
     assert v2.lineage == {"run_id": "run-2"}
     assert registry.get_version(NAME, 2) == v2
-    # The storage URI is the directory KServe serves: the model files and nothing else.
-    served = Path(v1.storage_uri)
+    # The storage URI is the directory KServe serves: the model files and their manifest, nothing else.
+    served = Path(v2.storage_uri)
     assert sorted(p.relative_to(served).as_posix() for p in served.rglob("*") if p.is_file()) == [
-        "extra/settings.json", "model.joblib",
+        "driftloop-model.json", "extra/settings.json", "model.joblib",
     ]
+    manifest = json.loads((served / "driftloop-model.json").read_text())
+    assert (manifest["model"], manifest["version"], manifest["layout"]) == (NAME, 2, 2)
+    assert manifest["files"] == {"model.joblib": hashlib.sha256(b"model two").hexdigest(),
+                                 "extra/settings.json": v2.files["model/extra/settings.json"]}
+    assert manifest["spec"] == {"target": "churned"} and manifest["lineage"] == {"run_id": "run-2"}
     assert registry.find_version_by_run(NAME, "run-2") == v2
     assert registry.find_version_by_run(NAME, "run-9") is None
 
@@ -181,7 +188,7 @@ def test_fetch_model_copies_only_the_model_directory(registry: LocalRegistry, tm
     dest = registry.fetch_model(NAME, 1, tmp_path / "fetched")
 
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert files == ["extra/settings.json", "model.joblib"]
+    assert files == ["driftloop-model.json", "extra/settings.json", "model.joblib"]
     assert (dest / "model.joblib").read_bytes() == b"model one"
 
 

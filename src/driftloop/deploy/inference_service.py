@@ -1,8 +1,17 @@
 """Building KServe InferenceService objects for registry versions with the kserve SDK's models.
 
-The predictor uses KServe's built-in runtime for the version's model format (``sklearn`` loads the
-one ``model.joblib``), ``storageUri`` is the version's model directory in the registry bucket, and
-``canaryTrafficPercent`` (Serverless mode) splits traffic between the new revision and the previous one.
+The predictor runs on **driftloop's own ServingRuntime** (``runtime: driftloop``, manifests/base), so the
+libraries that trained a model are the ones that serve it; ``storageUri`` is the version's self-contained
+model directory (ending in ``/``). The version rides on the predictor as an annotation that the payload logger
+forwards (``logger.metadataAnnotations``), so the drift monitor files every logged row under the version
+that answered it.
+
+Two KServe deployment modes, chosen by configuration:
+
+* ``Serverless`` (Knative): a canary is the predictor's new revision taking ``canaryTrafficPercent`` %; the
+  previously rolled-out revision takes the rest.
+* ``Standard`` (KServe ≥ 0.20): a canary is an entry of ``spec.canary[]`` — its own predictor named ``v<n>`` and a
+  ``trafficPercent`` — beside the stable predictor named ``v<m>``.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 from kserve import (
+    V1beta1CanarySpec,
     V1beta1InferenceService,
     V1beta1InferenceServiceSpec,
     V1beta1LoggerSpec,
@@ -20,11 +30,16 @@ from kserve import (
 )
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
+from driftloop.ct_params import DEPLOYMENT_MODES, check_value, default_of
 from driftloop.errors import ConfigError
 from driftloop.registry import ModelVersion
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MANAGED_BY = "driftloop"
+RUNTIME = "driftloop"  # the ServingRuntime in manifests/base (and the ClusterServingRuntime component)
+VERSION_ANNOTATION = "driftloop.io/model-version"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+CLUSTER_SCHEMES = ("s3://", "gs://", "pvc://", "https://")
 
 
 @dataclass(frozen=True)
@@ -33,58 +48,105 @@ class ServingConfig:
 
     Attributes:
         namespace: Where the InferenceService lives (a Kubeflow profile namespace, say).
-        service_account: Carries the MinIO/S3 credentials Secret and KServe's s3 annotations.
-        logger_url: The drift monitor's Service; empty turns payload logging off.
-        deployment_mode: "Serverless" (Knative; canaryTrafficPercent works) or "RawDeployment".
+        service_account: Carries the S3 read credentials and KServe's s3 annotations.
+        logger_url: The drift monitor's ``/events`` URL; empty turns payload logging off.
+        deployment_mode: "Serverless" (Knative) or "Standard" (KServe's own Deployments; canaries since 0.20).
         cpu, memory: Requests; limits are twice the requests.
     """
 
     namespace: str = "default"
-    service_account: str = "driftloop-serving"
-    logger_url: str = ""
-    deployment_mode: str = "Serverless"
+    service_account: str = default_of("serving_account")
+    logger_url: str = default_of("logger_url")
+    deployment_mode: str = default_of("deployment_mode")
     cpu: str = "100m"
     memory: str = "512Mi"
     labels: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.deployment_mode not in DEPLOYMENT_MODES:
+            raise ConfigError(f"deployment mode must be one of {', '.join(DEPLOYMENT_MODES)}, "
+                              f"got '{self.deployment_mode}'")
 
-def build_inference_service(version: ModelVersion, config: ServingConfig,
-                            canary_percent: int | None = None) -> V1beta1InferenceService:
-    """The InferenceService serving ``version``, optionally as a canary taking ``canary_percent``."""
-    if not version.storage_uri.startswith(("s3://", "gs://", "pvc://", "https://")):
-        raise ConfigError(f"{version.name} v{version.version} is stored at {version.storage_uri}, which a cluster "
-                          "cannot read; register into an s3:// registry to deploy to KServe")
-    if canary_percent is not None and not 0 <= canary_percent <= 100:
-        raise ConfigError(f"canary percent must be within 0..100, got {canary_percent}")
-    limits = {"cpu": _double(config.cpu), "memory": _double(config.memory)}
-    predictor = V1beta1PredictorSpec(
-        service_account_name=config.service_account,
-        canary_traffic_percent=canary_percent,
-        model=V1beta1ModelSpec(
-            name="kserve-container",
-            model_format=V1beta1ModelFormat(name=version.model_format),
-            storage_uri=version.storage_uri,
-            resources=V1ResourceRequirements(requests={"cpu": config.cpu, "memory": config.memory}, limits=limits),
-        ),
-        logger=V1beta1LoggerSpec(mode="all", url=config.logger_url) if config.logger_url else None,
-    )
+    @property
+    def standard(self) -> bool:
+        return self.deployment_mode == "Standard"
+
+
+def predictor_name(version: ModelVersion | int) -> str:
+    """The Standard-mode predictor (and Deployment) name of a version: ``v<n>``."""
+    return f"v{version if isinstance(version, int) else version.version}"
+
+
+def build_inference_service(stable: ModelVersion, config: ServingConfig, canary: ModelVersion | None = None,
+                            percent: int | None = None) -> V1beta1InferenceService:
+    """The InferenceService serving ``stable``, and ``canary`` at ``percent`` % when given.
+
+    In Serverless mode the spec names only the newest version (the canary), with ``canaryTrafficPercent``;
+    the stable version is the revision KServe rolled out before it.
+    """
+    for version in (stable, canary):
+        if version is not None and not version.storage_uri.startswith(CLUSTER_SCHEMES):
+            raise ConfigError(f"{version.name} v{version.version} is stored at {version.storage_uri}, which a "
+                              "cluster cannot read; register into an s3:// registry to deploy to KServe")
+    if canary is not None:
+        percent = check_value("canary_percent", percent if percent is not None else default_of("canary_percent"))
+    if config.standard:
+        predictor = predictor_spec(stable, config, named=True)
+        canaries = None if canary is None else [V1beta1CanarySpec(
+            predictor=canary_predictor(canary), traffic_percent=percent)]
+        spec = V1beta1InferenceServiceSpec(predictor=predictor, canary=canaries)
+    else:
+        predictor = predictor_spec(canary or stable, config)
+        predictor.canary_traffic_percent = percent if canary is not None else None
+        spec = V1beta1InferenceServiceSpec(predictor=predictor)
     return V1beta1InferenceService(
         api_version=f"{GROUP}/{VERSION}",
         kind="InferenceService",
         metadata=V1ObjectMeta(
-            name=version.name,
+            name=stable.name,
             namespace=config.namespace,
-            labels={"app.kubernetes.io/managed-by": MANAGED_BY, "driftloop.io/model-version": str(version.version),
-                    **config.labels},
-            annotations={"serving.kserve.io/deploymentMode": config.deployment_mode},
+            labels={"app.kubernetes.io/managed-by": MANAGED_BY, **config.labels},
+            annotations={MODE_ANNOTATION: config.deployment_mode},
         ),
-        spec=V1beta1InferenceServiceSpec(predictor=predictor),
+        spec=spec,
     )
 
 
-def to_dict(isvc: V1beta1InferenceService) -> dict:
-    """The object as the API server sees it (camelCase keys, no nulls)."""
-    return ApiClient().sanitize_for_serialization(isvc)
+def model_spec(version: ModelVersion, config: ServingConfig | None = None) -> V1beta1ModelSpec:
+    """The predictor's model: driftloop's runtime, the version's format and storage, resources."""
+    resources = None
+    if config is not None:
+        limits = {"cpu": _double(config.cpu), "memory": _double(config.memory)}
+        resources = V1ResourceRequirements(requests={"cpu": config.cpu, "memory": config.memory}, limits=limits)
+    return V1beta1ModelSpec(
+        name="kserve-container", runtime=RUNTIME, model_format=V1beta1ModelFormat(name=version.model_format),
+        storage_uri=version.storage_uri, resources=resources,
+    )
+
+
+def predictor_spec(version: ModelVersion, config: ServingConfig, named: bool = False) -> V1beta1PredictorSpec:
+    """The whole predictor for ``version``: model, identity, version annotation and payload logger."""
+    logger = None
+    if config.logger_url:
+        logger = V1beta1LoggerSpec(mode="all", url=config.logger_url, metadata_annotations=[VERSION_ANNOTATION])
+    return V1beta1PredictorSpec(
+        name=predictor_name(version) if named else None,
+        service_account_name=config.service_account,
+        annotations={VERSION_ANNOTATION: str(version.version)},
+        model=model_spec(version, config),
+        logger=logger,
+    )
+
+
+def canary_predictor(version: ModelVersion) -> V1beta1PredictorSpec:
+    """A Standard-mode canary: only what differs from the stable predictor (KServe merges it over a copy)."""
+    return V1beta1PredictorSpec(name=predictor_name(version), annotations={VERSION_ANNOTATION: str(version.version)},
+                                model=model_spec(version))
+
+
+def to_dict(obj) -> dict:
+    """An SDK object as the API server sees it (camelCase keys, no nulls)."""
+    return ApiClient().sanitize_for_serialization(obj)
 
 
 def to_yaml(isvc: V1beta1InferenceService) -> str:

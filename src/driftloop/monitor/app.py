@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
 from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
@@ -45,7 +46,6 @@ from driftloop.monitor.store import RowStore
 from driftloop.monitor.trigger import Decision, TriggerPolicy
 from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
-from driftloop.runners.local import CTParams
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)

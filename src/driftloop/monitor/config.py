@@ -106,6 +106,14 @@ class RetrainConfig:
             raise ConfigError("retrain runner 'kfp' needs an s3:// data_dir: pipeline pods cannot read the monitor's disk")
         if self.recent_rows < 0:
             raise ConfigError("retrain recent_rows must be >= 0")
+        # Checked now, against the CT parameters' one definition: a mistyped key found only when a retrain
+        # starts would leave the trigger in flight with nothing running.
+        from driftloop.ct_params import SET_PER_RETRAIN, check_overrides
+
+        try:
+            object.__setattr__(self, "pipeline_params", check_overrides(self.pipeline_params, SET_PER_RETRAIN))
+        except ConfigError as exc:
+            raise ConfigError(f"retrain.pipeline_params: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from driftloop import storage
+from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec, coerce_to_spec, load_table
 from driftloop.errors import ConfigError, DataError
 from driftloop.monitor.config import RetrainConfig
@@ -26,7 +27,6 @@ from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.store import RowStore
 from driftloop.profile import ReferenceProfile
 from driftloop.registry import ModelRegistry
-from driftloop.runners.local import CTParams
 from driftloop.validation import validate_table
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from driftloop import model_dir as model_dir_layout
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
 from driftloop.storage import sha256_bytes
 
@@ -57,8 +58,9 @@ class ModelVersion:
         name: Registered model name.
         version: Version number (1, 2, …).
         created_at: ISO-8601 UTC time of registration.
-        model_format: KServe model format of the model directory ("sklearn" or "xgboost").
-        storage_uri: Where the model directory lives (a path or ``s3://…``): KServe's storageUri.
+        model_format: KServe model format of the model directory ("sklearn" or "xgboost-pipeline").
+        storage_uri: Where the model directory lives (a path, or ``s3://…/`` ending in a slash): KServe's
+            storageUri.
         files: sha256 of every stored file, by path relative to the version.
         lineage: Run id, data URI and hash, parameters, code and library versions, parent version, …
         metrics: Holdout metrics at registration.
@@ -72,6 +74,7 @@ class ModelVersion:
     files: dict[str, str]
     lineage: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    layout: int = 1  # model directory layout: 2 = self-contained (manifest inside model/); 1 = before that
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,6 +164,8 @@ def verify_chain(entries: list[AuditEntry]) -> list[str]:
 
 # Builds the fields of the next audit entry from the trail so far (or raises to refuse the change).
 EntryBuilder = Callable[[list[AuditEntry]], dict]
+# Builds a version's files and its version.json record for a given version number.
+FilesBuilder = Callable[[int], tuple[dict[str, bytes], dict]]
 
 
 class ModelRegistry(ABC):
@@ -175,9 +180,10 @@ class ModelRegistry(ABC):
     # -- backend primitives ---------------------------------------------------------------------
 
     @abstractmethod
-    def _publish(self, name: str, files: dict[str, bytes], record: dict, version: int | None) -> int:
+    def _publish(self, name: str, files_for: FilesBuilder, version: int | None) -> int:
         """Stores a complete version atomically under the next free number (or exactly ``version``,
-        raising :class:`VersionExistsError` if taken) and returns the number."""
+        raising :class:`VersionExistsError` if taken) and returns the number. ``files_for(n)`` gives the
+        files and the ``version.json`` record for number ``n`` (the model's manifest names its number)."""
 
     @abstractmethod
     def _version_numbers(self, name: str) -> list[int]:
@@ -231,31 +237,51 @@ class ModelRegistry(ABC):
         actor: str,
         reason: str = "",
         version: int | None = None,
+        spec: dict | None = None,
     ) -> ModelVersion:
         """Stores a new immutable version: the model directory plus attachments (spec, profile, card …).
 
+        The stored ``model/`` is self-contained (layout 2): the registry adds the manifest
+        ``driftloop-model.json`` (number, format, ``spec``, the libraries in ``lineage``, every file's sha256,
+        the lineage) so a server that sees only that directory can check and serve it.
+
         Args:
+            spec: The dataset spec as a dict (default: the ``spec.json`` attachment).
             version: Register under exactly this number (e.g. when mirroring another registry);
                 refused with :class:`VersionExistsError` when taken. Default: the next free number.
         """
         check_model_name(name)
         model_dir = Path(model_dir)
-        model_files = sorted(p for p in model_dir.rglob("*") if p.is_file()) if model_dir.is_dir() else []
+        model_files = ({p.relative_to(model_dir).as_posix(): p.read_bytes()
+                        for p in sorted(model_dir.rglob("*")) if p.is_file()} if model_dir.is_dir() else {})
+        model_files.pop(model_dir_layout.MANIFEST_FILE, None)  # ours to write
         if not model_files:
             raise RegistryError(f"model directory {model_dir} holds no files")
-        files = {f"{MODEL_DIR}/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in model_files}
-        for rel, data in attachments.items():
+        for rel in attachments:
             if rel in (VERSION_FILE, MODEL_DIR) or not _ATTACHMENT_RE.match(rel):
                 raise RegistryError(f"invalid attachment name '{rel}'")
-            files[rel] = data
-        record = {
-            "created_at": utc_now(),
-            "model_format": model_format,
-            "files": {rel: sha256_bytes(data) for rel, data in sorted(files.items())},
-            "lineage": lineage,
-            "metrics": metrics,
-        }
-        number = self._publish(name, files, record, version)
+        if spec is None:
+            spec = json.loads(attachments["spec.json"]) if "spec.json" in attachments else {}
+        created_at = utc_now()
+
+        def files_for(number: int) -> tuple[dict[str, bytes], dict]:
+            manifest = model_dir_layout.build_manifest(
+                model_files, model=name, version=number, model_format=model_format, spec=spec,
+                libraries=lineage.get("libraries") or {}, lineage=lineage)
+            files = {f"{MODEL_DIR}/{rel}": data for rel, data in model_files.items()}
+            files[f"{MODEL_DIR}/{model_dir_layout.MANIFEST_FILE}"] = manifest.to_json().encode()
+            files.update(attachments)
+            record = {
+                "created_at": created_at,
+                "model_format": model_format,
+                "layout": model_dir_layout.LAYOUT,
+                "files": {rel: sha256_bytes(data) for rel, data in sorted(files.items())},
+                "lineage": lineage,
+                "metrics": metrics,
+            }
+            return files, record
+
+        number = self._publish(name, files_for, version)
         self._commit(name, lambda entries: _fields(
             name, "register", actor, reason, to_version=number, from_version=lineage.get("parent_version"),
             evidence={"run_id": lineage.get("run_id"), "metrics": metrics},

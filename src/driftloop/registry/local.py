@@ -2,8 +2,9 @@
 
 Layout under the root::
 
-    models/<name>/versions/<n>/model/model.joblib   the directory KServe would serve
-    models/<name>/versions/<n>/version.json         checksums, lineage, metrics (never inside model/)
+    models/<name>/versions/<n>/model/model.joblib   the directory KServe serves (storageUri)
+    models/<name>/versions/<n>/model/driftloop-model.json   its manifest: spec, libraries, file hashes
+    models/<name>/versions/<n>/version.json         checksums of every file, lineage, metrics
     models/<name>/versions/<n>/<attachments>        spec.json, profile.json, model_card.md, …
     models/<name>/audit.jsonl                       append-only, hash-chained; aliases are its replay
     models/<name>/audit.head                        seq and hash of the newest entry (detects deletions)
@@ -11,7 +12,8 @@ Layout under the root::
 
 A version is written completely under ``.staging`` and then renamed to ``versions/<n>``: a directory
 rename is atomic and fails if ``<n>`` already exists, so a crash leaves nothing visible and two
-writers can never share a number (the loser retries with the next one). Audit appends hold an
+writers can never share a number (the loser writes its version again under the next one, since the
+manifest names the number). Audit appends hold an
 exclusive ``flock`` on the model's ``.lock`` file.
 """
 
@@ -33,6 +35,7 @@ from driftloop.registry.base import (
     VERSION_FILE,
     AuditEntry,
     EntryBuilder,
+    FilesBuilder,
     ModelRegistry,
     chain_entry,
     check_model_name,
@@ -54,7 +57,29 @@ class LocalRegistry(ModelRegistry):
 
     # -- versions -----------------------------------------------------------------------------
 
-    def _publish(self, name: str, files: dict[str, bytes], record: dict, version: int | None) -> int:
+    def _publish(self, name: str, files_for: FilesBuilder, version: int | None) -> int:
+        versions = self._model_root(name) / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        while True:
+            number = version if version is not None else max(self._all_numbers(name), default=0) + 1
+            staging = self._stage(name, *files_for(number))
+            try:
+                os.rename(staging, versions / str(number))
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                if version is not None:
+                    raise VersionExistsError(f"{name} v{version} already exists; versions are immutable") from None
+                continue  # another writer took the number; the files name it, so build them again
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            _fsync_dir(versions)
+            return number
+
+    def _stage(self, name: str, files: dict[str, bytes], record: dict) -> Path:
+        """Writes a complete version under ``.staging`` (never listed) and returns its directory."""
         staging = self._model_root(name) / ".staging" / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
@@ -66,26 +91,10 @@ class LocalRegistry(ModelRegistry):
             for path in staging.rglob("*"):
                 if path.is_file():
                     path.chmod(0o444)  # immutable by convention and, for careless hands, by mode
-            return self._rename_into_place(name, staging, version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-    def _rename_into_place(self, name: str, staging: Path, version: int | None) -> int:
-        versions = self._model_root(name) / "versions"
-        versions.mkdir(parents=True, exist_ok=True)
-        while True:
-            number = version if version is not None else max(self._all_numbers(name), default=0) + 1
-            try:
-                os.rename(staging, versions / str(number))
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                if version is not None:
-                    raise VersionExistsError(f"{name} v{version} already exists; versions are immutable") from None
-                continue
-            _fsync_dir(versions)
-            return number
+        return staging
 
     def _all_numbers(self, name: str) -> list[int]:
         versions = self._model_root(name) / "versions"

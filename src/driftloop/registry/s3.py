@@ -3,7 +3,8 @@
 Layout under ``s3://<bucket>/<prefix>/``::
 
     models/<name>/versions/<n>/.claim               created first, with If-None-Match: *
-    models/<name>/versions/<n>/model/model.joblib   KServe's storageUri points at .../model
+    models/<name>/versions/<n>/model/model.joblib   KServe's storageUri points at .../model/
+    models/<name>/versions/<n>/model/driftloop-model.json   the model directory's manifest
     models/<name>/versions/<n>/<attachments>
     models/<name>/versions/<n>/version.json         written last: the version exists once it does
     models/<name>/audit/<seq>.json                  one object per entry, created with If-None-Match: *
@@ -27,6 +28,7 @@ from driftloop.registry.base import (
     VERSION_FILE,
     AuditEntry,
     EntryBuilder,
+    FilesBuilder,
     ModelRegistry,
     chain_entry,
     check_model_name,
@@ -131,8 +133,9 @@ class S3Registry(ModelRegistry):
         names = [k[len(base):].strip("/") for k in self._list(base)]
         return [int(n) for n in names if n.isdigit()]
 
-    def _publish(self, name: str, files: dict[str, bytes], record: dict, version: int | None) -> int:
+    def _publish(self, name: str, files_for: FilesBuilder, version: int | None) -> int:
         number = self._claim(name, version)
+        files, record = files_for(number)
         for rel, data in files.items():
             self._put(self._version_key(name, number, rel), data)
         if not self._put(self._version_key(name, number, VERSION_FILE),
@@ -170,7 +173,9 @@ class S3Registry(ModelRegistry):
         return data
 
     def _storage_uri(self, name: str, version: int) -> str:
-        return f"s3://{self.bucket}/{self._version_key(name, version, MODEL_DIR)}"
+        # The trailing slash matters: KServe's storage initializer copies every key with this string
+        # prefix, and ".../model" is also a prefix of a sibling ".../model_card.md".
+        return f"s3://{self.bucket}/{self._version_key(name, version, MODEL_DIR)}/"
 
     def _model_names(self) -> list[str]:
         base = self._key("models") + "/"

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from driftloop import steps
-from driftloop.errors import ConfigError
+from driftloop.ct_params import CTParams
 from driftloop.runners import kfp_local_compat
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -31,34 +31,6 @@ _USER_ERROR = re.compile(r"^driftloop\.errors\.\w+: (.+)$")
 _ANY_ERROR = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 # kfp.local reads these from the component interface; they are our task names.
 TASKS = ("load-and-validate", "train-model", "evaluate-model", "register-model", "deploy-model")
-
-
-@dataclass
-class CTParams:
-    """The CT pipeline's parameters (the same names as the pipeline's inputs)."""
-
-    data_uri: str
-    target: str
-    model_name: str = "churn"
-    spec_json: str = ""
-    id_column: str = ""
-    timestamp_column: str = ""
-    estimator: str = "logistic_regression"
-    estimator_params: dict = field(default_factory=dict)
-    test_size: float = 0.25
-    seed: int = 42
-    gate_metric: str = "roc_auc"
-    min_gate_value: float = 0.6
-    max_regression: float = 0.01
-    canary_percent: int = 10
-    rollout_gateway: str = ""
-    rollout_interval: float = 30.0
-    rollout_monitor: str = ""
-    rollout_policy: dict = field(default_factory=dict)
-    triggered_by: str = "manual"
-
-    def arguments(self, registry_uri: str) -> dict:
-        return {**asdict(self), "registry_uri": registry_uri}
 
 
 @dataclass
@@ -148,7 +120,7 @@ def run_ct_pipeline(
     Args:
         params: Pipeline parameters.
         home: driftloop's working directory; runs go to ``<home>/runs``.
-        registry_uri: The registry; defaults to ``<home>/registry``.
+        registry_uri: The registry (replaces ``params.registry_uri``); defaults to ``<home>/registry``.
         on_event: Called for each task event (progress display).
     """
     from kfp import local
@@ -156,9 +128,7 @@ def run_ct_pipeline(
     from driftloop.pipelines.ct_pipeline import build_ct_pipeline
 
     home = Path(home).resolve()
-    registry_uri = registry_uri or str(home / "registry")
-    if not params.data_uri or not params.target:
-        raise ConfigError("a CT run needs a data URI and a target column")
+    params = params.with_values(registry_uri=registry_uri or str(home / "registry"))
     pipeline_root = home / "runs"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     kfp_local_compat.install()
@@ -174,14 +144,14 @@ def run_ct_pipeline(
             # The project image's name holds no "python"; kfp.local warns about that. Locally the
             # "image" is this environment, which is exactly what the image contains.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-            pipeline(**params.arguments(registry_uri))
+            pipeline(**params.arguments())
     run_dirs = sorted(p for p in pipeline_root.iterdir() if p.is_dir() and p.name not in before)
     run_dir = run_dirs[-1] if run_dirs else pipeline_root
     final_log = run_dir / "pipeline.log"
     log_path.replace(final_log)
     summary = _summarise(params, run_dir, final_log, tee.events, time.monotonic() - started)
     version = summary.version
-    steps.record_outcome(registry_uri, params.model_name, run_dir.name, summary.state, summary.error or "",
+    steps.record_outcome(params.registry_uri, params.model_name, run_dir.name, summary.state, summary.error or "",
                          version=version)
     return summary
 

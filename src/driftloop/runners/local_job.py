@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from driftloop.ct_params import CTParams
 from driftloop.errors import DriftloopError
-from driftloop.runners.local import CTParams, run_ct_pipeline
+from driftloop.runners.local import run_ct_pipeline
 from driftloop.settings import Settings
 
 

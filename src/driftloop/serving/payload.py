@@ -1,7 +1,7 @@
 """Turning KServe V1 and V2 request payloads into a typed feature DataFrame, or a clear 400.
 
-V1 ``{"instances": [...]}`` takes dicts (feature name → value; KServe turns these into a DataFrame)
-or lists in the spec's feature order. V2 (Open Inference Protocol) takes ``parameters.content_type: pd``
+V1 ``{"instances": [...]}`` takes records (feature name → value), KServe's column lists (feature name → list
+of values, as KServe's sklearn runtime requires), lists of records, or lists in the spec's feature order. V2 (Open Inference Protocol) takes ``parameters.content_type: pd``
 with one input per feature, or a single 2-D numeric tensor in feature order.
 """
 
@@ -24,39 +24,98 @@ def frame_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> pd.Da
     """The request's rows as a DataFrame with the spec's features, typed; raises InvalidInput."""
     if isinstance(payload, InferRequest):
         frame = _frame_from_v2(payload, spec)
+        _check_size(len(frame))
         columns, n_rows = frame.to_dict(orient="list"), len(frame)
     elif isinstance(payload, dict):
         columns, n_rows = _columns_from_v1(payload, spec)
     else:
         raise InvalidInput("request body must be a JSON object")
-    if n_rows == 0:
-        raise InvalidInput("empty batch: send at least one instance")
-    if n_rows > MAX_INSTANCES:
-        raise InvalidInput(f"batch of {n_rows} instances is larger than the limit of {MAX_INSTANCES}")
     return _typed(columns, n_rows, spec)
 
 
+def _check_size(n_rows: int) -> None:
+    if n_rows == 0:
+        raise InvalidInput("empty batch: send at least one instance")
+    if n_rows > MAX_INSTANCES:
+        raise InvalidInput(f"batch of {n_rows} rows is larger than the limit of {MAX_INSTANCES}")
+
+
 def _columns_from_v1(payload: dict, spec: DatasetSpec) -> tuple[dict[str, list], int]:
-    """Column lists from V1 instances; building them directly skips an intermediate DataFrame."""
+    """Column lists from V1 instances, in every shape KServe's runtimes take.
+
+    An instance is a record (``{"age": 53, …}``), KServe's column lists (``{"age": [53, 61], …}``, one or more
+    rows — what KServe's sklearn runtime requires for mixed types), a list of records, or a list of values in
+    the spec's feature order. The row count and every key are checked before any column is built, so a huge
+    or malformed body is refused cheaply.
+    """
     key = "instances" if "instances" in payload else "inputs" if "inputs" in payload else None
     if key is None:
         raise InvalidInput('V1 requests need "instances": a list of feature dicts or feature lists')
     instances = payload[key]
     if not isinstance(instances, list):
         raise InvalidInput(f'"{key}" must be a list')
-    if not instances:
-        raise InvalidInput("empty batch: send at least one instance")
+    _check_size(len(instances))  # at least one row per instance
     names = spec.feature_names
-    if all(isinstance(row, dict) for row in instances):
-        seen = set().union(*(row.keys() for row in instances))
-        # A key absent from some instances is missing there (pandas would make it NaN too).
-        return {name: [row.get(name) for row in instances] for name in seen}, len(instances)
-    if all(isinstance(row, list) for row in instances):
-        for i, row in enumerate(instances):
-            if len(row) != len(names):
-                raise InvalidInput(f"instance {i} has {len(row)} values; the model takes {len(names)}: {', '.join(names)}")
-        return {name: [row[j] for row in instances] for j, name in enumerate(names)}, len(instances)
-    raise InvalidInput("each instance must be an object (feature → value) or a list in feature order, not mixed")
+    known = set(names)
+    blocks: list[tuple[str, Any, int]] = []  # (shape, instance, rows)
+    n_rows = 0
+    seen: set[str] = set()  # a feature no row names at all is a client's mistake, not a missing value
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            _check_keys(instance, known, i)
+            seen.update(instance)
+            lengths = {len(v) for v in instance.values() if isinstance(v, list)}
+            if not lengths:
+                blocks.append(("record", instance, 1))
+                n_rows += 1
+            elif len(lengths) == 1 and all(isinstance(v, list) for v in instance.values()):
+                rows = lengths.pop()
+                blocks.append(("columns", instance, rows))
+                n_rows += rows
+            else:
+                raise InvalidInput(f"instance {i}: give every feature one value, or every feature a list of the same "
+                                   "length (KServe's column format), not a mix")
+        elif isinstance(instance, list) and instance and all(isinstance(r, dict) for r in instance):
+            for record in instance:
+                _check_keys(record, known, i)
+                seen.update(record)
+            blocks.append(("records", instance, len(instance)))
+            n_rows += len(instance)
+        elif isinstance(instance, list):
+            if len(instance) != len(names):
+                raise InvalidInput(f"instance {i} has {len(instance)} values; the model takes {len(names)}: "
+                                   f"{', '.join(names)}")
+            blocks.append(("values", instance, 1))
+            n_rows += 1
+            seen.update(known)
+        else:
+            raise InvalidInput(f"instance {i} must be an object (feature → value or feature → list of values) or "
+                               "a list of values in feature order")
+        if n_rows > MAX_INSTANCES:
+            break
+    _check_size(n_rows)
+    missing = [name for name in names if name not in seen]
+    if missing:
+        raise InvalidInput(f"missing feature(s): {', '.join(missing)}")
+    columns: dict[str, list] = {name: [] for name in names}
+    for shape, instance, rows in blocks:
+        for j, name in enumerate(names):
+            column = columns[name]
+            if shape == "record":
+                column.append(instance.get(name))  # absent is missing, as pandas would make it
+            elif shape == "columns":
+                column.extend(instance[name] if name in instance else [None] * rows)
+            elif shape == "records":
+                column.extend(record.get(name) for record in instance)
+            else:
+                column.append(instance[j])
+    return columns, n_rows
+
+
+def _check_keys(record: dict, known: set[str], i: int) -> None:
+    unknown = [str(k) for k in record if k not in known]
+    if unknown:
+        raise InvalidInput(f"instance {i}: unknown feature(s): {', '.join(sorted(unknown)[:10])}")
 
 
 def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:

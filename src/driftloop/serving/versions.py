@@ -1,4 +1,4 @@
-"""A registry version loaded for serving: checksums verified first, then the Pipeline unpickled."""
+"""A registry version loaded for serving: every file checked against its sha256 first, then the Pipeline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from driftloop import model_dir
 from driftloop.data import DatasetSpec
 from driftloop.registry import ModelRegistry
-from driftloop.training import load_model
 
 
 @dataclass(frozen=True)
@@ -25,15 +25,30 @@ class ServedVersion:
 
     @classmethod
     def load(cls, registry: ModelRegistry, name: str, version: int) -> ServedVersion:
-        """Fetches the model directory (every file checked against its sha256) and loads it.
+        """Fetches the model directory (every file checked against the registry's sha256) and loads it.
+
+        Layout-2 directories are loaded from their own manifest (hashes and library versions checked, as the
+        cluster runtime does); layout-1 versions take their spec from the registry.
 
         Raises:
             IntegrityError: a stored file does not match its checksum; nothing is loaded.
+            IncompatibleModelError: the model was trained with another scikit-learn/XGBoost minor version.
         """
-        spec = DatasetSpec.from_json(registry.read_file(name, version, "spec.json").decode())
         with tempfile.TemporaryDirectory(prefix="driftloop-serve-") as tmp:
-            pipeline = load_model(registry.fetch_model(name, version, Path(tmp)))
-        return cls(name, version, spec, pipeline)
+            directory = registry.fetch_model(name, version, Path(tmp))
+            if registry.get_version(name, version).layout >= 2:
+                return cls.from_directory(directory)
+            spec = DatasetSpec.from_json(registry.read_file(name, version, "spec.json").decode())
+            import joblib
+
+            return cls(name, version, spec, joblib.load(directory / model_dir.MODEL_FILENAME))
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> ServedVersion:
+        """Loads a self-contained model directory (what KServe's storage initializer leaves at /mnt/models)."""
+        loaded = model_dir.load(directory)
+        manifest = loaded.manifest
+        return cls(manifest.model, manifest.version, DatasetSpec.from_dict(manifest.spec), loaded.pipeline)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""

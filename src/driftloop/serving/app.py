@@ -1,0 +1,136 @@
+"""The HTTP app every driftloop model server shares: the local gateway and the KServe runtime.
+
+KServe's own V1 and V2 endpoints over a :class:`kserve.ModelServer`'s data plane, mounted on a FastAPI app of
+our own (``ModelServer.start`` binds 0.0.0.0 and shares one global app per process), with ``/metrics``, a
+body limit, KServe's model-repository endpoints closed, and every user mistake answered 4xx with
+``{"error": "..."}`` in one log line instead of KServe's traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from kserve import ModelServer
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+from prometheus_client import REGISTRY, generate_latest
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from driftloop.serving.metrics import GatewayMetrics
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+log = logging.getLogger(__name__)
+
+
+def inference_app(title: str, server: ModelServer, metrics: GatewayMetrics, lifespan,
+                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """KServe's V1/V2 REST endpoints for ``server``'s models, with driftloop's metrics and error handling."""
+    # KServe's endpoints still name ORJSONResponse, which FastAPI now flags on every request.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # What serves is decided by the deployment (registry aliases, an InferenceService): KServe's repository
+    # load/unload endpoints would let any client (a web page, even) unload a model. This route, added
+    # first, answers for them.
+    app.add_api_route("/v2/repository/{rest:path}", _repository_not_exposed, methods=["GET", "POST"])
+    register_v1_endpoints(app, server.dataplane, server.model_repository_extension)
+    register_v2_endpoints(app, server.dataplane, server.model_repository_extension)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = generate_latest(REGISTRY) + generate_latest(metrics.registry)
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_exception_handler(InvalidInput, _error_handler(400))
+    app.add_exception_handler(ModelNotFound, _error_handler(404))
+    app.add_exception_handler(ModelNotReady, _error_handler(503))
+    app.add_exception_handler(InferenceError, _error_handler(500, logging.ERROR))
+    app.add_exception_handler(NotImplementedError, _error_handler(501))
+    app.add_exception_handler(ValueError, _error_handler(400))  # e.g. KServe parsing a bad header
+    app.add_exception_handler(RequestValidationError, _request_validation_handler)
+    app.add_exception_handler(json.JSONDecodeError, _json_error_handler)
+    app.add_exception_handler(UnicodeDecodeError, _json_error_handler)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+async def _repository_not_exposed(rest: str) -> JSONResponse:
+    return JSONResponse(status_code=404, content={
+        "error": "model repository operations are not exposed: what serves is the deployment's decision"})
+
+
+def _error_handler(status: int, level: int = logging.INFO):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        return JSONResponse(status_code=status, content={"error": str(exc)})
+
+    return handle
+
+
+async def _request_validation_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = first.get("msg", "invalid request")
+    return JSONResponse(status_code=422, content={"error": f"invalid request: {where}: {message}" if where else message})
+
+
+async def _json_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=400, content={"error": f"invalid JSON body: {exc}"})
+
+
+class BodyLimit:
+    """Answers 413 to bodies over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        seen = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except ClientDisconnect:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"error": f"request body is larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

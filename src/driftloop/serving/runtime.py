@@ -1,0 +1,78 @@
+"""driftloop's serving runtime for KServe: the project image as a KServe model server.
+
+``python -m driftloop.serving.runtime --model_name=<isvc> --model_dir=/mnt/models --http_port=8080`` — the
+command the ``driftloop`` ServingRuntime (manifests/base) runs. It loads the self-contained model directory
+KServe's storage initializer left at ``--model_dir``, checking every file against the manifest and the
+training libraries' minor versions before unpickling anything, then serves it with the same model class and
+app as the local gateway (:class:`~driftloop.serving.routed_model.RoutedModel`, one version, no split):
+KServe V1 (records, KServe's column lists, positional lists) and V2, ``/metrics`` per version, errors as
+4xx JSON. A model it cannot load faithfully stops it with one line on stderr, so KServe marks the revision
+failed and it never takes traffic.
+
+Flags are KServe's own (``kserve.model_server.parser``: ``--http_port``, ``--model_name`` …) plus
+``--model_dir``, ``--host`` and ``--max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+
+from driftloop.errors import DriftloopError
+
+EXIT_CANNOT_SERVE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve.model_server import parser as kserve_parser
+
+    from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES
+
+    parser = argparse.ArgumentParser(prog="driftloop-runtime", parents=[kserve_parser], conflict_handler="resolve",
+                                     description="driftloop's KServe model server")
+    parser.add_argument("--model_dir", required=True, help="the model directory (KServe's /mnt/models)")
+    # Knative's queue-proxy and KServe's agent reach the server on localhost; Standard mode's Service reaches
+    # the pod's address, for which the ServingRuntime passes --host=0.0.0.0 explicitly.
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, _ = build_parser().parse_known_args(argv)  # KServe's runtimes accept flags they do not use
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from driftloop.serving.versions import ServedVersion
+
+    try:
+        version = ServedVersion.from_directory(args.model_dir)
+    except (DriftloopError, OSError) as exc:
+        print(f"driftloop-runtime: error: cannot serve {args.model_dir}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_SERVE
+    import uvicorn
+    from kserve import ModelServer
+    from kserve.model_repository import ModelRepository
+
+    from driftloop.serving.app import inference_app
+    from driftloop.serving.metrics import GatewayMetrics
+    from driftloop.serving.routed_model import RoutedModel
+
+    metrics = GatewayMetrics()
+    server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
+    server.register_model(RoutedModel(args.model_name, version, metrics))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+
+    app = inference_app("driftloop runtime", server, metrics, lifespan, args.max_body_bytes)
+    print(f"driftloop-runtime: serving {version.name} v{version.version} as '{args.model_name}' on "
+          f"http://{args.host}:{args.http_port}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

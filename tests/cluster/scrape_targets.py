@@ -25,6 +25,13 @@ class ScrapeTargets:
         self._last: str | None = None
         self.publish([])
 
+    def move_to(self, path: Path) -> None:
+        """Publishes to ``path`` from now on (e.g. into the ``prometheus`` fixture's ``targets_dir``)."""
+        with self._lock:
+            old, self.path, text, self._last = self.path, path, self._last, None
+            old.unlink(missing_ok=True)
+        self.publish(json.loads(text or "[]"))
+
     def publish(self, groups: list[dict]) -> None:
         """Writes ``[{"targets": ["127.0.0.1:port"], "labels": {...}}, ...]`` if it changed."""
         text = json.dumps(sorted(groups, key=lambda g: (g["labels"].get("pod", ""), g["targets"])), indent=1)

@@ -17,7 +17,11 @@ from kubernetes import client as kube
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from ..cluster.fixtures import stand_in_serving_runtime, upload_stand_in_model
+from driftloop import synthetic
+from driftloop.registry import open_registry
+
+from ..cluster.fixtures import driftloop_serving_runtime, stand_in_serving_runtime, upload_stand_in_model
+from ..conftest import register_trained
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 pytestmark = pytest.mark.timeout(300)
@@ -289,3 +293,46 @@ def test_api_server_speaks_kubernetes(kserve_cluster, kserve_namespace, api, mod
                 if r.method == "PATCH" and r.path == f"/apis/{GROUP}/{VERSION}/namespaces/{kserve_namespace}/{PLURAL}/churn"]
     assert [r.content_type for r in recorded][:2] == ["application/merge-patch+json", "application/json-patch+json"]
     assert recorded[1].body == [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 10}]
+
+
+def _runtime_requests(cluster, namespace: str) -> collections.Counter:
+    """``driftloop_requests_total{outcome="ok"}`` per version, scraped from every runtime target of ``namespace``."""
+    counts: collections.Counter = collections.Counter()
+    for target in json.loads(cluster.scrape_targets.path.read_text()):
+        if target["labels"]["namespace"] != namespace or "deployment" not in target["labels"]:
+            continue
+        for line in httpx.get(f"http://{target['targets'][0]}/metrics").text.splitlines():
+            if line.startswith("driftloop_requests_total{") and 'outcome="ok"' in line:
+                version = line.split('version="', 1)[1].split('"', 1)[0]
+                counts[version] += int(float(line.split()[-1]))
+    return counts
+
+
+def test_the_real_runtime_serves_registered_versions_through_a_canary(kserve_cluster, kserve_namespace, s3_server,
+                                                                       tmp_path) -> None:
+    # CONTRACT.md: the driftloop ServingRuntime runs `python -m driftloop.serving.runtime` on the model directory
+    # KServe's storage initializer copies from the registry's storageUri.
+    registry = open_registry(f"s3://emu-{uuid.uuid4().hex[:10]}/registry", s3_server.settings())
+    registry.ensure_bucket()
+    frame = synthetic.generate(600, seed=1)
+    v1, v2 = (register_trained(registry, tmp_path, frame, seed=seed) for seed in (1, 2))
+    api = kube.CustomObjectsApi(kserve_cluster.api_client())
+    api.create_namespaced_custom_object(GROUP, "v1alpha1", kserve_namespace, "servingruntimes",
+                                        driftloop_serving_runtime(kserve_namespace))
+    api.create_namespaced_custom_object(GROUP, VERSION, kserve_namespace, PLURAL,
+                                        _isvc(kserve_namespace, v1.storage_uri))
+    assert _condition(_settled(kserve_cluster, kserve_namespace), "Ready")["status"] == "True"
+    _patch(api, kserve_namespace, {"spec": {"predictor": {"canaryTrafficPercent": 50, "model": {
+        "storageUri": v2.storage_uri}}}})
+    isvc = _settled(kserve_cluster, kserve_namespace)
+    assert _condition(isvc, "Ready")["status"] == "True", isvc["status"]
+
+    features = frame.drop(columns=[synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN])
+    rows = json.loads(features.head(2).to_json(orient="records", date_format="iso"))
+    body = json.dumps({"instances": rows})
+    with httpx.Client(base_url=kserve_cluster.ingress_url, timeout=30,
+                      headers={"Host": kserve_cluster.host(kserve_namespace, "churn")}) as http:
+        answers = [http.post("/v1/models/churn:predict", content=body, headers={"Content-Type": "application/json"})
+                   for _ in range(20)]
+    assert all(a.status_code == 200 and len(a.json()["predictions"]) == 2 for a in answers), answers[0].text
+    assert _runtime_requests(kserve_cluster, kserve_namespace) == {str(v1.version): 10, str(v2.version): 10}

@@ -331,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
         ns = namespace or ""
         if name is None:
             if self.command == "GET":
-                if query.get("watch") in ("true", "1"):
+                if query.get("watch") in ("1", "t", "T", "TRUE", "true", "True"):  # Go's strconv.ParseBool
                     return self._watch(res, namespace, query)
                 return self._send(200, self.api.list(res, namespace, query))
             if self.command == "POST" and (namespace is not None or not res.rtype.namespaced):

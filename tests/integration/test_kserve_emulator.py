@@ -7,6 +7,7 @@ the emulated ingress, and are driven through the official kubernetes client like
 from __future__ import annotations
 
 import collections
+import io
 import json
 import time
 import uuid
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from kubernetes import client as kube
 from kubernetes import config as kube_config
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from driftloop import synthetic
@@ -99,6 +101,9 @@ def test_first_rollout_ignores_canary_traffic_percent(kserve_cluster, kserve_nam
     assert _predictor(isvc)["latestRolledoutRevision"] == "churn-predictor-00001"
     assert isvc["status"]["url"] == f"http://churn.{kserve_namespace}.example.com"
     assert _versions(kserve_cluster, kserve_namespace, 10) == {1: 10}
+    path_form = httpx.post(f"{kserve_cluster.url(kserve_namespace, 'churn')}/v1/models/churn:predict",
+                           json={"instances": [[1.0]]})
+    assert path_form.json() == {"predictions": [1]}
 
 
 def test_serverless_canary_split_promote_and_roll_back(kserve_cluster, kserve_namespace, api, models) -> None:
@@ -249,6 +254,13 @@ def test_api_server_speaks_kubernetes(kserve_cluster, kserve_namespace, api, mod
     created = custom.create_namespaced_custom_object(GROUP, VERSION, kserve_namespace, PLURAL,
                                                      _isvc(kserve_namespace, models(1)))
     meta = created["metadata"]
+    watching = watch.Watch()  # as a client waits for readiness: a watch with a field selector
+    for event in watching.stream(custom.list_namespaced_custom_object, GROUP, VERSION, kserve_namespace, PLURAL,
+                                 field_selector="metadata.name=churn", timeout_seconds=60):
+        if "status" in event["object"] and _condition(event["object"], "Ready").get("status") == "True":
+            watching.stop()
+    assert _condition(custom.get_namespaced_custom_object(GROUP, VERSION, kserve_namespace, PLURAL, "churn"),
+                      "Ready")["status"] == "True"
     assert meta["generation"] == 1 and meta["uid"] and meta["creationTimestamp"] and meta["resourceVersion"]
     # KServe's defaulter normalises the legacy mode name (inference_service_defaults.go)
     assert meta["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
@@ -295,6 +307,31 @@ def test_api_server_speaks_kubernetes(kserve_cluster, kserve_namespace, api, mod
     assert recorded[1].body == [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 10}]
 
 
+def test_storage_initializer_downloads_by_string_prefix(s3_server, tmp_path) -> None:
+    # kserve_storage.py _download_s3: the listing uses the key *prefix*, so ".../model" also matches
+    # ".../model_card.md" (saved as "_card.md"); a prefix equal to an object key fetches only that object.
+    from ..cluster import storage_initializer
+
+    client = s3_server.settings().client()
+    bucket = f"emu-{uuid.uuid4().hex[:10]}"
+    client.make_bucket(bucket)
+    for key in ("m/model/a.pkl", "m/model/sub/b.json", "m/model_card.md", "m/model/empty", "m/other"):
+        data = b"" if key.endswith("empty") else key.encode()
+        client.put_object(bucket, key, io.BytesIO(data), len(data))
+
+    def files(uri: str) -> set[str]:
+        target = tmp_path / uuid.uuid4().hex
+        target.mkdir()
+        storage_initializer.download(uri, target, s3_server.settings())
+        return {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()}
+
+    assert files(f"s3://{bucket}/m/model") == {"a.pkl", "sub/b.json", "_card.md"}
+    assert files(f"s3://{bucket}/m/model/") == {"a.pkl", "sub/b.json"}
+    assert files(f"s3://{bucket}/m/model/a.pkl") == {"a.pkl"}
+    with pytest.raises(storage_initializer.StorageError, match="No model found in m/nothing"):
+        files(f"s3://{bucket}/m/nothing")
+
+
 def _runtime_requests(cluster, namespace: str) -> collections.Counter:
     """``driftloop_requests_total{outcome="ok"}`` per version, scraped from every runtime target of ``namespace``."""
     counts: collections.Counter = collections.Counter()
@@ -309,7 +346,7 @@ def _runtime_requests(cluster, namespace: str) -> collections.Counter:
 
 
 def test_the_real_runtime_serves_registered_versions_through_a_canary(kserve_cluster, kserve_namespace, s3_server,
-                                                                       tmp_path) -> None:
+                                                                       prometheus, tmp_path) -> None:
     # CONTRACT.md: the driftloop ServingRuntime runs `python -m driftloop.serving.runtime` on the model directory
     # KServe's storage initializer copies from the registry's storageUri.
     registry = open_registry(f"s3://emu-{uuid.uuid4().hex[:10]}/registry", s3_server.settings())
@@ -336,3 +373,18 @@ def test_the_real_runtime_serves_registered_versions_through_a_canary(kserve_clu
                    for _ in range(20)]
     assert all(a.status_code == 200 and len(a.json()["predictions"]) == 2 for a in answers), answers[0].text
     assert _runtime_requests(kserve_cluster, kserve_namespace) == {str(v1.version): 10, str(v2.version): 10}
+
+    # A real Prometheus scraping the published file_sd targets sees both series families with the PodMonitor labels.
+    kserve_cluster.scrape_targets.move_to(prometheus.targets_dir / "kserve-emulator.json")
+    targets = json.loads(kserve_cluster.scrape_targets.path.read_text())
+    prometheus.wait_for_targets_up({f"http://{t['targets'][0]}/metrics" for t in targets
+                                    if t["labels"]["namespace"] == kserve_namespace})
+    time.sleep(2 * prometheus.scrape_interval)  # one more scrape after discovery
+    by_revision = prometheus.query("sum by (revision) (kn_serving_invocation_duration_seconds_count"
+                                   f'{{namespace="{kserve_namespace}"}})')
+    assert {r["metric"]["revision"]: float(r["value"][1]) for r in by_revision} == {
+        "churn-predictor-00001": 10.0, "churn-predictor-00002": 10.0}
+    by_version = prometheus.query(f'sum by (version, deployment) (driftloop_requests_total{{namespace="{kserve_namespace}"'
+                                  ', outcome="ok"})')
+    assert {(r["metric"]["deployment"], r["metric"]["version"]) for r in by_version} == {
+        ("churn-predictor-00001-deployment", str(v1.version)), ("churn-predictor-00002-deployment", str(v2.version))}

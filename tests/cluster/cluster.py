@@ -219,13 +219,15 @@ class KServeCluster:
                 if instance is None or instance.pod.phase.value == "Terminated":
                     continue
                 pod = instance.pod
-                groups.append(queue_proxy_target(instance.metrics.port, ksvc.namespace, revision.name, ksvc.name,
-                                                 pod.name))
+                groups.append(queue_proxy_target(instance.metrics.port, ksvc.namespace, ksvc.owner, revision.name,
+                                                 ksvc.name, pod.name))
                 if pod.running:
-                    groups.append(runtime_target(pod.port, ksvc.namespace, f"{revision.name}-deployment", pod.name))
+                    groups.append(runtime_target(pod.port, ksvc.namespace, ksvc.owner, f"{revision.name}-deployment",
+                                                 pod.name, revision.name))
         for deployment in list(self.controller.deployments.values()):
             for pod in deployment.pods:
                 if pod.running:
-                    groups.append(runtime_target(pod.port, deployment.namespace, deployment.name, pod.name))
+                    groups.append(runtime_target(pod.port, deployment.namespace, deployment.owner, deployment.name,
+                                                 pod.name))
         self.scrape_targets.publish(groups)
         self._pods = [p for p in self._pods if p.phase.value != "Terminated"]

@@ -1,13 +1,16 @@
-"""Prometheus ``file_sd`` targets for every live pod, labelled as the project's PodMonitors would label them.
+"""Prometheus ``file_sd`` targets for every live pod, labelled as the project's PodMonitors label them.
 
-A PodMonitor's relabelling turns pod metadata into target labels; the emulator writes the result directly as a
-file_sd JSON list (Prometheus ``discovery/file``), rewritten atomically whenever a pod starts or stops:
+The PodMonitors of ``manifests/components/observability/runtime-podmonitors.yaml`` turn pod metadata into target
+labels; the emulator writes the result directly as a file_sd JSON list (Prometheus ``discovery/file``),
+rewritten atomically whenever a pod starts or stops:
 
-- Serverless queue-proxy (one per revision pod; Knative's ``:9091/metrics``): ``namespace``, ``revision``,
-  ``configuration``, ``service`` (the Knative Service) and ``pod``;
-- every runtime process's own ``/metrics`` (both modes): ``namespace``, ``deployment`` (Knative names a
-  revision's Deployment ``<revision>-deployment``, knative ``pkg/reconciler/revision/resources/names``) and
-  ``pod``. The runtime's series carry ``version`` themselves.
+- Serverless queue-proxy (one per revision pod; Knative's ``:9091/metrics``): ``job=driftloop-queue-proxy``,
+  ``namespace``, ``pod``, ``inferenceservice``, ``revision``, ``deployment`` (Knative names a revision's
+  Deployment ``<revision>-deployment``, knative ``pkg/reconciler/revision/resources/names``), plus
+  ``configuration`` and ``service`` (the Knative names; no PodMonitor of the project adds them);
+- every runtime process's own ``/metrics`` (both modes): ``job=driftloop-runtime``, ``namespace``, ``pod``,
+  ``inferenceservice``, ``deployment`` and, in Serverless mode only (the pod label exists only there),
+  ``revision``. The runtime's series carry ``model`` and ``version`` themselves.
 """
 
 from __future__ import annotations
@@ -45,11 +48,16 @@ class ScrapeTargets:
             self._last = text
 
 
-def queue_proxy_target(port: int, namespace: str, revision: str, service: str, pod: str) -> dict:
+def queue_proxy_target(port: int, namespace: str, isvc: str, revision: str, service: str, pod: str) -> dict:
     return {"targets": [f"127.0.0.1:{port}"],
-            "labels": {"namespace": namespace, "revision": revision, "configuration": service, "service": service,
-                       "pod": pod}}
+            "labels": {"job": "driftloop-queue-proxy", "namespace": namespace, "pod": pod, "inferenceservice": isvc,
+                       "revision": revision, "deployment": f"{revision}-deployment", "configuration": service,
+                       "service": service}}
 
 
-def runtime_target(port: int, namespace: str, deployment: str, pod: str) -> dict:
-    return {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": namespace, "deployment": deployment, "pod": pod}}
+def runtime_target(port: int, namespace: str, isvc: str, deployment: str, pod: str, revision: str = "") -> dict:
+    labels = {"job": "driftloop-runtime", "namespace": namespace, "pod": pod, "inferenceservice": isvc,
+              "deployment": deployment}
+    if revision:
+        labels["revision"] = revision
+    return {"targets": [f"127.0.0.1:{port}"], "labels": labels}

@@ -123,17 +123,18 @@ def test_serverless_canary_split_promote_and_roll_back(kserve_cluster, kserve_na
 
     # queue-proxy counted each revision's requests (knative pkg/queue/request_metric.go), and the file_sd
     # targets carry the labels a PodMonitor would give.
-    targets = json.loads(kserve_cluster.scrape_targets.path.read_text())
-    queue_proxies = {t["labels"]["revision"]: t for t in targets if "revision" in t["labels"]}
+    targets = [t for t in json.loads(kserve_cluster.scrape_targets.path.read_text())
+               if t["labels"]["namespace"] == kserve_namespace]
+    queue_proxies = {t["labels"]["revision"]: t for t in targets if t["labels"]["job"] == "driftloop-queue-proxy"}
     counts = {}
     for revision, target in queue_proxies.items():
-        assert target["labels"]["namespace"] == kserve_namespace and target["labels"]["service"] == "churn-predictor"
+        assert target["labels"]["inferenceservice"] == "churn" and target["labels"]["service"] == "churn-predictor"
         text = httpx.get(f"http://{target['targets'][0]}/metrics").text
         line = next(x for x in text.splitlines()
                     if x.startswith('kn_serving_invocation_duration_seconds_count{http_response_status_code="200"}'))
         counts[revision] = float(line.split()[-1])
     assert counts == {"churn-predictor-00001": 85.0, "churn-predictor-00002": 20.0}
-    runtimes = [t["labels"] for t in targets if "deployment" in t["labels"]]
+    runtimes = [t["labels"] for t in targets if t["labels"]["job"] == "driftloop-runtime"]
     assert {r["deployment"] for r in runtimes} == {"churn-predictor-00001-deployment", "churn-predictor-00002-deployment"}
 
     # Promote = remove P: the latest takes 100 %, and PropagateStatus rolls latestRolledoutRevision forward.
@@ -336,7 +337,7 @@ def _runtime_requests(cluster, namespace: str) -> collections.Counter:
     """``driftloop_requests_total{outcome="ok"}`` per version, scraped from every runtime target of ``namespace``."""
     counts: collections.Counter = collections.Counter()
     for target in json.loads(cluster.scrape_targets.path.read_text()):
-        if target["labels"]["namespace"] != namespace or "deployment" not in target["labels"]:
+        if target["labels"]["namespace"] != namespace or target["labels"]["job"] != "driftloop-runtime":
             continue
         for line in httpx.get(f"http://{target['targets'][0]}/metrics").text.splitlines():
             if line.startswith("driftloop_requests_total{") and 'outcome="ok"' in line:

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ..conftest import REPO_ROOT
 from .cluster import KServeCluster
@@ -30,6 +31,7 @@ from .controller import ClusterConfig
 
 SCHEMAS = REPO_ROOT.parent / "shared" / "schemas" / "kserve"
 STAND_IN_RUNTIME = Path(__file__).with_name("stand_in_runtime.py")
+PROJECT_RUNTIME = REPO_ROOT / "manifests" / "base" / "serving-runtime.yaml"
 PROGRESS_DEADLINE = 45.0  # seconds a pod may take to become ready (Knative's default is 600)
 
 
@@ -77,9 +79,11 @@ def stand_in_serving_runtime(namespace: str, name: str = "driftloop") -> dict:
     return serving_runtime(namespace, ["python", str(STAND_IN_RUNTIME)], name)
 
 
-def driftloop_serving_runtime(namespace: str, name: str = "driftloop") -> dict:
-    """The contract's ServingRuntime running the real ``python -m driftloop.serving.runtime``."""
-    return serving_runtime(namespace, ["python", "-m", "driftloop.serving.runtime"], name)
+def driftloop_serving_runtime(namespace: str) -> dict:
+    """The project's own ServingRuntime manifest (``manifests/base/serving-runtime.yaml``) in ``namespace``."""
+    manifest = yaml.safe_load(PROJECT_RUNTIME.read_text())
+    manifest["metadata"]["namespace"] = namespace
+    return manifest
 
 
 def upload_stand_in_model(s3_settings, bucket: str, prefix: str, name: str, version: int,

@@ -9,9 +9,10 @@ would do, on loopback:
   termination message (the injector sets ``terminationMessagePolicy: FallbackToLogsOnError``);
 - ``kserve-container`` runs with its command and args: ``/mnt/models`` becomes that directory, ``python`` the
   test's interpreter, ``--http_port=<n>`` a free port, and ``--grpc_port=<free port>`` is added when absent
-  (KServe's model server opens gRPC on 8081 by default; each pod has its own network namespace in a cluster,
-  here all share 127.0.0.1). The process inherits the test's environment plus the container's ``env``
-  values and the pod's annotations as a downward-API file ``<pod dir>/podinfo/annotations``;
+  (KServe's model server opens gRPC on 8081 by default). Each pod has its own network namespace in a cluster;
+  here all share 127.0.0.1, so ``--host=0.0.0.0`` becomes ``--host=127.0.0.1``. The process inherits the
+  test's environment plus the container's ``env`` values and the pod's annotations as a downward-API file
+  ``<pod dir>/podinfo/annotations``;
 - it is ready when its readiness probe answers 200: the container's ``readinessProbe.httpGet.path`` if it has
   one, else ``GET /v2/health/ready`` (KServe's model server answers it once every model is loaded);
 - a process that exits is a terminated container with its exit code and, as ``FallbackToLogsOnError`` gives,
@@ -197,6 +198,8 @@ class Pod:
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         argv = [f"--http_port={self.port}" if a.startswith("--http_port=") else a for a in argv]
+        # a pod's 0.0.0.0 is its own network namespace; here it would be the host's, so stay on loopback
+        argv = ["--host=127.0.0.1" if a == "--host=0.0.0.0" else a for a in argv]
         if any(a.startswith("--http_port=") for a in argv) and not any(a.startswith("--grpc_port") for a in argv):
             argv.append(f"--grpc_port={free_port()}")
         env = {**os.environ, **self.extra_env}

@@ -348,8 +348,8 @@ def _runtime_requests(cluster, namespace: str) -> collections.Counter:
 
 def test_the_real_runtime_serves_registered_versions_through_a_canary(kserve_cluster, kserve_namespace, s3_server,
                                                                        prometheus, tmp_path) -> None:
-    # CONTRACT.md: the driftloop ServingRuntime runs `python -m driftloop.serving.runtime` on the model directory
-    # KServe's storage initializer copies from the registry's storageUri.
+    # CONTRACT.md: the project's ServingRuntime (manifests/base, applied as it is) runs `python -m
+    # driftloop.serving.runtime` on the model directory KServe's storage initializer copies from the registry.
     registry = open_registry(f"s3://emu-{uuid.uuid4().hex[:10]}/registry", s3_server.settings())
     registry.ensure_bucket()
     frame = synthetic.generate(600, seed=1)

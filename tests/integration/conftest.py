@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests that more than one module uses."""
+"""Fixtures of the integration tests that more than one module uses, and the emulated KServe cluster's."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ..cluster.fixtures import event_sink, kserve_cluster, kserve_namespace  # noqa: F401 - pytest fixtures
 from .manifests_render import copy_tree, render, variants
 
 

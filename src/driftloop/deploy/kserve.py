@@ -165,9 +165,8 @@ class KServeDeployment(Deployment):
             # Abort: the canary's revision keeps 0 %, the rolled-out (stable) revision takes everything back.
             return _ABORT_SERVERLESS
         patch: dict = {"canaryTrafficPercent": percent if canary is not None else None}
-        if in_spec != newest.version:  # a new version: a new revision
-            body = to_dict(predictor_spec(newest, self.config))
-            patch |= {"annotations": body["annotations"], "model": body["model"]}
+        if in_spec != newest.version:  # a new version: a new revision, with the serving settings as configured
+            patch |= _predictor_patch(predictor_spec(newest, self.config))
         return {"spec": {"predictor": patch}}
 
     def _standard_patch(self, current: dict, stable: ModelVersion, canary: ModelVersion | None,
@@ -178,8 +177,7 @@ class KServeDeployment(Deployment):
         if _annotated_version(predictor) != stable.version or predictor.get("name") != predictor_name(stable):
             # Promotion (or a roll back): the stable predictor becomes this version, under its own name, so
             # its already-running canary Deployment carries on as the stable one.
-            body = to_dict(predictor_spec(stable, self.config, named=True))
-            patch["predictor"] = {"name": body["name"], "annotations": body["annotations"], "model": body["model"]}
+            patch["predictor"] = _predictor_patch(predictor_spec(stable, self.config, named=True))
         return {"spec": patch}
 
     def _wait(self, model: str, stable: ModelVersion, canary: ModelVersion | None, canary_percent: int,
@@ -204,6 +202,14 @@ class KServeDeployment(Deployment):
                     f"{_describe_goal(stable, canary, canary_percent)} within {self.ready_timeout:.0f} s; "
                     f"it shows: {seen.describe() if seen else 'nothing'}")
             self.sleep(self.poll_interval)
+
+
+def _predictor_patch(predictor) -> dict:
+    """A merge patch that makes the predictor exactly ``predictor`` in the fields driftloop owns (a logger turned
+    off is removed, not left behind)."""
+    body = to_dict(predictor)
+    return {key: body.get(key) for key in ("name", "serviceAccountName", "annotations", "model", "logger")
+            if key in body or key == "logger"}
 
 
 # -- reading KServe's status ----------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Gateway:
         if (name, version) in self._failed:
             return None
         try:
-            return await asyncio.to_thread(ServedVersion.load, self.registry, name, version)
+            return await asyncio.to_thread(_load_warm, self.registry, name, version)
         except RegistryError as exc:
             if not isinstance(exc, IntegrityError):  # unreachable storage: try again next poll
                 log.warning("gateway: %s v%s not loaded yet: %s", name, version, exc)
@@ -144,6 +144,12 @@ class Gateway:
     def run(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         """Serves until interrupted."""
         uvicorn.run(self.app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _load_warm(registry: ModelRegistry, name: str, version: int) -> ServedVersion:
+    served = ServedVersion.load(registry, name, version)
+    served.warm_up()  # before it takes traffic: a canary's first requests must not look slow
+    return served
 
 
 def _v(version: int | None) -> str:

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         version = ServedVersion.from_directory(args.model_dir)
+        version.warm_up()  # before the port opens: readiness means ready to answer at full speed
     except (DriftloopError, OSError) as exc:
         print(f"driftloop-runtime: error: cannot serve {args.model_dir}: {exc}", file=sys.stderr)
         return EXIT_CANNOT_SERVE

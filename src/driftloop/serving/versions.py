@@ -50,6 +50,11 @@ class ServedVersion:
         manifest = loaded.manifest
         return cls(manifest.model, manifest.version, DatasetSpec.from_dict(manifest.spec), loaded.pipeline)
 
+    def warm_up(self) -> None:
+        """Scores one row with every feature missing, so the first caller does not pay for lazy imports and
+        first-call set-up (a cold canary looks slower than it is, and a rollout judges its latency)."""
+        self.predict(pd.DataFrame({name: [None] for name in self.spec.feature_names}))
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""
         return self.pipeline.predict(frame[self.spec.feature_names])

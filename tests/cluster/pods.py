@@ -175,6 +175,10 @@ class Pod:
             except storage_initializer.StorageError as exc:
                 self.termination = Termination("storage-initializer", 1, "Error", str(exc)[-TERMINATION_LOG_BYTES:])
                 self._set(Phase.INIT_FAILED)
+                # the init container crash-loops; only the progress deadline makes the pod count as failed
+                remaining = self.started_at + self.progress_deadline - time.monotonic()
+                if not self._stopping.wait(max(remaining, 0)):
+                    self._set(Phase.DEADLINE_EXCEEDED)
                 return
         if self._stopping.is_set():
             return

@@ -1,5 +1,5 @@
-# The one driftloop image: every KFP component and the drift monitor run on it.
-# Build with `make image`; the tag is the package version (driftloop.image.PROJECT_IMAGE).
+# The one driftloop image: every KFP component, the KServe serving runtime and the drift monitor run on it.
+# Build with `make image IMAGE=registry.example.com/team/driftloop:TAG` (default: driftloop.image.PROJECT_IMAGE).
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,7 +25,10 @@ COPY pipelines ./pipelines
 RUN pip install --no-deps --no-build-isolation .
 
 ARG GIT_COMMIT=""
-ENV DRIFTLOOP_GIT_COMMIT=${GIT_COMMIT}
+# The image knows its own name: pipelines the drift monitor submits from inside it run on it too.
+ARG IMAGE=""
+ENV DRIFTLOOP_GIT_COMMIT=${GIT_COMMIT} \
+    DRIFTLOOP_IMAGE=${IMAGE}
 
 USER 10001
 WORKDIR /home/driftloop

@@ -40,9 +40,11 @@ bench: setup
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_monitor.py
 
-# Needs a Docker engine (not on the development machine); tags the image with the package version.
+# Needs a Docker engine (not on the development machine). IMAGE names it (default: the project image of
+# this package version); the image bakes the name in as DRIFTLOOP_IMAGE. Push it, then pin it by digest.
+IMAGE ?= $(shell $(BIN)/python -c "from driftloop.image import PROJECT_IMAGE; print(PROJECT_IMAGE)" 2>/dev/null)
 image: setup
-	docker build --build-arg GIT_COMMIT=$$(git rev-parse HEAD) -t $$($(BIN)/python -c "from driftloop.image import PROJECT_IMAGE; print(PROJECT_IMAGE)") .
+	docker build --build-arg GIT_COMMIT=$$(git rev-parse HEAD) --build-arg IMAGE=$(IMAGE) -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .driftloop

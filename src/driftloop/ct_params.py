@@ -156,7 +156,9 @@ class CTParams:
             if problem:
                 found.append(problem)
         if self.estimator_params and not found:
-            from driftloop.training import make_estimator  # scikit-learn: only when there is something to check
+            from driftloop.training import (
+                make_estimator,  # scikit-learn: only when there is something to check
+            )
 
             try:
                 make_estimator(self.estimator, self.estimator_params, self.seed)

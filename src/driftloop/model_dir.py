@@ -34,6 +34,9 @@ MODEL_FILENAME = "model.joblib"
 SKLEARN_FORMAT = "sklearn"
 XGBOOST_FORMAT = "xgboost-pipeline"
 MODEL_FORMATS = (SKLEARN_FORMAT, XGBOOST_FORMAT)
+# The annotation that names a served version on an InferenceService's predictor; KServe's payload logger
+# forwards it in every event's ce-annotations (logger.metadataAnnotations).
+VERSION_ANNOTATION = "driftloop.io/model-version"
 # Recorded in every version's lineage and manifest.
 LIBRARIES = ("scikit-learn", "xgboost", "pandas", "numpy", "kfp", "kserve", "evidently")
 

@@ -17,8 +17,9 @@ from sklearn.preprocessing import FunctionTransformer
 
 from driftloop import synthetic
 from driftloop.data import infer_spec
+from driftloop.deploy.local import LocalDeployment
 from driftloop.registry import CANARY, PRODUCTION, LocalRegistry
-from driftloop.rollout import RolloutPolicy, run_rollout, scrape_gateway
+from driftloop.rollout import GatewayRequestMetrics, RolloutPolicy, run_rollout
 from driftloop.serving.gateway import Gateway
 from driftloop.training import save_model, train_model
 from driftloop.validation import validate_table
@@ -218,7 +219,7 @@ def test_injected_canary_errors_abort_the_rollout(world) -> None:
         worker = threading.Thread(target=_traffic_until, args=(server.url, stop, world["rows"]))
         worker.start()
         try:
-            result = run_rollout(registry, "churn", lambda: scrape_gateway(server.url + "/metrics", "churn"),
+            result = run_rollout(LocalDeployment(registry, "rollout"), "churn", GatewayRequestMetrics(server.url, "churn"),
                                  RolloutPolicy(steps=(20, 50, 100), interval=1.0, min_requests=10))
         finally:
             stop.set()
@@ -235,7 +236,7 @@ def test_a_canary_without_traffic_is_never_promoted(world) -> None:
     registry.set_alias("churn", CANARY, 2, actor="test", evidence={"canary_traffic_percent": 10})
     gateway = Gateway(registry, poll_interval=0.1)
     with ServerThread(gateway.app) as server:
-        result = run_rollout(registry, "churn", lambda: scrape_gateway(server.url + "/metrics", "churn"),
+        result = run_rollout(LocalDeployment(registry, "rollout"), "churn", GatewayRequestMetrics(server.url, "churn"),
                              RolloutPolicy(steps=(50, 100), interval=0.3, min_requests=5, max_inconclusive=2))
     assert result.outcome == "aborted" and "too little canary traffic" in result.reason
     assert all(step.verdict == "inconclusive" for step in result.steps)
@@ -254,7 +255,8 @@ def test_rollout_rollback_rollout_promote_leaves_a_clean_state(world) -> None:
             registry.set_alias("churn", CANARY, 2, actor="test", evidence={"canary_traffic_percent": 10})
             registry.remove_alias("churn", CANARY, actor="test", action="rollout-abort", reason="operator")
             registry.set_alias("churn", CANARY, 2, actor="test", evidence={"canary_traffic_percent": 10})
-            result = run_rollout(registry, "churn", lambda: scrape_gateway(server.url + "/metrics", "churn"), policy)
+            result = run_rollout(LocalDeployment(registry, "rollout"), "churn", GatewayRequestMetrics(server.url, "churn"),
+                                 policy)
         finally:
             stop.set()
             worker.join()

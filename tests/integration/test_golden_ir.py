@@ -48,3 +48,33 @@ def test_gate_and_exit_handler_are_in_the_ir() -> None:
 def _all_tasks(ir: dict):
     for component in [ir["root"], *ir["components"].values()]:
         yield from (component.get("dag") or {}).get("tasks", {}).items()
+
+
+def test_caching_is_off_on_every_step() -> None:
+    # Every step reads state that changes between runs (data at a URI, the champion, the cluster): a cached
+    # result would skip a registration or a rollout.
+    ir = next(yaml.safe_load_all(IR_PATH.read_text()))
+    tasks = dict(_all_tasks(ir))
+    assert len(tasks) >= 6
+    cached = [name for name, task in tasks.items()
+              if "componentRef" in task and task.get("cachingOptions", {}).get("enableCache")]
+    assert cached == []
+
+
+def test_the_pipeline_inputs_are_the_ct_parameters() -> None:
+    from driftloop import ct_params
+
+    ir = next(yaml.safe_load_all(IR_PATH.read_text()))
+    inputs = ir["root"]["inputDefinitions"]["parameters"]
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", dict: "STRUCT", bool: "BOOLEAN"}
+    assert set(inputs) == {f.name for f in ct_params.fields()}
+    for f in ct_params.fields():
+        assert inputs[f.name]["parameterType"] == kinds[ct_params.python_type(f)], f.name
+        if f.name not in ("data_uri", "target"):
+            assert inputs[f.name]["defaultValue"] == ct_params.default_of(f.name), f.name
+
+
+def test_compile_with_another_image_puts_it_on_every_step(tmp_path: Path) -> None:
+    image = "registry.example.com/team/driftloop@sha256:" + "a" * 64
+    ir = next(yaml.safe_load_all(compile_ct_pipeline(tmp_path / "ct.yaml", image).read_text()))
+    assert {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()} == {image}

@@ -80,7 +80,7 @@ def test_submit_uploads_our_pipeline_once_and_starts_a_run_with_the_parameters(k
     assert body["experiment_id"] == run.experiment_id
     assert body["pipeline_version_reference"] == {"pipeline_id": run.pipeline_id,
                                                   "pipeline_version_id": run.pipeline_version_id}
-    assert body["runtime_config"]["parameters"] == _params().arguments(REGISTRY)
+    assert body["runtime_config"]["parameters"] == _params(registry_uri=REGISTRY).arguments()
     assert body["runtime_config"]["parameters"]["estimator_params"] == {"n_estimators": 50, "max_depth": 4}
     assert kfp_api.calls("POST", "experiments")[0].json["display_name"] == "driftloop"
     assert run.state == "PENDING" and not run.version_reused
@@ -185,7 +185,7 @@ def test_schedules_are_created_one_run_at_a_time_without_catch_up(kfp_api) -> No
         assert body["display_name"] == name and body["mode"] == "ENABLE"
         assert body["max_concurrency"] == 1 and body["no_catchup"] is True
         assert body["pipeline_version_reference"]["pipeline_version_id"] == next(iter(kfp_api.versions))
-        assert body["runtime_config"]["parameters"] == _params(triggered_by=f"schedule:{name}").arguments(REGISTRY)
+        assert body["runtime_config"]["parameters"] == _params(triggered_by=f"schedule:{name}", registry_uri=REGISTRY).arguments()
     assert len(kfp_api.versions) == 1 and len(kfp_api.experiments) == 1
     assert (nightly.trigger, nightly.enabled, nightly.max_concurrency, nightly.no_catchup) == \
         ("cron 0 0 3 * * *", True, 1, True)
@@ -255,7 +255,7 @@ def test_every_task_that_touches_s3_gets_the_secret_and_no_parameter_carries_cre
             ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
             ("DRIFTLOOP_S3_ENDPOINT", "DRIFTLOOP_S3_ENDPOINT")}
     inputs = set(spec["root"]["inputDefinitions"]["parameters"])
-    assert inputs == set(_params().arguments(REGISTRY))
+    assert inputs == set(_params(registry_uri=REGISTRY).arguments())
     assert not [p for p in inputs if re.search(r"key|secret|password|token|credential|endpoint", p, re.I)]
 
 

@@ -29,6 +29,7 @@ from driftloop.monitor.config import MonitorConfig
 from driftloop.pipelines.ct_pipeline import S3_SECRET, S3_SECRET_KEYS
 from driftloop.registry import ModelVersion
 from driftloop.registry.s3 import S3Registry
+from driftloop.serving import runtime
 from driftloop.storage import S3Settings
 
 from ..conftest import REPO_ROOT
@@ -203,7 +204,8 @@ def test_the_serving_runtime_is_the_contracts(manifests_rendered, variant) -> No
     assert container["name"] == "kserve-container"
     assert container["image"] == PROJECT_IMAGE
     assert container["command"] == ["python", "-m", "driftloop.serving.runtime"]
-    assert container["args"] == ["--model_name={{.Name}}", f"--model_dir={KSERVE_MODEL_DIR}", "--http_port=8080"]
+    assert container["args"] == ["--model_name={{.Name}}", f"--model_dir={KSERVE_MODEL_DIR}", "--http_port=8080",
+                                 "--host=0.0.0.0"]
     assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
     assert spec["supportedModelFormats"] == [{"name": "sklearn", "version": "1", "autoSelect": False},
                                              {"name": "xgboost-pipeline", "version": "1", "autoSelect": True}]
@@ -222,7 +224,9 @@ def test_the_runtime_flags_are_kserves_and_name_the_inference_service(manifests_
     parsed, rest = model_server.parser.parse_known_args(args)
     assert parsed.model_name == isvc["metadata"]["name"]
     assert parsed.http_port == container["ports"][0]["containerPort"]
-    assert rest == [f"--model_dir={KSERVE_MODEL_DIR}"]
+    assert rest == [f"--model_dir={KSERVE_MODEL_DIR}", "--host=0.0.0.0"]
+    ours = runtime.build_parser().parse_args(args)  # the runtime's own parser: KServe's flags plus its own
+    assert (ours.model_dir, ours.host, ours.model_name) == (KSERVE_MODEL_DIR, "0.0.0.0", isvc["metadata"]["name"])
 
 
 @pytest.mark.parametrize("variant", WITH_RUNTIME)
@@ -282,7 +286,6 @@ def test_the_inference_service_has_the_contracts_shape(manifests_rendered, overl
     assert "canaryTrafficPercent" not in predictor  # a first version takes all traffic
 
 
-@pytest.mark.xfail(strict=True, reason="builder changes on main: runtime, version annotation, storageUri ending /")
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_inference_service_is_what_the_deployer_builds(manifests_rendered, overlay) -> None:
     """The manifest's version 1 equals build_inference_service's, in the registry layout the monitor

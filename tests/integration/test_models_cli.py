@@ -54,7 +54,7 @@ def test_pipeline_runs_registered_into_s3(s3_registry) -> None:
     assert models["aliases"] == {"production": 1, "canary": 2}
     versions = _json(s3_registry, "show", "churn")
     assert [v["version"] for v in versions] == [1, 2]
-    assert versions[1]["storage_uri"] == "s3://mlops/registry/models/churn/versions/2/model"
+    assert versions[1]["storage_uri"] == "s3://mlops/registry/models/churn/versions/2/model/"
     assert versions[1]["lineage"]["data_uri"] == "s3://datasets/drifted.csv"
     assert versions[1]["aliases"] == ["canary"]
 

@@ -6,6 +6,7 @@ The S3 backend talks to a real S3-compatible server on 127.0.0.1 through the rea
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import random
@@ -91,11 +92,15 @@ def test_versions_are_numbered_and_hold_exactly_the_model_and_checksums(backend,
     second = _register(backend.registry, tmp_path, b"model-two")
     assert (first.version, second.version) == (1, 2)
     assert first.files["model/model.joblib"] == hashlib.sha256(b"model-one").hexdigest()
-    assert set(first.files) == {"model/model.joblib", "spec.json"}
-    assert first.storage_uri.endswith("models/churn/versions/1/model")
+    assert set(first.files) == {"model/model.joblib", "model/driftloop-model.json", "spec.json"}
+    # An s3:// storageUri ends in "/": KServe's storage initializer copies every key with that string prefix.
+    assert first.storage_uri.rstrip("/").endswith("models/churn/versions/1/model")
+    assert first.storage_uri.endswith("/") == first.storage_uri.startswith("s3://")
     fetched = backend.registry.fetch_model("churn", 2, tmp_path / "fetched")
-    assert [p.name for p in fetched.iterdir()] == ["model.joblib"]
+    assert sorted(p.name for p in fetched.iterdir()) == ["driftloop-model.json", "model.joblib"]
     assert (fetched / "model.joblib").read_bytes() == b"model-two"
+    manifest = json.loads((fetched / "driftloop-model.json").read_text())
+    assert (manifest["version"], manifest["files"]) == (2, {"model.joblib": hashlib.sha256(b"model-two").hexdigest()})
     assert backend.registry.list_models() == ["churn"]
 
 

@@ -6,9 +6,10 @@ import threading
 import time
 
 import orjson
+import pytest
 
 from driftloop.data import DatasetSpec, FeatureSpec
-from driftloop.monitor.events import EventJoiner
+from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 
 SPEC = DatasetSpec("y", (FeatureSpec("x", "numeric"),))
@@ -44,3 +45,34 @@ def test_halves_arriving_together_make_exactly_one_row_and_no_error() -> None:
             thread.join()
         barrier.reset()
     assert errors == [] and len(rows) == 200 and joiner.orphaned == 0 and not joiner._pending
+
+
+def _kserve_event(event_id: str, kind: str, annotations: str | None) -> dict[str, str]:
+    """Headers as KServe's agent sends them: no model version, an empty endpoint, ce-annotations when set."""
+    headers = {"ce-id": event_id, "ce-type": kind, "ce-inferenceservicename": "m", "ce-namespace": "team-a",
+               "ce-component": "predictor", "ce-endpoint": "", "ce-source": "m-predictor-00002-deployment-x"}
+    if annotations is not None:
+        headers["ce-annotations"] = annotations
+    return headers
+
+
+def test_rows_from_kserves_agent_take_the_version_from_ce_annotations() -> None:
+    # Production is v1 (what the endpoint fallback would say); the annotation says v2 answered.
+    joiner = EventJoiner(lambda model, version: SPEC, lambda model, endpoint: 1,
+                         lambda model, version: "canary" if version == 2 else "default")
+    annotations = '{"driftloop.io/model-version": "2"}'
+    assert joiner.add(_kserve_event("a", REQUEST_TYPE, annotations), orjson.dumps({"instances": [{"x": 1.0}]})) is None
+    rows = joiner.add(_kserve_event("a", RESPONSE_TYPE, annotations), orjson.dumps({"predictions": [1]}))
+    assert rows["version"].tolist() == [2] and rows["endpoint"].tolist() == ["canary"]
+
+
+def test_without_any_version_the_endpoint_alias_decides_and_a_bad_annotation_is_refused() -> None:
+    joiner = EventJoiner(lambda model, version: SPEC, lambda model, endpoint: 7)
+    joiner.add(_kserve_event("b", REQUEST_TYPE, None), orjson.dumps({"instances": [{"x": 1.0}]}))
+    rows = joiner.add(_kserve_event("b", RESPONSE_TYPE, None), orjson.dumps({"predictions": [0]}))
+    assert rows["version"].tolist() == [7]
+    joiner.add(_kserve_event("c", REQUEST_TYPE, '{"driftloop.io/model-version": "v2"}'),
+               orjson.dumps({"instances": [{"x": 1.0}]}))
+    with pytest.raises(EventError, match="not a version number"):
+        joiner.add(_kserve_event("c", RESPONSE_TYPE, '{"driftloop.io/model-version": "v2"}'),
+                   orjson.dumps({"predictions": [0]}))

@@ -32,12 +32,12 @@ from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
 from driftloop.ct_params import DEPLOYMENT_MODES, check_value, default_of
 from driftloop.errors import ConfigError
+from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.registry import ModelVersion
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MANAGED_BY = "driftloop"
 RUNTIME = "driftloop"  # the ServingRuntime in manifests/base (and the ClusterServingRuntime component)
-VERSION_ANNOTATION = "driftloop.io/model-version"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 CLUSTER_SCHEMES = ("s3://", "gs://", "pvc://", "https://")
 
@@ -105,7 +105,8 @@ def build_inference_service(stable: ModelVersion, config: ServingConfig, canary:
         metadata=V1ObjectMeta(
             name=stable.name,
             namespace=config.namespace,
-            labels={"app.kubernetes.io/managed-by": MANAGED_BY, **config.labels},
+            # driftloop.io/model marks the objects the pipeline owns (kubectl apply -l '!driftloop.io/model').
+            labels={"app.kubernetes.io/managed-by": MANAGED_BY, "driftloop.io/model": stable.name, **config.labels},
             annotations={MODE_ANNOTATION: config.deployment_mode},
         ),
         spec=spec,

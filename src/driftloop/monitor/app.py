@@ -41,7 +41,14 @@ from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.monitor.labels import LabelStore, row_key
 from driftloop.monitor.metrics import MonitorMetrics
-from driftloop.monitor.retrain import assemble_training_data, make_runner
+from driftloop.monitor.retrain import (
+    CANARY_SERVING,
+    PROMOTED,
+    ROLLED_BACK,
+    assemble_training_data,
+    make_runner,
+    rollout_outcome,
+)
 from driftloop.monitor.store import RowStore
 from driftloop.monitor.trigger import Decision, TriggerPolicy
 from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
@@ -74,7 +81,7 @@ class Monitor:
         self.tick_seconds = tick_seconds
         self.metrics = MonitorMetrics()
         self.events_received = self.events_rejected = 0
-        self.joiner = EventJoiner(self._spec_for, self._version_for)
+        self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for)
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[pd.DataFrame]] = {}
@@ -98,6 +105,9 @@ class Monitor:
 
     def _version_for(self, model: str, endpoint: str) -> int | None:
         return self.registry.aliases(model).get(CANARY if endpoint == "canary" else PRODUCTION)
+
+    def _endpoint_for(self, model: str, version: int) -> str:
+        return "canary" if self.registry.aliases(model).get(CANARY) == version else "default"
 
     async def receive(self, headers: dict[str, str], body: bytes) -> None:
         self.events_received += 1
@@ -266,15 +276,20 @@ class Monitor:
             model = retrain["model"]
             version = next((v.version for v in reversed(self.registry.list_versions(model))
                             if v.lineage.get("triggered_by") == f"drift:{retrain['key']}"), None)
-            promoted = version is not None and self.registry.aliases(model).get(PRODUCTION) == version
-            retrain.update(state="promoted" if promoted else "failed" if outcome.state == "FAILED" else "not-promoted",
-                           version=version, error=outcome.error, finished_at=now)
-            reason = (f"retrain {retrain['key']}: v{version} promoted" if promoted else
-                      f"retrain {retrain['key']} ended {retrain['state']}"
-                      + (f": {outcome.error}" if outcome.error else ""))
+            # Judged by how the version's rollout ended, not by "production moved": on a cluster the run may
+            # end with the canary still serving its share, waiting for evidence or a person.
+            rollout = rollout_outcome(self.registry, model, version) if version is not None else None
+            if rollout in (PROMOTED, CANARY_SERVING, ROLLED_BACK):
+                state = rollout
+                self.metrics.rollouts.labels(model, rollout.replace("-", "_")).inc()
+            else:
+                state = "failed" if outcome.state == "FAILED" else "not-promoted"
+            retrain.update(state=state, version=version, error=outcome.error, finished_at=now)
+            reason = (f"retrain {retrain['key']}: v{version} {state}" if version is not None
+                      else f"retrain {retrain['key']} ended {state}") + (f": {outcome.error}" if outcome.error else "")
             self.registry.record(model, "retrain-finished", actor="drift-monitor", version=version, reason=reason,
-                                 evidence={"key": retrain["key"], "state": retrain["state"], "run": retrain.get("run")})
-            self._finish(model, promoted)
+                                 evidence={"key": retrain["key"], "state": state, "run": retrain.get("run")})
+            self._finish(model, state in (PROMOTED, CANARY_SERVING))
 
     def _finish(self, model: str, succeeded: bool, count: bool = True) -> None:
         policy = self.policies[model]

@@ -12,6 +12,7 @@ import pandas as pd
 from kserve.errors import InvalidInput
 
 from driftloop.data import DatasetSpec
+from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.serving.payload import frame_from_payload
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 
@@ -35,15 +36,22 @@ class _Pending:
 class EventJoiner:
     """Pairs request and response events by ``ce-id`` and turns each pair into rows.
 
+    The version that answered comes from ``ce-modelversion`` (driftloop's gateway), else from the
+    ``ce-annotations`` extension KServe's agent fills from ``logger.metadataAnnotations`` (driftloop's
+    InferenceServices list the ``driftloop.io/model-version`` predictor annotation there), else — for a logger
+    that sends neither — from the alias that serves ``ce-endpoint``.
+
     Args:
         spec_for: (model, version) → the version's DatasetSpec, to decode the request's features.
-        version_for: (model, endpoint) → the version serving that endpoint, for events without a
-            ``ce-modelversion`` extension (KServe's own logger does not send one).
+        version_for: (model, endpoint) → the version serving that endpoint, for events that name no version.
+        endpoint_for: (model, version) → "canary" or "default", for events that name no endpoint (KServe's
+            agent sends an empty one).
         max_age: Seconds an unpaired event waits for its partner before it is dropped and counted.
     """
 
     spec_for: Callable[[str, int], DatasetSpec]
     version_for: Callable[[str, str], int | None]
+    endpoint_for: Callable[[str, int], str] = lambda model, version: "default"
     max_age: float = 60.0
     orphaned: int = 0
     _pending: dict[str, _Pending] = field(default_factory=dict)
@@ -83,11 +91,13 @@ class EventJoiner:
     def _rows(self, event_id: str, pending: _Pending, now: float) -> pd.DataFrame:
         headers = pending.headers
         model = headers.get("ce-inferenceservicename", "")
-        endpoint = headers.get("ce-endpoint", "default")
-        version = headers.get("ce-modelversion")
-        number = int(version) if version and version.isdigit() else self.version_for(model, endpoint)
+        endpoint = headers.get("ce-endpoint") or ""
+        number = logged_version(headers)
         if number is None:
-            raise EventError(f"event {event_id}: no version serves {model}/{endpoint}")
+            number = self.version_for(model, endpoint or "default")
+            if number is None:
+                raise EventError(f"event {event_id}: no version serves {model}/{endpoint or 'default'}")
+        endpoint = endpoint or self.endpoint_for(model, number)
         spec = self.spec_for(model, number)
         try:
             frame = frame_from_payload(pending.request, spec)
@@ -100,6 +110,26 @@ class EventJoiner:
                              endpoint=endpoint, prediction=predictions,
                              received_at=pd.Timestamp(now, unit="s", tz="UTC"))
         return frame
+
+
+def logged_version(headers: dict[str, str]) -> int | None:
+    """The model version an event names: ``ce-modelversion``, else the version annotation in ``ce-annotations``."""
+    version = headers.get("ce-modelversion")
+    if version and version.isdigit():
+        return int(version)
+    raw = headers.get("ce-annotations")
+    if not raw:
+        return None
+    try:
+        annotations = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise EventError(f"ce-annotations is not JSON: {raw[:80]!r}") from None
+    value = annotations.get(VERSION_ANNOTATION) if isinstance(annotations, dict) else None
+    if value is None:
+        return None
+    if not str(value).isdigit():
+        raise EventError(f"ce-annotations names version {str(value)[:20]!r}, which is not a version number")
+    return int(value)
 
 
 def _predictions(response: dict) -> list:

@@ -26,6 +26,8 @@ class MonitorMetrics:
                                       "Latest window's prediction drift score", ["model"], registry=r)
         self.accuracy = Gauge("driftloop_monitor_realised_accuracy",
                               "Realised accuracy of the latest window with labels", ["model", "version"], registry=r)
+        self.rollouts = Counter("driftloop_rollouts", "How the rollouts of drift-triggered versions ended "
+                                "(promoted, canary, rolled_back)", ["model", "outcome"], registry=r)
         self.decisions = Counter("driftloop_monitor_trigger_decisions",
                                  "Trigger policy decisions per closed window (trigger, quiet, cooldown, in-flight, "
                                  "stopped)", ["model", "action"], registry=r)

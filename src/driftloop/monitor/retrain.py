@@ -26,7 +26,7 @@ from driftloop.monitor.config import RetrainConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.store import RowStore
 from driftloop.profile import ReferenceProfile
-from driftloop.registry import ModelRegistry
+from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
 from driftloop.validation import validate_table
 
 
@@ -104,6 +104,26 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
     if spec.timestamp_column:
         out[spec.timestamp_column] = rows["received_at"]
     return out.reset_index(drop=True)
+
+
+PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rolled-back", "not-deployed"
+
+
+def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
+    """How a registered version's rollout ended, from the registry: promoted (production now, or before a
+    later version replaced it), canary (still serving its share), rolled-back (aborted or failed to start),
+    or not-deployed."""
+    aliases = registry.aliases(model)
+    if aliases.get(PRODUCTION) == version:
+        return PROMOTED
+    if aliases.get(CANARY) == version:
+        return CANARY_SERVING
+    for entry in reversed(registry.history(model)):
+        if entry.action in ("rollout-abort", "rollout-failed") and version in (entry.from_version, entry.to_version):
+            return ROLLED_BACK
+        if entry.action == "promote" and entry.to_version == version:
+            return PROMOTED
+    return NOT_DEPLOYED
 
 
 @dataclass

@@ -162,6 +162,13 @@ class Pod:
     # -- the pod's life ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._live()
+        except Exception as exc:  # noqa: BLE001 - an emulator bug must fail the pod, not hang it
+            self.termination = Termination(CONTAINER_NAME, 128, "EmulatorError", f"{type(exc).__name__}: {exc}")
+            self._set(Phase.FAILED)
+
+    def _live(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(exist_ok=True)
         podinfo = self.directory / "podinfo"

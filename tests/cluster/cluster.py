@@ -10,6 +10,7 @@ starting, so tests need no sleeps.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from .scrape_targets import ScrapeTargets, queue_proxy_target, runtime_target
 from .store import ApiError, ObjectStore
 from .webhooks import default_inference_service, validate_inference_service
 
+# Knative's per-revision progress deadline (serving.ProgressDeadlineAnnotationKey), else config-deployment's
+PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
 CRD_FILES = {"inferenceservices": ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
              "servingruntimes": ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
              "clusterservingruntimes": ("serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1")}
@@ -185,9 +188,10 @@ class KServeCluster:
 
     # -- pods ----------------------------------------------------------------------------------------------------
 
-    def _new_pod(self, name: str, namespace: str, template: dict, on_change: Callable, extra_env: dict) -> Pod:
+    def _new_pod(self, name: str, namespace: str, template: dict, on_change: Callable, extra_env: dict,
+                 progress_deadline: float | None = None) -> Pod:
         pod = Pod(name, namespace, copy.deepcopy(template), self.workdir / "pods", self.s3, on_change,
-                  self.config.progress_deadline, extra_env)
+                  progress_deadline or self.config.progress_deadline, extra_env)
         self._pods.append(pod)
         return pod
 
@@ -198,8 +202,11 @@ class KServeCluster:
 
     def _start_revision_pod(self, ksvc: KnativeService, revision: Revision, on_change: Callable) -> Endpoint:
         name = f"{revision.name}-deployment-{pod_suffix(10)}-{pod_suffix(5)}"
+        annotations = revision.template["metadata"].get("annotations") or {}
+        deadline = go_duration(annotations.get(PROGRESS_DEADLINE_ANNOTATION, "")) or self.config.progress_deadline
         pod = self._new_pod(name, ksvc.namespace, revision.template, on_change,
-                            {"K_SERVICE": ksvc.name, "K_CONFIGURATION": ksvc.name, "K_REVISION": revision.name})
+                            {"K_SERVICE": ksvc.name, "K_CONFIGURATION": ksvc.name, "K_REVISION": revision.name},
+                            deadline)
         metrics = RevisionMetrics(ksvc.namespace, ksvc.name, ksvc.name, revision.name, name)
         endpoint = Endpoint(pod, metrics, self._agent(pod))
         pod.start()
@@ -231,3 +238,12 @@ class KServeCluster:
                                                  pod.name))
         self.scrape_targets.publish(groups)
         self._pods = [p for p in self._pods if p.phase.value != "Terminated"]
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds in a Go duration such as ``"90s"``, ``"1m30s"`` or ``"500ms"``; None when empty or invalid."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
+    if not text or "".join(a + b for a, b in parts) != text:
+        return None
+    return sum(float(number) * units[unit] for number, unit in parts)

@@ -55,6 +55,10 @@ class ClusterConfig:
     progress_deadline: float = 60.0           # Knative/Deployment progress deadline (600 s in a cluster)
 
 
+class Requeue(Exception):
+    """A reconcile that could not finish (the status says why) and is retried with backoff."""
+
+
 class WorkQueue:
     """client-go's workqueue: a key is queued at most once and never handled by two workers at once."""
 
@@ -147,6 +151,8 @@ class Controller:
                 else:
                     self._reconcile_ksvc(key[1], key[2])
                 self._failures.pop(key, None)
+            except Requeue:
+                self._retry(key)
             except Exception:  # noqa: BLE001 - a controller logs, backs off and retries
                 self.errors.append(traceback.format_exc())
                 _log.exception("reconcile %s failed", key)
@@ -203,7 +209,6 @@ class Controller:
             managed.initialize()
         mode = deployment_mode(status.get("deploymentMode", ""), meta.get("annotations") or {},
                                self.config.default_deployment_mode)
-        key = ("isvc", namespace, name)
         try:
             if mode == "Standard":
                 self._reconcile_standard(isvc, status)
@@ -213,8 +218,7 @@ class Controller:
             isvc_status.invalid_spec(status, exc.reason, exc.message)
             status["deploymentMode"] = mode
             self._write_status(isvc, status, old_status)
-            self._retry(key)
-            return
+            raise Requeue(str(exc)) from None
         if managed.get("Stopped") is None:
             managed.mark_false("Stopped")
         if mode == "Knative":

@@ -10,7 +10,8 @@ Follows knative/serving @ HEAD (``98e5ef90aa70``):
 - ``pkg/reconciler/revision/reconcile_resources.go`` and ``pkg/apis/serving/v1/revision_lifecycle.go``: a pod
   being deployed is ``Deploying``; a terminated user container is ``ContainerHealthy: False`` with reason
   ``ExitCode<n>`` and message "Container failed with: <termination message>"; no ready pod within the progress
-  deadline is ``ResourcesAvailable: False`` (``ProgressDeadlineExceeded``, "Initial scale was never achieved").
+  deadline (``serving.knative.dev/progress-deadline`` on the template, else the cluster's) is
+  ``ResourcesAvailable: False`` (``ProgressDeadlineExceeded``, "Initial scale was never achieved").
   Init-container failures are not read by Knative, only the deadline catches them.
 - ``pkg/reconciler/route/traffic/traffic.go``, ``errors.go`` and ``route.go``: ``latestRevision: true`` resolves
   to the Configuration's latest ready revision; a target that does not resolve to a ready revision marks

@@ -162,6 +162,13 @@ class Pod:
     # -- the pod's life ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._live()
+        except Exception as exc:  # noqa: BLE001 - an emulator bug must fail the pod, not hang it
+            self.termination = Termination(CONTAINER_NAME, 128, "EmulatorError", f"{type(exc).__name__}: {exc}")
+            self._set(Phase.FAILED)
+
+    def _live(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(exist_ok=True)
         podinfo = self.directory / "podinfo"
@@ -175,6 +182,10 @@ class Pod:
             except storage_initializer.StorageError as exc:
                 self.termination = Termination("storage-initializer", 1, "Error", str(exc)[-TERMINATION_LOG_BYTES:])
                 self._set(Phase.INIT_FAILED)
+                # the init container crash-loops; only the progress deadline makes the pod count as failed
+                remaining = self.started_at + self.progress_deadline - time.monotonic()
+                if not self._stopping.wait(max(remaining, 0)):
+                    self._set(Phase.DEADLINE_EXCEEDED)
                 return
         if self._stopping.is_set():
             return

@@ -157,7 +157,7 @@ def test_serverless_canary_split_promote_and_roll_back(kserve_cluster, kserve_na
         "churn-predictor-00001", "churn-predictor-00002"]
 
 
-def test_a_revision_whose_process_fails_never_gets_traffic(kserve_cluster, kserve_namespace, api, models) -> None:
+def test_a_failed_revision_never_gets_traffic_and_status_says_why(kserve_cluster, kserve_namespace, api, models) -> None:
     api.create_namespaced_custom_object(GROUP, VERSION, kserve_namespace, PLURAL, _isvc(kserve_namespace, models(1)))
     _settled(kserve_cluster, kserve_namespace)
 
@@ -178,6 +178,21 @@ def test_a_revision_whose_process_fails_never_gets_traffic(kserve_cluster, kserv
     assert _predictor(isvc)["latestReadyRevision"] == "churn-predictor-00001"
     assert {name for name, *_ in _traffic(isvc)} == {"churn-predictor-00001"}
     assert _versions(kserve_cluster, kserve_namespace, 20) == {1: 20}
+
+    # Nothing under the storageUri: the storage initializer fails at once and KServe's modelStatus says so
+    # (PropagateModelStatus reads the init container); Knative only sees a pod that never becomes ready, so the
+    # revision fails at its progress deadline (knative revision_lifecycle.go; here 3 s by its annotation).
+    missing = models(1).replace("/versions/1/", "/versions/404/")
+    _patch(api, kserve_namespace, {"spec": {"predictor": {
+        "annotations": {"serving.knative.dev/progress-deadline": "3s"}, "model": {"storageUri": missing}}}})
+    isvc = kserve_cluster.wait_for(kserve_namespace, "churn", lambda i: "No model found" in i["status"].get(
+        "modelStatus", {}).get("lastFailureInfo", {}).get("message", ""), what="storage initializer failure")
+    assert isvc["status"]["modelStatus"]["transitionStatus"] == "BlockedByFailedLoad"
+    isvc = kserve_cluster.wait_for(kserve_namespace, "churn", lambda i: "Initial scale was never achieved" in _condition(
+        i, "PredictorReady").get("message", ""), what="progress deadline")
+    assert _condition(isvc, "PredictorReady")["status"] == "False"
+    assert kserve_cluster.revisions(kserve_namespace, "churn")[-1]["reason"] == "ProgressDeadlineExceeded"
+    assert _versions(kserve_cluster, kserve_namespace, 10) == {1: 10}
 
 
 def test_standard_mode_routes_only_to_ready_canaries(kserve_cluster, kserve_namespace, api, models) -> None:

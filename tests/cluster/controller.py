@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from . import isvc_status
 from .deployments import Deployment
 from .ingress import Ingress, Route
-from .knative import Endpoint, KnativeService, Revision
+from .knative import SCALE_DOWN_GRACE, Endpoint, KnativeService, Revision
 from .runtimes import (
     CLUSTER_SERVING_RUNTIMES,
     INFERENCE_SERVICES,
@@ -118,6 +118,7 @@ class Controller:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._failures: dict[tuple, int] = {}
+        self._retiring: list[tuple[threading.Timer, Deployment]] = []  # deleted, pod not yet terminated
         self._thread = threading.Thread(target=self._run, name="kserve-controller", daemon=True)
         self.store.subscribe(self._on_event)
 
@@ -130,6 +131,9 @@ class Controller:
         for ksvc in self.ksvcs.values():
             ksvc.stop()
         for deployment in self.deployments.values():
+            deployment.stop()
+        for timer, deployment in self._retiring:  # no pod outlives the cluster
+            timer.cancel()
             deployment.stop()
 
     def _on_event(self, event: WatchEvent) -> None:
@@ -376,7 +380,12 @@ class Controller:
             managed.clear("CanaryPredictorReady")
         for key, deployment in list(self.deployments.items()):  # orphaned predictor Deployments are deleted
             if (deployment.namespace, deployment.owner) == (namespace, name) and deployment.name not in expected:
-                deployment.stop()
+                # Deleted now, its pod terminated after a grace period: the HTTPRoute no longer sends it traffic,
+                # and requests already routed to it complete (terminationGracePeriodSeconds; a preStop sleep).
+                retire = threading.Timer(SCALE_DOWN_GRACE, deployment.stop)
+                retire.daemon = True
+                retire.start()
+                self._retiring.append((retire, deployment))
                 del self.deployments[key]
         ready_canary_replicas = sum(canary_replica_count(stable, c) for c, s in zip(canaries, canary_statuses)
                                     if s["ready"])

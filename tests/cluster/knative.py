@@ -21,14 +21,17 @@ Follows knative/serving @ HEAD (``98e5ef90aa70``):
 - ``pkg/reconciler/service/service.go`` and ``service_lifecycle.go``: the Service status copies the
   Configuration's and Route's fields; ``ConfigurationsReady`` and ``RoutesReady`` make ``Ready``.
 - Scaling: revisions that the Route does not reference (and that are neither latest created nor latest ready)
-  are unreachable and scale to zero even with ``min-scale`` set; here their pod is stopped at once (Knative waits
-  for the scale-to-zero grace period) and a reachable revision without a pod gets one again (a cold start).
+  are unreachable and scale to zero even with ``min-scale`` set; their pod keeps running for a grace period first
+  (Knative's ``scale-to-zero-grace-period``, 30 s; ``SCALE_DOWN_GRACE`` here), so requests the ingress routed to
+  it before the Route changed complete, and a revision that becomes reachable again within it keeps its pod; a
+  reachable revision without a pod gets one again (a cold start).
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +41,7 @@ from .pods import Phase, Pod
 from .queue_proxy import RevisionMetrics
 
 REVISION_CONDITIONS = ConditionSet("ResourcesAvailable", "ContainerHealthy")
+SCALE_DOWN_GRACE = 3.0  # seconds an unreachable revision keeps serving (Knative: scale-to-zero-grace-period 30 s)
 CONFIGURATION_CONDITIONS = ConditionSet()
 ROUTE_CONDITIONS = ConditionSet("AllTrafficAssigned", "IngressReady", "CertificateProvisioned")
 SERVICE_CONDITIONS = ConditionSet("ConfigurationsReady", "RoutesReady")
@@ -68,6 +72,7 @@ class Revision:
     template: dict
     conditions: list[dict] = field(default_factory=list)
     instance: Endpoint | None = None  # the pod while scaled up (one replica)
+    retiring: threading.Timer | None = field(default=None, compare=False, repr=False)  # scale-down pending
 
     @property
     def configuration(self) -> str:
@@ -251,9 +256,15 @@ class KnativeService:
         for revision in self.revisions.values():
             pod = revision.pod
             if revision.name not in reachable:
-                if pod is not None and pod.phase is not Phase.TERMINATED:
-                    stop_endpoint(revision.instance)
-            elif (pod is None or pod.phase is Phase.TERMINATED) and revision.ready:
+                if pod is not None and pod.phase is not Phase.TERMINATED and revision.retiring is None:
+                    revision.retiring = threading.Timer(SCALE_DOWN_GRACE, stop_endpoint, args=(revision.instance,))
+                    revision.retiring.daemon = True
+                    revision.retiring.start()
+                continue
+            if revision.retiring is not None:  # reachable again within the grace period: it keeps its pod
+                revision.retiring.cancel()
+                revision.retiring = None
+            if (pod is None or pod.phase is Phase.TERMINATED) and revision.ready:
                 revision.instance = self._start_pod(self, revision)  # scale from zero
 
     def _reconcile_service(self) -> None:
@@ -279,6 +290,8 @@ class KnativeService:
 
     def stop(self) -> None:
         for revision in self.revisions.values():
+            if revision.retiring is not None:
+                revision.retiring.cancel()
             stop_endpoint(revision.instance)
 
 

@@ -34,8 +34,10 @@ from ..kfp_launcher import run_task
 pytestmark = pytest.mark.timeout(600)
 GROUP, VERSION = "serving.kserve.io", "v1beta1"
 FEATURES_TO_DROP = [synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN]
-# Short steps: the analysis needs a few canary requests per step, which steady load at ~40 req/s gives.
-POLICY = {"steps": [10, 50, 100], "min_requests": 5, "max_inconclusive": 4}
+# Short steps: the analysis needs a few canary requests per step, which steady load at ~40 req/s gives. Latency
+# on two shared cores (emulator, Prometheus, two model servers, the load) jitters by more than the default
+# 1.5x between two equal models over a few seconds; errors are what these scenarios judge.
+POLICY = {"steps": [10, 50, 100], "min_requests": 5, "max_inconclusive": 4, "max_latency_ratio": 4.0}
 INTERVAL = 4.0
 
 
@@ -136,29 +138,29 @@ def _isvc(context: dict) -> dict:
 def test_the_pipeline_rolls_versions_out_on_kserve(world, cluster) -> None:
     registry, tmp, env = world["registry"], world["tmp"], cluster["env"]
     common = {"registry_uri": registry.uri}
-
-    # 1. A first version: the InferenceService is created on driftloop's runtime and serves it.
-    first = _deploy(env, 1, tmp, **common)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert first.outputs["Output"] == "promoted"
-    assert registry.aliases("churn") == {PRODUCTION: 1}
-    isvc = _isvc(cluster)
-    assert isvc["spec"]["predictor"]["model"]["runtime"] == "driftloop"
-    assert isvc["spec"]["predictor"]["annotations"] == {"driftloop.io/model-version": "1"}
-    # What the pipeline created is what `driftloop deploy --dry-run` prints for that version.
-    dry = run_cli("deploy", "churn", "--target", "kserve", "--dry-run", "--version", "1", "--namespace",
-                  cluster["namespace"], "--registry", registry.uri, "--home", str(tmp), env=world["s3_env"])
-    assert dry.returncode == 0, dry.stderr
-    assert yaml.safe_load(dry.stdout)["spec"] == isvc["spec"]
-
     monitor = _start_monitor(registry, tmp)
     with monitor as monitor_server:
+        logger = {"logger_url": monitor_server.url + "/events"}
+        # 1. A first version: the InferenceService is created on driftloop's runtime and serves it.
+        first = _deploy(env, 1, tmp, **common, **logger)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert first.outputs["Output"] == "promoted"
+        assert registry.aliases("churn") == {PRODUCTION: 1}
+        isvc = _isvc(cluster)
+        assert isvc["spec"]["predictor"]["model"]["runtime"] == "driftloop"
+        assert isvc["spec"]["predictor"]["annotations"] == {"driftloop.io/model-version": "1"}
+        # What the pipeline created is what `driftloop deploy --dry-run` prints for that version.
+        dry = run_cli("deploy", "churn", "--target", "kserve", "--dry-run", "--version", "1", "--namespace",
+                      cluster["namespace"], "--logger-url", logger["logger_url"], "--registry", registry.uri,
+                      "--home", str(tmp), env=world["s3_env"])
+        assert dry.returncode == 0, dry.stderr
+        assert yaml.safe_load(dry.stdout)["spec"] == isvc["spec"]
+
         with Load(cluster["cluster"], cluster["namespace"], world["rows"]) as load:
             # 2. A good canary: stepped 10 → 50 → 100 from Prometheus' evidence, promoted, no failed request.
             before = len(registry.history("churn"))
-            good = _deploy(env, 2, tmp, **common, logger_url=monitor_server.url + "/events",
-                           rollout_prometheus=cluster["prometheus"].url, rollout_interval=INTERVAL,
-                           rollout_policy=POLICY)
+            good = _deploy(env, 2, tmp, **common, **logger, rollout_prometheus=cluster["prometheus"].url,
+                           rollout_interval=INTERVAL, rollout_policy=POLICY)
             assert good.returncode == 0, good.stderr[-3000:]
             assert good.outputs["Output"] == "promoted", _reasons(registry, before)
             time.sleep(1)
@@ -173,7 +175,8 @@ def test_the_pipeline_rolls_versions_out_on_kserve(world, cluster) -> None:
         assert [t["percent"] for t in predictor["traffic"]] == [100]
         assert predictor["latestRolledoutRevision"] == predictor["latestReadyRevision"]
 
-        # The monitor filed every logged row under the version that answered it (ce-annotations).
+        # The monitor filed every logged row under the version that answered it (KServe's agent sends the
+        # version annotation in ce-annotations), canary rows included.
         rows = _monitor_rows(monitor.monitor)
         assert len(rows) > 50
         answered = {rid: version for rid, (status, version) in load.answers.items() if status == 200}
@@ -197,7 +200,8 @@ def test_the_pipeline_rolls_versions_out_on_kserve(world, cluster) -> None:
         _isvc(cluster)["status"]["components"]["predictor"]["latestRolledoutRevision"]: 100}
     with Load(cluster["cluster"], cluster["namespace"], world["rows"]) as after:
         time.sleep(2)
-    assert after.failures() == [] and after.versions() == {"2"}
+    assert after.failures() == [] and after.versions() == {"2"}, (_reasons(registry, before), _isvc(cluster)["status"],
+                                                                   bad.stderr[-2000:])
 
     # 4. A version trained with another scikit-learn minor: the runtime refuses it, the revision fails, it
     # never gets a request, and the step fails saying why; the registry keeps v2.
@@ -233,7 +237,8 @@ def test_standard_mode_canaries_roll_out_through_spec_canary(world, cluster, s3_
                                            "rollout_interval": INTERVAL, "rollout_policy": POLICY},
                           _workdir(tmp), env=env)
         time.sleep(1)
-    assert canary.returncode == 0 and canary.outputs["Output"] == "promoted", canary.stderr[-3000:]
+    assert canary.returncode == 0 and canary.outputs["Output"] == "promoted", (
+        canary.stderr[-3000:], [f"{e.action}: {e.reason}" for e in registry.history("churn-std")])
     assert load.failures() == [] and load.versions() == {"1", "2"}
     assert registry.aliases("churn-std") == {PRODUCTION: 2}
     isvc = cluster["cluster"].inference_service(cluster["namespace"], "churn-std")

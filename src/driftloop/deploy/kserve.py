@@ -29,7 +29,6 @@ from driftloop.deploy.inference_service import (
     ServingConfig,
     build_inference_service,
     canary_predictor,
-    predictor_name,
     predictor_spec,
     to_dict,
 )
@@ -38,9 +37,6 @@ from driftloop.registry import PRODUCTION, ModelRegistry, ModelVersion
 from driftloop.rollout.metrics import ServingTarget
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# Conditions whose False (not Unknown) means the new revision failed rather than is still starting.
-_FAILED_CONDITIONS = ("PredictorConfigurationReady", "LatestDeploymentReady", "PredictorReady")
-_ABORT_SERVERLESS = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
 
 
 def kube_api_client(context: str | None = None) -> ApiClient:
@@ -139,68 +135,102 @@ class KServeDeployment(Deployment):
         current = self.get(model)
         if current is None:
             self._create(to_dict(build_inference_service(stable, self.config)))
-            patch = None
-        elif self.config.standard:
-            patch = self._standard_patch(current, stable, canary, percent)
-            self._patch(model, patch)
-        else:
-            patch = self._serverless_patch(current, stable, canary, percent)
-            self._patch(model, patch)
-        # Going back to a version that already serves never waits on the newest revision, which may be the
-        # very one that failed.
-        if patch is None:
-            watch_failures = True
-        elif self.config.standard:
-            watch_failures = canary is not None or "predictor" in patch["spec"]
-        else:
-            watch_failures = patch is not _ABORT_SERVERLESS
-        return self._wait(model, stable, canary, percent if canary else 100, watch_failures)
+            if not self.config.standard:
+                self._wait_for_revision(model, previous="")
+            return self._wait(model, stable, None, 100)
+        if self.config.standard:
+            return self._serve_standard(model, current, stable, canary, percent)
+        return self._serve_serverless(model, current, stable, canary, percent)
 
-    def _serverless_patch(self, current: dict, stable: ModelVersion, canary: ModelVersion | None,
-                          percent: int) -> dict:
+    def _serve_serverless(self, model: str, current: dict, stable: ModelVersion, canary: ModelVersion | None,
+                          percent: int) -> ServedTraffic:
         predictor = (current.get("spec") or {}).get("predictor") or {}
         in_spec = _annotated_version(predictor)
+        production = self.registry.aliases(model).get(PRODUCTION)
+        if (canary is None and stable.version == production and in_spec != stable.version
+                and predictor.get("canaryTrafficPercent") is not None):
+            # Abort: the canary's revision keeps 0 % and the rolled-out revision (production) takes everything
+            # back, without a new revision.
+            self._patch(model, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+            return self._wait(model, stable, None, 100)
         newest = canary or stable
-        if canary is None and in_spec != stable.version and predictor.get("canaryTrafficPercent") is not None:
-            # Abort: the canary's revision keeps 0 %, the rolled-out (stable) revision takes everything back.
-            return _ABORT_SERVERLESS
-        patch: dict = {"canaryTrafficPercent": percent if canary is not None else None}
-        if in_spec != newest.version:  # a new version: a new revision, with the serving settings as configured
-            patch |= _predictor_patch(predictor_spec(newest, self.config))
-        return {"spec": {"predictor": patch}}
+        if in_spec != newest.version:
+            # A new version is a new revision, and `latestRevision: true` resolves to the latest *ready* one:
+            # until the new revision is ready, its share would go to the previous latest — after an abort, the
+            # aborted revision. So it enters at 0 % (the rolled-out revision keeps everything) and takes its share
+            # only once it is ready. The serving settings go with it as configured.
+            previous = _predictor_status(current).get("latestCreatedRevision", "")
+            entering = {"canaryTrafficPercent": 0, **_predictor_patch(predictor_spec(newest, self.config))}
+            self._patch(model, {"spec": {"predictor": entering}})
+            self._wait_for_revision(model, previous)
+        self._patch(model, {"spec": {"predictor": {"canaryTrafficPercent": percent if canary is not None else None}}})
+        return self._wait(model, stable, canary, percent if canary else 100)
 
-    def _standard_patch(self, current: dict, stable: ModelVersion, canary: ModelVersion | None,
-                        percent: int) -> dict:
-        predictor = (current.get("spec") or {}).get("predictor") or {}
+    def _wait_for_revision(self, model: str, previous: str) -> None:
+        """Polls until a revision newer than ``previous`` is created and ready; fails when KServe says it failed.
+
+        The revision is identified by name: status.observedGeneration is the Knative Service's generation, not
+        the InferenceService's (PropagateStatus), so it cannot tell whether this change was seen."""
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            obj = self.get(model) or {}
+            status = _predictor_status(obj)
+            created = status.get("latestCreatedRevision", "")
+            if created and created != previous:
+                if status.get("latestReadyRevision") == created:
+                    return
+                failure = _revision_failure(obj, created)
+                if failure:
+                    raise DeploymentError(f"InferenceService {model}: {failure}")
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"InferenceService {model}: no new revision was ready within "
+                                      f"{self.ready_timeout:.0f} s (latest created: {created or 'none'})")
+            self.sleep(self.poll_interval)
+
+    def _serve_standard(self, model: str, current: dict, stable: ModelVersion, canary: ModelVersion | None,
+                        percent: int) -> ServedTraffic:
+        spec = current.get("spec") or {}
+        serving = _annotated_version(spec.get("predictor") or {})
+        canaries = [_annotated_version(c.get("predictor") or {}) for c in spec.get("canary") or []]
+        if canary is None and serving != stable.version and stable.version not in canaries:
+            # A new stable version (a roll back) enters as a canary taking all traffic, so its Deployment is
+            # seen ready before the stable predictor is renamed to it: Standard mode's status has no revision
+            # names, and its observedGeneration follows the stable Deployment, not the spec.
+            self._patch(model, {"spec": {"canary": [
+                {"predictor": to_dict(canary_predictor(stable)), "trafficPercent": 100}]}})
+            self._wait(model, self.registry.get_version(model, serving) if serving else stable, stable, 100)
         patch: dict = {"canary": None if canary is None else [
             {"predictor": to_dict(canary_predictor(canary)), "trafficPercent": percent}]}
-        if _annotated_version(predictor) != stable.version or predictor.get("name") != predictor_name(stable):
-            # Promotion (or a roll back): the stable predictor becomes this version, under its own name, so
-            # its already-running canary Deployment carries on as the stable one.
+        if serving != stable.version:
+            # Promotion (or a roll back): the stable predictor becomes this version, under its own name, so its
+            # already-running canary Deployment carries on as the stable one.
             patch["predictor"] = _predictor_patch(predictor_spec(stable, self.config, named=True))
-        return {"spec": patch}
+        self._patch(model, {"spec": patch})
+        return self._wait(model, stable, canary, percent if canary else 100, watch_failures=canary is not None)
 
     def _wait(self, model: str, stable: ModelVersion, canary: ModelVersion | None, canary_percent: int,
-              watch_failures: bool = True) -> ServedTraffic:
-        """Polls status until it shows ``stable`` (and ``canary`` at ``canary_percent``) on ready revisions."""
+              watch_failures: bool = False) -> ServedTraffic:
+        """Polls status until it shows ``stable`` (and ``canary`` at ``canary_percent``) on ready revisions.
+
+        What the status shows is the confirmation: a split that differs from the one asked for is still being
+        reconciled (or never will be, and the timeout says what it shows instead)."""
         deadline = time.monotonic() + self.ready_timeout
         while True:
             obj = self.get(model)
-            if obj is not None and _caught_up(obj):
+            traffic = None
+            if obj is not None:
                 traffic = (_standard_traffic(obj) if self.config.standard
                            else _serverless_traffic(obj, stable.version))
-                failure = _failure(obj) if watch_failures else None
+                failure = _canary_failure(obj) if watch_failures else None
                 if failure:
                     raise DeploymentError(f"InferenceService {model}: {failure}")
                 if _matches(traffic, stable, canary, canary_percent):
                     return traffic
             if time.monotonic() > deadline:
-                seen = (_standard_traffic(obj) if self.config.standard else _serverless_traffic(obj, stable.version)
-                        ) if obj else None
                 raise DeploymentError(
                     f"InferenceService {model} did not reach "
                     f"{_describe_goal(stable, canary, canary_percent)} within {self.ready_timeout:.0f} s; "
-                    f"it shows: {seen.describe() if seen else 'nothing'}")
+                    f"it shows: {traffic.describe() if traffic else 'nothing'}")
             self.sleep(self.poll_interval)
 
 
@@ -223,22 +253,26 @@ def _conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or [])}
 
 
-def _caught_up(obj: dict) -> bool:
-    """KServe has reconciled the latest spec (status.observedGeneration reached metadata.generation)."""
-    observed = (obj.get("status") or {}).get("observedGeneration")
-    generation = (obj.get("metadata") or {}).get("generation")
-    return observed is None or generation is None or observed >= generation
+def _predictor_status(obj: dict) -> dict:
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
 
 
-def _failure(obj: dict) -> str | None:
-    """Why the newest revision cannot serve, when KServe says it failed (not merely still starting)."""
-    conditions = _conditions(obj)
-    for kind in _FAILED_CONDITIONS:
-        condition = conditions.get(kind)
-        if condition and condition.get("status") == "False":
-            return f"{kind} is False ({condition.get('reason', 'no reason')}): {condition.get('message', '')}".strip()
+def _revision_failure(obj: dict, revision: str) -> str | None:
+    """Why ``revision`` cannot serve, when KServe says it failed (Knative's RevisionFailed names it), not merely
+    that it is still starting."""
+    for condition in _conditions(obj).values():
+        if condition.get("status") == "False" and revision in (condition.get("message") or ""):
+            return f"{condition.get('type')} is False ({condition.get('reason', 'no reason')}): {condition['message']}"
+    failure = ((obj.get("status") or {}).get("modelStatus") or {}).get("lastFailureInfo") or {}
+    if failure.get("modelRevisionName") == revision and failure.get("message"):
+        return f"revision {revision} failed ({failure.get('reason', '')}): {failure['message']}"
+    return None
+
+
+def _canary_failure(obj: dict) -> str | None:
+    """Why a Standard-mode canary cannot serve, when KServe's status says its model failed to load."""
     for canary in (obj.get("status") or {}).get("canaryStatuses") or []:
-        failure = ((canary.get("modelStatus") or {}).get("lastFailureInfo") or {})
+        failure = (canary.get("modelStatus") or {}).get("lastFailureInfo") or {}
         if failure.get("message") and not canary.get("ready"):
             return f"canary {canary.get('name')} failed ({failure.get('reason', '')}): {failure['message']}"
     return None
@@ -284,20 +318,26 @@ def _standard_traffic(obj: dict) -> ServedTraffic:
         return ServedTraffic(name, None, None, ready)
     canary = None
     canary_share = 0
-    for entry, state in zip(spec.get("canary") or [], status.get("canaryStatuses") or [], strict=False):
-        version = _annotated_version(entry.get("predictor") or {})
+    states = {state.get("name"): state for state in status.get("canaryStatuses") or []}
+    for entry in spec.get("canary") or []:
+        predictor = entry.get("predictor") or {}
+        version, state = _annotated_version(predictor), states.get(predictor.get("name"), {})
+        # The HTTPRoute gives a canary its weight only once its Deployment is ready (applyCanaryWeights).
         share = int(state.get("trafficPercent") or 0) if state.get("ready") else 0
         canary_share += share
         if version is not None and canary is None:
-            canary = ServingTarget(version, share, f"{name}-{state.get('name')}-predictor", bool(state.get("ready")))
+            canary = ServingTarget(version, share, f"{name}-{predictor.get('name')}-predictor", bool(state.get("ready")))
     stable_name = (spec.get("predictor") or {}).get("name")
     deployment = f"{name}-{stable_name}-predictor" if stable_name else f"{name}-predictor"
-    stable = ServingTarget(stable_version, 100 - canary_share, deployment, ready)
+    predictor_ready = (conditions.get("PredictorReady") or {}).get("status") == "True"  # the stable Deployment
+    stable = ServingTarget(stable_version, 100 - canary_share, deployment, predictor_ready)
     return ServedTraffic(name, stable, canary, ready, _message(obj) if not ready else "")
 
 
 def _matches(traffic: ServedTraffic, stable: ModelVersion, canary: ModelVersion | None, percent: int) -> bool:
-    if traffic.stable is None or not traffic.ready:
+    """Whether what serves is what was asked for, on ready targets. The InferenceService's own Ready may be False
+    meanwhile: an aborted canary's failed revision keeps it so while the stable revision serves everything."""
+    if traffic.stable is None or not traffic.stable.ready:
         return False
     if canary is None:
         return traffic.canary is None and traffic.stable.version == stable.version and traffic.stable.percent == 100

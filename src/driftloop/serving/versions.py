@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 from driftloop import model_dir
 from driftloop.data import DatasetSpec
 from driftloop.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,13 @@ class ServedVersion:
 
     def warm_up(self) -> None:
         """Scores one row with every feature missing, so the first caller does not pay for lazy imports and
-        first-call set-up (a cold canary looks slower than it is, and a rollout judges its latency)."""
-        self.predict(pd.DataFrame({name: [None] for name in self.spec.feature_names}))
+        first-call set-up (a cold canary looks slower than it is, and a rollout judges its latency). A model
+        that cannot score that row still serves: real requests, and the rollout's analysis, judge it."""
+        try:
+            self.predict(pd.DataFrame({name: [None] for name in self.spec.feature_names}))
+        except Exception as exc:  # noqa: BLE001 - a synthetic row's failure is a warning, not a verdict
+            log.warning("%s v%s: warm-up prediction failed (%s: %s)", self.name, self.version, type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""

@@ -169,14 +169,14 @@ def print_verification(report: dict, anchored: bool = True) -> None:
         if result.problems:
             console.print(f"[red]✗[/] {name}: {len(result.problems)} problem(s)")
             for problem in result.problems:
-                console.print(f"    {problem}")
+                console.print(f"    {problem}", soft_wrap=True, markup=False)
         else:
             console.print(f"[green]✓[/] {name}: audit chain intact, every file matches its checksum")
-        console.print(f"    signed: {_versions(result.signed_versions)}, {result.signed_entries} audit entries "
+        console.print(f"    signed: {_versions(result.signed_versions)}; {_entries(result.signed_entries)} "
                       f"(key {', '.join(result.key_ids) or '–'})", soft_wrap=True)
         if result.unsigned_versions or result.unsigned_entries:
-            console.print(f"    unsigned: {_versions(result.unsigned_versions)}, {result.unsigned_entries} audit "
-                          "entries", soft_wrap=True)
+            console.print(f"    unsigned: {_versions(result.unsigned_versions)}; {_entries(result.unsigned_entries)}",
+                          soft_wrap=True)
     if not anchored:
         console.print("[yellow]![/] no trusted key configured: signatures were checked only against keys the "
                       "registry itself publishes; pin them with DRIFTLOOP_TRUSTED_KEY_IDS or DRIFTLOOP_VERIFY_KEY",
@@ -185,6 +185,10 @@ def print_verification(report: dict, anchored: bool = True) -> None:
 
 def _versions(versions: list[int]) -> str:
     return " ".join(f"v{v}" for v in versions) if versions else "no versions"
+
+
+def _entries(count: int) -> str:
+    return f"{count} audit {'entry' if count == 1 else 'entries'}"
 
 
 def print_reproduction(outcome) -> None:

@@ -28,7 +28,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -176,6 +176,14 @@ def apply(state: RegistryState, entry: AuditEntry) -> None:
     if CANARY in entry.moves or TRAFFIC_KEY in entry.evidence:
         # A canary that moves without a stated share gets none until someone sets it.
         state.canary_percent = int(entry.evidence.get(TRAFFIC_KEY, 0)) if CANARY in state.aliases else None
+
+
+def parse_entry(data: bytes | str, where: str) -> AuditEntry:
+    """One stored audit entry; :class:`IntegrityError` naming ``where`` when it is not one."""
+    try:
+        return AuditEntry(**json.loads(data))
+    except (ValueError, TypeError):
+        raise IntegrityError(f"{where} is not an audit entry (edited or damaged)") from None
 
 
 @dataclass(frozen=True)
@@ -643,7 +651,11 @@ class ModelRegistry(ABC):
         version's signature, every stored file's checksum, each manifest against its version, and each
         version's files against the hashes its ``register`` entry recorded."""
         report = Verification()
-        entries = self._read_trail(check_model_name(name), None).entries
+        try:
+            entries = self._read_trail(check_model_name(name), None).entries
+        except IntegrityError as exc:
+            report.problems.append(f"audit: {exc}")
+            entries = []
         report.problems += [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
         signed_seen = False
         for entry in entries:
@@ -679,7 +691,7 @@ class ModelRegistry(ABC):
         problems = []
         try:
             check = self.trust.check(VERSION_DOMAIN, record_payload(record, name, number), record.get("signature"),
-                                     f"version.json of {name} v{number}")
+                                     f"{name} v{number} version.json")
             report.note(check)
             if check.status != SIGNED and must_be_signed:
                 problems.append(f"version.json is unsigned, but {name} was signed when it was registered "

@@ -45,6 +45,7 @@ from driftloop.registry.base import (
     ModelRegistry,
     TrailRead,
     check_model_name,
+    parse_entry,
 )
 from driftloop.signing import SigningKey, Trust
 
@@ -177,7 +178,7 @@ class LocalRegistry(ModelRegistry):
         # Only newline-terminated lines are committed: a writer killed mid-line left the rest.
         complete = tail[:tail.rfind(b"\n") + 1]
         lines = [line for line in complete.split(b"\n")[:-1] if line.strip()]
-        entries = [AuditEntry(**json.loads(line)) for line in lines]
+        entries = [parse_entry(line, f"{AUDIT_FILE} of {name}, a line after byte {offset}") for line in lines]
         if lines:
             offset, last_line = offset + len(complete), lines[-1] + b"\n"
         return TrailRead(entries, (offset, last_line) if offset else None, reset=reset)

@@ -42,6 +42,7 @@ from driftloop.registry.base import (
     ModelRegistry,
     TrailRead,
     check_model_name,
+    parse_entry,
 )
 from driftloop.signing import SigningKey, Trust
 from driftloop.storage import S3Settings
@@ -240,7 +241,7 @@ class S3Registry(ModelRegistry):
         for key in keys:
             data = self._get(key)
             if data is not None:
-                entries.append(AuditEntry(**json.loads(data)))
+                entries.append(parse_entry(data, key.rsplit("/", 1)[-1] + f" of {name}'s audit trail"))
         return TrailRead(entries, keys[-1] if keys else cursor)
 
     def _audit_head(self, name: str) -> dict | None:

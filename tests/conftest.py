@@ -21,7 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _signing_key_of_the_session(tmp_path_factory) -> Iterator[Path]:
     """Every registry the tests write (in this process and in the processes it starts) signs with one key
     made for the session, never the user's ~/.config/driftloop/signing-key; no reader trust leaks in."""
+    from driftloop.signing import SigningKey
+
     path = tmp_path_factory.mktemp("signing") / "signing-key"
+    path.write_bytes(SigningKey.generate().private_pem())
+    path.chmod(0o600)
     names = ("DRIFTLOOP_SIGNING_KEY", "DRIFTLOOP_SIGNING_KEY_FILE", "DRIFTLOOP_VERIFY_KEY", "DRIFTLOOP_VERIFY_KEY_FILE",
              "DRIFTLOOP_TRUSTED_KEY_IDS", "DRIFTLOOP_REQUIRE_SIGNATURES")
     saved = {name: os.environ.pop(name, None) for name in names}

@@ -26,6 +26,7 @@ from driftloop.registry import AuditEntry, ModelRegistry, open_registry
 from driftloop.registry.base import AUDIT_DOMAIN, VERSION_DOMAIN, record_payload
 from driftloop.serving import runtime
 from driftloop.serving.gateway import Gateway
+from driftloop.serving.versions import ServedVersion
 from driftloop.signing import SigningKey, Trust
 from driftloop.storage import S3Settings
 
@@ -129,8 +130,9 @@ def registered(store: Store, tmp_path: Path) -> Store:
     return store
 
 
-def _attack(store: Store, marker: Path, how: str, attacker: SigningKey | None = None) -> None:
-    """Swaps v2's model for the payload and makes every hash agree with it again.
+def _attack(store: Store, marker: Path, how: str, attacker: SigningKey | None = None, trail: bool = True) -> None:
+    """Swaps v2's model for the payload and makes every hash agree with it again; with ``trail``, also the
+    register entry's record of the files, the chain after it and the head.
 
     ``how``: ``stale`` leaves the old signatures in place; ``stripped`` removes them from what it rewrote;
     ``forged`` signs with the attacker's own key and publishes it in the registry.
@@ -156,6 +158,10 @@ def _attack(store: Store, marker: Path, how: str, attacker: SigningKey | None = 
     elif how == "forged":
         record["signature"] = attacker.sign(VERSION_DOMAIN, record_payload(record, NAME, 2))
     store.write(f"{VERSION_DIR}/version.json", json.dumps(record, indent=2, sort_keys=True).encode())
+    if how == "forged":
+        store.write(f"keys/{attacker.key_id}.pub", attacker.public_pem())
+    if not trail:
+        return
 
     entries = store.audit()
     edited = next(i for i, e in enumerate(entries) if e["action"] == "register" and e["to_version"] == 2)
@@ -168,8 +174,6 @@ def _attack(store: Store, marker: Path, how: str, attacker: SigningKey | None = 
         elif how == "forged":
             entries[i]["signature"] = attacker.sign(AUDIT_DOMAIN, entries[i]["hash"].encode())
     store.write_audit(entries)
-    if how == "forged":
-        store.write(f"keys/{attacker.key_id}.pub", attacker.public_pem())
 
 
 def _copy_model_dir(store: Store, dest: Path) -> Path:
@@ -180,7 +184,7 @@ def _copy_model_dir(store: Store, dest: Path) -> Path:
     return dest
 
 
-EXPECTED = {
+EXPECTED = {  # what verify says about v2, and about the register entry the attack edited
     "stale": ("signature does not match the content", "audit entry 1 of churn: signature does not match"),
     "stripped": ("signature was removed", "entry 1 is unsigned but follows signed entries"),
     "forged": ("which this reader does not trust", "audit entry 1 of churn is signed by key"),
@@ -204,17 +208,34 @@ def test_a_swapped_model_with_recomputed_hashes_and_chain_is_refused_and_never_u
     with pytest.raises(IntegrityError):
         reader.fetch_model(NAME, 2, tmp_path / "fetched")
     assert not (tmp_path / "fetched" / "model.joblib").exists()
-
+    with pytest.raises(IntegrityError):
+        ServedVersion.load(registered.reader(), NAME, 2)  # what the gateway and the monitor load with
+    with pytest.raises(IntegrityError, match="the audit trail of churn cannot be trusted"):
+        registered.reader().aliases(NAME)  # nothing follows the forged trail's alias moves
     gateway = Gateway(registered.reader())
     asyncio.run(gateway.sync())
-    assert NAME not in gateway.models  # production is the tampered v2: nothing of it serves
-    assert 'driftloop_model_load_failures_total{model="churn",version="2"} 1.0' in \
-        generate_latest(gateway.metrics.registry).decode()
+    assert NAME not in gateway.models
 
     directory = _copy_model_dir(registered, tmp_path / "mnt-models")
     flags = ["--require_signatures"] if how == "stripped" else []  # a bare directory cannot tell stripped from old
     assert runtime.main(["--model_name=churn", f"--model_dir={directory}", "--http_port=0", *flags]) == \
         runtime.EXIT_CANNOT_SERVE
+    assert not marker.exists(), "the payload was unpickled"
+
+
+@pytest.mark.parametrize("how", ["stripped", "forged"])
+def test_with_the_trail_untouched_the_gateway_refuses_the_version_itself(registered: Store, tmp_path: Path,
+                                                                          how: str) -> None:
+    marker = tmp_path / "pwned"
+    _attack(registered, marker, how, attacker=SigningKey.generate(), trail=False)
+    problems = registered.reader().verify(NAME)
+    assert any(p.startswith("v2: ") and EXPECTED[how][0] in p for p in problems), problems
+    assert "v2: its files differ from the hashes its register entry recorded" in problems
+    gateway = Gateway(registered.reader())
+    asyncio.run(gateway.sync())
+    assert NAME not in gateway.models  # production is the tampered v2: nothing of it serves
+    assert 'driftloop_model_load_failures_total{model="churn",version="2"} 1.0' in \
+        generate_latest(gateway.metrics.registry).decode()
     assert not marker.exists(), "the payload was unpickled"
 
 

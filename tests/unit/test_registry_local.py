@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
-from driftloop.registry import CANARY, PRODUCTION, LocalRegistry, open_registry, verify_chain
+from driftloop.registry import CANARY, PRODUCTION, AuditEntry, LocalRegistry, open_registry, verify_chain
 
 NAME = "churn"
 
@@ -255,9 +255,10 @@ def audited(two_versions: LocalRegistry) -> LocalRegistry:
     return two_versions
 
 
-def _stored_trail(registry: LocalRegistry) -> list:
-    """The trail as stored now, read by a new reader (one that has read it before reads only what follows)."""
-    return LocalRegistry(registry.root).history(NAME)
+def _stored_trail(registry: LocalRegistry) -> list[AuditEntry]:
+    """The trail as stored now (a reader that has read it before reads only what follows, and refuses
+    entries whose signatures fail)."""
+    return [AuditEntry(**json.loads(line)) for line in _audit_lines(registry)[1]]
 
 
 def _audit_lines(registry: LocalRegistry) -> tuple[Path, list[str]]:
@@ -286,8 +287,6 @@ def test_an_edited_audit_line_is_detected(audited: LocalRegistry) -> None:
 
 
 def test_an_edited_line_with_a_recomputed_hash_breaks_the_next_link(audited: LocalRegistry) -> None:
-    from driftloop.registry import AuditEntry
-
     path, lines = _audit_lines(audited)
     entry = json.loads(lines[2])
     entry["to_version"] = 2

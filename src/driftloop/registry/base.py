@@ -208,9 +208,21 @@ class _Trail:
     entries: list[AuditEntry] = field(default_factory=list)
     state: RegistryState = field(default_factory=RegistryState)
     cursor: object = None
-    # Where signing began, found once per length of the trail (see signing_start).
-    start: tuple[int | None, int | None] | None = None
-    start_at: int = -1
+    first_signed: int | None = None  # seq of the first signed entry: every later one must be signed too
+    legacy_max: int | None = None  # the highest version registered before that (unsigned versions allowed)
+
+    def add(self, entry: AuditEntry, trust: Trust) -> None:
+        """Appends ``entry`` once its signature checks out (see :meth:`ModelRegistry.history`)."""
+        if entry.signature or self.first_signed is not None or trust.require:
+            if entry.check_signature(trust).status != SIGNED:
+                raise IntegrityError(f"audit entry {entry.seq} of {entry.model} is unsigned but follows signed "
+                                     "entries (its signature was removed)")
+            if self.first_signed is None:
+                self.first_signed = entry.seq
+        elif entry.action == "register" and entry.to_version is not None:
+            self.legacy_max = max(int(entry.to_version), self.legacy_max or 0)
+        self.entries.append(entry)
+        apply(self.state, entry)
 
 
 def signing_start(entries: list[AuditEntry], trust: Trust) -> tuple[int | None, int | None]:
@@ -431,25 +443,21 @@ class ModelRegistry(ABC):
         check = self.trust.check(VERSION_DOMAIN, record_payload(record, name, version), record.get("signature"),
                                  what, required=required)
         if check.status != SIGNED:
-            first_signed, legacy_max = self._signing_start(name)
+            with self._lock:
+                trail = self._trail(name)
+                first_signed, legacy_max = trail.first_signed, trail.legacy_max
             if first_signed is not None and (legacy_max is None or version > legacy_max):
                 raise IntegrityError(f"{what} is unsigned, but {name}'s trail is signed since entry {first_signed}: "
                                      "its signature was removed")
         return check
 
-    def _signing_start(self, name: str) -> tuple[int | None, int | None]:
-        with self._lock:
-            trail = self._trail(name)
-            if trail.start_at != len(trail.entries):
-                trail.start, trail.start_at = signing_start(trail.entries, self.trust), len(trail.entries)
-            return trail.start
-
     # -- the audit trail, read incrementally -------------------------------------------------------
 
     def _trail(self, name: str) -> _Trail:
-        """This process's copy of the trail, brought up to date by reading only what was appended."""
+        """This process's copy of the trail, brought up to date by reading (and checking) only what was
+        appended since the last call."""
         with self._lock:
-            trail = self._trails.get(name) or _Trail()
+            trail = self._trails.pop(name, None) or _Trail()
             read = self._read_trail(name, trail.cursor)
             new = read.entries
             if read.reset:
@@ -458,15 +466,23 @@ class ModelRegistry(ABC):
                                            or new[0].prev_hash != trail.entries[-1].hash):
                 read = self._read_trail(name, None)  # rewritten under us: start over
                 trail, new = _Trail(), read.entries
-            for entry in new:
-                trail.entries.append(entry)
-                apply(trail.state, entry)
+            try:
+                for entry in new:
+                    trail.add(entry, self.trust)
+            except IntegrityError as exc:  # the copy is dropped: the next call reads (and refuses) again
+                raise IntegrityError(f"the audit trail of {name} cannot be trusted: {exc}") from None
             trail.cursor = read.cursor
             self._trails[name] = trail
             return trail
 
     def history(self, name: str) -> list[AuditEntry]:
-        """The audit trail of ``name``, oldest first (as stored; :meth:`verify` checks it)."""
+        """The audit trail of ``name``, oldest first.
+
+        Every signature is checked as the entry is first read: an entry whose signature fails, is by an
+        untrusted key, or is missing after signed entries makes this (and :meth:`state`) raise
+        :class:`IntegrityError`, so nothing follows a forged alias move; :meth:`verify` lists every
+        problem, including edits to entries this process had already read.
+        """
         with self._lock:
             return list(self._trail(check_model_name(name)).entries)
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from driftloop.errors import IntegrityError
+from driftloop.errors import IntegrityError, RegistryError
 from driftloop.model_dir import ModelManifest
 from driftloop.registry import AuditEntry, ModelRegistry, open_registry
 from driftloop.registry.base import AUDIT_DOMAIN, VERSION_DOMAIN, record_payload
@@ -282,7 +283,7 @@ def test_with_every_signature_stripped_only_the_require_policy_tells_it_from_an_
     strict = registered.reader(trust=Trust.from_env(require=True))
     problems = strict.verify(NAME)
     assert any(p.startswith("v2: ") and "requires signatures" in p for p in problems)
-    with pytest.raises(IntegrityError, match="unsigned, and this reader requires signatures"):
+    with pytest.raises(IntegrityError, match="this reader requires signatures"):
         strict.fetch_model(NAME, 2, tmp_path / "fetched")
     gateway = Gateway(strict)
     asyncio.run(gateway.sync())
@@ -291,3 +292,52 @@ def test_with_every_signature_stripped_only_the_require_policy_tells_it_from_an_
     assert runtime.main(["--model_name=churn", f"--model_dir={directory}", "--http_port=0",
                          "--require_signatures"]) == runtime.EXIT_CANNOT_SERVE
     assert not marker.exists()
+
+
+def test_versions_from_before_signing_stay_usable_and_signing_once_begun_cannot_lapse(
+        s3_server, tmp_path: Path, monkeypatch, capsys) -> None:
+    """An S3 registry written without a key (as before signing), then by a writer with the key."""
+    session_key = os.environ["DRIFTLOOP_SIGNING_KEY_FILE"]
+    monkeypatch.delenv("DRIFTLOOP_SIGNING_KEY_FILE")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no key at the default path either
+    settings = S3Settings.from_env(s3_server.env)
+    bucket = f"legacy-{uuid.uuid4().hex[:12]}"
+    settings.client().make_bucket(bucket)
+    uri = f"s3://{bucket}/registry"
+
+    def register(registry: ModelRegistry, payload: bytes):
+        source = tmp_path / uuid.uuid4().hex
+        source.mkdir()
+        (source / "model.joblib").write_bytes(payload)
+        return registry.register(NAME, source, model_format="sklearn", lineage={}, metrics={}, attachments={},
+                                 actor="ct-pipeline")
+
+    keyless = open_registry(uri, settings)
+    assert register(keyless, b"old").signature is None
+    keyless.promote(NAME, 1, actor="alice")
+    assert capsys.readouterr().err.count("writing unsigned versions and audit entries") == 1
+
+    monkeypatch.setenv("DRIFTLOOP_SIGNING_KEY_FILE", session_key)
+    signer = open_registry(uri, settings)
+    assert register(signer, b"new").signature.startswith("ed25519:")
+    signer.set_alias(NAME, "canary", 2, actor="ct-pipeline")
+
+    reader = open_registry(uri, settings)
+    assert reader.fetch_model(NAME, 1, tmp_path / "v1").joinpath("model.joblib").read_bytes() == b"old"
+    report = reader.verify_report(NAME)
+    assert report.problems == []
+    assert (report.unsigned_versions, report.signed_versions) == ([1], [2])
+    assert (report.unsigned_entries, report.signed_entries) == (2, 2)
+
+    strict = open_registry(uri, settings, trust=Trust.from_env(require=True))
+    assert strict.aliases(NAME) == {"production": 1, "canary": 2}  # the old entries are history, not a lapse
+    with pytest.raises(IntegrityError, match="churn v1 version.json is unsigned, and this reader requires"):
+        strict.fetch_model(NAME, 1, tmp_path / "strict-v1")
+    assert strict.fetch_model(NAME, 2, tmp_path / "strict-v2").joinpath("model.joblib").read_bytes() == b"new"
+
+    monkeypatch.delenv("DRIFTLOOP_SIGNING_KEY_FILE")
+    with pytest.raises(RegistryError, match="the audit trail of 'churn' is signed and this process has no signing"):
+        open_registry(uri, settings).promote(NAME, 2, actor="mallory")
+    with pytest.raises(RegistryError, match="is signed and this process has no signing key"):
+        register(open_registry(uri, settings), b"sneaked in")
+    assert [v.version for v in reader.list_versions(NAME)] == [1, 2]

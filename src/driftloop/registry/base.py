@@ -213,8 +213,8 @@ class _Trail:
 
     def add(self, entry: AuditEntry, trust: Trust) -> None:
         """Appends ``entry`` once its signature checks out (see :meth:`ModelRegistry.history`)."""
-        if entry.signature or self.first_signed is not None or trust.require:
-            if entry.check_signature(trust).status != SIGNED:
+        if entry.signature or self.first_signed is not None:
+            if entry.check_signature(trust, required=False).status != SIGNED:
                 raise IntegrityError(f"audit entry {entry.seq} of {entry.model} is unsigned but follows signed "
                                      "entries (its signature was removed)")
             if self.first_signed is None:
@@ -469,11 +469,23 @@ class ModelRegistry(ABC):
             try:
                 for entry in new:
                     trail.add(entry, self.trust)
+                if self.trust.require and trail.entries:
+                    self._check_trail_policy(name, trail.first_signed)
             except IntegrityError as exc:  # the copy is dropped: the next call reads (and refuses) again
                 raise IntegrityError(f"the audit trail of {name} cannot be trusted: {exc}") from None
             trail.cursor = read.cursor
             self._trails[name] = trail
             return trail
+
+    def _check_trail_policy(self, name: str, first_signed: int | None) -> None:
+        """Where signatures are required, a trail must hold a signed entry (from the first on, every entry is
+        signed): entries from before signing stay readable, a trail stripped of every signature does not."""
+        if first_signed is None:
+            raise IntegrityError(f"no entry is signed, and this reader requires signatures "
+                                 f"({signing.REQUIRE_SIGNATURES_ENV}); any signed write to '{name}' starts signing")
+        if not self.trust.anchored:
+            raise IntegrityError(f"signatures are required, but this reader trusts no key of its own (set "
+                                 f"{signing.VERIFY_KEY_ENV} or {signing.TRUSTED_KEY_IDS_ENV})")
 
     def history(self, name: str) -> list[AuditEntry]:
         """The audit trail of ``name``, oldest first.
@@ -673,23 +685,27 @@ class ModelRegistry(ABC):
             report.problems.append(f"audit: {exc}")
             entries = []
         report.problems += [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
-        signed_seen = False
+        first_signed = None
         for entry in entries:
             try:
-                check = entry.check_signature(self.trust)
+                check = entry.check_signature(self.trust, required=False)
             except IntegrityError as exc:
                 report.problems.append(f"audit: {exc}")
-                signed_seen = signed_seen or bool(entry.signature)
                 continue
             report.note(check)
             if check.status == SIGNED:
                 report.signed_entries += 1
-                signed_seen = True
+                first_signed = entry.seq if first_signed is None else first_signed
             else:
                 report.unsigned_entries += 1
-                if signed_seen:
+                if first_signed is not None:
                     report.problems.append(f"audit: entry {entry.seq} is unsigned but follows signed entries "
                                            "(its signature was removed)")
+        if self.trust.require and entries:
+            try:
+                self._check_trail_policy(name, first_signed)
+            except IntegrityError as exc:
+                report.problems.append(f"audit: {exc}")
         registered = {e.to_version: e for e in entries if e.action == "register"}
         first_signed, legacy_max = signing_start(entries, self.trust)
         for number in self._version_numbers(name):

@@ -187,7 +187,7 @@ def _copy_model_dir(store: Store, dest: Path) -> Path:
 
 EXPECTED = {  # what verify says about v2, and about the register entry the attack edited
     "stale": ("signature does not match the content", "audit entry 1 of churn: signature does not match"),
-    "stripped": ("signature was removed", "entry 1 is unsigned but follows signed entries"),
+    "stripped": ("signature was removed", "audit entry 1 of churn is unsigned but follows signed entries"),
     "forged": ("which this reader does not trust", "audit entry 1 of churn is signed by key"),
 }
 

@@ -203,45 +203,36 @@ class TrailRead:
 
 @dataclass
 class _Trail:
-    """One model's trail as this process has read it, with the state it adds up to."""
+    """One model's trail as read so far, with the state it adds up to and where signing began."""
 
     entries: list[AuditEntry] = field(default_factory=list)
     state: RegistryState = field(default_factory=RegistryState)
     cursor: object = None
     first_signed: int | None = None  # seq of the first signed entry: every later one must be signed too
-    legacy_max: int | None = None  # the highest version registered before that (unsigned versions allowed)
+    legacy_max: int | None = None  # the highest version registered before that
 
-    def add(self, entry: AuditEntry, trust: Trust) -> None:
-        """Appends ``entry`` once its signature checks out (see :meth:`ModelRegistry.history`)."""
-        if entry.signature or self.first_signed is not None:
-            if entry.check_signature(trust, required=False).status != SIGNED:
-                raise IntegrityError(f"audit entry {entry.seq} of {entry.model} is unsigned but follows signed "
-                                     "entries (its signature was removed)")
-            if self.first_signed is None:
-                self.first_signed = entry.seq
+    def add(self, entry: AuditEntry, trust: Trust) -> SignatureCheck:
+        """Appends ``entry`` once its signature checks out.
+
+        Raises:
+            IntegrityError: the signature fails or is by an untrusted key, or the entry is unsigned although
+                an earlier one was signed (a removed signature); the entry is not appended.
+        """
+        check = entry.check_signature(trust, required=False)
+        if check.status == SIGNED:
+            self.first_signed = entry.seq if self.first_signed is None else self.first_signed
+        elif self.first_signed is not None:
+            raise IntegrityError(f"audit entry {entry.seq} of {entry.model} is unsigned but follows signed "
+                                 "entries (its signature was removed)")
         elif entry.action == "register" and entry.to_version is not None:
             self.legacy_max = max(int(entry.to_version), self.legacy_max or 0)
         self.entries.append(entry)
         apply(self.state, entry)
+        return check
 
-
-def signing_start(entries: list[AuditEntry], trust: Trust) -> tuple[int | None, int | None]:
-    """``(seq of the first entry with a valid signature, the highest version registered before it)``.
-
-    Versions up to that number may be unsigned (registered before signing); any later unsigned version
-    lost its signature. ``(None, None)`` when nothing in the trail is signed.
-    """
-    legacy_max = None
-    for entry in entries:
-        if entry.signature:
-            try:
-                entry.check_signature(trust, required=False)
-                return entry.seq, legacy_max
-            except IntegrityError:
-                pass  # an invalid signature starts nothing; verify reports it
-        if entry.action == "register" and entry.to_version is not None:
-            legacy_max = max(int(entry.to_version), legacy_max or 0)
-    return None, None
+    def allows_unsigned(self, version: int) -> bool:
+        """Whether ``version`` may be unsigned: nothing is signed yet, or it was registered before signing."""
+        return self.first_signed is None or (self.legacy_max is not None and version <= self.legacy_max)
 
 
 @dataclass
@@ -445,10 +436,9 @@ class ModelRegistry(ABC):
         if check.status != SIGNED:
             with self._lock:
                 trail = self._trail(name)
-                first_signed, legacy_max = trail.first_signed, trail.legacy_max
-            if first_signed is not None and (legacy_max is None or version > legacy_max):
-                raise IntegrityError(f"{what} is unsigned, but {name}'s trail is signed since entry {first_signed}: "
-                                     "its signature was removed")
+            if not trail.allows_unsigned(version):
+                raise IntegrityError(f"{what} is unsigned, but {name}'s trail is signed since entry "
+                                     f"{trail.first_signed}: its signature was removed")
         return check
 
     # -- the audit trail, read incrementally -------------------------------------------------------
@@ -685,34 +675,27 @@ class ModelRegistry(ABC):
             report.problems.append(f"audit: {exc}")
             entries = []
         report.problems += [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
-        first_signed = None
+        trail = _Trail()
         for entry in entries:
             try:
-                check = entry.check_signature(self.trust, required=False)
+                check = trail.add(entry, self.trust)
             except IntegrityError as exc:
                 report.problems.append(f"audit: {exc}")
                 continue
             report.note(check)
             if check.status == SIGNED:
                 report.signed_entries += 1
-                first_signed = entry.seq if first_signed is None else first_signed
             else:
                 report.unsigned_entries += 1
-                if first_signed is not None:
-                    report.problems.append(f"audit: entry {entry.seq} is unsigned but follows signed entries "
-                                           "(its signature was removed)")
         if self.trust.require and entries:
             try:
-                self._check_trail_policy(name, first_signed)
+                self._check_trail_policy(name, trail.first_signed)
             except IntegrityError as exc:
                 report.problems.append(f"audit: {exc}")
         registered = {e.to_version: e for e in entries if e.action == "register"}
-        first_signed, legacy_max = signing_start(entries, self.trust)
         for number in self._version_numbers(name):
-            report.problems += [f"v{number}: {p}" for p in
-                                self._verify_version(name, number, registered.get(number), report,
-                                                     first_signed is not None and (legacy_max is None
-                                                                                   or number > legacy_max))]
+            report.problems += [f"v{number}: {p}" for p in self._verify_version(
+                name, number, registered.get(number), report, must_be_signed=not trail.allows_unsigned(number))]
         return report
 
     def _verify_version(self, name: str, number: int, register_entry: AuditEntry | None, report: Verification,

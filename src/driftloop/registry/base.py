@@ -399,8 +399,7 @@ class ModelRegistry(ABC):
                 key = self._given_key or signing.load_signing_key(create=self._create_key)
                 if key is not None:
                     self._publish_public_key(key.key_id, key.public_pem())
-                    if self._given_key is None:  # this process's own key, as Trust.from_env would anchor it
-                        self.trust.add_own_key(key)
+                    self.trust.add_own_key(key)  # a writer checks what it wrote, as Trust.from_env would
                 self._writer_key, self._writer_key_loaded = key, True
             return self._writer_key
 

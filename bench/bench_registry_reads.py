@@ -14,6 +14,7 @@ Columns give the median time of 5 polls and, per poll, S3 requests (LIST / GET) 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -120,6 +121,7 @@ def main() -> None:
             _fill(writer, size, workdir)
             table.add_row(*_rows("local", size, writer, lambda root=root: LocalRegistry(root)))
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         port = free_port()
         server = _SerialMotoServer(port)
         server.start()

@@ -17,6 +17,28 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _signing_key_of_the_session(tmp_path_factory) -> Iterator[Path]:
+    """Every registry the tests write (in this process and in the processes it starts) signs with one key
+    made for the session, never the user's ~/.config/driftloop/signing-key; no reader trust leaks in."""
+    from driftloop.signing import SigningKey
+
+    path = tmp_path_factory.mktemp("signing") / "signing-key"
+    path.write_bytes(SigningKey.generate().private_pem())
+    path.chmod(0o600)
+    names = ("DRIFTLOOP_SIGNING_KEY", "DRIFTLOOP_SIGNING_KEY_FILE", "DRIFTLOOP_VERIFY_KEY", "DRIFTLOOP_VERIFY_KEY_FILE",
+             "DRIFTLOOP_TRUSTED_KEY_IDS", "DRIFTLOOP_REQUIRE_SIGNATURES")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ["DRIFTLOOP_SIGNING_KEY_FILE"] = str(path)
+    try:
+        yield path
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

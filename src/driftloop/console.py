@@ -162,15 +162,33 @@ def print_history(name: str, entries: list) -> None:
     _stdout().print(table)
 
 
-def print_verification(report: dict[str, list[str]]) -> None:
+def print_verification(report: dict, anchored: bool = True) -> None:
+    """One line per model (``Verification`` by name), its problems beneath; then what was signed by whom."""
     console = _stdout()
-    for name, problems in report.items():
-        if problems:
-            console.print(f"[red]✗[/] {name}: {len(problems)} problem(s)")
-            for problem in problems:
-                console.print(f"    {problem}")
+    for name, result in report.items():
+        if result.problems:
+            console.print(f"[red]✗[/] {name}: {len(result.problems)} problem(s)")
+            for problem in result.problems:
+                console.print(f"    {problem}", soft_wrap=True, markup=False)
         else:
             console.print(f"[green]✓[/] {name}: audit chain intact, every file matches its checksum")
+        console.print(f"    signed: {_versions(result.signed_versions)}; {_entries(result.signed_entries)} "
+                      f"(key {', '.join(result.key_ids) or '–'})", soft_wrap=True)
+        if result.unsigned_versions or result.unsigned_entries:
+            console.print(f"    unsigned: {_versions(result.unsigned_versions)}; {_entries(result.unsigned_entries)}",
+                          soft_wrap=True)
+    if not anchored:
+        console.print("[yellow]![/] no trusted key configured: signatures were checked only against keys the "
+                      "registry itself publishes; pin them with DRIFTLOOP_TRUSTED_KEY_IDS or DRIFTLOOP_VERIFY_KEY",
+                      soft_wrap=True)
+
+
+def _versions(versions: list[int]) -> str:
+    return " ".join(f"v{v}" for v in versions) if versions else "no versions"
+
+
+def _entries(count: int) -> str:
+    return f"{count} audit {'entry' if count == 1 else 'entries'}"
 
 
 def print_reproduction(outcome) -> None:

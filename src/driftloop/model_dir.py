@@ -6,14 +6,16 @@ serving needs (layout 2)::
     model.joblib            the fitted Pipeline: exactly one .joblib, which KServe's sklearn runtime can load
                             where its scikit-learn matches
     driftloop-model.json    the manifest: model, version, format, dataset spec, the libraries that trained
-                            it, every file's sha256, the lineage, and a slot for a signature
+                            it, every file's sha256, the lineage, and the writer's Ed25519 signature over
+                            all of that (canonical JSON with the slot empty; see :mod:`driftloop.signing`)
 
 Versions registered before layout 2 (``layout`` 1) have no manifest; their spec and lineage live beside
 ``model/`` in the registry. They still load through the registry (the local gateway, batch use); a
 cluster runtime, which sees only the directory, refuses them with one line that says so.
 
-Loading checks, in order, before anything is unpickled: the manifest's file hashes, then that the
-installed scikit-learn (and XGBoost, for XGBoost Pipelines) has the minor version that trained the model
+Loading checks, in order, before anything is unpickled: the manifest's signature against the keys the
+reader trusts (an unsigned manifest loads as "unsigned" unless the policy requires signatures), the
+manifest's file hashes, then that the installed scikit-learn (and XGBoost, for XGBoost Pipelines) has the minor version that trained the model
 — a pickled Pipeline from another minor version may load and predict wrongly ("may be invalid").
 """
 
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from driftloop.errors import DriftloopError, IntegrityError
+from driftloop.signing import MANIFEST_DOMAIN, SignatureCheck, SigningKey, Trust, canonical_json
 
 LAYOUT = 2
 MANIFEST_FILE = "driftloop-model.json"
@@ -57,7 +60,20 @@ class ModelManifest:
     files: dict[str, str]  # file name -> sha256, every file in the directory but the manifest
     lineage: dict = field(default_factory=dict)
     layout: int = LAYOUT
-    signature: str | None = None  # filled by signing; verified before loading when present
+    signature: str | None = None  # the writer's signature over the manifest with this slot empty
+
+    def signing_payload(self) -> bytes:
+        """The bytes the signature covers: the canonical JSON of the manifest with the slot empty."""
+        return canonical_json({**asdict(self), "signature": None})
+
+    def signed(self, key: SigningKey) -> ModelManifest:
+        """This manifest with its signature slot filled by ``key``."""
+        return replace(self, signature=key.sign(MANIFEST_DOMAIN, self.signing_payload()))
+
+    def check_signature(self, trust: Trust) -> SignatureCheck:
+        """Verifies the signature with the reader's keys; raises :class:`IntegrityError` when it fails."""
+        return trust.check(MANIFEST_DOMAIN, self.signing_payload(), self.signature,
+                           f"{self.model} v{self.version} manifest")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
@@ -146,24 +162,32 @@ class LoadedModel:
 
     pipeline: Any
     manifest: ModelManifest
+    signature: SignatureCheck = SignatureCheck("unsigned")
 
 
-def load(directory: str | Path, installed: dict[str, str | None] | None = None) -> LoadedModel:
-    """Verifies a layout-2 directory (hashes, libraries), then unpickles the Pipeline.
+def load(directory: str | Path, installed: dict[str, str | None] | None = None,
+         trust: Trust | None = None) -> LoadedModel:
+    """Verifies a layout-2 directory (signature, hashes, libraries), then unpickles the Pipeline.
+
+    Args:
+        trust: The keys and policy to check the manifest's signature with (default: from the environment,
+            :meth:`Trust.from_env`).
 
     Raises:
-        IntegrityError: no manifest, or a file does not match it.
+        IntegrityError: no manifest; its signature fails, is by an untrusted key, or is missing where
+            signatures are required; or a file does not match it.
         IncompatibleModelError: the training libraries differ in minor version.
     """
     manifest = read_manifest(directory)
     if manifest is None:
         raise IntegrityError(f"{directory} has no {MANIFEST_FILE}: it was registered before model directory layout "
                              f"{LAYOUT}; serve it with the local gateway or register it again")
+    signature = manifest.check_signature(trust if trust is not None else Trust.from_env())
     verify_files(directory, manifest)
     check_libraries(manifest, installed)
-    import joblib  # only once the files are known to be the ones registered
+    import joblib  # only once the files are known to be the ones registered and signed
 
-    return LoadedModel(joblib.load(Path(directory) / MODEL_FILENAME), manifest)
+    return LoadedModel(joblib.load(Path(directory) / MODEL_FILENAME), manifest, signature)
 
 
 def _minor(version: str) -> tuple[str, ...]:

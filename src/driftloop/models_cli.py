@@ -41,7 +41,7 @@ def add_models_parser(sub, add_common) -> None:
     archive.add_argument("version", type=int)
     history = verb("history", "the audit trail: who did what, when, from which version to which, and why")
     history.add_argument("name")
-    verify = verb("verify", "check the audit chain and every stored file's checksum")
+    verify = verb("verify", "check the audit chain, every signature and every stored file's checksum")
     verify.add_argument("name", nargs="?", help="default: every model")
     reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions")
     reproduce.add_argument("name")
@@ -79,9 +79,10 @@ def run_models(args: argparse.Namespace) -> int:
         return _emit(args, [e.to_dict() for e in entries], lambda: console.print_history(args.name, entries))
     if verb == "verify":
         names = [args.name] if args.name else registry.list_models()
-        report = {name: registry.verify(name) for name in names}
-        _emit(args, report, lambda: console.print_verification(report))
-        return EXIT_PROBLEMS if any(report.values()) else 0
+        report = {name: registry.verify_report(name) for name in names}
+        _emit(args, {name: r.to_dict() for name, r in report.items()},
+              lambda: console.print_verification(report, anchored=registry.trust.anchored))
+        return EXIT_PROBLEMS if any(r.problems for r in report.values()) else 0
     if verb == "reproduce":
         from driftloop.reproduce import reproduce
 

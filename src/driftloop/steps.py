@@ -182,6 +182,12 @@ def register(
     Idempotent per pipeline run: when ``lineage["run_id"]`` already registered a version (a retried
     step whose first attempt published before it died), that version is returned, not a second one.
 
+    The version and its audit entry are signed with the step's signing key (:mod:`driftloop.signing`): in a
+    cluster a Kubernetes Secret, given to this step as ``DRIFTLOOP_SIGNING_KEY`` (PEM) or mounted as the file
+    ``DRIFTLOOP_SIGNING_KEY_FILE`` names; locally the key file (created on first use). Without one, an S3
+    registry gets unsigned versions and a warning, and refuses once its trail is signed or signatures are
+    required.
+
     Returns:
         The version and its Markdown model card.
     """

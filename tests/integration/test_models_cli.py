@@ -15,7 +15,12 @@ from ..conftest import run_cli
 
 @pytest.fixture(scope="module")
 def s3_registry(s3_server, tmp_path_factory) -> dict:
+    """Two pipeline runs registered into S3, signing with a key given as PEM in the environment (as a
+    Kubernetes Secret gives it to the register step)."""
+    from driftloop.signing import SigningKey
+
     home = tmp_path_factory.mktemp("models-cli")
+    env = {**s3_server.env, "DRIFTLOOP_SIGNING_KEY": SigningKey.generate().private_pem().decode()}
     client = s3_server.settings().client()
     for bucket in ("mlops", "datasets"):
         if not client.bucket_exists(bucket):
@@ -31,11 +36,10 @@ def s3_registry(s3_server, tmp_path_factory) -> dict:
     runs = []
     for key in ("reference.csv", "drifted.csv"):
         result = run_cli("run", *common, "--data", f"s3://datasets/{key}", "--target", "churned",
-                         "--id-column", "customer_id", "--timestamp-column", "event_time", "--json",
-                         env=s3_server.env)
+                         "--id-column", "customer_id", "--timestamp-column", "event_time", "--json", env=env)
         assert result.returncode == 0, result.stderr
         runs.append(result)
-    return {"home": home, "common": common, "env": s3_server.env, "runs": runs}
+    return {"home": home, "common": common, "env": env, "runs": runs}
 
 
 def _cli(ctx: dict, *args: str):
@@ -123,3 +127,24 @@ def test_credentials_never_appear_in_output_or_logs(s3_registry) -> None:
     outputs.append(unreachable.stdout + unreachable.stderr)
     outputs += [p.read_text() for p in Path(s3_registry["home"]).rglob("*.log")]
     assert outputs and all(secret not in text for text in outputs)
+
+
+def test_the_signing_key_signs_everything_and_appears_nowhere_but_with_the_writer(s3_registry, s3_server) -> None:
+    from driftloop.signing import SigningKey
+
+    pem = s3_registry["env"]["DRIFTLOOP_SIGNING_KEY"]
+    secret = pem.splitlines()[1]  # the private key's base64 body
+    key = SigningKey.from_pem(pem.encode(), "test")
+    [report] = _json(s3_registry, "verify", "churn").values()
+    assert report["problems"] == [] and report["signed_versions"] == [1, 2] and report["unsigned_entries"] == 0
+    assert report["key_ids"] == [key.key_id]
+    outputs = [r.stdout + r.stderr for r in s3_registry["runs"]]
+    outputs += [_cli(s3_registry, *args).stdout for args in (("verify",), ("history", "churn", "--json"),
+                                                             ("show", "churn", "2", "--json"))]
+    outputs += [p.read_text() for p in Path(s3_registry["home"]).rglob("*.log")]
+    client = s3_server.settings().client()
+    stored = {o.object_name: client.get_object("mlops", o.object_name).read()
+              for o in client.list_objects("mlops", "registry/", recursive=True)}
+    assert all(secret not in text for text in outputs)
+    assert all(secret.encode() not in data and b"PRIVATE KEY" not in data for data in stored.values())
+    assert stored[f"registry/keys/{key.key_id}.pub"] == key.public_pem()  # readers get the public half only

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
-from driftloop.registry import CANARY, PRODUCTION, LocalRegistry, open_registry, verify_chain
+from driftloop.registry import CANARY, PRODUCTION, AuditEntry, LocalRegistry, open_registry, verify_chain
 
 NAME = "churn"
 
@@ -255,6 +255,12 @@ def audited(two_versions: LocalRegistry) -> LocalRegistry:
     return two_versions
 
 
+def _stored_trail(registry: LocalRegistry) -> list[AuditEntry]:
+    """The trail as stored now (a reader that has read it before reads only what follows, and refuses
+    entries whose signatures fail)."""
+    return [AuditEntry(**json.loads(line)) for line in _audit_lines(registry)[1]]
+
+
 def _audit_lines(registry: LocalRegistry) -> tuple[Path, list[str]]:
     path = registry.root / "models" / NAME / "audit.jsonl"
     return path, path.read_text().splitlines()
@@ -275,14 +281,12 @@ def test_an_edited_audit_line_is_detected(audited: LocalRegistry) -> None:
     lines[2] = json.dumps(entry, sort_keys=True)
     path.write_text("\n".join(lines) + "\n")
 
-    problems = verify_chain(audited.history(NAME))
+    problems = verify_chain(_stored_trail(audited))
 
     assert problems == ["entry 2: content does not match its hash (edited)"]
 
 
 def test_an_edited_line_with_a_recomputed_hash_breaks_the_next_link(audited: LocalRegistry) -> None:
-    from driftloop.registry import AuditEntry
-
     path, lines = _audit_lines(audited)
     entry = json.loads(lines[2])
     entry["to_version"] = 2
@@ -290,7 +294,7 @@ def test_an_edited_line_with_a_recomputed_hash_breaks_the_next_link(audited: Loc
     lines[2] = json.dumps(entry, sort_keys=True)
     path.write_text("\n".join(lines) + "\n")
 
-    assert verify_chain(audited.history(NAME)) == ["entry 3: does not follow the entry before it"]
+    assert verify_chain(_stored_trail(audited)) == ["entry 3: does not follow the entry before it"]
 
 
 def test_registry_verify_reports_chain_and_file_problems(audited: LocalRegistry) -> None:
@@ -312,7 +316,7 @@ def test_a_deleted_audit_line_is_detected(audited: LocalRegistry) -> None:
     del lines[1]
     path.write_text("\n".join(lines) + "\n")
 
-    problems = verify_chain(audited.history(NAME))
+    problems = verify_chain(_stored_trail(audited))
 
     assert any("an entry was removed" in p for p in problems)
     assert any("does not follow the entry before it" in p for p in problems)

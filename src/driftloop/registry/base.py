@@ -5,6 +5,18 @@ Versions are numbered 1, 2, 3 … per model, never reused and never modified. Al
 append-only, hash-chained audit trail, and the state itself (aliases, archived versions) is the replay
 of that trail: an alias move and its audit record can never disagree, and a backend only has to make
 "append the next entry" atomic. Every stored file carries a sha256 that is checked before it is used.
+
+Versions and audit entries are signed with the writer's Ed25519 key (:mod:`driftloop.signing`): a
+version's ``version.json`` (every file's sha256, lineage, metrics) and its model directory's manifest,
+and each audit entry's hash. Readers check a version's signature before they use any of its files, so
+someone who can write the storage but does not hold the key can neither swap a model nor rewrite the
+trail unnoticed. Versions and entries written before signing stay readable as "unsigned", unless the
+reader's policy requires signatures; once a model's trail holds a signed entry, a later unsigned entry
+or version is a removed signature, not an old one.
+
+Readers keep each model's trail in memory and read only what was appended since (the backend's
+``_read_trail`` resumes from a cursor), so following the aliases costs O(new entries); :meth:`verify`
+always reads everything again.
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from driftloop import model_dir as model_dir_layout
+from driftloop import signing
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
+from driftloop.signing import AUDIT_DOMAIN, SIGNED, VERSION_DOMAIN, SignatureCheck, SigningKey, Trust
 from driftloop.storage import sha256_bytes
 
 PRODUCTION = "production"
@@ -64,6 +80,8 @@ class ModelVersion:
         files: sha256 of every stored file, by path relative to the version.
         lineage: Run id, data URI and hash, parameters, code and library versions, parent version, …
         metrics: Holdout metrics at registration.
+        signature: The writer's signature over the record (``version.json`` without this field); None for
+            versions registered before signing.
     """
 
     name: str
@@ -75,9 +93,17 @@ class ModelVersion:
     lineage: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     layout: int = 1  # model directory layout: 2 = self-contained (manifest inside model/); 1 = before that
+    signature: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def record_payload(record: dict, name: str, version: int) -> bytes:
+    """The signed bytes of a ``version.json`` record; the model's name and number are bound in, so a signed
+    record cannot be copied to another version."""
+    body = {k: v for k, v in record.items() if k != "signature"}
+    return signing.canonical_json({"model": name, "version": version, "record": body})
 
 
 @dataclass(frozen=True)
@@ -101,11 +127,17 @@ class AuditEntry:
     prev_hash: str
     hash: str
     moves: dict = field(default_factory=dict)
+    signature: str | None = None  # the writer's signature over ``hash``; None before signing
 
     @staticmethod
     def digest(fields: dict) -> str:
-        body = {k: v for k, v in fields.items() if k != "hash"}
+        body = {k: v for k, v in fields.items() if k not in ("hash", "signature")}
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def check_signature(self, trust: Trust, *, required: bool | None = None) -> SignatureCheck:
+        """Verifies the signature over this entry's hash (which covers its content and its predecessor)."""
+        return trust.check(AUDIT_DOMAIN, self.hash.encode(), self.signature, f"audit entry {self.seq} of {self.model}",
+                           required=required)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,29 +152,128 @@ class RegistryState:
     canary_percent: int | None = None  # KServe's canaryTrafficPercent while a canary is set
 
 
+    def copy(self) -> RegistryState:
+        return RegistryState(dict(self.aliases), set(self.archived), self.canary_percent)
+
+
 def replay(entries: Iterable[AuditEntry]) -> RegistryState:
     """Folds audit entries into the current state."""
     state = RegistryState()
     for entry in entries:
-        for alias, (_, to) in entry.moves.items():
-            if to is None:
-                state.aliases.pop(alias, None)
-            else:
-                state.aliases[alias] = int(to)
-        if entry.action == "archive" and entry.to_version is not None:
-            state.archived.add(int(entry.to_version))
-        if CANARY in entry.moves or TRAFFIC_KEY in entry.evidence:
-            # A canary that moves without a stated share gets none until someone sets it.
-            state.canary_percent = int(entry.evidence.get(TRAFFIC_KEY, 0)) if CANARY in state.aliases else None
+        apply(state, entry)
     return state
 
 
-def chain_entry(previous: AuditEntry | None, entry_fields: dict) -> AuditEntry:
-    """Numbers and hashes a new entry after ``previous``."""
+def apply(state: RegistryState, entry: AuditEntry) -> None:
+    """Folds one more entry into ``state`` (what :func:`replay` does for each)."""
+    for alias, (_, to) in entry.moves.items():
+        if to is None:
+            state.aliases.pop(alias, None)
+        else:
+            state.aliases[alias] = int(to)
+    if entry.action == "archive" and entry.to_version is not None:
+        state.archived.add(int(entry.to_version))
+    if CANARY in entry.moves or TRAFFIC_KEY in entry.evidence:
+        # A canary that moves without a stated share gets none until someone sets it.
+        state.canary_percent = int(entry.evidence.get(TRAFFIC_KEY, 0)) if CANARY in state.aliases else None
+
+
+def parse_entry(data: bytes | str, where: str) -> AuditEntry:
+    """One stored audit entry; :class:`IntegrityError` naming ``where`` when it is not one."""
+    try:
+        return AuditEntry(**json.loads(data))
+    except (ValueError, TypeError):
+        raise IntegrityError(f"{where} is not an audit entry (edited or damaged)") from None
+
+
+@dataclass(frozen=True)
+class TrailRead:
+    """What a backend read of an audit trail returned.
+
+    Attributes:
+        entries: The entries after the cursor, oldest first (every entry when ``reset``).
+        cursor: Where the next read resumes (backend-specific: a byte offset, the last key).
+        reset: The stored trail no longer extends what the cursor had seen, so this is a full read.
+    """
+
+    entries: list[AuditEntry]
+    cursor: object
+    reset: bool = False
+
+
+@dataclass
+class _Trail:
+    """One model's trail as read so far, with the state it adds up to and where signing began."""
+
+    entries: list[AuditEntry] = field(default_factory=list)
+    state: RegistryState = field(default_factory=RegistryState)
+    cursor: object = None
+    first_signed: int | None = None  # seq of the first signed entry: every later one must be signed too
+    legacy_max: int | None = None  # the highest version registered before that
+
+    def add(self, entry: AuditEntry, trust: Trust) -> SignatureCheck:
+        """Appends ``entry`` once its signature checks out.
+
+        Raises:
+            IntegrityError: the signature fails or is by an untrusted key, or the entry is unsigned although
+                an earlier one was signed (a removed signature); the entry is not appended.
+        """
+        check = entry.check_signature(trust, required=False)
+        if check.status == SIGNED:
+            self.first_signed = entry.seq if self.first_signed is None else self.first_signed
+        elif self.first_signed is not None:
+            raise IntegrityError(f"audit entry {entry.seq} of {entry.model} is unsigned but follows signed "
+                                 "entries (its signature was removed)")
+        elif entry.action == "register" and entry.to_version is not None:
+            self.legacy_max = max(int(entry.to_version), self.legacy_max or 0)
+        self.entries.append(entry)
+        apply(self.state, entry)
+        return check
+
+    def allows_unsigned(self, version: int) -> bool:
+        """Whether ``version`` may be unsigned: nothing is signed yet, or it was registered before signing."""
+        return self.first_signed is None or (self.legacy_max is not None and version <= self.legacy_max)
+
+
+@dataclass
+class Verification:
+    """What :meth:`ModelRegistry.verify_report` found for one model.
+
+    Attributes:
+        problems: Every problem, one line each (empty when the model is intact).
+        signed_versions / unsigned_versions: Version numbers by signature status (problems excluded).
+        signed_entries / unsigned_entries: Audit entries by signature status.
+        key_ids: The keys that signed what verified.
+        anchored: Whether every signature verified against a key this reader trusts on its own authority
+            (not only one the registry published).
+    """
+
+    problems: list[str] = field(default_factory=list)
+    signed_versions: list[int] = field(default_factory=list)
+    unsigned_versions: list[int] = field(default_factory=list)
+    signed_entries: int = 0
+    unsigned_entries: int = 0
+    key_ids: list[str] = field(default_factory=list)
+    anchored: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def note(self, check: SignatureCheck) -> None:
+        if check.status == SIGNED:
+            if check.key_id not in self.key_ids:
+                self.key_ids.append(check.key_id)
+            self.anchored = self.anchored and check.anchored
+
+
+def chain_entry(previous: AuditEntry | None, entry_fields: dict, key: SigningKey | None = None) -> AuditEntry:
+    """Numbers and hashes a new entry after ``previous``, and signs its hash with ``key`` when given."""
     fields = {"moves": {}, **entry_fields}
     fields["seq"] = 0 if previous is None else previous.seq + 1
     fields["prev_hash"] = "" if previous is None else previous.hash
     fields["hash"] = AuditEntry.digest(fields)
+    if key is not None:
+        fields["signature"] = key.sign(AUDIT_DOMAIN, fields["hash"].encode())
     return AuditEntry(**fields)
 
 
@@ -172,10 +303,12 @@ class ModelRegistry(ABC):
     """The registry port.
 
     Backends implement storage primitives (publish a version, read a file, read and append the audit
-    trail); every verb below is written once on top of them, so all backends behave the same.
+    trail, store public keys); every verb below is written once on top of them, so all backends behave the
+    same. A backend's constructor calls :meth:`_init_signing`.
     """
 
     uri: str
+    trust: Trust
 
     # -- backend primitives ---------------------------------------------------------------------
 
@@ -206,8 +339,12 @@ class ModelRegistry(ABC):
         """Names that have any stored state."""
 
     @abstractmethod
-    def history(self, name: str) -> list[AuditEntry]:
-        """The audit trail of ``name``, oldest first."""
+    def _read_trail(self, name: str, cursor: object) -> TrailRead:
+        """The audit entries stored after ``cursor`` (all of them for None), unverified.
+
+        A backend returns a full read with ``reset`` when it can tell the stored trail no longer extends
+        what the cursor saw; :meth:`history` also starts over when new entries do not link to the old.
+        """
 
     @abstractmethod
     def _audit_head(self, name: str) -> dict | None:
@@ -218,10 +355,137 @@ class ModelRegistry(ABC):
 
     @abstractmethod
     def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
-        """Atomically appends the entry ``build`` makes from the current trail.
+        """Atomically appends the entry ``build`` makes from the current trail, made with
+        :meth:`_next_entry` (numbered, hashed and signed).
 
         If another writer appended first, ``build`` runs again on the new state.
         """
+
+    @abstractmethod
+    def _read_public_key(self, key_id: str) -> bytes | None:
+        """The PEM a writer published as ``keys/<key_id>.pub``, or None."""
+
+    @abstractmethod
+    def _publish_public_key(self, key_id: str, pem: bytes) -> None:
+        """Stores ``keys/<key_id>.pub`` unless it exists (readers check it against the id)."""
+
+    # -- signing ----------------------------------------------------------------------------------
+
+    def _init_signing(self, trust: Trust | None, signing_key: SigningKey | None, *, create_key: bool) -> None:
+        """Sets up the reader's trust and, lazily, the writer's key.
+
+        Args:
+            trust: Keys and policy for reading (default: :meth:`Trust.from_env`); the registry's published
+                keys are added as a convenience (see :mod:`driftloop.signing` for when they count).
+            signing_key: The key to write with (default: from the environment, loaded at the first write).
+            create_key: Create the default key file at the first write when there is none (local registries).
+        """
+        self.trust = (trust if trust is not None else Trust.from_env()).with_published(self._published_key)
+        self._given_key = signing_key
+        self._create_key = create_key
+        self._writer_key: SigningKey | None = None
+        self._writer_key_loaded = False
+        self._trails: dict[str, _Trail] = {}
+        self._verified: dict[tuple[str, int], tuple[ModelVersion, SignatureCheck]] = {}
+        self._lock = threading.RLock()
+
+    def _published_key(self, key_id: str) -> bytes | None:
+        return self._read_public_key(key_id)
+
+    def _signing_key(self) -> SigningKey | None:
+        """The key this process writes with, published in the registry on first use; None without one."""
+        with self._lock:
+            if not self._writer_key_loaded:
+                key = self._given_key or signing.load_signing_key(create=self._create_key)
+                if key is not None:
+                    self._publish_public_key(key.key_id, key.public_pem())
+                    self.trust.add_own_key(key)  # a writer checks what it wrote, as Trust.from_env would
+                self._writer_key, self._writer_key_loaded = key, True
+            return self._writer_key
+
+    def _check_unsigned_write(self, name: str, trail_signed: bool) -> None:
+        """Refuses to write unsigned where signatures are expected; otherwise warns once."""
+        hint = f"set {signing.SIGNING_KEY_FILE_ENV} (a mounted Secret) or {signing.SIGNING_KEY_ENV}"
+        if self.trust.require:
+            raise RegistryError(f"registry {self.uri} requires signatures and this process has no signing key: {hint}")
+        if trail_signed:
+            raise RegistryError(f"the audit trail of '{name}' is signed and this process has no signing key: {hint}")
+        if not getattr(self, "_warned_unsigned", False):
+            self._warned_unsigned = True
+            print(f"driftloop: warning: no signing key ({hint}): writing unsigned versions and audit entries to "
+                  f"{self.uri}", file=sys.stderr, flush=True)
+
+    def _next_entry(self, previous: AuditEntry | None, entry_fields: dict) -> AuditEntry:
+        """The entry that follows ``previous``: numbered, chained and signed with the writer's key."""
+        key = self._signing_key()
+        if key is None:
+            self._check_unsigned_write(entry_fields.get("model", ""), bool(previous and previous.signature))
+        return chain_entry(previous, entry_fields, key)
+
+    def _check_record(self, name: str, version: int, record: dict, *, required: bool | None = None) -> SignatureCheck:
+        """Checks a stored ``version.json``'s signature; an unsigned record must predate the model's signing.
+
+        Raises:
+            IntegrityError: the signature fails or is untrusted; or the record is unsigned although the model
+                was signed when it was registered (a removed signature), or the policy requires signatures.
+        """
+        what = f"{name} v{version} version.json"
+        check = self.trust.check(VERSION_DOMAIN, record_payload(record, name, version), record.get("signature"),
+                                 what, required=required)
+        if check.status != SIGNED:
+            with self._lock:
+                trail = self._trail(name)
+            if not trail.allows_unsigned(version):
+                raise IntegrityError(f"{what} is unsigned, but {name}'s trail is signed since entry "
+                                     f"{trail.first_signed}: its signature was removed")
+        return check
+
+    # -- the audit trail, read incrementally -------------------------------------------------------
+
+    def _trail(self, name: str) -> _Trail:
+        """This process's copy of the trail, brought up to date by reading (and checking) only what was
+        appended since the last call."""
+        with self._lock:
+            trail = self._trails.pop(name, None) or _Trail()
+            read = self._read_trail(name, trail.cursor)
+            new = read.entries
+            if read.reset:
+                trail = _Trail()
+            elif new and trail.entries and (new[0].seq != trail.entries[-1].seq + 1
+                                           or new[0].prev_hash != trail.entries[-1].hash):
+                read = self._read_trail(name, None)  # rewritten under us: start over
+                trail, new = _Trail(), read.entries
+            try:
+                for entry in new:
+                    trail.add(entry, self.trust)
+                if self.trust.require and trail.entries:
+                    self._check_trail_policy(name, trail.first_signed)
+            except IntegrityError as exc:  # the copy is dropped: the next call reads (and refuses) again
+                raise IntegrityError(f"the audit trail of {name} cannot be trusted: {exc}") from None
+            trail.cursor = read.cursor
+            self._trails[name] = trail
+            return trail
+
+    def _check_trail_policy(self, name: str, first_signed: int | None) -> None:
+        """Where signatures are required, a trail must hold a signed entry (from the first on, every entry is
+        signed): entries from before signing stay readable, a trail stripped of every signature does not."""
+        if first_signed is None:
+            raise IntegrityError(f"no entry is signed, and this reader requires signatures "
+                                 f"({signing.REQUIRE_SIGNATURES_ENV}); any signed write to '{name}' starts signing")
+        if not self.trust.anchored:
+            raise IntegrityError(f"signatures are required, but this reader trusts no key of its own (set "
+                                 f"{signing.VERIFY_KEY_ENV} or {signing.TRUSTED_KEY_IDS_ENV})")
+
+    def history(self, name: str) -> list[AuditEntry]:
+        """The audit trail of ``name``, oldest first.
+
+        Every signature is checked as the entry is first read: an entry whose signature fails, is by an
+        untrusted key, or is missing after signed entries makes this (and :meth:`state`) raise
+        :class:`IntegrityError`, so nothing follows a forged alias move; :meth:`verify` lists every
+        problem, including edits to entries this process had already read.
+        """
+        with self._lock:
+            return list(self._trail(check_model_name(name)).entries)
 
     # -- versions ---------------------------------------------------------------------------------
 
@@ -243,7 +507,9 @@ class ModelRegistry(ABC):
 
         The stored ``model/`` is self-contained (layout 2): the registry adds the manifest
         ``driftloop-model.json`` (number, format, ``spec``, the libraries in ``lineage``, every file's sha256,
-        the lineage) so a server that sees only that directory can check and serve it.
+        the lineage) so a server that sees only that directory can check and serve it. With a signing key
+        (see :mod:`driftloop.signing`) the manifest and ``version.json`` are signed, and the ``register``
+        audit entry, signed too, records every file's sha256.
 
         Args:
             spec: The dataset spec as a dict (default: the ``spec.json`` attachment).
@@ -262,12 +528,19 @@ class ModelRegistry(ABC):
                 raise RegistryError(f"invalid attachment name '{rel}'")
         if spec is None:
             spec = json.loads(attachments["spec.json"]) if "spec.json" in attachments else {}
+        key = self._signing_key()
+        if key is None:  # refuse before anything is published, not at the audit entry
+            entries = self.history(name)
+            self._check_unsigned_write(name, bool(entries and entries[-1].signature))
         created_at = utc_now()
+        published: dict = {}
 
         def files_for(number: int) -> tuple[dict[str, bytes], dict]:
             manifest = model_dir_layout.build_manifest(
                 model_files, model=name, version=number, model_format=model_format, spec=spec,
                 libraries=lineage.get("libraries") or {}, lineage=lineage)
+            if key is not None:
+                manifest = manifest.signed(key)
             files = {f"{MODEL_DIR}/{rel}": data for rel, data in model_files.items()}
             files[f"{MODEL_DIR}/{model_dir_layout.MANIFEST_FILE}"] = manifest.to_json().encode()
             files.update(attachments)
@@ -279,12 +552,15 @@ class ModelRegistry(ABC):
                 "lineage": lineage,
                 "metrics": metrics,
             }
+            if key is not None:
+                record["signature"] = key.sign(VERSION_DOMAIN, record_payload(record, name, number))
+            published["files"] = record["files"]
             return files, record
 
         number = self._publish(name, files_for, version)
         self._commit(name, lambda entries: _fields(
             name, "register", actor, reason, to_version=number, from_version=lineage.get("parent_version"),
-            evidence={"run_id": lineage.get("run_id"), "metrics": metrics},
+            evidence={"run_id": lineage.get("run_id"), "metrics": metrics, "files": published["files"]},
         ))
         return self.get_version(name, number)
 
@@ -303,31 +579,66 @@ class ModelRegistry(ABC):
         return [self.get_version(name, n) for n in self._version_numbers(check_model_name(name))]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
-        """One version; raises :class:`ModelNotFoundError` when absent."""
-        record = self._read_record(check_model_name(name), int(version))
-        if record is None:
-            if not self._version_numbers(name):
-                raise ModelNotFoundError(f"no registered model named '{name}'")
-            raise ModelNotFoundError(f"model '{name}' has no version {version}")
-        return ModelVersion(name=name, version=int(version), storage_uri=self._storage_uri(name, int(version)),
-                            **record)
+        """One version, its record's signature checked (an unsigned one is returned as such whatever the
+        policy: loading its files is what the policy refuses).
+
+        Raises:
+            ModelNotFoundError: no such version.
+            IntegrityError: the record's signature fails, is untrusted, or was removed.
+        """
+        return self._version(name, int(version), required=False)
+
+    def _version(self, name: str, version: int, *, required: bool | None = None) -> ModelVersion:
+        """The checked version; with ``required`` (default: the reader's policy) it must be signed by a key
+        this reader trusts on its own authority."""
+        check_model_name(name)
+        cached = self._verified.get((name, version))
+        if cached is None:
+            record = self._read_record(name, version)
+            if record is None:
+                if not self._version_numbers(name):
+                    raise ModelNotFoundError(f"no registered model named '{name}'")
+                raise ModelNotFoundError(f"model '{name}' has no version {version}")
+            check = self._check_record(name, version, record, required=False)
+            mv = ModelVersion(name=name, version=version, storage_uri=self._storage_uri(name, version), **record)
+            # Versions are immutable: once checked, this record is the one files are compared with.
+            cached = self._verified[(name, version)] = (mv, check)
+        mv, check = cached
+        if (self.trust.require if required is None else required) and not (check.status == SIGNED and check.anchored):
+            # Re-run the check under the policy for its one-line reason (unsigned, or unanchored).
+            self._check_record(name, version, self._read_record(name, version) or {}, required=True)
+            raise IntegrityError(f"{name} v{version} is not signed by a key this reader trusts")
+        return mv
 
     def read_file(self, name: str, version: int, relpath: str) -> bytes:
-        """Reads one file of a version and checks it against the recorded sha256."""
-        mv = self.get_version(name, version)
+        """Reads one file of a version and checks it against the recorded (signed) sha256.
+
+        Raises:
+            IntegrityError: the file or the record was changed; or the version is unsigned where the policy
+                requires signatures.
+        """
+        return self._read_checked(self._version(name, int(version)), relpath)
+
+    def _read_checked(self, mv: ModelVersion, relpath: str) -> bytes:
         if relpath not in mv.files:
-            raise ModelNotFoundError(f"{name} v{version} has no file '{relpath}'")
-        data = self._read_raw(name, version, relpath)
+            raise ModelNotFoundError(f"{mv.name} v{mv.version} has no file '{relpath}'")
+        data = self._read_raw(mv.name, mv.version, relpath)
         if sha256_bytes(data) != mv.files[relpath]:
             raise IntegrityError(
-                f"checksum mismatch for {name} v{version} {relpath}: the stored file was changed or damaged"
+                f"checksum mismatch for {mv.name} v{mv.version} {relpath}: the stored file was changed or damaged"
             )
         return data
 
     def fetch_model(self, name: str, version: int, dest: Path) -> Path:
-        """Copies the version's model directory to ``dest`` after verifying every file."""
-        mv = self.get_version(name, version)
-        blobs = {rel: self.read_file(name, version, rel) for rel in mv.files if rel.startswith(MODEL_DIR + "/")}
+        """Copies the version's model directory to ``dest`` after checking its signature and every file.
+
+        Nothing is written to ``dest`` unless all of it checks out, so nothing unverified can be unpickled.
+        """
+        mv = self._version(name, int(version))
+        blobs = {rel: self._read_checked(mv, rel) for rel in mv.files if rel.startswith(MODEL_DIR + "/")}
+        manifest_bytes = blobs.get(f"{MODEL_DIR}/{model_dir_layout.MANIFEST_FILE}")
+        if manifest_bytes is not None:
+            self._check_manifest(mv, model_dir_layout.ModelManifest.from_json(manifest_bytes))
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         for rel, data in blobs.items():
@@ -336,22 +647,99 @@ class ModelRegistry(ABC):
             target.write_bytes(data)
         return dest
 
+    def _check_manifest(self, mv: ModelVersion, manifest: model_dir_layout.ModelManifest) -> SignatureCheck:
+        """The manifest a signed version holds is signed too, names this version, and lists its files."""
+        check = manifest.check_signature(self.trust)
+        if mv.signature and check.status != SIGNED:
+            raise IntegrityError(f"{mv.name} v{mv.version} manifest is unsigned in a signed version")
+        listed = {f"{MODEL_DIR}/{rel}": digest for rel, digest in manifest.files.items()}
+        recorded = {rel: d for rel, d in mv.files.items()
+                    if rel.startswith(MODEL_DIR + "/") and rel != f"{MODEL_DIR}/{model_dir_layout.MANIFEST_FILE}"}
+        if (manifest.model, manifest.version) != (mv.name, mv.version) or listed != recorded:
+            raise IntegrityError(f"{mv.name} v{mv.version} manifest does not match the version's record")
+        return check
+
     def verify(self, name: str) -> list[str]:
-        """Every problem found: a broken audit chain, and stored files that fail their checksum."""
-        entries = self.history(name)
-        problems = [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
-        for mv in self.list_versions(name):
-            for rel in mv.files:
+        """Every problem found (see :meth:`verify_report`)."""
+        return self.verify_report(name).problems
+
+    def verify_report(self, name: str) -> Verification:
+        """Reads everything again and checks it: the audit chain and its head, every entry's and every
+        version's signature, every stored file's checksum, each manifest against its version, and each
+        version's files against the hashes its ``register`` entry recorded."""
+        report = Verification()
+        try:
+            entries = self._read_trail(check_model_name(name), None).entries
+        except IntegrityError as exc:
+            report.problems.append(f"audit: {exc}")
+            entries = []
+        report.problems += [f"audit: {p}" for p in verify_chain(entries) + check_head(entries, self._audit_head(name))]
+        trail = _Trail()
+        for entry in entries:
+            try:
+                check = trail.add(entry, self.trust)
+            except IntegrityError as exc:
+                report.problems.append(f"audit: {exc}")
+                continue
+            report.note(check)
+            if check.status == SIGNED:
+                report.signed_entries += 1
+            else:
+                report.unsigned_entries += 1
+        if self.trust.require and entries:
+            try:
+                self._check_trail_policy(name, trail.first_signed)
+            except IntegrityError as exc:
+                report.problems.append(f"audit: {exc}")
+        registered = {e.to_version: e for e in entries if e.action == "register"}
+        for number in self._version_numbers(name):
+            report.problems += [f"v{number}: {p}" for p in self._verify_version(
+                name, number, registered.get(number), report, must_be_signed=not trail.allows_unsigned(number))]
+        return report
+
+    def _verify_version(self, name: str, number: int, register_entry: AuditEntry | None, report: Verification,
+                        must_be_signed: bool) -> list[str]:
+        record = self._read_record(name, number)
+        if record is None:
+            return ["version.json vanished while verifying"]
+        problems = []
+        try:
+            check = self.trust.check(VERSION_DOMAIN, record_payload(record, name, number), record.get("signature"),
+                                     f"{name} v{number} version.json")
+            report.note(check)
+            if check.status != SIGNED and must_be_signed:
+                problems.append(f"version.json is unsigned, but {name} was signed when it was registered "
+                                "(its signature was removed)")
+            (report.signed_versions if check.status == SIGNED else report.unsigned_versions).append(number)
+        except IntegrityError as exc:
+            problems.append(str(exc))
+        try:
+            mv = ModelVersion(name=name, version=number, storage_uri=self._storage_uri(name, number), **record)
+        except TypeError:
+            return [*problems, "version.json is not a version record"]
+        for rel in mv.files:
+            try:
+                data = self._read_checked(mv, rel)
+            except (IntegrityError, ModelNotFoundError) as exc:
+                problems.append(str(exc))
+                continue
+            if rel == f"{MODEL_DIR}/{model_dir_layout.MANIFEST_FILE}":
                 try:
-                    self.read_file(name, mv.version, rel)
-                except (IntegrityError, ModelNotFoundError) as exc:
-                    problems.append(f"v{mv.version}: {exc}")
+                    report.note(self._check_manifest(mv, model_dir_layout.ModelManifest.from_json(data)))
+                except IntegrityError as exc:
+                    problems.append(str(exc))
+        recorded = (register_entry.evidence or {}).get("files") if register_entry else None
+        if recorded is not None and recorded != mv.files:
+            problems.append("its files differ from the hashes its register entry recorded")
         return problems
 
     # -- aliases ----------------------------------------------------------------------------------
 
     def state(self, name: str) -> RegistryState:
-        return replay(self.history(check_model_name(name)))
+        """Aliases, archived versions and the canary's share: the replay of the trail, kept up to date
+        incrementally (each call reads only entries appended since the last)."""
+        with self._lock:
+            return self._trail(check_model_name(name)).state.copy()
 
     def aliases(self, name: str) -> dict[str, int]:
         """Alias → version for ``name``."""

@@ -9,12 +9,18 @@ Layout under the root::
     models/<name>/audit.jsonl                       append-only, hash-chained; aliases are its replay
     models/<name>/audit.head                        seq and hash of the newest entry (detects deletions)
     models/<name>/.staging/                         versions being written; never listed
+    keys/<key id>.pub                               public keys of the writers (a convenience for readers)
 
 A version is written completely under ``.staging`` and then renamed to ``versions/<n>``: a directory
 rename is atomic and fails if ``<n>`` already exists, so a crash leaves nothing visible and two
 writers can never share a number (the loser writes its version again under the next one, since the
 manifest names the number). Audit appends hold an
 exclusive ``flock`` on the model's ``.lock`` file.
+
+Readers remember how far into ``audit.jsonl`` they have read (the offset after the last complete line,
+and that line) and read only the tail after it; if that line is no longer where it was, the file was
+rewritten and they read it again from the start. The signing key is created on first write when there is
+none (``~/.config/driftloop/signing-key``, outside the registry).
 """
 
 from __future__ import annotations
@@ -37,17 +43,31 @@ from driftloop.registry.base import (
     EntryBuilder,
     FilesBuilder,
     ModelRegistry,
-    chain_entry,
+    TrailRead,
     check_model_name,
+    parse_entry,
 )
+from driftloop.signing import SigningKey, Trust
+
+AUDIT_FILE = "audit.jsonl"
 
 
 class LocalRegistry(ModelRegistry):
-    """A registry rooted at a directory."""
+    """A registry rooted at a directory.
 
-    def __init__(self, root: str | Path) -> None:
+    Args:
+        root: The directory.
+        trust: Keys and policy for reading (default: from the environment).
+        signing_key: The key to write with (default: from the environment, or created on first write).
+    """
+
+    def __init__(self, root: str | Path, *, trust: Trust | None = None, signing_key: SigningKey | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+        self._init_signing(trust, signing_key, create_key=True)
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({self.uri!r})"
 
     def _model_root(self, name: str) -> Path:
         return self.root / "models" / check_model_name(name)
@@ -137,20 +157,38 @@ class LocalRegistry(ModelRegistry):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def history(self, name: str) -> list[AuditEntry]:
-        path = self._model_root(name) / "audit.jsonl"
-        if not path.exists():
-            return []
+    def _read_trail(self, name: str, cursor: object) -> TrailRead:
+        path = self._model_root(name) / AUDIT_FILE
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            return TrailRead([], None, reset=cursor is not None)
+        with handle:
+            reset = False
+            if cursor is not None:
+                offset, last_line = cursor
+                start = offset - len(last_line)
+                handle.seek(max(start, 0))
+                if start < 0 or handle.read(len(last_line)) != last_line:
+                    reset, offset, last_line = True, 0, b""  # rewritten: read it all again
+                    handle.seek(0)
+            else:
+                offset, last_line = 0, b""
+            tail = handle.read()
         # Only newline-terminated lines are committed: a writer killed mid-line left the rest.
-        complete = path.read_text().split("\n")[:-1]
-        return [AuditEntry(**json.loads(line)) for line in complete if line.strip()]
+        complete = tail[:tail.rfind(b"\n") + 1]
+        lines = [line for line in complete.split(b"\n")[:-1] if line.strip()]
+        entries = [parse_entry(line, f"{AUDIT_FILE} of {name}, a line after byte {offset}") for line in lines]
+        if lines:
+            offset, last_line = offset + len(complete), lines[-1] + b"\n"
+        return TrailRead(entries, (offset, last_line) if offset else None, reset=reset)
 
     def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
         with self._locked(name) as model_root:
             entries = self.history(name)
-            entry = chain_entry(entries[-1] if entries else None, build(entries))
-            _drop_torn_tail(model_root / "audit.jsonl")
-            with open(model_root / "audit.jsonl", "a") as handle:
+            entry = self._next_entry(entries[-1] if entries else None, build(entries))
+            _drop_torn_tail(model_root / AUDIT_FILE)
+            with open(model_root / AUDIT_FILE, "a") as handle:
                 handle.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -165,6 +203,24 @@ class LocalRegistry(ModelRegistry):
             return json.loads((self._model_root(name) / "audit.head").read_text())
         except FileNotFoundError:
             return None
+
+    # -- public keys --------------------------------------------------------------------------
+
+    def _read_public_key(self, key_id: str) -> bytes | None:
+        try:
+            return (self.root / "keys" / f"{key_id}.pub").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _publish_public_key(self, key_id: str, pem: bytes) -> None:
+        path = self.root / "keys" / f"{key_id}.pub"
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{key_id}.{uuid.uuid4().hex}")
+        _write_durably(tmp, pem)
+        tmp.chmod(0o444)
+        os.replace(tmp, path)
 
 
 def _drop_torn_tail(path: Path) -> None:

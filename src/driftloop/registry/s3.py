@@ -9,17 +9,27 @@ Layout under ``s3://<bucket>/<prefix>/``::
     models/<name>/versions/<n>/version.json         written last: the version exists once it does
     models/<name>/audit/<seq>.json                  one object per entry, created with If-None-Match: *
     models/<name>/audit-head.json                   seq and hash of the newest entry (detects deletions)
+    keys/<key id>.pub                               public keys of the writers (a convenience for readers)
 
 S3 has no rename, so atomicity comes from conditional writes (``If-None-Match: *``, supported by
 MinIO and AWS S3): a writer first claims the next number, which no other writer can then get; a
 version becomes visible only when its ``version.json`` lands; a writer that dies leaves an invisible,
 never-reused number. Audit entries claim their sequence number the same way, so two writers can never
 both append entry *k*; the loser re-reads the trail and tries again.
+
+All of that rests on the server refusing a second ``If-None-Match: *`` PUT of a key; some S3-compatible
+stores ignore the header and overwrite. Before its first write, a registry checks that its store refuses
+one (a probe object under ``.driftloop-probe/``) and refuses to write, with one line, when it does not.
+
+Readers keep the last audit key they read and list only the keys after it (``start-after``), so a poll
+costs one LIST and one GET per new entry. A writer signs with ``DRIFTLOOP_SIGNING_KEY`` (PEM) or
+``DRIFTLOOP_SIGNING_KEY_FILE`` (a mounted Secret); none is created for an S3 registry.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from urllib.parse import urlparse
 
 from driftloop.errors import ConfigError, ModelNotFoundError, RegistryError, VersionExistsError
@@ -30,19 +40,30 @@ from driftloop.registry.base import (
     EntryBuilder,
     FilesBuilder,
     ModelRegistry,
-    chain_entry,
+    TrailRead,
     check_model_name,
+    parse_entry,
 )
+from driftloop.signing import SigningKey, Trust
 from driftloop.storage import S3Settings
 
 CLAIM_FILE = ".claim"
+PROBE_DIR = ".driftloop-probe"
 MAX_ATTEMPTS = 1000
 
 
 class S3Registry(ModelRegistry):
-    """A registry under ``s3://bucket/prefix``."""
+    """A registry under ``s3://bucket/prefix``.
 
-    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
+    Args:
+        uri: ``s3://bucket/prefix``.
+        settings: Endpoint and credentials (default: from the environment).
+        trust: Keys and policy for reading (default: from the environment).
+        signing_key: The key to write with (default: ``DRIFTLOOP_SIGNING_KEY`` or the key file, if any).
+    """
+
+    def __init__(self, uri: str, settings: S3Settings | None = None, *, trust: Trust | None = None,
+                 signing_key: SigningKey | None = None) -> None:
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ConfigError(f"not an s3:// registry URI: {uri}")
@@ -51,6 +72,8 @@ class S3Registry(ModelRegistry):
         self.prefix = parsed.path.strip("/")
         self.settings = settings or S3Settings.from_env()
         self._client = self.settings.client()
+        self._store_checked = False
+        self._init_signing(trust, signing_key, create_key=False)
 
     def __repr__(self) -> str:
         return f"S3Registry({self.uri!r}, endpoint={self.settings.endpoint!r})"
@@ -84,10 +107,15 @@ class S3Registry(ModelRegistry):
                 f"registry {self.uri}: cannot reach S3 endpoint {self.settings.endpoint} ({type(exc).__name__})"
             ) from None
 
-    def _put(self, key: str, data: bytes, *, create_only: bool = False) -> bool:
-        """Writes one object; with ``create_only`` returns False if it already existed."""
+    def _put(self, key: str, data: bytes, *, create_only: bool = False, checked: bool = False) -> bool:
+        """Writes one object; with ``create_only`` returns False if it already existed.
+
+        Every write first makes sure the store honours conditional writes (``checked`` skips that: the probe).
+        """
         from minio.error import S3Error
 
+        if not checked:
+            self._check_store()
         headers = {"Content-Type": "application/octet-stream"}
         if create_only:
             headers["If-None-Match"] = "*"
@@ -116,15 +144,38 @@ class S3Registry(ModelRegistry):
             response.close()
             response.release_conn()
 
-    def _list(self, prefix: str, recursive: bool = False) -> list[str]:
+    def _list(self, prefix: str, recursive: bool = False, start_after: str | None = None) -> list[str]:
         objects = self._call(f"listing {prefix}", lambda: list(
-            self._client.list_objects(self.bucket, prefix=prefix, recursive=recursive)))
+            self._client.list_objects(self.bucket, prefix=prefix, recursive=recursive, start_after=start_after)))
         return [o.object_name for o in objects]
 
     def ensure_bucket(self) -> None:
         """Creates the bucket if it is missing (for tests and first-time set-up)."""
         if not self._call("checking the bucket", self._client.bucket_exists, self.bucket):
             self._call("creating the bucket", self._client.make_bucket, self.bucket)
+
+    def _check_store(self) -> None:
+        """Before the first write: a second ``If-None-Match: *`` PUT of one key must be refused.
+
+        Raises:
+            RegistryError: the store overwrote the key, so two writers could take the same version number
+                or audit entry; nothing is written.
+        """
+        if self._store_checked:
+            return
+        key = self._key(PROBE_DIR, uuid.uuid4().hex)
+        first = self._put(key, b"probe", create_only=True, checked=True)
+        second = self._put(key, b"probe", create_only=True, checked=True)
+        try:
+            self._client.remove_object(self.bucket, key)
+        except Exception:  # noqa: BLE001 - a writer may lack delete rights; a leftover probe harms nothing
+            pass
+        if first and second:
+            raise RegistryError(
+                f"registry {self.uri}: the S3 endpoint {self.settings.endpoint} ignores conditional writes "
+                "(If-None-Match: *), so concurrent writers could overwrite each other's versions; refusing to "
+                "write (use a store that honours them, such as AWS S3 or MinIO)")
+        self._store_checked = True
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -183,14 +234,15 @@ class S3Registry(ModelRegistry):
 
     # -- audit trail --------------------------------------------------------------------------
 
-    def history(self, name: str) -> list[AuditEntry]:
+    def _read_trail(self, name: str, cursor: object) -> TrailRead:
         base = self._model_key(name, "audit") + "/"
+        keys = sorted(self._list(base, start_after=cursor))
         entries = []
-        for key in sorted(self._list(base)):
+        for key in keys:
             data = self._get(key)
             if data is not None:
-                entries.append(AuditEntry(**json.loads(data)))
-        return entries
+                entries.append(parse_entry(data, key.rsplit("/", 1)[-1] + f" of {name}'s audit trail"))
+        return TrailRead(entries, keys[-1] if keys else cursor)
 
     def _audit_head(self, name: str) -> dict | None:
         data = self._get(self._model_key(name, "audit-head.json"))
@@ -199,7 +251,7 @@ class S3Registry(ModelRegistry):
     def _commit(self, name: str, build: EntryBuilder) -> AuditEntry:
         for _ in range(MAX_ATTEMPTS):
             entries = self.history(name)
-            entry = chain_entry(entries[-1] if entries else None, build(entries))
+            entry = self._next_entry(entries[-1] if entries else None, build(entries))
             key = self._model_key(name, "audit", f"{entry.seq:010d}.json")
             if self._put(key, json.dumps(entry.to_dict(), sort_keys=True).encode(), create_only=True):
                 head = json.dumps({"seq": entry.seq, "hash": entry.hash}).encode()
@@ -207,4 +259,10 @@ class S3Registry(ModelRegistry):
                 return entry
         raise RegistryError(f"could not append to the audit trail of {name} after {MAX_ATTEMPTS} attempts")
 
+    # -- public keys --------------------------------------------------------------------------
 
+    def _read_public_key(self, key_id: str) -> bytes | None:
+        return self._get(self._key("keys", f"{key_id}.pub"))
+
+    def _publish_public_key(self, key_id: str, pem: bytes) -> None:
+        self._put(self._key("keys", f"{key_id}.pub"), pem, create_only=True)

@@ -2,15 +2,16 @@
 
 ``python -m driftloop.serving.runtime --model_name=<isvc> --model_dir=/mnt/models --http_port=8080`` — the
 command the ``driftloop`` ServingRuntime (manifests/base) runs. It loads the self-contained model directory
-KServe's storage initializer left at ``--model_dir``, checking every file against the manifest and the
-training libraries' minor versions before unpickling anything, then serves it with the same model class and
+KServe's storage initializer left at ``--model_dir``, checking the manifest's signature (against
+``DRIFTLOOP_VERIFY_KEY`` / ``--verify_key_file``; ``--require_signatures`` refuses unsigned models), every
+file against the manifest and the training libraries' minor versions before unpickling anything, then serves it with the same model class and
 app as the local gateway (:class:`~driftloop.serving.routed_model.RoutedModel`, one version, no split):
 KServe V1 (records, KServe's column lists, positional lists) and V2, ``/metrics`` per version, errors as
 4xx JSON. A model it cannot load faithfully stops it with one line on stderr, so KServe marks the revision
 failed and it never takes traffic.
 
 Flags are KServe's own (``kserve.model_server.parser``: ``--http_port``, ``--model_name`` …) plus
-``--model_dir``, ``--host`` and ``--max_body_bytes``.
+``--model_dir``, ``--host``, ``--max_body_bytes``, ``--verify_key_file`` and ``--require_signatures``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     # the pod's address, for which the ServingRuntime passes --host=0.0.0.0 explicitly.
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--verify_key_file", default=None,
+                        help="PEM public key(s) the manifest's signature is checked with (or DRIFTLOOP_VERIFY_KEY)")
+    parser.add_argument("--require_signatures", action="store_true", default=None,
+                        help="refuse a model whose manifest is not signed by a trusted key "
+                             "(or DRIFTLOOP_REQUIRE_SIGNATURES=1)")
     return parser
 
 
@@ -45,9 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, _ = build_parser().parse_known_args(argv)  # KServe's runtimes accept flags they do not use
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from driftloop.serving.versions import ServedVersion
+    from driftloop.signing import Trust
 
     try:
-        version = ServedVersion.from_directory(args.model_dir)
+        trust = Trust.from_env(require=args.require_signatures, verify_key_file=args.verify_key_file)
+        version = ServedVersion.from_directory(args.model_dir, trust)
         version.warm_up()  # before the port opens: readiness means ready to answer at full speed
     except (DriftloopError, OSError) as exc:
         print(f"driftloop-runtime: error: cannot serve {args.model_dir}: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""A registry version loaded for serving: every file checked against its sha256 first, then the Pipeline."""
+"""A registry version loaded for serving: its signature and every file's sha256 checked first, then the Pipeline."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 from driftloop import model_dir
 from driftloop.data import DatasetSpec
 from driftloop.registry import ModelRegistry
+from driftloop.signing import Trust
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +29,31 @@ class ServedVersion:
 
     @classmethod
     def load(cls, registry: ModelRegistry, name: str, version: int) -> ServedVersion:
-        """Fetches the model directory (every file checked against the registry's sha256) and loads it.
+        """Fetches the model directory (the version's signature, then every file's sha256, checked with the
+        registry's keys and policy) and loads it.
 
-        Layout-2 directories are loaded from their own manifest (hashes and library versions checked, as the
-        cluster runtime does); layout-1 versions take their spec from the registry.
+        Layout-2 directories are loaded from their own manifest (signature, hashes and library versions
+        checked, as the cluster runtime does); layout-1 versions take their spec from the registry.
 
         Raises:
-            IntegrityError: a stored file does not match its checksum; nothing is loaded.
+            IntegrityError: a signature fails, is untrusted, was removed, or is missing where the policy
+                requires one; or a stored file does not match its checksum. Nothing is unpickled.
             IncompatibleModelError: the model was trained with another scikit-learn/XGBoost minor version.
         """
         with tempfile.TemporaryDirectory(prefix="driftloop-serve-") as tmp:
             directory = registry.fetch_model(name, version, Path(tmp))
             if registry.get_version(name, version).layout >= 2:
-                return cls.from_directory(directory)
+                return cls.from_directory(directory, registry.trust)
             spec = DatasetSpec.from_json(registry.read_file(name, version, "spec.json").decode())
             import joblib
 
             return cls(name, version, spec, joblib.load(directory / model_dir.MODEL_FILENAME))
 
     @classmethod
-    def from_directory(cls, directory: str | Path) -> ServedVersion:
-        """Loads a self-contained model directory (what KServe's storage initializer leaves at /mnt/models)."""
-        loaded = model_dir.load(directory)
+    def from_directory(cls, directory: str | Path, trust: Trust | None = None) -> ServedVersion:
+        """Loads a self-contained model directory (what KServe's storage initializer leaves at /mnt/models),
+        its manifest's signature checked with ``trust`` (default: the environment's keys and policy)."""
+        loaded = model_dir.load(directory, trust=trust)
         manifest = loaded.manifest
         return cls(manifest.model, manifest.version, DatasetSpec.from_dict(manifest.spec), loaded.pipeline)
 

@@ -352,17 +352,18 @@ def test_malformed_requests_get_4xx_and_the_server_stays_up(world) -> None:
                 assert "error" in response.json()
         assert client.post("/v1/models/nope:predict", json={"instances": [good]}).status_code == 404
         huge = json.dumps({"instances": [{**good, "age": 10 ** 400}]})
-        assert client.post("/v1/models/churn:predict", content=huge).status_code == 400
+        as_json = {"content-type": "application/json"}
+        assert client.post("/v1/models/churn:predict", content=huge, headers=as_json).status_code == 400
         assert client.post("/v1/models/churn:explain", json={"instances": [good]}).status_code == 501
 
         def chunks():  # no Content-Length: the limit must hold for streamed bodies too
             for _ in range(100):
                 yield b" " * 1024
 
-        streamed = client.post("/v1/models/churn:predict", content=chunks())
+        streamed = client.post("/v1/models/churn:predict", content=chunks(), headers=as_json)
         assert streamed.status_code == 413 and "larger than" in streamed.json()["error"]
         # Only the registry decides what serves: KServe's repository unload is not exposed.
-        assert client.post("/v2/repository/models/churn/unload").status_code in (404, 405)
+        assert client.post("/v2/repository/models/churn/unload", json={}).status_code in (404, 405)
         assert _predict(client, world["rows"]).status_code == 200
     assert len(statuses) >= 1000
     assert all(s == 200 or 400 <= s < 500 for s in statuses), sorted(set(statuses))

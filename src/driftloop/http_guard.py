@@ -25,15 +25,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftloop.errors import ConfigError
+
+if TYPE_CHECKING:  # the CLI imports this module for its token roles; FastAPI costs half a second to import
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 MIN_TOKEN_LENGTH = 16  # shorter secrets can be guessed; `openssl rand -hex 32` gives 64 characters
@@ -47,16 +48,17 @@ class Role:
     name: str
     env: str  # the token itself; f"{env}_FILE" names a file holding it
 
-    def token(self, environ: Mapping[str, str] | None = None) -> str | None:
-        """The role's token from the environment (or the file it names); None when none is configured.
+    def token(self, environ: Mapping[str, str] | None = None, file: str | Path | None = None) -> str | None:
+        """The role's token: from ``file`` when given, else the environment (the value, or the file that
+        ``<env>_FILE`` names); None when none is configured.
 
         Raises:
-            ConfigError: the named file is missing or empty, or the token is too short to be a secret.
+            ConfigError: the file is missing or empty, or the token is too short to be a secret.
         """
         environ = os.environ if environ is None else environ
-        value, origin = environ.get(self.env), self.env
-        if not value and environ.get(f"{self.env}_FILE"):
-            origin = environ[f"{self.env}_FILE"]
+        value, origin = (None, str(file)) if file else (environ.get(self.env), self.env)
+        if not value and (file or environ.get(f"{self.env}_FILE")):
+            origin = str(file or environ[f"{self.env}_FILE"])
             try:
                 value = Path(origin).read_text().strip()
             except OSError as exc:
@@ -136,12 +138,17 @@ def parse_json(body: bytes) -> object:
         raise HttpError(400, f"body is not valid JSON: {exc}") from None
 
 
-def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message}, headers=dict(headers or {}))
+def error(status: int, message: str) -> JSONResponse:
+    """driftloop's error answer: the status and ``{"error": message}``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status, content={"error": message})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answers malformed requests FastAPI itself rejects in driftloop's shape: 4xx with one line."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
 
     async def http_error(_: Request, exc: HttpError) -> JSONResponse:
         return error(exc.status, str(exc))
@@ -220,6 +227,8 @@ class BodyLimit:
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
+
+        from starlette.requests import ClientDisconnect
 
         try:
             await self.app(scope, limited_receive, guarded_send)

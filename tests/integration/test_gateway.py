@@ -368,3 +368,42 @@ def test_malformed_requests_get_4xx_and_the_server_stays_up(world) -> None:
     assert len(statuses) >= 1000
     assert all(s == 200 or 400 <= s < 500 for s in statuses), sorted(set(statuses))
     assert statuses[13] == 413
+
+
+_MODEL_ENTERED, _MODEL_RELEASED = threading.Event(), threading.Event()
+
+
+def _held_until_released(frame):
+    """A model step that holds its batch until the test lets go (pickled by reference with the model)."""
+    _MODEL_ENTERED.set()
+    _MODEL_RELEASED.wait(30)
+    return frame
+
+
+def test_a_slow_prediction_does_not_stall_health_checks(world) -> None:
+    registry, tmp, reference = world["registry"], world["tmp"], world["reference"]
+    spec = infer_spec(reference, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    clean, _, spec = validate_table(reference, spec)
+    good = train_model(clean, spec, seed=1).model
+    held = Pipeline([("hold", FunctionTransformer(_held_until_released)), ("model", good)])
+    registry.promote("churn", _register(registry, tmp, clean, model=held, spec=spec), actor="test")
+    _MODEL_ENTERED.clear()
+    _MODEL_RELEASED.clear()
+    gateway = Gateway(registry, poll_interval=60)
+    answers: list[httpx.Response] = []
+    with ServerThread(gateway.app) as server:
+        slow = threading.Thread(target=lambda: answers.append(_predict(httpx.Client(base_url=server.url, timeout=60),
+                                                                     world["rows"])))
+        slow.start()
+        try:
+            assert _MODEL_ENTERED.wait(30), "the prediction never reached the model"
+            # The model holds its batch; the server must still answer probes and scrapes meanwhile.
+            ready = httpx.get(server.url + "/v2/health/ready", timeout=10)
+            metrics = httpx.get(server.url + "/metrics", timeout=10)
+            still_held = not _MODEL_RELEASED.is_set() and slow.is_alive()
+        finally:
+            _MODEL_RELEASED.set()
+            slow.join(30)
+    assert ready.status_code == 200 and ready.json() == {"ready": True} and metrics.status_code == 200
+    assert still_held
+    assert answers[0].status_code == 200 and answers[0].headers["x-driftloop-model-version"] == "3"

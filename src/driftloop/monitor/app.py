@@ -83,7 +83,8 @@ class Monitor:
         self.tick_seconds = tick_seconds
         self.metrics = MonitorMetrics()
         self.events_received = self.events_rejected = 0
-        self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for)
+        self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for,
+                                  on_drop=lambda outcome, n: self.metrics.events.labels(outcome).inc(n))
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[pd.DataFrame]] = {}

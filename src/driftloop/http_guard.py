@@ -68,6 +68,8 @@ class Role:
         if not value:
             return None
         value = value.strip()
+        if value.startswith("<") and value.endswith(">"):
+            raise ConfigError(f"the {self.name} token ({origin}) is still the example's placeholder {value}")
         if len(value) < MIN_TOKEN_LENGTH:
             raise ConfigError(f"the {self.name} token ({origin}) has fewer than {MIN_TOKEN_LENGTH} characters")
         return value

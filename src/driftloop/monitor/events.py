@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -17,6 +18,8 @@ from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.serving.payload import frame_from_payload
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 
+# A version number as events carry it: digits, few enough to be a version (int() of thousands of digits raises).
+_VERSION_NUMBER = re.compile(r"[0-9]{1,9}")
 # Columns every stored row carries besides the model's features.
 META_COLUMNS = ("event_id", "row", "model", "version", "endpoint", "prediction", "received_at")
 
@@ -156,6 +159,9 @@ class EventJoiner:
             frame = frame_from_payload(pending.request, spec)
         except InvalidInput as exc:
             raise EventError(f"event {event_id}: request does not decode: {exc}") from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # A body of the wrong shape anywhere inside: the sender's mistake, never the monitor's failure.
+            raise EventError(f"event {event_id}: request does not decode ({type(exc).__name__})") from None
         predictions = _predictions(pending.response)
         if len(predictions) != len(frame):
             raise EventError(f"event {event_id}: {len(frame)} rows but {len(predictions)} predictions")
@@ -168,7 +174,7 @@ class EventJoiner:
 def logged_version(headers: dict[str, str]) -> int | None:
     """The model version an event names: ``ce-modelversion``, else the version annotation in ``ce-annotations``."""
     version = headers.get("ce-modelversion")
-    if version and version.isdigit():
+    if version and _VERSION_NUMBER.fullmatch(version):
         return int(version)
     raw = headers.get("ce-annotations")
     if not raw:
@@ -180,15 +186,16 @@ def logged_version(headers: dict[str, str]) -> int | None:
     value = annotations.get(VERSION_ANNOTATION) if isinstance(annotations, dict) else None
     if value is None:
         return None
-    if not str(value).isdigit():
+    if not _VERSION_NUMBER.fullmatch(str(value)):
         raise EventError(f"ce-annotations names version {str(value)[:20]!r}, which is not a version number")
     return int(value)
 
 
-def _predictions(response: dict) -> list:
-    if "predictions" in response:
-        return list(response["predictions"])
-    outputs = response.get("outputs") or []
-    if outputs:
-        return list(outputs[0].get("data") or [])
-    raise EventError("response has neither predictions (V1) nor outputs (V2)")
+def _predictions(response) -> list:
+    """The predictions of a V1 (``predictions``) or V2 (the first output's ``data``) response body."""
+    if isinstance(response, dict) and isinstance(response.get("predictions"), list):
+        return response["predictions"]
+    outputs = response.get("outputs") if isinstance(response, dict) else None
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) and isinstance(outputs[0].get("data"), list):
+        return outputs[0]["data"]
+    raise EventError("response has neither a list of predictions (V1) nor outputs with data (V2)")

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from driftloop import synthetic
-
 from tests.html_checks import PAYLOAD, assert_payload_is_inert_data
 
 from ..conftest import run_cli

@@ -125,6 +125,10 @@ def test_writes_need_their_roles_token_and_a_json_content_type(world, tmp_path, 
             "text/plain": post("/feedback", content=json.dumps(label),
                                headers={"content-type": "text/plain", "authorization": f"Bearer {LABELS_TOKEN}"}),
             "right": post("/feedback", json=label, headers={"authorization": f"Bearer {LABELS_TOKEN}"}),
+            "Infinity": post("/feedback", content=b'[{"id": "b", "label": Infinity}]',
+                             headers={**JSON, "authorization": f"Bearer {LABELS_TOKEN}"}),
+            "5,000 digits": post("/feedback", content=b'[{"id": "b", "label": ' + b"9" * 5000 + b"}]",
+                                 headers={**JSON, "authorization": f"Bearer {LABELS_TOKEN}"}),
         }
         refused = run_cli("feedback", "--labels", str(labels_file), "--id-column", "request", "--label-column",
                           "outcome", "--monitor", url, env={LABELS.env: ""})
@@ -135,7 +139,8 @@ def test_writes_need_their_roles_token_and_a_json_content_type(world, tmp_path, 
     assert no_token.headers["www-authenticate"].startswith("Bearer") and "token" in no_token.json()["error"]
     assert [e.status_code for e in events] == [202, 202]
     assert {k: r.status_code for k, r in feedback.items()} == {
-        "none": 401, "events token": 401, "basic": 401, "text/plain": 415, "right": 200}
+        "none": 401, "events token": 401, "basic": 401, "text/plain": 415, "right": 200, "Infinity": 400,
+        "5,000 digits": 400}
     assert "application/json" in feedback["text/plain"].json()["error"]
     assert refused.returncode == 2 and "needs a valid bearer token" in refused.stderr
     assert posted.returncode == 0 and "posted 2 labels" in posted.stdout

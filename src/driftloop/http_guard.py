@@ -105,7 +105,7 @@ def check_exposure(host: str, roles: Mapping[str, Role], tokens: Mapping[str, st
         roles: Write path → the role that may post to it.
         tokens: Write path → the token it requires (None: none configured).
         network_guard: The operator declares that the network admits only the right callers (the
-            NetworkPolicy and Istio AuthorizationPolicy of manifests/components/network-guard).
+            NetworkPolicy of manifests/components/network-guard, the AuthorizationPolicy of istio-guard).
 
     Raises:
         ConfigError: one line naming the open endpoint and both ways to guard it.

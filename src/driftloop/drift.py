@@ -16,6 +16,7 @@ import pandas as pd
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
+from driftloop.safe_html import neutralise_evidently_data
 
 # Evidently's methods that return a p-value (drift when below the threshold); the rest are distances
 # (drift when at or above it).
@@ -168,10 +169,13 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
             current_data=Dataset.from_pandas(current, data_definition=definition),
             reference_data=Dataset.from_pandas(reference, data_definition=definition),
         )
+    # Category values and column names come from requests and tables: the page's embedded data is made
+    # inert before it is written (driftloop.safe_html), never Evidently's save_html as it is.
+    document = neutralise_evidently_data(snapshot.get_html_str(as_iframe=False))
     path = Path(report_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    snapshot.save_html(str(tmp))
+    tmp.write_text(document, encoding="utf-8")
     tmp.replace(path)  # a report link never points at half a file
     return path
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from driftloop import synthetic
 from driftloop.errors import ConfigError, DriftloopError
+from driftloop.http_guard import LABELS
 from driftloop.registry import PRODUCTION, open_registry
 from driftloop.replay import ReplayPlan, ReplaySummary, replay
 from driftloop.settings import Settings
@@ -189,7 +190,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
 
         sender = threading.Thread(target=lambda: result.setdefault("replay", replay(
             plan, services.gateway, MODEL, options.rate, services.monitor, label_delay=2.0,
-            on_progress=progress, stop=stop)), daemon=True)
+            on_progress=progress, stop=stop, labels_token=LABELS.token())), daemon=True)
         sender.start()
         watcher = Watcher(services.monitor, registry, known_entries, timeline)
         deadline = None

@@ -11,9 +11,12 @@ import sys
 import httpx
 
 from driftloop.errors import ConfigError
+from driftloop.http_guard import LABELS, bearer
 from driftloop.settings import Settings
 
 DEFAULT_MONITOR = "http://127.0.0.1:8090"
+LABELS_TOKEN_HELP = ("file holding the monitor's labels token (default: DRIFTLOOP_LABELS_TOKEN or the file "
+                     "DRIFTLOOP_LABELS_TOKEN_FILE names)")
 
 
 def add_monitor_parsers(sub, add_common) -> None:
@@ -23,6 +26,12 @@ def add_monitor_parsers(sub, add_common) -> None:
                          "tests, trigger policy, retrain runner")
     monitor.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     monitor.add_argument("--port", type=int, default=8090)
+    monitor.add_argument("--events-port", type=int, help="receive POST /events on this port only (and nothing "
+                         "else there), so a NetworkPolicy can admit predictor pods to it alone")
+    monitor.add_argument("--trust-network-policy", action="store_true",
+                         help="declare that the network admits only the right callers (the network-guard "
+                              "manifests), so the monitor may bind beyond loopback without tokens "
+                              "(auth.network_guard: true in the config says the same)")
     monitor.add_argument("--store", help="rows, labels, windows and reports (default <home>/monitor)")
     monitor.add_argument("--window-rows", type=int, help="close a window after this many rows")
     monitor.add_argument("--window-seconds", type=float, help="… or after this many seconds")
@@ -36,6 +45,7 @@ def add_monitor_parsers(sub, add_common) -> None:
     feedback.add_argument("--id-column", required=True, help="the request id each label belongs to")
     feedback.add_argument("--label-column", required=True)
     feedback.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL")
+    feedback.add_argument("--token-file", help=LABELS_TOKEN_HELP)
 
     replay = sub.add_parser("replay", help="send a table's rows to the gateway as live traffic, labels later")
     replay.add_argument("--data", required=True, help="CSV or Parquet path or s3:// URI")
@@ -48,6 +58,7 @@ def add_monitor_parsers(sub, add_common) -> None:
     replay.add_argument("--label-delay", type=float, default=5.0, help="seconds before a row's label is posted")
     replay.add_argument("--gateway", default="http://127.0.0.1:8080", help="the gateway's base URL")
     replay.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL (for labels)")
+    replay.add_argument("--token-file", help=LABELS_TOKEN_HELP)
     replay.add_argument("--model", default="churn")
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -55,13 +66,16 @@ def add_monitor_parsers(sub, add_common) -> None:
 def run_monitor(args: argparse.Namespace) -> int:
     if args.action == "status":
         return _status(args)
-    import uvicorn
 
     from driftloop.monitor.app import Monitor
-    from driftloop.monitor.config import MonitorConfig, WindowConfig
+    from driftloop.monitor.config import AuthConfig, MonitorConfig, WindowConfig
+    from driftloop.monitor.guard import check_monitor_exposure
     from driftloop.registry import open_registry
 
     config = MonitorConfig.load(args.config) if args.config else MonitorConfig()
+    if args.trust_network_policy:
+        config = config.with_overrides(auth=AuthConfig(network_guard=True))
+    check_monitor_exposure(args.host, config)  # before anything is opened or loaded
     if args.window_rows or args.window_seconds:
         config = config.with_overrides(window=WindowConfig(
             rows=args.window_rows or config.window.rows, seconds=args.window_seconds or config.window.seconds,
@@ -71,10 +85,38 @@ def run_monitor(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     monitor = Monitor(open_registry(settings.registry_uri), store, config, home=settings.home,
                       registry_uri=settings.registry_uri)
-    print(f"driftloop monitor on http://{args.host}:{args.port} (events: /events, labels: /feedback, "
+    events = f"port {args.events_port}" if args.events_port else "/events"
+    print(f"driftloop monitor on http://{args.host}:{args.port} (events: {events}, labels: /feedback, "
           f"status: /status); store {monitor.root}; retrain runner: {config.retrain.runner}", file=sys.stderr)
-    uvicorn.run(monitor.app, host=args.host, port=args.port, log_level="warning")
+    _serve(monitor.app, args.host, args.port, args.events_port)
     return 0
+
+
+def _serve(app, host: str, port: int, events_port: int | None) -> None:
+    """One server (one lifespan, one event loop) on the API port and, when given, the events port."""
+    import socket
+
+    import uvicorn
+
+    from driftloop.monitor.guard import EventsPort
+
+    if not events_port:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    if events_port == port:
+        raise ConfigError("--events-port must differ from --port")
+    sockets = []
+    for number in (port, events_port):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, number))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{number}: {exc.strerror}") from None
+        sockets.append(sock)
+    server = uvicorn.Server(uvicorn.Config(EventsPort(app, events_port), log_level="warning"))
+    server.run(sockets=sockets)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -99,9 +141,10 @@ def run_feedback(args: argparse.Namespace) -> int:
     frame = frame[[args.id_column, args.label_column]].dropna()
     items = [{"id": str(i), "label": label.item() if hasattr(label, "item") else label}
              for i, label in zip(frame[args.id_column], frame[args.label_column], strict=True)]
+    token = LABELS.token(file=args.token_file)
     posted = 0
     for start in range(0, len(items), 1000):
-        _post_json(f"{args.monitor.rstrip('/')}/feedback", items[start:start + 1000])
+        _post_json(f"{args.monitor.rstrip('/')}/feedback", items[start:start + 1000], token)
         posted += len(items[start:start + 1000])
     print(f"posted {posted} labels to {args.monitor}")
     return 0
@@ -120,7 +163,8 @@ def run_replay(args: argparse.Namespace) -> int:
                   f"{summary.labels_posted} labels posted", end="", file=sys.stderr, flush=True)
 
     summary = replay(plan, args.gateway, args.model, args.rate, args.monitor if plan.labels is not None else None,
-                     args.label_delay, on_progress=progress)
+                     args.label_delay, on_progress=progress,
+                     labels_token=LABELS.token(file=args.token_file) if plan.labels is not None else None)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -140,9 +184,9 @@ def _get_json(url: str, params: dict) -> dict:
     return response.json()
 
 
-def _post_json(url: str, body) -> dict:
+def _post_json(url: str, body, token: str | None = None) -> dict:
     try:
-        response = httpx.post(url, json=body, timeout=30)
+        response = httpx.post(url, json=body, headers=bearer(token), timeout=30)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
     if response.status_code != 200:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from driftloop.data import load_table
 from driftloop.errors import ConfigError, DataError
+from driftloop.http_guard import bearer
 
 LABEL_BATCH = 200
 FAIL_FAST_AFTER = 10
@@ -95,8 +96,10 @@ def replay(
     label_delay: float = 5.0,
     on_progress: Callable[[ReplaySummary], None] | None = None,
     stop: threading.Event | None = None,
+    labels_token: str | None = None,
 ) -> ReplaySummary:
-    """Sends the plan's rows at ``rate`` rows per second; posts labels ``label_delay`` seconds later."""
+    """Sends the plan's rows at ``rate`` rows per second; posts labels ``label_delay`` seconds later,
+    presenting ``labels_token`` (the monitor's labels token) when given."""
     if rate <= 0:
         raise ConfigError(f"rate must be > 0 rows per second, got {rate}")
     if plan.labels is not None and not monitor_url:
@@ -115,13 +118,13 @@ def replay(
             served = _send(client, url, plan.ids[i], row, summary)
             if served and plan.labels is not None and not _missing(plan.labels[i]):
                 heapq.heappush(pending, (time.monotonic() + label_delay, i))
-            _post_due_labels(client, monitor_url, plan, pending, summary)
+            _post_due_labels(client, monitor_url, plan, pending, summary, labels_token)
             if on_progress and (i + 1) % max(1, int(rate)) == 0:
                 summary.seconds = time.monotonic() - started
                 on_progress(summary)
         while pending and not (stop is not None and stop.is_set()):
             time.sleep(max(0.0, min(pending[0][0] - time.monotonic(), 1.0)))
-            _post_due_labels(client, monitor_url, plan, pending, summary)
+            _post_due_labels(client, monitor_url, plan, pending, summary, labels_token)
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
 
@@ -150,7 +153,7 @@ def _failed(summary: ReplaySummary, error: str) -> None:
 
 
 def _post_due_labels(client: httpx.Client, monitor_url: str | None, plan: ReplayPlan,
-                     pending: list[tuple[float, int]], summary: ReplaySummary) -> None:
+                     pending: list[tuple[float, int]], summary: ReplaySummary, token: str | None) -> None:
     now = time.monotonic()
     due = []
     while pending and pending[0][0] <= now and len(due) < LABEL_BATCH:
@@ -158,15 +161,17 @@ def _post_due_labels(client: httpx.Client, monitor_url: str | None, plan: Replay
     if not due:
         return
     body = [{"id": plan.ids[i], "label": _jsonable(plan.labels[i])} for i in due]
+    url = f"{monitor_url.rstrip('/')}/feedback"
     try:
-        response = client.post(f"{monitor_url.rstrip('/')}/feedback", json=body)
-        ok = response.status_code == 200
-    except httpx.HTTPError:
-        ok = False
-    if ok:
+        response = client.post(url, json=body, headers=bearer(token))
+        error = None if response.status_code == 200 else f"{url} answered {response.status_code}: {response.text[:200]}"
+    except httpx.HTTPError as exc:
+        error = f"cannot reach {url}: {type(exc).__name__}"
+    if error is None:
         summary.labels_posted += len(due)
     else:
         summary.label_errors += len(due)
+        summary.first_error = summary.first_error or error
 
 
 def _missing(value) -> bool:

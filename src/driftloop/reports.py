@@ -7,6 +7,7 @@ The HTML is self-contained: inline CSS and SVG, no scripts, no external assets.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 
 from driftloop.data import DatasetSpec
@@ -26,16 +27,16 @@ def model_card(
 ) -> str:
     """A Markdown model card: what the model is, how good, trained on what, and why it passed or not."""
     title = f"{name} v{version}" if version is not None else f"{name} (candidate)"
-    lines = [f"# Model card: {title}", ""]
+    lines = [f"# Model card: {_md(title)}", ""]
     lines += [
         "| | |",
         "|---|---|",
-        f"| Estimator | `{lineage.get('estimator', '?')}` |",
-        f"| Model format | {lineage.get('model_format', 'sklearn')} (KServe built-in runtime) |",
-        f"| Training data | `{lineage.get('data_uri', '?')}` |",
-        f"| Data sha256 | `{str(lineage.get('data_sha256', '?'))[:16]}…` |",
-        f"| Pipeline run | `{lineage.get('run_id', '?')}` |",
-        f"| Gate | **{'passed' if decision.passed else 'failed'}** on {decision.metric} |",
+        f"| Estimator | {_code(lineage.get('estimator', '?'))} |",
+        f"| Model format | {_md(lineage.get('model_format', 'sklearn'))} (KServe built-in runtime) |",
+        f"| Training data | {_code(lineage.get('data_uri', '?'))} |",
+        f"| Data sha256 | {_code(str(lineage.get('data_sha256', '?'))[:16])}… |",
+        f"| Pipeline run | {_code(lineage.get('run_id', '?'))} |",
+        f"| Gate | **{'passed' if decision.passed else 'failed'}** on {_md(decision.metric)} |",
         "",
         "## Holdout metrics",
         "",
@@ -50,16 +51,45 @@ def model_card(
     (tn, fp), (fn, tp) = evaluation.confusion_matrix
     lines += ["", "## Confusion matrix (threshold 0.5)", "", "| | predicted 0 | predicted 1 |", "|---|---|---|",
               f"| actual 0 | {tn} | {fp} |", f"| actual 1 | {fn} | {tp} |", "", "## Gate decision", ""]
-    lines += [f"- {reason}" for reason in decision.reasons]
+    lines += [f"- {_md(reason)}" for reason in decision.reasons]
     lines += ["", "## Features", "", "| feature | kind |", "|---|---|"]
-    lines += [f"| {f.name} | {f.kind} |" for f in spec.features]
-    lines += ["", f"Target: `{spec.target}` (positive class `{spec.target_classes[-1] if spec.target_classes else '?'}`)."]
+    lines += [f"| {_md(f.name)} | {f.kind} |" for f in spec.features]
+    positive = _code(spec.target_classes[-1]) if spec.target_classes else "?"
+    lines += ["", f"Target: {_code(spec.target)} (positive class {positive})."]
     if spec.ignored:
-        lines += ["", "Left out: " + "; ".join(f"`{k}` ({v})" for k, v in spec.ignored.items())]
+        lines += ["", "Left out: " + "; ".join(f"{_code(k)} ({_md(v)})" for k, v in spec.ignored.items())]
     params = lineage.get("params") or {}
     if params:
-        lines += ["", "## Parameters", "", "```json", _json(params), "```"]
+        lines += ["", "## Parameters", "", *_fenced(_json(params), "json")]
     return "\n".join(lines) + "\n"
+
+
+# Column names, URIs, run ids and reasons come from users' tables and requests. In Markdown they are
+# text: no raw HTML, no links or images (which would load a URL when the card is opened), no broken table
+# rows. Entities keep < > & readable; backslashes escape Markdown's own punctuation; a line break would
+# end a table row or start a block, so it becomes a space.
+_MARKDOWN_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "`": "\\`",
+                                "[": "\\[", "]": "\\]", "|": "\\|", "\n": " ", "\r": " "})
+# Values made only of these characters cannot leave a code span, so they keep the code look.
+_PLAIN_CODE = re.compile(r"[\w.:/@+=,~%-]*")
+
+
+def _md(value) -> str:
+    """User-controlled text as inert Markdown text."""
+    return str(value).translate(_MARKDOWN_TEXT)
+
+
+def _code(value) -> str:
+    """A value as a code span when nothing in it can break out of one, else as escaped text."""
+    text = str(value)
+    return f"`{text}`" if _PLAIN_CODE.fullmatch(text) else _md(text)
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """A fenced code block whose fence no backtick run inside ``text`` can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + info, text, fence]
 
 
 def _json(value) -> str:

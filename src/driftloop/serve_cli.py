@@ -9,6 +9,7 @@ import sys
 
 from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
+from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES
 from driftloop.rollout.policy import RolloutPolicy
 from driftloop.settings import Settings
 
@@ -25,9 +26,10 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
                            help="serve every registered model's production version and canary (KServe V1/V2)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: KServe's --http_port, 8080)")
-    serve.add_argument("--logger-url", help="payload log receiver (the drift monitor), e.g. http://127.0.0.1:8090/events")
+    serve.add_argument("--logger-url", help="payload log receiver (the drift monitor), e.g. http://127.0.0.1:8090/events; "
+                       "its token from DRIFTLOOP_EVENTS_TOKEN or DRIFTLOOP_EVENTS_TOKEN_FILE")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
-    serve.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
     add_common(serve, with_json=False)
 
@@ -68,8 +70,11 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = Settings.resolve(args.home, args.registry)
     port = args.port or getattr(args, "http_port", 8080)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from driftloop.http_guard import EVENTS
+
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
-                      max_body_bytes=args.max_body_bytes, namespace=args.namespace)
+                      max_body_bytes=args.max_body_bytes, namespace=args.namespace,
+                      logger_token=EVENTS.token() if args.logger_url else None)
     print(f"driftloop gateway on http://{args.host}:{port} serving {settings.registry_uri}", file=sys.stderr)
     gateway.run(args.host, port)
     return 0

@@ -19,7 +19,7 @@ OVERLAYS = {"kubeflow": "kubeflow-user-example-com", "standalone-kserve": "drift
 OBSERVABILITY = "observability"
 CLUSTER_RUNTIME = "cluster-runtime"
 # What manifests/README.md tells users to uncomment in an overlay to switch observability on.
-OBSERVABILITY_LINES = "# components:\n# - ../../components/observability\n"
+OBSERVABILITY_LINES = "# - ../../components/observability\n"
 
 
 def kubectl() -> str:
@@ -36,12 +36,21 @@ def render(directory: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+# Files a user makes from their .example (git-ignored: they hold secrets), with a test value for each.
+USER_SECRETS = {"minio.env": None, "monitor-tokens.env": "labels=test-labels-token-0123456789abcdef\n"}
+
+
 def copy_tree(root: Path) -> Path:
-    """manifests/ copied to ``root`` with each minio.env made from its example; a developer's real
-    minio.env is left behind so that no credential reaches test output."""
-    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("minio.env"))
-    for example in root.rglob("minio.env.example"):
-        shutil.copy(example, example.with_suffix(""))
+    """manifests/ copied to ``root`` with each secret file made from its example (the labels token given a
+    value, since the monitor refuses the example's placeholder); a developer's real files are left behind
+    so that no credential reaches test output."""
+    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns(*USER_SECRETS))
+    for name, content in USER_SECRETS.items():
+        for example in root.rglob(f"{name}.example"):
+            if content is None:
+                shutil.copy(example, example.with_suffix(""))
+            else:
+                example.with_suffix("").write_text(content)
     return root
 
 
@@ -53,12 +62,12 @@ def write_kustomization(directory: Path, spec: dict) -> Path:
 
 
 def with_observability(tree: Path, overlay: str) -> Path:
-    """A copy of the overlay with its commented components lines switched on."""
+    """A copy of the overlay with its commented observability line switched on."""
     target = tree / "overlays" / f"{overlay}+{OBSERVABILITY}"
     shutil.copytree(tree / "overlays" / overlay, target)
     kustomization = target / "kustomization.yaml"
     text = kustomization.read_text()
-    assert OBSERVABILITY_LINES in text, f"{overlay}: the commented observability component lines are gone"
+    assert OBSERVABILITY_LINES in text, f"{overlay}: the commented observability component line is gone"
     kustomization.write_text(text.replace(OBSERVABILITY_LINES, OBSERVABILITY_LINES.replace("# ", "")))
     return target
 

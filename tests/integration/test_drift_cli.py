@@ -7,6 +7,7 @@ import json
 import pytest
 
 from driftloop import synthetic
+from tests.html_checks import PAYLOAD, assert_payload_is_inert_data
 
 from ..conftest import run_cli
 
@@ -14,10 +15,14 @@ from ..conftest import run_cli
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("drift")
-    paths = {"reference": root / "reference.csv", "same": root / "same.parquet", "shifted": root / "shifted.csv"}
+    paths = {"reference": root / "reference.csv", "same": root / "same.parquet", "shifted": root / "shifted.csv",
+             "hostile": root / "hostile.parquet"}
     synthetic.generate(2000, seed=1).to_csv(paths["reference"], index=False)
     synthetic.generate(2000, seed=2).to_parquet(paths["same"], index=False)
-    synthetic.generate(2000, seed=3, covariate_shift=0.8).to_csv(paths["shifted"], index=False)
+    shifted = synthetic.generate(2000, seed=3, covariate_shift=0.8)
+    shifted.to_csv(paths["shifted"], index=False)
+    shifted.loc[shifted.index[:40], "region"] = PAYLOAD  # a category value that is markup
+    shifted.to_parquet(paths["hostile"], index=False)
     return {k: str(v) for k, v in paths.items()} | {"root": root}
 
 
@@ -34,6 +39,12 @@ def test_exit_codes_table_and_report(files) -> None:
     shifted = _drift(files, "shifted")
     assert shifted.returncode == 1 and "DATASET DRIFT" in shifted.stdout
     assert (files["root"] / "shifted.html").stat().st_size > 10_000
+
+
+def test_the_report_keeps_a_hostile_category_as_data(files) -> None:
+    result = _drift(files, "hostile")
+    assert result.returncode == 1, result.stderr
+    assert_payload_is_inert_data((files["root"] / "hostile.html").read_text())
 
 
 def test_json_output(files) -> None:
@@ -68,7 +79,9 @@ def test_drift_component_runs_under_kfp_local(files, tmp_path) -> None:
     local.init(local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        task = check_drift(reference_uri=files["reference"], current_uri=files["shifted"], spec_json=spec.to_json())
+        task = check_drift(reference_uri=files["reference"], current_uri=files["hostile"], spec_json=spec.to_json())
     assert task.outputs["drifted"] is True
+    with open(task.outputs["report"].path) as report:  # the HTML artifact the Kubeflow dashboard shows
+        assert_payload_is_inert_data(report.read())
     assert json.loads(task.outputs["result_json"])["drift_share"] == task.outputs["drift_share"]
     assert task.outputs["metrics"].metadata["drift_share"] == task.outputs["drift_share"]

@@ -56,7 +56,7 @@ WITH_RUNTIME = {**{o: "ServingRuntime" for o in OVERLAYS},
 # The oldest Kubernetes we claim (KServe and Kubeflow releases of 2024 on) and the newest with schemas.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterServingRuntime"}
-NOT_BUILT_IN = ("serving.kserve.io/", "monitoring.coreos.com/")
+NOT_BUILT_IN = ("serving.kserve.io/", "monitoring.coreos.com/", "security.istio.io/")
 S3_ANNOTATIONS = {f"serving.kserve.io/s3-{key}" for key in ("endpoint", "usehttps", "verifyssl", "region")}
 VERSION_ANNOTATION = "driftloop.io/model-version"
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the model (CLUSTER_FACTS.md §4)
@@ -132,16 +132,20 @@ def test_every_kustomization_renders_and_every_component_is_used(manifests_tree,
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_an_overlay_renders_the_whole_set_in_its_namespace(manifests_rendered, overlay) -> None:
     objects = manifests_rendered[overlay]
-    kinds = sorted((o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] == "ConfigMap"
-                    else o["metadata"]["name"]) for o in objects)
+    hashed = {"driftloop-monitor-config", "driftloop-monitor-tokens"}  # generated, with a hash suffix
+    kinds = sorted((o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["metadata"]["name"].rsplit("-", 1)[0]
+                    in hashed else o["metadata"]["name"]) for o in objects)
     expected = [("ConfigMap", "driftloop-monitor-config"), ("Deployment", "driftloop-monitor"),
                 ("InferenceService", "churn"), ("PersistentVolumeClaim", "driftloop-monitor-store"),
                 ("Role", "driftloop"), ("RoleBinding", "driftloop"), ("Role", "driftloop-deploy"),
                 ("RoleBinding", "driftloop-deploy"), ("Secret", S3_SECRET), ("Service", "driftloop-monitor"),
                 ("ServiceAccount", "driftloop"), ("ServiceAccount", "driftloop-serving"),
-                ("ServingRuntime", "driftloop")]
+                ("ServingRuntime", "driftloop"), ("Secret", "driftloop-monitor-tokens"),
+                ("NetworkPolicy", "driftloop-monitor")]
     if overlay == "standalone-kserve":
         expected.append(("Namespace", "driftloop"))
+    else:  # Kubeflow has Istio: the AuthorizationPolicy and the labels identity it names
+        expected += [("AuthorizationPolicy", "driftloop-monitor"), ("ServiceAccount", "driftloop-labels")]
     assert kinds == sorted(expected)
 
 
@@ -278,9 +282,10 @@ def test_the_inference_service_has_the_contracts_shape(manifests_rendered, overl
     assert model["storageUri"] == f"{monitor_yaml(objects)['registry']}/models/churn/versions/1/model/"
     assert predictor["annotations"] == {VERSION_ANNOTATION: "1"}
     service = one(objects, "Service", "driftloop-monitor")
-    assert service["spec"]["ports"][0]["port"] == 80
+    [events] = [p for p in service["spec"]["ports"] if p["name"] == "events"]
     assert predictor["logger"] == {
-        "mode": "all", "url": f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local/events",
+        "mode": "all",
+        "url": f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{events['port']}/events",
         "metadataAnnotations": [VERSION_ANNOTATION]}
     assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Serverless"}
     assert "canaryTrafficPercent" not in predictor  # a first version takes all traffic
@@ -396,7 +401,8 @@ def test_the_monitor_runs_locked_down_on_the_project_image(manifests_rendered, o
     container = _container(objects)
     assert container["image"] == PROJECT_IMAGE
     assert container["command"] == ["driftloop", "monitor", "--config", "/etc/driftloop/monitor.yaml",
-                                    "--host", "0.0.0.0", "--port", "8080"]
+                                    "--host", "0.0.0.0", "--port", "8080", "--events-port", "8081",
+                                    "--trust-network-policy"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
@@ -404,9 +410,11 @@ def test_the_monitor_runs_locked_down_on_the_project_image(manifests_rendered, o
     assert set(container["resources"]) == {"requests", "limits"}
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/status", "port": "http"}
-    assert container["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080}, {"name": "events", "containerPort": 8081}]
     service = one(objects, "Service", "driftloop-monitor")
-    assert service["spec"]["ports"][0] == {"name": "http", "port": 80, "targetPort": "http", "appProtocol": "http"}
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "appProtocol": "http"},
+        {"name": "events", "port": 8081, "targetPort": "events", "appProtocol": "http"}]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -481,7 +489,7 @@ def test_the_example_endpoint_agrees_with_the_kserve_annotations() -> None:
                    if line and not line.startswith("#"))
     assert set(example) == set(S3_SECRET_KEYS)
     kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
-    [generator] = kustomization["secretGenerator"]
+    [generator] = [g for g in kustomization["secretGenerator"] if g["name"] == S3_SECRET]
     annotations = generator["options"]["annotations"]
     endpoint = urlparse(example["DRIFTLOOP_S3_ENDPOINT"])
     assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.netloc
@@ -489,7 +497,7 @@ def test_the_example_endpoint_agrees_with_the_kserve_annotations() -> None:
 
 
 def test_no_credentials_are_committed() -> None:
-    files = [p for p in MANIFESTS.rglob("*") if p.is_file() and p.name != "minio.env"]
+    files = [p for p in MANIFESTS.rglob("*") if p.is_file() and p.name not in ("minio.env", "monitor-tokens.env")]
     for path in files:
         text = path.read_text()
         if path.suffix == ".yaml":
@@ -501,8 +509,8 @@ def test_no_credentials_are_committed() -> None:
                 assert value.startswith("<") and value.endswith(">"), f"{path}: {key} is not a placeholder"
         for default in ("minio123", "minioadmin"):  # well-known default keys
             assert default not in text, path
-    # A user's real minio.env stays out of git.
-    for example in MANIFESTS.rglob("minio.env.example"):
+    # A user's real minio.env and monitor-tokens.env stay out of git.
+    for example in [*MANIFESTS.rglob("minio.env.example"), *MANIFESTS.rglob("monitor-tokens.env.example")]:
         real = example.with_suffix("").relative_to(REPO_ROOT)
         ignored = subprocess.run(["git", "check-ignore", "-q", str(real)], cwd=REPO_ROOT)
         assert ignored.returncode == 0, f"{real} is not git-ignored"
@@ -520,6 +528,7 @@ def test_every_file_in_manifests_is_used() -> None:
             target = (here / name).resolve()
             referenced |= {target} if target.is_file() else {(target / "kustomization.yaml")}
     for path in MANIFESTS.rglob("*"):
-        if path.is_file() and path.name not in ("README.md", ".gitignore", "minio.env.example", "minio.env"):
+        if path.is_file() and path.name not in ("README.md", ".gitignore", "minio.env.example", "minio.env",
+                                                "monitor-tokens.env.example", "monitor-tokens.env"):
             assert path.resolve() in referenced or path.name == "kustomization.yaml", f"{path} is not used"
 

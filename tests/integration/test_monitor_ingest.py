@@ -33,7 +33,8 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
             deadline = time.monotonic() + 15
             while monitor.store.rows_written < 40 and time.monotonic() < deadline:
                 time.sleep(0.1)
-        bad = httpx.post(receiver.url + "/events", content=b"{}", headers={"ce-id": "x", "ce-type": "other"})
+        bad = httpx.post(receiver.url + "/events", content=b"{}", headers={"ce-id": "x", "ce-type": "other",
+                                                                              "content-type": "application/json"})
         status = httpx.get(receiver.url + "/status").json()
     stored = monitor.store.read("churn")
     assert len(stored) == 40 and set(stored["version"]) == {1} and set(stored["endpoint"]) == {"default"}

@@ -55,8 +55,12 @@ def test_serve_binds_loopback_and_answers(home) -> None:
         assert _listening_addresses(port) == {"127.0.0.1"}
         row = synthetic.generate(1, seed=5).drop(columns=[synthetic.TARGET, synthetic.ID_COLUMN,
                                                           synthetic.TIMESTAMP_COLUMN])
-        body = f'{{"instances": {row.to_json(orient="records")}}}'  # `curl -d` style: no JSON content type
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn:predict", content=body)
+        body = f'{{"instances": {row.to_json(orient="records")}}}'
+        url = f"http://127.0.0.1:{port}/v1/models/churn:predict"
+        # `curl -d` sends a form content type, as a web page may without asking: refused (http_guard.JsonOnly).
+        form = httpx.post(url, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert form.status_code == 415 and "application/json" in form.json()["error"]
         assert response.status_code == 200 and response.headers["x-driftloop-model-version"] == "1"
     finally:
         process.terminate()

@@ -87,3 +87,14 @@ def test_the_verdict_shows_the_numbers_of_evidentlys_own_report(tables) -> None:
     assert set(reported) == set(spec.feature_names)
     for feature in result.features:
         assert feature.score == pytest.approx(reported[feature.column], abs=1e-6), feature.column
+
+
+def test_the_html_report_keeps_a_hostile_category_as_data(tables, tmp_path) -> None:
+    from tests.html_checks import PAYLOAD, assert_payload_is_inert_data
+
+    reference, _, current, spec = tables
+    current = current.copy()
+    current.loc[current.index[:50], "region"] = PAYLOAD
+    path = tmp_path / "report.html"
+    check_drift(reference, current, spec, DriftConfig(max_rows=500), path)
+    assert_payload_is_inert_data(path.read_text())

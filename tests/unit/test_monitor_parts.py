@@ -49,7 +49,8 @@ def test_labels_survive_a_restart_and_compare_as_classes(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("items", [[{"label": 1}], [{"id": "x"}], [{"id": "x", "label": None}],
-                                   [{"id": "x", "label": 1, "row": -1}], ["not an object"]])
+                                   [{"id": "x", "label": 1, "row": -1}], ["not an object"],
+                                   [{"id": "x", "label": float("inf")}], [{"id": "x", "label": float("-inf")}]])
 def test_bad_labels_are_refused_whole(tmp_path, items) -> None:
     store = LabelStore(tmp_path)
     with pytest.raises(EventError):

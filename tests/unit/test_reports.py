@@ -85,6 +85,29 @@ def test_card_lists_left_out_columns(lr_evaluation, failed) -> None:
     assert "positive class `yes`" in card
 
 
+def test_card_keeps_hostile_names_and_uris_as_text(lr_evaluation, failed) -> None:
+    from markdown_it import MarkdownIt
+
+    hostile_column = "a|b</td><script>alert(1)</script>"
+    spec = DatasetSpec("y`<img src=x onerror=alert(2)>`", (FeatureSpec(hostile_column, "numeric"),
+                                                             FeatureSpec("ok", "numeric")),
+                       target_classes=("no", "yes"), ignored={"[x](javascript:alert(3))": "id\n# heading"})
+    lineage = {"data_uri": "s3://b/k.csv\n| injected | row |", "run_id": "![t](http://evil.example/p.png)",
+               "params": {"note": "```\n<script>alert(4)</script>"}}
+
+    card = model_card("m", 1, spec, lr_evaluation, failed, lineage)
+    page = MarkdownIt("commonmark").enable("table").render(card)
+
+    assert "<script" not in page and "<img" not in page and "<a " not in page
+    facts = page.split("<table>")[1].split("</table>")[0]
+    assert facts.count("<tr>") == 7 and "<td>s3://b/k.csv | injected | row |</td>" in facts  # one cell, one row
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
+    features = page.split("<th>feature</th>")[1].split("</table>")[0]
+    assert features.count("<tr>") == 2 and features.count("<td>") == 4  # the | did not split the cell
+    assert "<h1>" not in page.split("Left out")[1]  # a line break in a reason starts no heading
+    assert '"note": "```\\n<script>' not in page and "&lt;script&gt;alert(4)" in page  # stays in its code block
+
+
 # -- HTML ----------------------------------------------------------------------------------------
 
 

@@ -36,9 +36,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
+from driftloop.http_guard import parse_json
 from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.events import EventError, EventJoiner
+from driftloop.monitor.guard import protect, report_file
 from driftloop.monitor.labels import LabelStore, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.retrain import (
@@ -81,7 +83,8 @@ class Monitor:
         self.tick_seconds = tick_seconds
         self.metrics = MonitorMetrics()
         self.events_received = self.events_rejected = 0
-        self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for)
+        self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for,
+                                  on_drop=lambda outcome, n: self.metrics.events.labels(outcome).inc(n))
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[pd.DataFrame]] = {}
@@ -370,6 +373,7 @@ class Monitor:
             await asyncio.to_thread(self.store.flush)  # nothing received is lost on shutdown
 
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
+        protect(app, self.config)  # body limit, JSON only, tokens, security headers (monitor/guard.py)
 
         @app.post("/events")
         async def events(request: Request) -> JSONResponse:
@@ -383,10 +387,7 @@ class Monitor:
         @app.post("/feedback")
         async def feedback(request: Request) -> JSONResponse:
             try:
-                body = json.loads(await request.body())
-                count = await asyncio.to_thread(self.add_labels, body)
-            except json.JSONDecodeError as exc:
-                return _error(400, f"body is not JSON: {exc}")
+                count = await asyncio.to_thread(self.add_labels, parse_json(await request.body()))
             except EventError as exc:
                 return _error(400, str(exc))
             return JSONResponse({"accepted": count})
@@ -404,11 +405,10 @@ class Monitor:
 
         @app.get("/reports/{model}/{name}")
         async def report(model: str, name: str) -> Response:
-            path = self.root / "reports" / model / name
-            # Only report files the monitor wrote: no path tricks, no other files.
-            if not name.startswith("window-") or not name.endswith(".html") or "/" in name or not path.is_file():
+            path = report_file(self.root / "reports", model, name)  # only files the monitor wrote
+            if path is None:
                 return _error(404, f"no report '{name}' for model '{model}'")
-            return FileResponse(path, media_type="text/html")
+            return FileResponse(path, media_type="text/html")  # sandboxed by protect's CSP
 
         @app.get("/quality/{model}")
         async def quality(model: str, since: str | None = None) -> JSONResponse:

@@ -10,6 +10,8 @@ Example (the cluster's ConfigMap in manifests/base holds the same)::
     trigger: {m: 3, n: 5, cooldown_seconds: 3600, max_failures: 3, quality_drop: 0.05, min_labels: 50}
     retrain: {runner: kfp, kfp_host: http://ml-pipeline.kubeflow:8888, recent_rows: 5000,
               data_dir: s3://driftloop/retrain, pipeline_params: {estimator: xgboost}}
+    auth: {network_guard: true}     # manifests/components/network-guard admits only the right callers
+    max_body_bytes: 8388608
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from driftloop.drift import DriftConfig
 from driftloop.errors import ConfigError
+from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,23 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Who may post to the monitor (tokens come from the environment: ``driftloop.http_guard``).
+
+    Attributes:
+        network_guard: The operator declares that the network admits only the right callers to the write
+            endpoints (manifests/components/network-guard); with it the monitor may bind beyond loopback
+            without a token for each of them.
+    """
+
+    network_guard: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network_guard, bool):
+            raise ConfigError(f"auth.network_guard must be true or false, got {self.network_guard!r}")
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """Everything the monitor needs; see the module docstring for the file format."""
 
@@ -128,10 +148,18 @@ class MonitorConfig:
     trigger: TriggerConfig = TriggerConfig()
     retrain: RetrainConfig = RetrainConfig()
     report_rows: int = 2000  # rows per side in each window's HTML report (the verdict uses drift.max_rows)
+    auth: AuthConfig = AuthConfig()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies are refused (413)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
+                or self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be a whole number of at least 1024, got {self.max_body_bytes!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> MonitorConfig:
-        sections = {"window": WindowConfig, "drift": DriftConfig, "trigger": TriggerConfig, "retrain": RetrainConfig}
+        sections = {"window": WindowConfig, "drift": DriftConfig, "trigger": TriggerConfig, "retrain": RetrainConfig,
+                    "auth": AuthConfig}
         kwargs = {}
         for key, value in (values or {}).items():
             if key in sections:

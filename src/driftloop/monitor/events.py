@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +18,8 @@ from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.serving.payload import frame_from_payload
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 
+# A version number as events carry it: digits, few enough to be a version (int() of thousands of digits raises).
+_VERSION_NUMBER = re.compile(r"[0-9]{1,9}")
 # Columns every stored row carries besides the model's features.
 META_COLUMNS = ("event_id", "row", "model", "version", "endpoint", "prediction", "received_at")
 
@@ -24,12 +28,22 @@ class EventError(ValueError):
     """An event that is not a KServe payload-log event or cannot be decoded."""
 
 
+# An event's half waits at most this long, and the map holds at most this much, for its partner.
+MAX_PENDING_EVENTS = 20_000
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+
+
 @dataclass
 class _Pending:
     first_seen: float
     headers: dict[str, str]
     request: dict | None = None
     response: dict | None = None
+    sizes: dict[str, int] = field(default_factory=dict)  # body bytes of each half held
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes.values())
 
 
 @dataclass
@@ -47,14 +61,22 @@ class EventJoiner:
         endpoint_for: (model, version) → "canary" or "default", for events that name no endpoint (KServe's
             agent sends an empty one).
         max_age: Seconds an unpaired event waits for its partner before it is dropped and counted.
+        max_pending, max_pending_bytes: How many unpaired events, and how many body bytes of them, wait at
+            most; beyond that the oldest are dropped (a sender of lone halves cannot fill the memory).
+        on_drop: Called with ("expired_pending" | "dropped_pending", count) for halves given up on.
     """
 
     spec_for: Callable[[str, int], DatasetSpec]
     version_for: Callable[[str, str], int | None]
     endpoint_for: Callable[[str, int], str] = lambda model, version: "default"
     max_age: float = 60.0
-    orphaned: int = 0
-    _pending: dict[str, _Pending] = field(default_factory=dict)
+    max_pending: int = MAX_PENDING_EVENTS
+    max_pending_bytes: int = MAX_PENDING_BYTES
+    on_drop: Callable[[str, int], None] = lambda outcome, count: None
+    orphaned: int = 0  # halves whose partner never came (expired or dropped)
+    # In arrival order, so expiry and eviction look only at the front: O(1) per event, not a scan.
+    _pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    _pending_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, headers: dict[str, str], body: bytes, now: float | None = None) -> pd.DataFrame | None:
@@ -71,22 +93,56 @@ class EventJoiner:
         # The two halves of one event can arrive at once (the logger keeps several in flight and the
         # monitor decodes in worker threads): exactly one of them must complete the pair.
         with self._lock:
-            pending = self._pending.setdefault(event_id, _Pending(now, headers))
-            if event_type == REQUEST_TYPE:
-                pending.request = payload
-            else:
-                pending.response = payload
             self._expire(now)
+            pending = self._pending.setdefault(event_id, _Pending(now, headers))
+            half = "request" if event_type == REQUEST_TYPE else "response"
+            setattr(pending, half, payload)
+            self._pending_bytes += len(body) - pending.sizes.get(half, 0)
+            pending.sizes[half] = len(body)
             if pending.request is None or pending.response is None:
+                self._evict(event_id)
                 return None
-            del self._pending[event_id]
+            self._remove(event_id)
         return self._rows(event_id, pending, now)
 
+    @property
+    def pending(self) -> tuple[int, int]:
+        """Unpaired events waiting, and their body bytes."""
+        return len(self._pending), self._pending_bytes
+
+    def _remove(self, event_id: str) -> _Pending:
+        pending = self._pending.pop(event_id)
+        self._pending_bytes -= pending.size
+        return pending
+
     def _expire(self, now: float) -> None:
-        stale = [key for key, p in self._pending.items() if now - p.first_seen > self.max_age]
-        for key in stale:
-            del self._pending[key]
-        self.orphaned += len(stale)
+        expired = 0
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if now - oldest.first_seen <= self.max_age:
+                break
+            self._remove(next(iter(self._pending)))
+            expired += 1
+        self._given_up("expired_pending", expired)
+
+    def _evict(self, newest: str) -> None:
+        """Drops the oldest unpaired events while the map is over either cap (the newest last of all)."""
+        dropped = 0
+        while len(self._pending) > self.max_pending or self._pending_bytes > self.max_pending_bytes:
+            oldest = next(iter(self._pending))
+            if oldest == newest and len(self._pending) > 1:
+                self._pending.move_to_end(oldest)
+                continue
+            self._remove(oldest)
+            dropped += 1
+            if oldest == newest:
+                break
+        self._given_up("dropped_pending", dropped)
+
+    def _given_up(self, outcome: str, count: int) -> None:
+        if count:
+            self.orphaned += count
+            self.on_drop(outcome, count)
 
     def _rows(self, event_id: str, pending: _Pending, now: float) -> pd.DataFrame:
         headers = pending.headers
@@ -103,6 +159,9 @@ class EventJoiner:
             frame = frame_from_payload(pending.request, spec)
         except InvalidInput as exc:
             raise EventError(f"event {event_id}: request does not decode: {exc}") from None
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # A body of the wrong shape anywhere inside: the sender's mistake, never the monitor's failure.
+            raise EventError(f"event {event_id}: request does not decode ({type(exc).__name__})") from None
         predictions = _predictions(pending.response)
         if len(predictions) != len(frame):
             raise EventError(f"event {event_id}: {len(frame)} rows but {len(predictions)} predictions")
@@ -115,7 +174,7 @@ class EventJoiner:
 def logged_version(headers: dict[str, str]) -> int | None:
     """The model version an event names: ``ce-modelversion``, else the version annotation in ``ce-annotations``."""
     version = headers.get("ce-modelversion")
-    if version and version.isdigit():
+    if version and _VERSION_NUMBER.fullmatch(version):
         return int(version)
     raw = headers.get("ce-annotations")
     if not raw:
@@ -127,15 +186,16 @@ def logged_version(headers: dict[str, str]) -> int | None:
     value = annotations.get(VERSION_ANNOTATION) if isinstance(annotations, dict) else None
     if value is None:
         return None
-    if not str(value).isdigit():
+    if not _VERSION_NUMBER.fullmatch(str(value)):
         raise EventError(f"ce-annotations names version {str(value)[:20]!r}, which is not a version number")
     return int(value)
 
 
-def _predictions(response: dict) -> list:
-    if "predictions" in response:
-        return list(response["predictions"])
-    outputs = response.get("outputs") or []
-    if outputs:
-        return list(outputs[0].get("data") or [])
-    raise EventError("response has neither predictions (V1) nor outputs (V2)")
+def _predictions(response) -> list:
+    """The predictions of a V1 (``predictions``) or V2 (the first output's ``data``) response body."""
+    if isinstance(response, dict) and isinstance(response.get("predictions"), list):
+        return response["predictions"]
+    outputs = response.get("outputs") if isinstance(response, dict) else None
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) and isinstance(outputs[0].get("data"), list):
+        return outputs[0]["data"]
+    raise EventError("response has neither a list of predictions (V1) nor outputs with data (V2)")

@@ -57,7 +57,7 @@ class LabelStore:
             if not isinstance(item, dict) or item.get("id") in (None, "") or "label" not in item:
                 raise EventError(f"label {i}: expected an object with 'id' and 'label'")
             label, row = item["label"], item.get("row", 0)
-            if label is None or (isinstance(label, float) and math.isnan(label)) or isinstance(label, dict | list):
+            if label is None or (isinstance(label, float) and not math.isfinite(label)) or isinstance(label, dict | list):
                 raise EventError(f"label {i} (id {item['id']}): label must be a class value, got {label!r}")
             if not isinstance(row, int) or isinstance(row, bool) or row < 0:
                 raise EventError(f"label {i} (id {item['id']}): row must be a non-negative integer")

@@ -2,8 +2,9 @@
 
 KServe's own V1 and V2 endpoints over a :class:`kserve.ModelServer`'s data plane, mounted on a FastAPI app of
 our own (``ModelServer.start`` binds 0.0.0.0 and shares one global app per process), with ``/metrics``, a
-body limit, KServe's model-repository endpoints closed, and every user mistake answered 4xx with
-``{"error": "..."}`` in one log line instead of KServe's traceback.
+body limit and a JSON content type required (``driftloop.http_guard``), KServe's model-repository endpoints
+closed, and every user mistake answered 4xx with ``{"error": "..."}`` in one log line instead of KServe's
+traceback.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ import logging
 import warnings
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from kserve import ModelServer
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
 from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from prometheus_client import REGISTRY, generate_latest
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES, install_guards
 from driftloop.serving.metrics import GatewayMetrics
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "inference_app"]
 log = logging.getLogger(__name__)
 
 
@@ -53,10 +52,11 @@ def inference_app(title: str, server: ModelServer, metrics: GatewayMetrics, life
     app.add_exception_handler(InferenceError, _error_handler(500, logging.ERROR))
     app.add_exception_handler(NotImplementedError, _error_handler(501))
     app.add_exception_handler(ValueError, _error_handler(400))  # e.g. KServe parsing a bad header
-    app.add_exception_handler(RequestValidationError, _request_validation_handler)
     app.add_exception_handler(json.JSONDecodeError, _json_error_handler)
     app.add_exception_handler(UnicodeDecodeError, _json_error_handler)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Size, JSON content type (no web page can post predictions, and through them rows, to a loopback
+    # gateway), nosniff; FastAPI's own validation errors in driftloop's shape.
+    install_guards(app, max_body_bytes=max_body_bytes)
     return app
 
 
@@ -73,64 +73,5 @@ def _error_handler(status: int, level: int = logging.INFO):
     return handle
 
 
-async def _request_validation_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    message = first.get("msg", "invalid request")
-    return JSONResponse(status_code=422, content={"error": f"invalid request: {where}: {message}" if where else message})
-
-
 async def _json_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=400, content={"error": f"invalid JSON body: {exc}"})
-
-
-class BodyLimit:
-    """Answers 413 to bodies over the limit, whether announced by Content-Length or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
-            return
-        seen = 0
-        too_large = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    too_large = True
-                    return {"type": "http.disconnect"}
-            return message
-
-        started = False
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if too_large and not started:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except ClientDisconnect:
-            if not too_large:
-                raise
-        if too_large and not started:
-            await self._too_large(send)
-
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps({"error": f"request body is larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})

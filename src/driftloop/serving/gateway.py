@@ -23,24 +23,30 @@ from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, inference_app
 from driftloop.serving.metrics import GatewayMetrics
 from driftloop.serving.payload_logger import PayloadLogger
 from driftloop.serving.routed_model import RoutedModel
+from driftloop.serving.scoring import ScoringWorker
 from driftloop.serving.versions import ServedVersion
 
 log = logging.getLogger(__name__)
 
 
 class Gateway:
-    """Serves the registry's models; :meth:`sync` makes what serves match the aliases."""
+    """Serves the registry's models; :meth:`sync` makes what serves match the aliases.
+
+    ``logger_token`` is the monitor's events token the payload logger presents (``DRIFTLOOP_EVENTS_TOKEN``).
+    """
 
     def __init__(self, registry: ModelRegistry | str, *, logger_url: str | None = None,
                  poll_interval: float = 1.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 namespace: str = "local") -> None:
+                 namespace: str = "local", logger_token: str | None = None) -> None:
         self.registry = open_registry(registry) if isinstance(registry, str) else registry
         self.poll_interval = poll_interval
         self.max_body_bytes = max_body_bytes
         self.metrics = GatewayMetrics()
-        self.payload_logger = PayloadLogger(logger_url, self.metrics, namespace) if logger_url else None
+        self.payload_logger = (PayloadLogger(logger_url, self.metrics, namespace, token=logger_token)
+                               if logger_url else None)
         self.server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
         self.models: dict[str, RoutedModel] = {}
+        self.scoring = ScoringWorker()  # one for every model: the machine's cores are the model libraries' to use
         self._failed: set[tuple[str, int]] = set()  # versions that failed to load; not retried
         self.app = self._build_app()
 
@@ -82,7 +88,7 @@ class Gateway:
             canary_version = await self._version(name, canary, current)
         percent = (state.canary_percent or 0) if canary_version else 0
         if current is None:
-            model = RoutedModel(name, stable, self.metrics, self.payload_logger)
+            model = RoutedModel(name, stable, self.metrics, self.payload_logger, self.scoring)
             model.set_versions(stable, canary_version, percent)
             self.server.register_model(model)
             self.models[name] = model
@@ -138,6 +144,7 @@ class Gateway:
             follower.cancel()
             if self.payload_logger:
                 await self.payload_logger.stop()
+            self.scoring.shutdown()
 
         return inference_app("driftloop gateway", self.server, self.metrics, lifespan, self.max_body_bytes)
 

@@ -3,7 +3,9 @@
 For every prediction two events go to the receiver (the drift monitor): the request and the
 response, sharing one ``ce-id``. Events wait in a bounded queue and a background task posts them,
 so a slow or dead receiver never slows or fails a prediction; what cannot be queued or delivered is
-dropped and counted in ``driftloop_payload_log_dropped_total``.
+dropped and counted in ``driftloop_payload_log_dropped_total``. With a token (the monitor's events token,
+``DRIFTLOOP_EVENTS_TOKEN``) every event carries ``Authorization: Bearer …``; KServe's own agent cannot, which
+is why a cluster admits its events by network identity instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson  # KServe's own JSON library: the hot path serialises every request twice
 
+from driftloop.http_guard import bearer
 from driftloop.serving.metrics import GatewayMetrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -52,8 +55,9 @@ class PayloadLogger:
     """Queues events and delivers them in the background."""
 
     def __init__(self, url: str, metrics: GatewayMetrics, namespace: str = "local", queue_size: int = 10_000,
-                 timeout: float = 2.0, senders: int = 4) -> None:
+                 timeout: float = 2.0, senders: int = 4, token: str | None = None) -> None:
         self.url = url
+        self._auth = bearer(token)  # the monitor's events token (http_guard.EVENTS); never logged
         self.namespace = namespace
         self.metrics = metrics
         self.timeout = timeout
@@ -92,7 +96,7 @@ class PayloadLogger:
         while True:
             event = await self._queue.get()
             try:
-                headers = event.headers(self.namespace, f"http://driftloop-gateway/v1/models/{event.model}")
+                headers = event.headers(self.namespace, f"http://driftloop-gateway/v1/models/{event.model}") | self._auth
                 async with self._client.post(self.url, data=event.body, headers=headers) as response:
                     await response.read()
                     if response.status >= 300:

@@ -14,6 +14,7 @@ from kserve.utils.utils import get_predict_response
 from driftloop.serving.metrics import GatewayMetrics
 from driftloop.serving.payload import frame_from_payload
 from driftloop.serving.payload_logger import PayloadLogger
+from driftloop.serving.scoring import ScoringWorker
 from driftloop.serving.split import TrafficSplit
 from driftloop.serving.versions import ServedVersion
 
@@ -25,12 +26,15 @@ class RoutedModel(Model):
     """Routes each request to the stable or the canary version by the canary's traffic percent.
 
     Versions are swapped by :meth:`set_versions` between requests: a request that has started keeps
-    the version it picked, so a promotion or rollback never fails an in-flight request.
+    the version it picked, so a promotion or rollback never fails an in-flight request. Decoding and the
+    model run on the :class:`ScoringWorker` (shared by every model of a server); metrics, response
+    headers and the payload log stay on the event loop.
     """
 
     def __init__(self, name: str, stable: ServedVersion, metrics: GatewayMetrics,
-                 payload_logger: PayloadLogger | None = None) -> None:
+                 payload_logger: PayloadLogger | None = None, scoring: ScoringWorker | None = None) -> None:
         super().__init__(name, return_response_headers=True)
+        self.scoring = scoring or ScoringWorker()  # decoding and the model run here, off the event loop
         self.stable = stable
         self.canary: ServedVersion | None = None
         self.split = TrafficSplit(0)
@@ -62,8 +66,8 @@ class RoutedModel(Model):
                 raise InvalidInput(f"invalid JSON body: {exc}") from None
         return payload
 
-    def predict(self, payload: dict | InferRequest, headers: dict | None = None,
-                response_headers: dict | None = None) -> dict | InferResponse:
+    async def predict(self, payload: dict | InferRequest, headers: dict | None = None,
+                      response_headers: dict | None = None) -> dict | InferResponse:
         canary = self.canary
         if canary is not None and self.split.to_canary():
             target, endpoint = canary, "canary"
@@ -72,15 +76,13 @@ class RoutedModel(Model):
         labels = (self.name, str(target.version), endpoint)
         started = time.perf_counter()
         try:
-            frame = frame_from_payload(payload, target.spec)
+            predictions = await self.scoring.run(_score, target, payload)
         except InvalidInput:
             self.metrics.requests.labels(*labels, "invalid").inc()
             raise
-        try:
-            predictions = target.predict(frame)
-        except Exception as exc:  # the model itself failed: a server-side error of this version
+        except _ModelFailed as exc:  # the model itself failed: a server-side error of this version
             self.metrics.requests.labels(*labels, "error").inc()
-            raise InferenceError(f"{self.name} v{target.version} failed to predict: {type(exc).__name__}") from None
+            raise InferenceError(f"{self.name} v{target.version} failed to predict: {exc}") from None
         self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
         self.metrics.requests.labels(*labels, "ok").inc()
         if response_headers is not None:
@@ -94,6 +96,19 @@ class RoutedModel(Model):
             self.payload_logger.log(event_id, self.name, target.version, endpoint,
                                     _as_json(payload), _as_json(response))
         return response
+
+
+class _ModelFailed(Exception):
+    """The model raised on input that decoded fine; the message names the exception's type."""
+
+
+def _score(target: ServedVersion, payload: dict | InferRequest):
+    """The worker's job for one request: decode the body (InvalidInput is the caller's mistake), predict."""
+    frame = frame_from_payload(payload, target.spec)
+    try:
+        return target.predict(frame)
+    except Exception as exc:
+        raise _ModelFailed(type(exc).__name__) from exc
 
 
 def _as_json(message) -> dict:

@@ -70,11 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metrics = GatewayMetrics()
     server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
-    server.register_model(RoutedModel(args.model_name, version, metrics))
+    model = RoutedModel(args.model_name, version, metrics)
+    server.register_model(model)
 
     @asynccontextmanager
     async def lifespan(app):
         yield
+        model.scoring.shutdown()
 
     app = inference_app("driftloop runtime", server, metrics, lifespan, args.max_body_bytes)
     print(f"driftloop-runtime: serving {version.name} v{version.version} as '{args.model_name}' on "

@@ -33,6 +33,10 @@ IO_RETRIES = 3
 # which is where driftloop.storage.S3Settings.from_env looks.
 S3_SECRET = "driftloop-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DRIFTLOOP_S3_ENDPOINT")
+# The registry's signing key (private: only the steps that write versions or audit entries) and the public key
+# every reader checks signatures against. Both optional: a registry that is not signed needs neither.
+SIGNING_SECRET, SIGNING_KEY = "driftloop-signing", "DRIFTLOOP_SIGNING_KEY"
+VERIFY_CONFIG_MAP, VERIFY_KEY = "driftloop-verify-key", "DRIFTLOOP_VERIFY_KEY"
 DESCRIPTION = ("driftloop continuous training: validate, train, evaluate against the champion, register an "
                "immutable version and roll it out as a canary (locally or on KServe).")
 
@@ -45,6 +49,16 @@ def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """
     return kubernetes.use_secret_as_env(task, secret_name=S3_SECRET,
                                         secret_key_to_env={key: key for key in S3_SECRET_KEYS})
+
+
+def with_registry_keys(task: dsl.PipelineTask, writes: bool) -> dsl.PipelineTask:
+    """Gives a registry reader the public key, and a writer also the signing key (from their Secret/ConfigMap)."""
+    kubernetes.use_config_map_as_env(task, config_map_name=VERIFY_CONFIG_MAP,
+                                     config_map_key_to_env={VERIFY_KEY: VERIFY_KEY}, optional=True)
+    if writes:
+        kubernetes.use_secret_as_env(task, secret_name=SIGNING_SECRET, secret_key_to_env={SIGNING_KEY: SIGNING_KEY},
+                                     optional=True)
+    return task
 
 
 def _step(component, params: dict, **inputs) -> dsl.PipelineTask:
@@ -104,11 +118,13 @@ def build_ct_pipeline(with_exit_handler: bool = True, image: str = PROJECT_IMAGE
             # train-model gets no Secret: it reads and writes only artifacts, which KFP itself moves.
             for task in (validated, evaluated, registered, deployed):
                 with_s3_credentials(task)
+                with_registry_keys(task, writes=task in (registered, deployed))
 
         if with_exit_handler:
             outcome = record_outcome(registry_uri=p["registry_uri"], model_name=p["model_name"],
                                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("record outcome")
             with_s3_credentials(outcome)
+            with_registry_keys(outcome, writes=True)
             tasks.append(outcome)
             with dsl.ExitHandler(outcome, name="ct-steps"):
                 steps()

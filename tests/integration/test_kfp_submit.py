@@ -248,12 +248,21 @@ def test_every_task_that_touches_s3_gets_the_secret_and_no_parameter_carries_cre
     }
     assert touching == {"load-and-validate", "evaluate-model", "register-model", "deploy-model", "record-outcome"}
     assert set(secrets) == {f"exec-{name}" for name in touching}  # train-model only moves artifacts
-    for executor in secrets.values():
-        (as_env,) = executor["secretAsEnv"]
-        assert as_env["secretName"] == "driftloop-s3" and as_env["optional"] is False
-        assert {(m["secretKey"], m["envVar"]) for m in as_env["keyToEnv"]} == {
+    writers = {"exec-register-model", "exec-deploy-model", "exec-record-outcome"}
+    for name, executor in secrets.items():
+        by_secret = {e["secretName"]: e for e in executor["secretAsEnv"]}
+        # The registry's signing key reaches only the steps that write versions or audit entries.
+        assert set(by_secret) == ({"driftloop-s3", "driftloop-signing"} if name in writers else {"driftloop-s3"})
+        s3 = by_secret["driftloop-s3"]
+        assert s3["optional"] is False
+        assert {(m["secretKey"], m["envVar"]) for m in s3["keyToEnv"]} == {
             ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
             ("DRIFTLOOP_S3_ENDPOINT", "DRIFTLOOP_S3_ENDPOINT")}
+        if name in writers:
+            assert by_secret["driftloop-signing"]["optional"] is True  # an unsigned registry needs no key
+        # Every registry reader gets the public key to check signatures against.
+        (verify,) = executor["configMapAsEnv"]
+        assert verify["configMapName"] == "driftloop-verify-key"
     inputs = set(spec["root"]["inputDefinitions"]["parameters"])
     assert inputs == set(_params(registry_uri=REGISTRY).arguments())
     assert not [p for p in inputs if re.search(r"key|secret|password|token|credential|endpoint", p, re.I)]

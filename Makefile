@@ -6,7 +6,7 @@ UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint compile lock bench image clean
+.PHONY: setup demo test test-fast lint compile lock bench image clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): requirements-dev.lock pyproject.toml
 demo: setup
 	$(BIN)/driftloop demo
 
+# Three workers on two cores: most integration tests wait on servers and subprocesses. Each worker takes
+# whole files, so a module's shared fixtures (a cluster, a Prometheus, a trained registry) are built once.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
+
+# The inner loop: unit tests only, one process (about half a minute).
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit -q
 
 lint: setup
 	$(BIN)/ruff check src components pipelines tests bench

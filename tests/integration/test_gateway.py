@@ -370,13 +370,15 @@ def test_malformed_requests_get_4xx_and_the_server_stays_up(world) -> None:
     assert statuses[13] == 413
 
 
-_MODEL_ENTERED, _MODEL_RELEASED = threading.Event(), threading.Event()
+_MODEL_ARMED, _MODEL_ENTERED, _MODEL_RELEASED = threading.Event(), threading.Event(), threading.Event()
 
 
 def _held_until_released(frame):
-    """A model step that holds its batch until the test lets go (pickled by reference with the model)."""
-    _MODEL_ENTERED.set()
-    _MODEL_RELEASED.wait(30)
+    """A model step that, once armed, holds its batch until the test lets go (pickled by reference with the
+    model). Unarmed it passes rows through: the gateway warms a model up before it serves."""
+    if _MODEL_ARMED.is_set():
+        _MODEL_ENTERED.set()
+        _MODEL_RELEASED.wait(30)
     return frame
 
 
@@ -387,11 +389,13 @@ def test_a_slow_prediction_does_not_stall_health_checks(world) -> None:
     good = train_model(clean, spec, seed=1).model
     held = Pipeline([("hold", FunctionTransformer(_held_until_released)), ("model", good)])
     registry.promote("churn", _register(registry, tmp, clean, model=held, spec=spec), actor="test")
+    _MODEL_ARMED.clear()
     _MODEL_ENTERED.clear()
     _MODEL_RELEASED.clear()
     gateway = Gateway(registry, poll_interval=60)
     answers: list[httpx.Response] = []
     with ServerThread(gateway.app) as server:
+        _MODEL_ARMED.set()
         slow = threading.Thread(target=lambda: answers.append(_predict(httpx.Client(base_url=server.url, timeout=60),
                                                                      world["rows"])))
         slow.start()

@@ -7,6 +7,7 @@ import io
 
 import pandas as pd
 import pytest
+from prometheus_client import generate_latest
 
 from driftloop import synthetic
 from driftloop.monitor.app import Monitor
@@ -70,3 +71,75 @@ def test_a_drift_trigger_submits_a_kfp_run_with_its_table_on_s3(tmp_path, s3_env
     triggered = [e for e in registry.history("churn") if e.action == "retrain-triggered"][0]
     assert triggered.evidence["run"].startswith(kfp_api.url) and triggered.evidence["data_uri"] == parameters["data_uri"]
     assert "AWS_SECRET_ACCESS_KEY" not in str(parameters) and s3_env.env["AWS_SECRET_ACCESS_KEY"] not in str(run)
+
+
+@pytest.mark.parametrize("ending", ["canary", "rolled-back"])
+def test_a_cluster_retrain_is_judged_by_how_its_rollout_ended(tmp_path, s3_env, monkeypatch, ending) -> None:
+    """A cluster run ends when its deploy step does: often with the canary still serving its share (no analysis
+    asked for, or waiting for a person). That is not a failed retrain; an aborted canary is."""
+    import asyncio
+
+    import kfp
+
+    from driftloop.deploy.local import LocalDeployment
+    from driftloop.registry import CANARY, PRODUCTION
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    registry = LocalRegistry(tmp_path / "registry")
+    register_trained(registry, tmp_path, synthetic.generate(1500, seed=1))
+    registry.promote("churn", 1, actor="test")
+    fake = FakeKfp(run_states=["RUNNING"])
+    with ServerThread(fake.app()) as kfp_api:
+        fake.url = kfp_api.url
+        config = MonitorConfig.from_dict({
+            "window": {"rows": 300, "seconds": 3600}, "trigger": {"m": 1, "n": 1, "max_failures": 1},
+            "retrain": {"runner": "kfp", "kfp_host": kfp_api.url, "data_dir": "s3://retrain/tables"}})
+        monitor = Monitor(registry, tmp_path / "store", config, tick_seconds=3600, registry_uri="s3://driftloop/registry")
+        traffic = synthetic.generate(300, seed=5, covariate_shift=0.8, id_offset=50_000)
+        plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
+                                      timestamp_column="event_time")
+        with ServerThread(monitor.app) as receiver:
+            with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
+                assert replay(plan, gateway.url, "churn", rate=500, monitor_url=receiver.url, label_delay=0).ok == 300
+                wait_for(lambda: (asyncio.run(monitor.tick()) or fake.calls("POST", "runs")), what="a KFP run")
+        key = fake.calls("POST", "runs")[0].json["runtime_config"]["parameters"]["triggered_by"].removeprefix("drift:")
+        # What the cluster run did: registered v2 for this trigger and rolled it out as a canary …
+        _register_for_trigger(registry, tmp_path, key)
+        deployment = LocalDeployment(registry, "ct-pipeline")
+        deployment.roll_out("churn", 2, 10)
+        if ending == "rolled-back":  # … and its analysis aborted it
+            deployment.abort("churn", "canary error rate 12% is above the limit 1%")
+        fake.run_states = ["SUCCEEDED"]
+        asyncio.run(monitor.tick())
+    retrain = [r for r in monitor.retrains if r.get("key") == key][0]
+    finished = [e for e in registry.history("churn") if e.action == "retrain-finished"][-1]
+    policy = monitor.policies["churn"]
+    if ending == "canary":
+        assert retrain["state"] == "canary" and registry.aliases("churn") == {PRODUCTION: 1, CANARY: 2}
+        assert policy.consecutive_failures == 0 and not policy.stopped
+    else:
+        assert retrain["state"] == "rolled-back" and registry.aliases("churn") == {PRODUCTION: 1}
+        assert policy.consecutive_failures == 1 and policy.stopped  # max_failures 1
+    assert finished.evidence["state"] == retrain["state"] and finished.to_version == 2
+    shown = generate_latest(monitor.metrics.registry).decode()
+    assert f'driftloop_rollouts_total{{model="churn",outcome="{ending.replace("-", "_")}"}} 1.0' in shown
+
+
+def _register_for_trigger(registry, tmp_path, key: str) -> None:
+    """Registers v2 the way the CT pipeline does for a drift retrain: lineage says which trigger started it."""
+    import io
+
+    from driftloop.data import infer_spec
+    from driftloop.training import save_model, train_model
+    from driftloop.validation import validate_table
+
+    frame = synthetic.generate(1200, seed=3)
+    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    clean, _, spec = validate_table(frame, spec)
+    save_model(train_model(clean, spec, seed=3).model, tmp_path / "triggered")
+    sample = io.BytesIO()
+    clean.head(200).to_parquet(sample, index=False)
+    registry.register("churn", tmp_path / "triggered", model_format="sklearn",
+                      lineage={"triggered_by": f"drift:{key}"}, metrics={},
+                      attachments={"spec.json": spec.to_json().encode(), "reference_sample.parquet": sample.getvalue()},
+                      actor="ct-pipeline")

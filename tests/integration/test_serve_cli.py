@@ -71,10 +71,10 @@ def test_deploy_local_and_rollout_abort(home) -> None:
     registry = LocalRegistry(home / "registry")
     deployed = run_cli("deploy", "churn", "--version", "2", "--canary-percent", "20", "--home", str(home))
     assert deployed.returncode == 0, deployed.stderr
-    assert "churn v2: canary" in deployed.stdout
+    assert "churn: v1 80%, v2 20%" in deployed.stdout
     assert registry.state("churn").canary_percent == 20 and registry.aliases("churn")[CANARY] == 2
     aborted = run_cli("rollout", "churn", "--abort", "--home", str(home))
-    assert aborted.returncode == 0 and "stable takes 100%" in aborted.stdout
+    assert aborted.returncode == 0 and "canary removed; churn: v1 100%" in aborted.stdout
     assert registry.aliases("churn") == {PRODUCTION: 1}
     unreachable = run_cli("rollout", "churn", "--gateway", f"http://127.0.0.1:{free_port()}", "--home", str(home))
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr

@@ -99,7 +99,7 @@ def monitor_config(gateway: str, monitor: str, options: DemoOptions) -> dict:
         "retrain": {
             "runner": "local", "recent_rows": 5000, "reference_rows": 1000,
             "pipeline_params": {
-                "canary_percent": 10, "rollout_gateway": gateway, "rollout_monitor": monitor, "rollout_interval": 8.0,
+                "rollout_gateway": gateway, "rollout_monitor": monitor, "rollout_interval": 8.0,
                 "rollout_policy": {"steps": [10, 50, 100], "min_requests": 20, "min_labels": 30,
                                    "max_latency_ratio": 3.0, "max_inconclusive": 4},
             },

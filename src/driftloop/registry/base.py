@@ -834,8 +834,9 @@ class ModelRegistry(ABC):
     def set_canary_traffic(self, name: str, percent: int, *, actor: str, reason: str = "",
                            evidence: dict | None = None, action: str = "set-traffic") -> AuditEntry:
         """Sets the share of requests (0–100) the canary receives; the rest go to production."""
-        if not 0 <= int(percent) <= 100:
-            raise ConfigError(f"canary traffic must be within 0..100, got {percent}")
+        from driftloop.ct_params import check_value  # the one definition of a canary's share
+
+        percent = check_value("canary_percent", percent)
 
         def build(entries: list[AuditEntry]) -> dict:
             state = replay(entries)

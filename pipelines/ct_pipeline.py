@@ -71,7 +71,8 @@ def _signature() -> inspect.Signature:
     """The pipeline's signature: one input per CT parameter, typed and defaulted as CTParams says."""
     parameters = []
     for f in ct_params.fields():
-        default = inspect.Parameter.empty if f.name in ("data_uri", "target") else ct_params.default_of(f.name)
+        required = f.name in ct_params.REQUIRED_IN_PIPELINE
+        default = inspect.Parameter.empty if required else ct_params.default_of(f.name)
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
                                             annotation=ct_params.python_type(f)))
     return inspect.Signature(parameters)

@@ -8,13 +8,13 @@ from pathlib import Path
 from driftloop import synthetic
 from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec, infer_spec, load_table
-from driftloop.errors import ConfigError, DataError
+from driftloop.errors import ConfigError, DataError, DriftloopError
 from driftloop.runners.local import RunSummary, TaskEvent, run_ct_pipeline
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
 
 __all__ = ["CTParams", "RunSummary", "Settings", "TaskEvent", "compile_pipeline", "demo_params",
-           "generate_demo_data", "infer", "run"]
+           "generate_demo_data", "infer", "planned_spec", "run"]
 
 
 def run(
@@ -39,6 +39,24 @@ def _preflight(data_uri: str) -> None:
         raise DataError(f"unsupported file type '{path.suffix or '(none)'}' for {path}: use .csv or .parquet")
 
 
+def planned_spec(params: CTParams, settings: Settings | None = None) -> tuple[DatasetSpec, str]:
+    """The spec a CT run with ``params`` will use, and where it comes from (declared, the production version's,
+    or inferred), decided as the pipeline's first step decides — so a person sees it before training starts."""
+    from driftloop import steps
+    from driftloop.registry import PRODUCTION, open_registry
+
+    settings = settings or Settings.resolve()
+    _preflight(params.data_uri)
+    frame, _ = load_table(params.data_uri)
+    registry = open_registry(settings.registry_uri)
+    try:
+        champion = registry.get_alias(params.model_name, PRODUCTION)
+    except DriftloopError:
+        champion = None
+    return steps.choose_spec(frame, params.target, registry, champion, params.spec_json, params.id_column,
+                             params.timestamp_column)
+
+
 def infer(data_uri: str, target: str, id_column: str | None = None, timestamp_column: str | None = None,
           categorical: tuple[str, ...] = ()) -> DatasetSpec:
     """The spec driftloop would infer for a table (edit it and pass it back as ``spec_json``)."""
@@ -60,6 +78,7 @@ def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7) -> di
 def demo_params(data_uri: str, **overrides) -> CTParams:
     """Parameters for the synthetic churn table (its id and time columns unless others are given)."""
     return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGET,
+                       "model_name": overrides.get("model_name") or synthetic.MODEL_NAME,
                        "id_column": overrides.get("id_column") or synthetic.ID_COLUMN,
                        "timestamp_column": overrides.get("timestamp_column") or synthetic.TIMESTAMP_COLUMN})
 

@@ -190,6 +190,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         paths = api.generate_demo_data(settings.home / "data")
         params = api.demo_params(str(paths["reference"]), registry_uri=settings.registry_uri, **options)
+    if not args.json:  # what will be trained on, and what inference was unsure about, before it starts
+        from driftloop.console import print_spec
+
+        spec, source = api.planned_spec(params, settings)
+        print_spec(spec, sys.stderr, source=source)
     return _run_and_report([params], settings, args.json)
 
 

@@ -76,9 +76,10 @@ def _console(stream: TextIO) -> Console:
     return Console(file=stream, highlight=False, width=None if stream.isatty() else 120)
 
 
-def print_spec(spec: DatasetSpec, stream: TextIO | None = None) -> None:
+def print_spec(spec: DatasetSpec, stream: TextIO | None = None, source: str = "") -> None:
+    """The spec as a table, and every note inference left (a column it was unsure about)."""
     console = _console(stream or sys.stdout)
-    table = Table(title=f"dataset spec (target: {spec.target})")
+    table = Table(title=f"{source + ' ' if source else ''}dataset spec (target: {spec.target})")
     table.add_column("column")
     table.add_column("role")
     for feature in spec.features:
@@ -89,6 +90,8 @@ def print_spec(spec: DatasetSpec, stream: TextIO | None = None) -> None:
     for name, reason in spec.ignored.items():
         table.add_row(name, f"[yellow]ignored[/]: {reason}")
     console.print(table)
+    for name, note in spec.notes.items():
+        console.print(f"[yellow]note[/] {name}: {note}")
 
 
 def _stdout() -> Console:

@@ -14,8 +14,10 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from driftloop.errors import ConfigError
@@ -54,6 +56,8 @@ def _url_or_empty(value: Any) -> str | None:
 def _model_name(value: Any) -> str | None:
     from driftloop.registry.base import check_model_name
 
+    if value == "":
+        return None  # filled from the data file's name when the parameters are made
     try:
         check_model_name(value)
     except ConfigError as exc:
@@ -100,7 +104,8 @@ class CTParams:
 
     data_uri: str = _param(help="training data: a CSV or Parquet path, or s3:// URI", cli=False)
     target: str = _param(help="the label column", cli=False)
-    model_name: str = _param("churn", "registered model name (lowercase, digits, '-')", check=_model_name)
+    model_name: str = _param("", "registered model name (lowercase, digits, '-'); empty: from the data file's name",
+                             check=_model_name)
     registry_uri: str = _param(DEFAULT_CLUSTER_REGISTRY, "the model registry: a directory or s3://bucket/prefix",
                                cli=False)
     spec_json: str = _param("", "dataset spec as JSON (from 'driftloop spec --json'); inferred if empty",
@@ -142,6 +147,8 @@ class CTParams:
     triggered_by: str = _param("manual", "what started the run (the monitor writes drift:<key>)", cli=False)
 
     def __post_init__(self) -> None:
+        if not self.model_name and self.data_uri:
+            self.model_name = model_name_from(self.data_uri)
         problems = self.problems()
         if problems:
             raise ConfigError(problems[0])
@@ -179,6 +186,17 @@ class CTParams:
     def with_values(self, **values: Any) -> CTParams:
         """A checked copy with some parameters replaced."""
         return dataclasses.replace(self, **values)
+
+
+def model_name_from(data_uri: str) -> str:
+    """A model name from the data file's name (``s3://b/Census Income.parquet`` → ``census-income``)."""
+    stem = PurePosixPath(data_uri.split("?")[0].rstrip("/")).stem.lower()
+    name = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:45].strip("-")
+    return name if name and name[0].isalnum() else "model"
+
+
+# Inputs a pipeline run must be given: a pipeline cannot derive one input's default from another's.
+REQUIRED_IN_PIPELINE = ("data_uri", "target", "model_name")
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

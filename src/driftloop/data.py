@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
@@ -46,6 +47,7 @@ class DatasetSpec:
         timestamp_column: Optional event time (orders replays; never a feature).
         target_classes: The two label values, negative first; the model predicts their index.
         ignored: Columns left out of the features, with the reason.
+        notes: What inference was unsure about, per column (shown before a run; never changes the spec).
     """
 
     target: str
@@ -54,6 +56,7 @@ class DatasetSpec:
     timestamp_column: str | None = None
     target_classes: tuple = ()
     ignored: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> list[str]:
@@ -86,6 +89,7 @@ class DatasetSpec:
                 timestamp_column=data.get("timestamp_column"),
                 target_classes=tuple(data.get("target_classes") or ()),
                 ignored=dict(data.get("ignored") or {}),
+                notes=dict(data.get("notes") or {}),
             )
         except (KeyError, TypeError) as exc:
             raise DataError(f"invalid dataset spec: missing or malformed field {exc}") from None
@@ -98,9 +102,8 @@ class DatasetSpec:
             raise DataError(f"invalid dataset spec JSON: {exc.msg} at line {exc.lineno}") from None
 
     def with_target_classes(self, classes: Iterable) -> DatasetSpec:
-        return DatasetSpec(
-            self.target, self.features, self.id_column, self.timestamp_column, tuple(classes), dict(self.ignored)
-        )
+        return DatasetSpec(self.target, self.features, self.id_column, self.timestamp_column, tuple(classes),
+                           dict(self.ignored), dict(self.notes))
 
 
 def _jsonable(value):
@@ -127,7 +130,7 @@ def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataF
         if suffix == ".csv":
             frame = pd.read_csv(io.BytesIO(raw))
         else:
-            frame = pd.read_parquet(io.BytesIO(raw))
+            frame = _read_parquet(raw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
         kind = "CSV" if suffix == ".csv" else "Parquet"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -135,6 +138,21 @@ def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataF
     if frame.empty:
         raise DataError(f"no rows in {uri}")
     return frame, sha256_bytes(raw)
+
+
+def _read_parquet(raw: bytes) -> pd.DataFrame:
+    """A Parquet table with the column types its writer declared: pandas records ``categorical`` columns in the
+    file's metadata, but Arrow gives categorical *integer* codes back as plain integers."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(raw))
+    frame = table.to_pandas()
+    for column in (table.schema.pandas_metadata or {}).get("columns", []):
+        name = column.get("name")
+        if column.get("pandas_type") == "categorical" and name in frame.columns \
+                and not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype("category")
+    return frame
 
 
 def infer_spec(
@@ -145,11 +163,15 @@ def infer_spec(
     categorical: Iterable[str] = (),
     exclude: Iterable[str] = (),
 ) -> DatasetSpec:
-    """Proposes a spec from a table's columns.
+    """Proposes a spec from a table's columns, trusting the file where it says something and saying where it
+    guessed.
 
-    Booleans are bool columns or text columns holding only yes/no-like values; numbers are numeric
-    unless named in ``categorical``; other text is categorical, except high-cardinality text that
-    looks like an identifier, which is left out with a reason.
+    A column the file declares categorical (pandas ``category``, an Arrow dictionary) is categorical. Booleans are
+    bool columns or text holding only yes/no-like values; other numbers are numeric unless named in
+    ``categorical`` (a few distinct integers are noted as likely codes); other text is categorical. Identifiers —
+    unique integers that count up or are named like an id, high-cardinality text — are left out with the reason,
+    and so are dates and times; when no timestamp column is given and exactly one date/time column exists, it
+    becomes the timestamp column.
     """
     if target not in frame.columns:
         raise DataValidationError(target, f"target column not found; columns are {list(frame.columns)}")
@@ -157,33 +179,99 @@ def infer_spec(
         if name and name not in frame.columns:
             raise DataValidationError(name, f"{role} column not found")
     skip = {target, id_column, timestamp_column, *exclude}
-    features, ignored = infer_features(frame, skip, categorical)
-    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored)
+    features, ignored, notes = _infer_columns(frame, skip, categorical)
+    times = [name for name, reason in ignored.items() if reason.startswith(_TIMESTAMP_REASON)]
+    if not timestamp_column and len(times) == 1:
+        timestamp_column = times[0]
+        del ignored[timestamp_column]
+        notes[timestamp_column] = "ISO date/time: taken as the timestamp column (orders replays; never a feature)"
+    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored, notes)
 
 
 def infer_features(
     frame: pd.DataFrame, skip: Iterable = (), categorical: Iterable[str] = ()
 ) -> tuple[list[FeatureSpec], dict[str, str]]:
     """Typed features of every column not in ``skip``, and the columns left out with the reason."""
-    forced_categorical, skip = set(categorical), set(skip)
-    features: list[FeatureSpec] = []
-    ignored: dict[str, str] = {}
-    for name in frame.columns:
-        if name in skip:
-            continue
-        kind = _infer_kind(frame[name], force_categorical=name in forced_categorical)
-        if kind is None:
-            ignored[name] = "looks like an identifier (mostly unique text); declare it if it is a feature"
-            continue
-        features.append(FeatureSpec(str(name), kind))
-    if not features:
-        raise DataValidationError(None, "no feature columns besides the target")
+    features, ignored, _ = _infer_columns(frame, skip, categorical)
     return features, ignored
 
 
-def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind | None:
-    if force_categorical:
-        return "categorical"
+_TIMESTAMP_REASON = "a date/time"
+_ID_NAME = re.compile(r"(^|[_\-\s])(id|key|uuid|guid|index)$", re.IGNORECASE)
+FEW_CODES = 12  # integer columns with at most this many distinct values are noted as likely codes
+
+
+def _infer_columns(frame: pd.DataFrame, skip: Iterable, categorical: Iterable[str]
+                   ) -> tuple[list[FeatureSpec], dict[str, str], dict[str, str]]:
+    forced_categorical, skip = set(categorical), set(skip)
+    features: list[FeatureSpec] = []
+    ignored: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for name in frame.columns:
+        if name in skip:
+            continue
+        column = frame[name]
+        left_out = None if name in forced_categorical else _left_out_reason(str(name), column)
+        if left_out:
+            ignored[str(name)] = left_out
+            continue
+        kind = _infer_kind(column, force_categorical=name in forced_categorical)
+        features.append(FeatureSpec(str(name), kind))
+        note = _note(column, kind)
+        if note:
+            notes[str(name)] = note
+    if not features:
+        raise DataValidationError(None, "no feature columns besides the target")
+    return features, ignored, notes
+
+
+def _left_out_reason(name: str, column: pd.Series) -> str | None:
+    """Why a column is not a feature (an identifier, a date/time), or None."""
+    values = column.dropna()
+    if values.empty or isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(column):
+        return None
+    if pd.api.types.is_datetime64_any_dtype(column) or _looks_like_datetimes(values):
+        return f"{_TIMESTAMP_REASON}; declare it as the timestamp column to order replays by it"
+    if pd.api.types.is_integer_dtype(column) or (pd.api.types.is_float_dtype(column)
+                                                 and bool((values == values.round()).all())):
+        unique = values.nunique() == len(values) and len(values) >= 50
+        counts_up = unique and values.max() - values.min() + 1 == len(values)
+        if unique and (counts_up or _ID_NAME.search(name)):
+            return "looks like an identifier (unique integers" + (" counting up" if counts_up else "") + \
+                "); declare it if it is a feature"
+        return None
+    if pd.api.types.is_numeric_dtype(column):
+        return None
+    text = values.astype(str)
+    if text.nunique() > 50 and text.nunique() / len(text) > 0.5 and \
+            pd.to_numeric(text, errors="coerce").notna().mean() <= 0.95:
+        return "looks like an identifier (mostly unique text); declare it if it is a feature"
+    return None
+
+
+def _looks_like_datetimes(values: pd.Series) -> bool:
+    """Text that is almost all ISO 8601 dates or times (``2026-01-31``, ``2026-01-31T08:00:00Z``)."""
+    if pd.api.types.is_numeric_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
+        return False
+    sample = values.astype(str).head(500)
+    if not sample.str.match(r"^\d{4}-\d{2}-\d{2}").mean() > 0.95:
+        return False
+    parsed = pd.to_datetime(sample, format="ISO8601", errors="coerce", utc=True)
+    return bool(parsed.notna().mean() > 0.95)
+
+
+def _note(column: pd.Series, kind: str) -> str | None:
+    if kind == "numeric" and pd.api.types.is_integer_dtype(column):
+        distinct = column.nunique()
+        if 2 < distinct <= FEW_CODES:
+            return (f"{distinct} distinct integers: if these are codes rather than amounts, declare the column "
+                    "categorical (--categorical)")
+    return None
+
+
+def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind:
+    if force_categorical or isinstance(column.dtype, pd.CategoricalDtype):
+        return "categorical"  # the file says so (a pandas category, an Arrow dictionary)
     if pd.api.types.is_bool_dtype(column):
         return "boolean"
     if pd.api.types.is_numeric_dtype(column):
@@ -196,9 +284,6 @@ def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind | Non
         return "boolean"
     if pd.to_numeric(values, errors="coerce").notna().mean() > 0.95:
         return "numeric"  # mostly numbers: the stray text is a data error validation reports
-    unique_share = values.nunique() / len(values)
-    if values.nunique() > 50 and unique_share > 0.5:
-        return None
     return "categorical"
 
 

@@ -65,14 +65,8 @@ def load_and_validate(
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
     champion = registry.get_alias(model_name, PRODUCTION)
-    champion_spec = _spec_of(registry, champion) if champion else None
+    spec, _ = choose_spec(frame, target, registry, champion, spec_json, id_column, timestamp_column)
     reference = None
-    if spec_json:
-        spec = DatasetSpec.from_json(spec_json)
-    elif champion_spec is not None and champion_spec.target == target:
-        spec = champion_spec
-    else:
-        spec = infer_spec(frame, target, id_column or None, timestamp_column or None)
     if champion is not None:
         reference = ReferenceProfile.from_json(registry.read_file(model_name, champion.version, "profile.json").decode())
     clean, report, spec = validate_table(frame, spec, reference)
@@ -80,6 +74,18 @@ def load_and_validate(
     clean.to_parquet(dataset_path, index=False)
     _write_text(report_path, validation_report_html(f"Data validation: {data_uri}", report, spec))
     return ValidateResult(spec, sha, len(clean), report, champion.version if champion else None)
+
+
+def choose_spec(frame: pd.DataFrame, target: str, registry, champion: ModelVersion | None, spec_json: str = "",
+                id_column: str = "", timestamp_column: str = "") -> tuple[DatasetSpec, str]:
+    """The spec a run uses and where it comes from: the declared one, else the production version's (a retrain
+    keeps the features), else inferred from the table."""
+    if spec_json:
+        return DatasetSpec.from_json(spec_json), "declared"
+    champion_spec = _spec_of(registry, champion) if champion else None
+    if champion_spec is not None and champion_spec.target == target:
+        return champion_spec, f"production v{champion.version}'s"
+    return infer_spec(frame, target, id_column or None, timestamp_column or None), "inferred"
 
 
 def _spec_of(registry, version: ModelVersion) -> DatasetSpec:

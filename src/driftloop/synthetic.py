@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 TARGET = "churned"
+MODEL_NAME = "churn"  # what the demo registers the generated table as
 ID_COLUMN = "customer_id"
 TIMESTAMP_COLUMN = "event_time"
 REGIONS = ["north", "south", "east", "west", "central"]

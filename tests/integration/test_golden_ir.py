@@ -70,7 +70,9 @@ def test_the_pipeline_inputs_are_the_ct_parameters() -> None:
     assert set(inputs) == {f.name for f in ct_params.fields()}
     for f in ct_params.fields():
         assert inputs[f.name]["parameterType"] == kinds[ct_params.python_type(f)], f.name
-        if f.name not in ("data_uri", "target"):
+        if f.name in ct_params.REQUIRED_IN_PIPELINE:
+            assert "defaultValue" not in inputs[f.name], f.name
+        else:
             assert inputs[f.name]["defaultValue"] == ct_params.default_of(f.name), f.name
 
 

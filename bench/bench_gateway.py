@@ -47,7 +47,7 @@ def _prepare(root: Path) -> tuple[str, list[dict]]:
         frame = synthetic.generate(3000, seed=seed, covariate_shift=shift)
         spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
         clean, _, spec = validate_table(frame, spec)
-        save_model(train_model(clean, spec, seed=1).model, root / f"m{seed}")
+        save_model(train_model(clean, spec, "logistic_regression", seed=1).model, root / f"m{seed}")
         registry.register("churn", root / f"m{seed}", model_format="sklearn", lineage={}, metrics={},
                           attachments={"spec.json": spec.to_json().encode()}, actor="bench")
         if rows is None:

@@ -42,7 +42,7 @@ def register_model(
         "triggered_by": triggered_by,
     }
     version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
-                                   model_format=model.metadata.get("model_format", "sklearn"))
+                                   trained=model.metadata)
     Path(model_card.path).write_text(card)
     model_card.metadata.update({"model": model_name, "version": version.version})
     return version.version

@@ -1,7 +1,7 @@
-"""Component: fit the preprocessing + estimator Pipeline."""
+"""Component: fit the preprocessing + estimator Pipeline (``auto``: the best of a few candidates)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from driftloop.image import PROJECT_IMAGE
 
@@ -12,20 +12,32 @@ def train_model(
     spec_json: str,
     model: Output[Model],
     holdout: Output[Dataset],
-    estimator: str = "logistic_regression",
+    leaderboard: Output[Metrics],
+    estimator: str = "auto",
     estimator_params: dict = {},
     test_size: float = 0.25,
     seed: int = 42,
+    gate_metric: str = "roc_auc",
 ):
-    """Fits a seeded scikit-learn Pipeline (logistic regression, random forest, gradient boosting, XGBoost).
+    """Fits a seeded scikit-learn Pipeline: a pinned estimator, or ``auto`` — a linear model, gradient boosting
+    and XGBoost scored on a validation split of the training rows, the best refitted on all of them.
 
     Returns:
-        model: A directory holding exactly one ``model.joblib`` (the registry adds its manifest).
+        model: A directory holding exactly one ``model.joblib`` (the registry adds its manifest); its metadata
+            names the estimator fitted and the leaderboard.
         holdout: The held-out rows, for evaluation.
+        leaderboard: Each candidate's validation score by the gate metric, and its fit seconds (``auto``).
     """
+    import json
+
     from driftloop import steps
 
-    result = steps.train(dataset.path, spec_json, model.path, holdout.path, estimator, estimator_params, test_size, seed)
-    model.metadata.update({"framework": "sklearn", "model_format": result.model_format, "estimator": estimator,
-                           "train_rows": result.n_train})
+    result = steps.train(dataset.path, spec_json, model.path, holdout.path, estimator, estimator_params, test_size,
+                         seed, gate_metric)
+    model.metadata.update({"framework": "sklearn", "model_format": result.model_format, "estimator": result.estimator,
+                           "requested_estimator": estimator, "train_rows": result.n_train,
+                           "leaderboard": json.dumps(result.leaderboard)})
     holdout.metadata.update({"rows": result.n_holdout})
+    for candidate in result.leaderboard:
+        leaderboard.log_metric(f"validation_{candidate['metric']}_{candidate['estimator']}", candidate["value"])
+        leaderboard.log_metric(f"fit_seconds_{candidate['estimator']}", candidate["fit_seconds"])

@@ -163,7 +163,7 @@ def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: 
     tag = uuid.uuid4().hex[:8]
     model_dir, data_path = workdir / f"model-{tag}", workdir / f"train-{tag}.parquet"
     frame.to_parquet(data_path, index=False)
-    trained = train_model(clean, spec, seed=seed)
+    trained = train_model(clean, spec, "logistic_regression", seed=seed)
     save_model(trained.model, model_dir)
     sample = io.BytesIO()
     clean.sample(n=min(len(clean), 2000), random_state=0).to_parquet(sample, index=False)

@@ -24,6 +24,7 @@ from driftloop.errors import ConfigError
 
 # Choices, named once; training.ESTIMATORS and evaluation.GATE_METRICS are tested to match them.
 ESTIMATOR_NAMES = ("logistic_regression", "random_forest", "gradient_boosting", "xgboost")
+AUTO = "auto"  # fit a few candidates, keep the best on a validation split (training.AUTO_CANDIDATES)
 GATE_METRIC_NAMES = ("roc_auc", "accuracy", "f1")
 SERVE_TARGETS = ("local", "kserve")
 DEPLOYMENT_MODES = ("Serverless", "Standard")
@@ -112,7 +113,8 @@ class CTParams:
                             check=_spec_json, cli=False)
     id_column: str = _param("", "row id column, kept out of the features")
     timestamp_column: str = _param("", "event time column, kept out of the features")
-    estimator: str = _param("logistic_regression", "the model to fit", choices=ESTIMATOR_NAMES)
+    estimator: str = _param(AUTO, "the model to fit; auto: the best of a linear model, gradient boosting and XGBoost "
+                            "on a validation split", choices=(AUTO, *ESTIMATOR_NAMES))
     estimator_params: dict = _param({}, "estimator parameters", cli=False)
     test_size: float = _param(0.25, "share of rows held out for the gate", check=_between(0.05, 0.5))
     seed: int = _param(42, "random seed of the split and the estimator")
@@ -162,7 +164,9 @@ class CTParams:
             problem = _check_field(f, getattr(self, f.name))
             if problem:
                 found.append(problem)
-        if self.estimator_params and not found:
+        if self.estimator_params and self.estimator == AUTO:
+            found.append("estimator_params need a pinned estimator, not 'auto'")
+        elif self.estimator_params and not found:
             from driftloop.training import (
                 make_estimator,  # scikit-learn: only when there is something to check
             )

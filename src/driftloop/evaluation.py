@@ -38,13 +38,7 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     y = encode_target(holdout, spec)
     proba = predict_positive_proba(model, holdout, spec)
     predicted = (proba >= threshold).astype(int)
-    metrics = {
-        "roc_auc": float(skm.roc_auc_score(y, proba)) if len(np.unique(y)) == 2 else float("nan"),
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
-        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "n_holdout": float(len(y)),
-    }
+    metrics = {**scores(y, proba, threshold), "n_holdout": float(len(y))}
     confusion = skm.confusion_matrix(y, predicted, labels=[0, 1]).tolist()
     fpr, tpr, thresholds = skm.roc_curve(y, proba)
     keep = _thin(len(fpr), MAX_ROC_POINTS)
@@ -52,6 +46,25 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
     roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
     return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc)
+
+
+def scores(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Every quality score of positive-class probabilities against 0/1 labels (the gate's metrics among them)."""
+    from sklearn import metrics as skm
+
+    predicted = (proba >= threshold).astype(int)
+    return {
+        "roc_auc": float(skm.roc_auc_score(y, proba)) if len(np.unique(y)) == 2 else float("nan"),
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "f1": float(skm.f1_score(y, predicted, zero_division=0)),
+        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(np.mean((proba - y) ** 2)),
+    }
+
+
+def score_proba(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
+    """One score by name (what ``auto`` chooses an estimator by)."""
+    return scores(y, proba)[metric]
 
 
 def non_finite_metrics(metrics: dict) -> list[str]:

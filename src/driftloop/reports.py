@@ -14,7 +14,7 @@ from driftloop.data import DatasetSpec
 from driftloop.evaluation import Evaluation, GateDecision, non_finite_metrics
 from driftloop.validation import ValidationReport
 
-_METRIC_ORDER = ("roc_auc", "accuracy", "f1", "log_loss")
+_METRIC_ORDER = ("roc_auc", "accuracy", "f1", "log_loss", "brier")
 
 
 def model_card(
@@ -32,7 +32,7 @@ def model_card(
         "| | |",
         "|---|---|",
         f"| Estimator | {_code(lineage.get('estimator', '?'))} |",
-        f"| Model format | {_md(lineage.get('model_format', 'sklearn'))} (KServe built-in runtime) |",
+        f"| Model format | {_md(lineage.get('model_format', 'sklearn'))} (served by driftloop's KServe runtime) |",
         f"| Training data | {_code(lineage.get('data_uri', '?'))} |",
         f"| Data sha256 | {_code(str(lineage.get('data_sha256', '?'))[:16])}… |",
         f"| Pipeline run | {_code(lineage.get('run_id', '?'))} |",
@@ -48,6 +48,12 @@ def model_card(
         if metric in evaluation.metrics:
             other = f"{champion[metric]:.4f}" if metric in champion else "–"
             lines.append(f"| {metric} | {evaluation.metrics[metric]:.4f} | {other} |")
+    leaderboard = lineage.get("leaderboard") or []
+    if leaderboard:
+        lines += ["", f"## Estimator chosen by `auto` (validation {_md(leaderboard[0].get('metric', ''))})", "",
+                  "| candidate | validation score | fit seconds | |", "|---|---|---|---|"]
+        lines += [f"| {_md(c.get('estimator', '?'))} | {c.get('value', float('nan')):.4f} | "
+                  f"{c.get('fit_seconds', 0):.2f} | {'**chosen**' if c.get('chosen') else ''} |" for c in leaderboard]
     (tn, fp), (fn, tp) = evaluation.confusion_matrix
     lines += ["", "## Confusion matrix (threshold 0.5)", "", "| | predicted 0 | predicted 1 |", "|---|---|---|",
               f"| actual 0 | {tn} | {fp} |", f"| actual 1 | {fn} | {tp} |", "", "## Gate decision", ""]

@@ -96,7 +96,9 @@ def _spec_of(registry, version: ModelVersion) -> DatasetSpec:
 class TrainStepResult:
     n_train: int
     n_holdout: int
+    estimator: str  # the one fitted (what ``auto`` chose)
     model_format: str  # how driftloop's ServingRuntime knows the Pipeline (sklearn | xgboost-pipeline)
+    leaderboard: list[dict]  # ``auto``'s candidates: validation score and fit time each
 
 
 def train(
@@ -104,21 +106,23 @@ def train(
     spec_json: str,
     model_dir: str,
     holdout_path: str,
-    estimator: str = "logistic_regression",
+    estimator: str = default_of("estimator"),
     params: dict | None = None,
-    test_size: float = 0.25,
-    seed: int = 42,
+    test_size: float = default_of("test_size"),
+    seed: int = default_of("seed"),
+    gate_metric: str = default_of("gate_metric"),
 ) -> TrainStepResult:
-    """Fits the Pipeline on a seeded split and writes the model directory and the holdout."""
+    """Fits the Pipeline on a seeded split (``auto``: the best candidate) and writes the model and the holdout."""
     from driftloop.training import save_model, train_model  # scikit-learn: only the steps that fit or score
 
     spec = DatasetSpec.from_json(spec_json)
     frame = pd.read_parquet(dataset_path)
-    result = train_model(frame, spec, estimator, params, test_size, seed)
+    result = train_model(frame, spec, estimator, params, test_size, seed, gate_metric)
     save_model(result.model, model_dir)
     Path(holdout_path).parent.mkdir(parents=True, exist_ok=True)
     result.holdout_frame.to_parquet(holdout_path, index=False)
-    return TrainStepResult(len(result.train_frame), len(result.holdout_frame), model_format_of(estimator))
+    return TrainStepResult(len(result.train_frame), len(result.holdout_frame), result.estimator,
+                           model_format_of(result.estimator), result.leaderboard_dicts())
 
 
 @dataclass
@@ -181,9 +185,12 @@ def register(
     model_name: str,
     lineage: dict,
     actor: str = "ct-pipeline",
-    model_format: str = SKLEARN_FORMAT,
+    trained: dict | None = None,
 ) -> tuple[ModelVersion, str]:
     """Registers the candidate as a new immutable version with its spec, profile, sample and card.
+
+    ``trained`` is what the train step recorded about the model (its artifact's metadata): the estimator
+    fitted, the format it is served as, and ``auto``'s leaderboard; they go into lineage.
 
     Idempotent per pipeline run: when ``lineage["run_id"]`` already registered a version (a retried
     step whose first attempt published before it died), that version is returned, not a second one.
@@ -209,8 +216,13 @@ def register(
     frame = pd.read_parquet(dataset_path)
     profile = build_profile(frame, spec)
     sample = frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
+    trained = trained or {}
+    model_format = trained.get("model_format") or SKLEARN_FORMAT
     lineage = {
         **lineage,
+        "estimator": trained.get("estimator") or lineage.get("estimator"),
+        "requested_estimator": lineage.get("estimator"),
+        "leaderboard": json.loads(trained.get("leaderboard") or "[]"),
         # kfp.local names a task inside a dsl.If "<run>/<condition>"; lineage keeps the run's name.
         "run_name": str(lineage.get("run_name", "")).split("/")[0],
         "parent_version": decision.champion_version,

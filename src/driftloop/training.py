@@ -1,14 +1,20 @@
-"""Training: a scikit-learn Pipeline that owns its preprocessing, with a choice of estimator.
+"""Training: a scikit-learn Pipeline that owns its preprocessing, with a choice of estimator — or ``auto``.
 
 The saved artifact is one ``model.joblib`` holding the whole Pipeline (ColumnTransformer + estimator),
-built only from scikit-learn and XGBoost classes, so KServe's built-in sklearn runtime loads it and
-a DataFrame made from dict instances predicts correctly.
+built only from scikit-learn and XGBoost classes, so a DataFrame made from dict instances predicts correctly.
+
+``auto`` (the default) fits a small fixed set of candidates — a linear model, scikit-learn's histogram
+gradient boosting (categoricals natively, early stopping) and XGBoost (early stopping on a validation split) —
+on the training part, picks the best by the gate's metric on a validation split carved from the training part
+(the holdout stays untouched for the gate), refits the winner on the whole training part, and reports the
+leaderboard. Every candidate is seeded: the same data and seed give the same choice and the same model.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +27,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from driftloop.ct_params import AUTO, default_of
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 from driftloop.model_dir import MODEL_FILENAME
@@ -39,7 +46,9 @@ def _random_forest(seed: int) -> Any:
 
 
 def _gradient_boosting(seed: int) -> Any:
-    return HistGradientBoostingClassifier(random_state=seed)
+    # Early stopping on its own 10 % of whatever it is fitted on; up to 300 rounds.
+    return HistGradientBoostingClassifier(max_iter=300, early_stopping=True, validation_fraction=0.1,
+                                          n_iter_no_change=15, random_state=seed)
 
 
 def _xgboost(seed: int) -> Any:
@@ -105,10 +114,12 @@ def _restore_int(key: str, value: Any, default: Any) -> Any:
 def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any] | None, seed: int) -> Pipeline:
     """The preprocessing + estimator Pipeline for ``spec``.
 
-    Numeric: median imputation and scaling. Categorical: missing values become their own category,
-    then one-hot encoding that ignores values never seen in training. Boolean: 0/1 with missing values
-    set to the most frequent one.
+    Numeric: median imputation and scaling. Categorical: missing values become their own category, then
+    one-hot encoding that ignores values never seen in training — except for histogram gradient boosting,
+    which takes categories natively (ordinal codes, unseen values as missing). Boolean: 0/1 with missing
+    values set to the most frequent one.
     """
+    native = estimator_name == "gradient_boosting"
     transformers = []
     numeric = spec.names_of("numeric")
     if numeric:
@@ -117,24 +128,32 @@ def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any
         )
     categorical = spec.names_of("categorical")
     if categorical:
-        transformers.append(("categorical", _categorical_encoder(), categorical))
+        transformers.append(("categorical", _categorical_encoder(ordinal=native), categorical))
     boolean = spec.names_of("boolean")
     if boolean:
         transformers.append(("boolean", _boolean_encoder(), boolean))
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("preprocess", preprocess), ("model", make_estimator(estimator_name, params, seed))])
+    model = make_estimator(estimator_name, params, seed)
+    if native and categorical:
+        mask = [False] * len(numeric) + [True] * len(categorical) + [False] * len(boolean)
+        model.set_params(categorical_features=mask)
+    return Pipeline([("preprocess", preprocess), ("model", model)])
 
 
-def _categorical_encoder() -> Pipeline:
-    """Imputes both spellings of "missing" (NaN from pandas, None from JSON null), then one-hot encodes.
+def _categorical_encoder(ordinal: bool = False) -> Pipeline:
+    """Imputes both spellings of "missing" (NaN from pandas, None from JSON null), then encodes: one-hot, or
+    ordinal codes for an estimator that takes categories natively (at most 250 kept; rarer ones share a code,
+    unseen ones count as missing).
 
     One imputer per spelling: scikit-learn's imputer matches one marker, and the encoder would
     otherwise treat None and NaN as two different categories.
     """
+    encode = (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, max_categories=250)
+              if ordinal else OneHotEncoder(handle_unknown="ignore", sparse_output=False))
     return Pipeline([
         ("impute_nan", SimpleImputer(missing_values=np.nan, strategy="constant", fill_value=MISSING_CATEGORY)),
         ("impute_none", SimpleImputer(missing_values=None, strategy="constant", fill_value=MISSING_CATEGORY)),
-        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ("ordinal" if ordinal else "onehot", encode),
     ])
 
 
@@ -156,13 +175,35 @@ def encode_target(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
     return (frame[spec.target] == spec.target_classes[1]).to_numpy().astype(int)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One estimator ``auto`` tried: its validation score by the gate metric and its fit time."""
+
+    estimator: str
+    metric: str
+    value: float
+    fit_seconds: float
+    chosen: bool = False
+
+
 @dataclass
 class TrainResult:
-    """A fitted Pipeline and the rows it was fitted and held out on."""
+    """A fitted Pipeline, the rows it was fitted and held out on, and how the estimator was chosen."""
 
     model: Pipeline
     train_frame: pd.DataFrame
     holdout_frame: pd.DataFrame
+    estimator: str = ""  # the one fitted (what ``auto`` chose)
+    leaderboard: list[Candidate] = field(default_factory=list)
+
+    def leaderboard_dicts(self) -> list[dict]:
+        return [asdict(c) for c in self.leaderboard]
+
+
+# What ``auto`` tries, in order of preference on a tie (simplest first), and its validation share.
+AUTO_CANDIDATES = ("logistic_regression", "gradient_boosting", "xgboost")
+AUTO_VALIDATION_SHARE = 0.2
+XGBOOST_MAX_ROUNDS, XGBOOST_PATIENCE = 600, 30  # auto's XGBoost: early stopping on the validation split
 
 
 def split_holdout(frame: pd.DataFrame, spec: DatasetSpec, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,25 +219,84 @@ def split_holdout(frame: pd.DataFrame, spec: DatasetSpec, test_size: float, seed
 def train_model(
     frame: pd.DataFrame,
     spec: DatasetSpec,
-    estimator: str = "logistic_regression",
+    estimator: str = default_of("estimator"),
     params: dict[str, Any] | None = None,
     test_size: float = 0.25,
     seed: int = 42,
+    gate_metric: str = default_of("gate_metric"),
+    weights: pd.Series | None = None,
 ) -> TrainResult:
-    """Splits ``frame`` and fits the Pipeline on the training part."""
+    """Splits ``frame`` and fits the Pipeline on the training part.
+
+    Args:
+        estimator: A name from :data:`ESTIMATORS`, or ``auto`` to choose among :data:`AUTO_CANDIDATES`.
+        gate_metric: What ``auto`` chooses by (the gate judges the same metric).
+        weights: Optional sample weight per row of ``frame`` (index-aligned), e.g. recent rows weighing more.
+    """
+    if weights is not None:
+        frame = frame.assign(_driftloop_weight=weights.to_numpy())
     train, holdout = split_holdout(frame, spec, test_size, seed)
+    leaderboard: list[Candidate] = []
+    if estimator == AUTO:
+        if params:
+            raise ConfigError("estimator parameters need a pinned estimator, not 'auto'")
+        estimator, params, leaderboard = choose_estimator(train, spec, seed, gate_metric)
+    pipeline = _fit(train, spec, estimator, params, seed)
+    drop = ["_driftloop_weight"] if weights is not None else []
+    return TrainResult(pipeline, train.drop(columns=drop), holdout.drop(columns=drop), estimator, leaderboard)
+
+
+def choose_estimator(train: pd.DataFrame, spec: DatasetSpec, seed: int, metric: str
+                     ) -> tuple[str, dict[str, Any], list[Candidate]]:
+    """Fits every ``auto`` candidate on part of ``train`` and scores it on the rest (stratified, seeded).
+
+    Returns:
+        The winner, the parameters its refit takes (XGBoost: the rounds early stopping found), the leaderboard.
+    """
+    from driftloop.evaluation import score_proba
+
+    labels = encode_target(train, spec)
+    stratify = labels if np.bincount(labels).min() >= 2 else None
+    fit_part, validation = train_test_split(train, test_size=AUTO_VALIDATION_SHARE, random_state=seed,
+                                            stratify=stratify)
+    y_val = encode_target(validation, spec)
+    candidates, refit = [], {}
+    for name in AUTO_CANDIDATES:
+        started = time.perf_counter()
+        model = _fit(fit_part, spec, name, None, seed, validation=validation)
+        value = score_proba(metric, y_val, predict_positive_proba(model, validation, spec))
+        candidates.append(Candidate(name, metric, round(float(value), 6), round(time.perf_counter() - started, 3)))
+        if name == "xgboost":
+            refit[name] = {"n_estimators": int(model.named_steps["model"].best_iteration) + 1}
+    higher_is_better = metric != "log_loss"
+    best = max(candidates, key=lambda c: c.value if higher_is_better else -c.value)  # first wins a tie
+    leaderboard = [Candidate(**{**asdict(c), "chosen": c is best}) for c in candidates]
+    return best.estimator, refit.get(best.estimator, {}), leaderboard
+
+
+def _fit(train: pd.DataFrame, spec: DatasetSpec, estimator: str, params: dict[str, Any] | None, seed: int,
+         validation: pd.DataFrame | None = None) -> Pipeline:
+    """Fits one Pipeline; XGBoost stops early on ``validation`` when one is given (an ``auto`` candidate)."""
     pipeline = build_pipeline(spec, estimator, params, seed)
     y = encode_target(train, spec)
     if len(np.unique(y)) < 2:
         raise DataValidationError(spec.target, "the training split has a single class; add data")
+    fit_params = {}
+    if "_driftloop_weight" in train.columns:
+        fit_params["model__sample_weight"] = train["_driftloop_weight"].to_numpy()
+    if estimator == "xgboost" and validation is not None:
+        pre = pipeline[:-1].fit(train[spec.feature_names])
+        pipeline.named_steps["model"].set_params(n_estimators=XGBOOST_MAX_ROUNDS, early_stopping_rounds=XGBOOST_PATIENCE)
+        fit_params["model__eval_set"] = [(pre.transform(validation[spec.feature_names]), encode_target(validation, spec))]
+        fit_params["model__verbose"] = False
     try:
-        pipeline.fit(train[spec.feature_names], y)
+        pipeline.fit(train[spec.feature_names], y, **fit_params)
     except Exception as exc:
         # XGBoost validates its parameters only inside fit, with its own error type.
         if type(exc).__name__ == "XGBoostError":
             raise ConfigError(f"invalid parameters for '{estimator}': {_first_line(exc)}") from None
         raise
-    return TrainResult(pipeline, train, holdout)
+    return pipeline
 
 
 def save_model(model: Pipeline, directory: str | Path) -> Path:

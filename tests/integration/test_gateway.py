@@ -33,7 +33,7 @@ def _register(registry: LocalRegistry, tmp: Path, frame: pd.DataFrame, model=Non
     if spec is None:
         spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
         frame, _, spec = validate_table(frame, spec)
-    model = model if model is not None else train_model(frame, spec, seed=1).model
+    model = model if model is not None else train_model(frame, spec, "logistic_regression", seed=1).model
     model_dir = tmp / f"m{time.monotonic_ns()}"
     save_model(model, model_dir)
     version = registry.register("churn", model_dir, model_format="sklearn", lineage={}, metrics={},
@@ -207,7 +207,7 @@ def test_injected_canary_errors_abort_the_rollout(world) -> None:
     reference = world["reference"]
     spec = infer_spec(reference, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(reference, spec)
-    good = train_model(clean, spec, seed=1).model
+    good = train_model(clean, spec, "logistic_regression", seed=1).model
     # A real model that fails on some inputs: log of a centred feature is NaN for half the rows,
     # and logistic regression refuses NaN.
     failing = Pipeline([("pre", good[0]), ("log", FunctionTransformer(np.log)), ("model", good[1])])
@@ -386,7 +386,7 @@ def test_a_slow_prediction_does_not_stall_health_checks(world) -> None:
     registry, tmp, reference = world["registry"], world["tmp"], world["reference"]
     spec = infer_spec(reference, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(reference, spec)
-    good = train_model(clean, spec, seed=1).model
+    good = train_model(clean, spec, "logistic_regression", seed=1).model
     held = Pipeline([("hold", FunctionTransformer(_held_until_released)), ("model", good)])
     registry.promote("churn", _register(registry, tmp, clean, model=held, spec=spec), actor="test")
     _MODEL_ARMED.clear()

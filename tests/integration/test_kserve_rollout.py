@@ -51,7 +51,7 @@ def world(s3_server, tmp_path_factory) -> dict:
     frame = synthetic.generate(800, seed=1)
     spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(frame, spec)
-    good = [train_model(clean, spec, seed=seed).model for seed in (1, 2)]
+    good = [train_model(clean, spec, "logistic_regression", seed=seed).model for seed in (1, 2)]
     # A real model that fails on most inputs: the log of centred features is NaN, which the estimator refuses.
     failing = Pipeline([("pre", good[0][0]), ("log", FunctionTransformer(np.log)), ("model", good[0][1])])
     libraries = model_dir.library_versions()

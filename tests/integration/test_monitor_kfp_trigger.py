@@ -136,7 +136,7 @@ def _register_for_trigger(registry, tmp_path, key: str) -> None:
     frame = synthetic.generate(1200, seed=3)
     spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(frame, spec)
-    save_model(train_model(clean, spec, seed=3).model, tmp_path / "triggered")
+    save_model(train_model(clean, spec, "logistic_regression", seed=3).model, tmp_path / "triggered")
     sample = io.BytesIO()
     clean.head(200).to_parquet(sample, index=False)
     registry.register("churn", tmp_path / "triggered", model_format="sklearn",

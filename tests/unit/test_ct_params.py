@@ -60,7 +60,8 @@ def test_every_cli_facing_parameter_is_a_flag_with_its_default() -> None:
         if f.metadata["cli"]:
             assert values[f.name] == ct_params.default_of(f.name), f.name
     parsed = ct_params.ct_values_from_args(parser.parse_args(
-        ["--canary-percent", "25", "--serve-target", "kserve", "--param", "max_iter=50",
+        ["--canary-percent", "25", "--serve-target", "kserve", "--estimator", "logistic_regression",
+         "--param", "max_iter=50",
          "--rollout-policy", '{"steps": [20, 100]}']))
     params = CTParams(data_uri="s3://b/d.csv", target="y", **parsed)
     assert (params.canary_percent, params.serve_target) == (25, "kserve")
@@ -75,7 +76,8 @@ def test_every_cli_facing_parameter_is_a_flag_with_its_default() -> None:
     ({"rollout_policy": {"stepz": [50, 100]}}, "unknown rollout policy setting(s): stepz"),
     ({"logger_url": "monitor:8080/events"}, "logger_url must be an http:// or https:// URL"),
     ({"serve_target": "kserve", "rollout_gateway": "http://gw"}, "rollout_gateway is for serve_target 'local'"),
-    ({"estimator_params": {"n_trees": 3}}, "has no parameter(s) n_trees"),
+    ({"estimator": "xgboost", "estimator_params": {"n_trees": 3}}, "has no parameter(s) n_trees"),
+    ({"estimator_params": {"max_iter": 3}}, "estimator_params need a pinned estimator, not 'auto'"),
 ])
 def test_bad_values_are_refused_with_the_parameter_named(values, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -31,6 +31,9 @@ print(json.dumps(out))
 """
 
 
+LR = "logistic_regression"  # pinned where the estimator is not the point: auto fits several
+
+
 def _instance(row: pd.Series) -> dict:
     """A JSON-ready dict instance: missing values become null, as they arrive over HTTP."""
     return {k: (None if pd.isna(v) else v) for k, v in row.items()}
@@ -50,7 +53,7 @@ def test_each_estimator_fits_and_predicts(estimator: str, validated, fresh_holdo
 
 
 def test_split_is_a_stratified_partition(validated) -> None:
-    result = training.train_model(validated.frame, validated.spec, test_size=0.25, seed=5)
+    result = training.train_model(validated.frame, validated.spec, LR, test_size=0.25, seed=5)
     train_ids = set(result.train_frame[synthetic.ID_COLUMN])
     holdout_ids = set(result.holdout_frame[synthetic.ID_COLUMN])
 
@@ -72,8 +75,8 @@ def test_same_seed_gives_identical_predictions(estimator: str, validated, fresh_
 
 
 def test_another_seed_gives_another_split(validated) -> None:
-    a = training.train_model(validated.frame, validated.spec, seed=7)
-    b = training.train_model(validated.frame, validated.spec, seed=8)
+    a = training.train_model(validated.frame, validated.spec, LR, seed=7)
+    b = training.train_model(validated.frame, validated.spec, LR, seed=8)
 
     assert set(a.holdout_frame[synthetic.ID_COLUMN]) != set(b.holdout_frame[synthetic.ID_COLUMN])
 
@@ -167,10 +170,76 @@ def test_invalid_parameter_value_raises_config_error(estimator: str, params: dic
 @pytest.mark.parametrize("test_size", [0.0, 0.01, 0.6, 1.0])
 def test_test_size_out_of_range_raises_config_error(test_size: float, validated) -> None:
     with pytest.raises(ConfigError, match="test_size must be between 0.05 and 0.5"):
-        training.train_model(validated.frame, validated.spec, test_size=test_size)
+        training.train_model(validated.frame, validated.spec, LR, test_size=test_size)
 
 
 def test_training_needs_target_classes(validated, churn_spec) -> None:
     # churn_spec has not been through validation, so it does not know the target classes yet.
     with pytest.raises(DataValidationError, match="validate the data first"):
-        training.train_model(validated.frame, churn_spec)
+        training.train_model(validated.frame, churn_spec, LR)
+
+
+def _two_worlds(n: int, seed: int) -> tuple[pd.DataFrame, object]:
+    """A table where the label is an interaction of two features: a linear model cannot learn it, trees can."""
+    from driftloop.data import infer_spec
+    from driftloop.validation import validate_table
+
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    frame = pd.DataFrame({"x1": x1, "x2": x2, "noise": rng.normal(size=n),
+                          "label": ((x1 * x2 > 0) ^ (rng.random(n) < 0.05)).astype(int)})
+    clean, _, spec = validate_table(frame, infer_spec(frame, "label"))
+    return clean, spec
+
+
+def test_auto_picks_the_candidate_that_is_clearly_better_and_reports_the_leaderboard() -> None:
+    frame, spec = _two_worlds(1200, seed=0)
+    result = training.train_model(frame, spec, "auto", seed=1, gate_metric="roc_auc")
+    board = {c.estimator: c for c in result.leaderboard}
+    assert set(board) == set(training.AUTO_CANDIDATES)
+    assert board["logistic_regression"].value < 0.6 < board[result.estimator].value  # XOR defeats a linear model
+    assert result.estimator in ("gradient_boosting", "xgboost") and board[result.estimator].chosen
+    assert sum(c.chosen for c in result.leaderboard) == 1 and all(c.fit_seconds > 0 for c in result.leaderboard)
+    best = max(c.value for c in result.leaderboard)
+    assert board[result.estimator].value == best
+    # The refit is the winner on every training row, and it is what the holdout then judges.
+    holdout_auc = roc_auc_score(result.holdout_frame["label"],
+                                training.predict_positive_proba(result.model, result.holdout_frame, spec))
+    assert holdout_auc > 0.85
+
+
+def test_auto_never_sees_the_holdout_and_is_reproducible() -> None:
+    frame, spec = _two_worlds(800, seed=3)
+    first = training.train_model(frame, spec, "auto", seed=5)
+    second = training.train_model(frame, spec, "auto", seed=5)
+    assert first.estimator == second.estimator and first.leaderboard_dicts() == [
+        {**c, "fit_seconds": c["fit_seconds"]} for c in first.leaderboard_dicts()]
+    assert [c.value for c in first.leaderboard] == [c.value for c in second.leaderboard]
+    features = first.holdout_frame[spec.feature_names]
+    assert np.array_equal(first.model.predict_proba(features), second.model.predict_proba(features))
+    # Same split as a pinned estimator: the holdout the gate uses does not depend on auto.
+    pinned = training.train_model(frame, spec, LR, seed=5)
+    pd.testing.assert_frame_equal(first.holdout_frame, pinned.holdout_frame)
+
+
+def test_gradient_boosting_takes_categories_natively() -> None:
+    from driftloop.data import infer_spec
+    from driftloop.validation import validate_table
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 40, 1500)
+    frame = pd.DataFrame({"code": pd.Categorical(codes), "x": rng.normal(size=1500),
+                          "label": (np.isin(codes, [3, 7, 11, 19, 23, 31]) | (rng.random(1500) < 0.03)).astype(int)})
+    clean, _, spec = validate_table(frame, infer_spec(frame, "label"))
+    assert spec.names_of("categorical") == ["code"]
+    result = training.train_model(clean, spec, "gradient_boosting", seed=0)
+    model = result.model.named_steps["model"]
+    assert list(model.is_categorical_) == [False, True]  # x numeric, code categorical
+    auc = roc_auc_score(result.holdout_frame["label"],
+                        training.predict_positive_proba(result.model, result.holdout_frame, spec))
+    assert auc > 0.9  # the 3 % label noise caps it near 0.93
+
+
+def test_auto_with_estimator_parameters_is_refused(validated) -> None:
+    with pytest.raises(ConfigError, match="pinned estimator"):
+        training.train_model(validated.frame, validated.spec, "auto", {"max_iter": 5})

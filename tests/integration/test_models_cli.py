@@ -35,8 +35,9 @@ def s3_registry(s3_server, tmp_path_factory) -> dict:
     common = ["--home", str(home), "--registry", uri]
     runs = []
     for key in ("reference.csv", "drifted.csv"):
-        result = run_cli("run", *common, "--data", f"s3://datasets/{key}", "--target", "churned",
-                         "--id-column", "customer_id", "--timestamp-column", "event_time", "--json", env=env)
+        result = run_cli("run", *common, "--data", f"s3://datasets/{key}", "--target", "churned", "--model-name",
+                         "churn", "--estimator", "logistic_regression", "--id-column", "customer_id",
+                         "--timestamp-column", "event_time", "--json", env=env)
         assert result.returncode == 0, result.stderr
         runs.append(result)
     return {"home": home, "common": common, "env": env, "runs": runs}

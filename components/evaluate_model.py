@@ -12,6 +12,7 @@ from driftloop.image import PROJECT_IMAGE
 def evaluate_model(
     model: Input[Model],
     holdout: Input[Dataset],
+    recent: Input[Dataset],
     spec_json: str,
     registry_uri: str,
     model_name: str,
@@ -39,7 +40,7 @@ def evaluate_model(
 
     result = steps.evaluate(
         model.path, holdout.path, spec_json, registry_uri, model_name, report.path,
-        GateThresholds(gate_metric, min_gate_value, max_regression),
+        GateThresholds(gate_metric, min_gate_value, max_regression), recent.path,
     )
     scalars, roc = steps.dashboard_metrics(result)
     for name, value in scalars.items():

@@ -15,8 +15,10 @@ def load_and_validate(
     registry_uri: str,
     model_name: str,
     dataset: Output[Dataset],
+    recent: Output[Dataset],
     report: Output[HTML],
     spec_json: str = "",
+    recent_uri: str = "",
     id_column: str = "",
     timestamp_column: str = "",
 ) -> NamedTuple("ValidateOutputs", spec_json=str, data_sha256=str, n_rows=int):
@@ -24,6 +26,7 @@ def load_and_validate(
 
     Returns:
         dataset: The validated table as Parquet, typed by the spec.
+        recent: A drift retrain's recent slice, validated the same way (empty for a manual run).
         report: HTML page of every check and the applied spec.
         spec_json: The dataset spec used (declared, the champion's, or inferred).
         data_sha256: sha256 of the input file, for lineage.
@@ -32,7 +35,8 @@ def load_and_validate(
     from driftloop import steps
 
     result = steps.load_and_validate(
-        data_uri, target, registry_uri, model_name, dataset.path, report.path, spec_json, id_column, timestamp_column
+        data_uri, target, registry_uri, model_name, dataset.path, report.path, spec_json, id_column, timestamp_column,
+        recent_uri, recent.path,
     )
     dataset.metadata.update({"rows": result.n_rows, "sha256": result.data_sha256, "source": data_uri})
     return (result.spec.to_json(), result.data_sha256, result.n_rows)

@@ -111,6 +111,8 @@ class CTParams:
                                cli=False)
     spec_json: str = _param("", "dataset spec as JSON (from 'driftloop spec --json'); inferred if empty",
                             check=_spec_json, cli=False)
+    recent_uri: str = _param("", "drift retrains: the newest labelled rows, held back from training; how much the new "
+                             "world weighs is chosen on them, and the gate compares with the champion there", cli=False)
     id_column: str = _param("", "row id column, kept out of the features")
     timestamp_column: str = _param("", "event time column, kept out of the features")
     estimator: str = _param(AUTO, "the model to fit; auto: the best of a linear model, gradient boosting and XGBoost "

@@ -178,7 +178,7 @@ def infer_spec(
     for name, role in ((id_column, "id"), (timestamp_column, "timestamp")):
         if name and name not in frame.columns:
             raise DataValidationError(name, f"{role} column not found")
-    skip = {target, id_column, timestamp_column, *exclude}
+    skip = {target, id_column, timestamp_column, SOURCE_COLUMN, *exclude}
     features, ignored, notes = _infer_columns(frame, skip, categorical)
     times = [name for name, reason in ignored.items() if reason.startswith(_TIMESTAMP_REASON)]
     if not timestamp_column and len(times) == 1:
@@ -197,6 +197,8 @@ def infer_features(
 
 
 _TIMESTAMP_REASON = "a date/time"
+# Where a drift retrain's row came from: the serving version's training data, or labelled live traffic.
+SOURCE_COLUMN, REFERENCE, LIVE = "driftloop_source", "reference", "live"
 _ID_NAME = re.compile(r"(^|[_\-\s])(id|key|uuid|guid|index)$", re.IGNORECASE)
 FEW_CODES = 12  # integer columns with at most this many distinct values are noted as likely codes
 

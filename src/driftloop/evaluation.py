@@ -114,6 +114,9 @@ class GateDecision:
     champion: dict[str, float] | None = None
     champion_version: int | None = None
     thresholds: dict = field(default_factory=dict)
+    recent_candidate: dict[str, float] | None = None  # on the newest labelled rows, when a drift retrain has them
+    recent_champion: dict[str, float] | None = None
+    n_recent: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,8 +127,16 @@ def decide_gate(
     champion: dict[str, float] | None,
     thresholds: GateThresholds,
     champion_version: int | None = None,
+    recent_candidate: dict[str, float] | None = None,
+    recent_champion: dict[str, float] | None = None,
+    n_recent: int = 0,
 ) -> GateDecision:
-    """Passes the candidate when it reaches the minimum and does not regress beyond the limit."""
+    """Passes the candidate when it reaches the minimum on the holdout and does not regress beyond the limit.
+
+    With a recent slice (the newest labelled rows a drift retrain held back, never trained on) the comparison
+    with the champion is made there — the world as it is now — and the holdout's, a random sample of old and new
+    rows, is reported beside it; the reasons name both.
+    """
     name = thresholds.metric
     value = candidate[name]
     reasons: list[str] = []
@@ -135,20 +146,30 @@ def decide_gate(
         reasons.append(f"{name} {value:.4f} is below the minimum {thresholds.min_value:.4f}")
     else:
         reasons.append(f"{name} {value:.4f} reaches the minimum {thresholds.min_value:.4f}")
+    label = f"champion v{champion_version}" if champion_version is not None else "champion"
     if champion is None:
         reasons.append("no champion in production: nothing to compare against")
-    else:
+        if recent_candidate is not None:
+            reasons.append(f"recent rows ({n_recent}): {name} {recent_candidate[name]:.4f}")
+    elif recent_candidate is not None and recent_champion is not None:
+        passed = _compare(recent_candidate[name], recent_champion[name], f"on the {n_recent} most recent rows",
+                          name, label, thresholds, reasons) and passed
         delta = value - champion[name]
-        label = f"champion v{champion_version}" if champion_version is not None else "champion"
-        if delta < -thresholds.max_regression:
-            passed = False
-            reasons.append(
-                f"{name} {value:.4f} trails {label} ({champion[name]:.4f}) by {-delta:.4f}, "
-                f"more than the allowed {thresholds.max_regression:.4f}"
-            )
-        else:
-            reasons.append(
-                f"{name} {value:.4f} vs {label} {champion[name]:.4f}: Δ {delta:+.4f}, "
-                f"within the allowed drop of {thresholds.max_regression:.4f}"
-            )
-    return GateDecision(passed, reasons, name, candidate, champion, champion_version, asdict(thresholds))
+        reasons.append(f"holdout (old and new rows mixed): {name} {value:.4f} vs {label} {champion[name]:.4f}, "
+                       f"Δ {delta:+.4f} (reported; the recent rows decide)")
+    else:
+        passed = _compare(value, champion[name], "on the holdout", name, label, thresholds, reasons) and passed
+    return GateDecision(passed, reasons, name, candidate, champion, champion_version, asdict(thresholds),
+                        recent_candidate, recent_champion, n_recent)
+
+
+def _compare(value: float, champion: float, where: str, name: str, label: str, thresholds: GateThresholds,
+             reasons: list[str]) -> bool:
+    delta = value - champion
+    if delta < -thresholds.max_regression:
+        reasons.append(f"{where}: {name} {value:.4f} trails {label} ({champion:.4f}) by {-delta:.4f}, "
+                       f"more than the allowed {thresholds.max_regression:.4f}")
+        return False
+    reasons.append(f"{where}: {name} {value:.4f} vs {label} {champion:.4f}: Δ {delta:+.4f}, "
+                   f"within the allowed drop of {thresholds.max_regression:.4f}")
+    return True

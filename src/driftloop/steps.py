@@ -18,7 +18,7 @@ import pandas as pd
 
 import driftloop
 from driftloop.ct_params import default_of
-from driftloop.data import DatasetSpec, infer_spec, load_table
+from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec, infer_spec, load_table
 from driftloop.evaluation import (
     Evaluation,
     GateDecision,
@@ -55,12 +55,15 @@ def load_and_validate(
     spec_json: str = "",
     id_column: str = "",
     timestamp_column: str = "",
+    recent_uri: str = "",
+    recent_path: str = "",
 ) -> ValidateResult:
     """Loads the data, settles its spec, validates it and writes the clean table as Parquet.
 
     The spec is the declared one, else the production version's (so a retrain keeps the features),
     else inferred. Ranges, categories and null rates are judged against the production version's
-    reference profile when there is one.
+    reference profile when there is one. A drift retrain's recent slice (``recent_uri``) is validated against
+    the same spec and written to ``recent_path``; without one an empty table is written there.
     """
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
@@ -72,6 +75,13 @@ def load_and_validate(
     clean, report, spec = validate_table(frame, spec, reference)
     Path(dataset_path).parent.mkdir(parents=True, exist_ok=True)
     clean.to_parquet(dataset_path, index=False)
+    if recent_path:
+        recent = pd.DataFrame(columns=clean.columns)
+        if recent_uri:
+            recent_frame, _ = load_table(recent_uri)
+            recent, _, _ = validate_table(recent_frame, spec)  # the same features and labels, no range checks
+        Path(recent_path).parent.mkdir(parents=True, exist_ok=True)
+        recent.to_parquet(recent_path, index=False)
     _write_text(report_path, validation_report_html(f"Data validation: {data_uri}", report, spec))
     return ValidateResult(spec, sha, len(clean), report, champion.version if champion else None)
 
@@ -99,6 +109,7 @@ class TrainStepResult:
     estimator: str  # the one fitted (what ``auto`` chose)
     model_format: str  # how driftloop's ServingRuntime knows the Pipeline (sklearn | xgboost-pipeline)
     leaderboard: list[dict]  # ``auto``'s candidates: validation score and fit time each
+    strategies: list[dict]  # drift retrains: how the new world was weighed, each scored on the recent slice
 
 
 def train(
@@ -111,18 +122,41 @@ def train(
     test_size: float = default_of("test_size"),
     seed: int = default_of("seed"),
     gate_metric: str = default_of("gate_metric"),
+    recent_path: str = "",
 ) -> TrainStepResult:
-    """Fits the Pipeline on a seeded split (``auto``: the best candidate) and writes the model and the holdout."""
+    """Fits the Pipeline on a seeded split (``auto``: the best candidate) and writes the model and the holdout.
+
+    With a non-empty recent slice (a drift retrain) the new world's weight is chosen on it
+    (:mod:`driftloop.recency`); the slice itself is never trained on.
+    """
     from driftloop.training import save_model, train_model  # scikit-learn: only the steps that fit or score
 
     spec = DatasetSpec.from_json(spec_json)
     frame = pd.read_parquet(dataset_path)
-    result = train_model(frame, spec, estimator, params, test_size, seed, gate_metric)
+    recent = _recent(recent_path)
+    strategies: list[dict] = []
+    if recent is not None and SOURCE_COLUMN in frame.columns:
+        from dataclasses import asdict
+
+        from driftloop.recency import train_for_recent
+
+        result, tried = train_for_recent(frame, spec, recent, estimator, params, test_size, seed, gate_metric)
+        strategies = [asdict(s) for s in tried]
+    else:
+        result = train_model(frame, spec, estimator, params, test_size, seed, gate_metric)
     save_model(result.model, model_dir)
     Path(holdout_path).parent.mkdir(parents=True, exist_ok=True)
     result.holdout_frame.to_parquet(holdout_path, index=False)
     return TrainStepResult(len(result.train_frame), len(result.holdout_frame), result.estimator,
-                           model_format_of(result.estimator), result.leaderboard_dicts())
+                           model_format_of(result.estimator), result.leaderboard_dicts(), strategies)
+
+
+def _recent(recent_path: str) -> pd.DataFrame | None:
+    """The recent slice a drift retrain holds back, or None when there is none (a manual run)."""
+    if not recent_path or not Path(recent_path).exists():
+        return None
+    recent = pd.read_parquet(recent_path)
+    return recent if len(recent) else None
 
 
 @dataclass
@@ -140,23 +174,34 @@ def evaluate(
     model_name: str,
     report_path: str,
     thresholds: GateThresholds = GateThresholds(),
+    recent_path: str = "",
 ) -> EvaluateResult:
-    """Scores the candidate and the production champion on the same holdout and applies the gate."""
+    """Scores the candidate and the production champion on the same holdout and applies the gate; with a recent
+    slice (a drift retrain) both are also scored there, and the comparison is made there."""
     from driftloop.training import load_model
 
     spec = DatasetSpec.from_json(spec_json)
     holdout = pd.read_parquet(holdout_path)
-    evaluation = evaluate_model(load_model(model_dir), holdout, spec)
+    candidate = load_model(model_dir)
+    evaluation = evaluate_model(candidate, holdout, spec)
     registry = open_registry(registry_uri)
     champion = registry.get_alias(model_name, PRODUCTION)
-    champion_eval = None
-    if champion is not None:
-        champion_eval = _evaluate_champion(registry, champion, holdout, spec)
+    champion_model = _champion_model(registry, champion, spec) if champion is not None else None
+    champion_eval = _score_champion(champion_model, holdout, spec)
+    recent = _recent(recent_path)
+    recent_candidate = recent_champion = None
+    if recent is not None:
+        recent_candidate = evaluate_model(candidate, recent, spec).metrics
+        recent_eval = _score_champion(champion_model, recent, spec)
+        recent_champion = recent_eval.metrics if recent_eval else None
     decision = decide_gate(
         evaluation.metrics,
         champion_eval.metrics if champion_eval else None,
         thresholds,
         champion.version if champion_eval else None,
+        recent_candidate,
+        recent_champion,
+        len(recent) if recent is not None else 0,
     )
     if champion is not None and champion_eval is None:
         decision.reasons.append(f"champion v{champion.version} could not score this holdout (different features)")
@@ -165,15 +210,23 @@ def evaluate(
     return EvaluateResult(evaluation, decision, champion_eval)
 
 
-def _evaluate_champion(registry, champion: ModelVersion, holdout: pd.DataFrame, spec: DatasetSpec) -> Evaluation | None:
+def _champion_model(registry, champion: ModelVersion, spec: DatasetSpec) -> tuple[object, DatasetSpec] | None:
+    """The production version's model and spec, when it can score this run's rows (same target)."""
     champion_spec = _spec_of(registry, champion)
-    if not set(champion_spec.feature_names) <= set(holdout.columns) or champion_spec.target != spec.target:
+    if champion_spec.target != spec.target:
         return None
     from driftloop.training import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(registry.fetch_model(champion.name, champion.version, Path(tmp)))
-    return evaluate_model(model, holdout, champion_spec.with_target_classes(spec.target_classes))
+    return model, champion_spec.with_target_classes(spec.target_classes)
+
+
+def _score_champion(champion: tuple[object, DatasetSpec] | None, rows: pd.DataFrame,
+                    spec: DatasetSpec) -> Evaluation | None:
+    if champion is None or not set(champion[1].feature_names) <= set(rows.columns):
+        return None
+    return evaluate_model(champion[0], rows, champion[1])
 
 
 def register(
@@ -215,7 +268,7 @@ def register(
         return published, model_card(model_name, published.version, spec, evaluation, decision, published.lineage)
     frame = pd.read_parquet(dataset_path)
     profile = build_profile(frame, spec)
-    sample = frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
+    sample = reference_sample(frame)
     trained = trained or {}
     model_format = trained.get("model_format") or SKLEARN_FORMAT
     lineage = {
@@ -223,6 +276,9 @@ def register(
         "estimator": trained.get("estimator") or lineage.get("estimator"),
         "requested_estimator": lineage.get("estimator"),
         "leaderboard": json.loads(trained.get("leaderboard") or "[]"),
+        "drift_strategy": json.loads(trained.get("strategies") or "[]"),
+        "reference_sample": "live rows" if SOURCE_COLUMN in sample.columns and (sample[SOURCE_COLUMN] == LIVE).all()
+        else "training rows",
         # kfp.local names a task inside a dsl.If "<run>/<condition>"; lineage keeps the run's name.
         "run_name": str(lineage.get("run_name", "")).split("/")[0],
         "parent_version": decision.champion_version,
@@ -259,6 +315,20 @@ def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | 
     scalars = {k: float(v) for k, v in values.items() if k not in left_out}
     roc = result.evaluation.roc_curve
     return scalars, roc if not any(non_finite_metrics(dict(enumerate(points))) for points in roc.values()) else None
+
+
+MIN_LIVE_REFERENCE_ROWS = 200
+
+
+def reference_sample(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a version's drift is measured against: for a drift retrain with enough labelled live rows, those
+    rows — the world it was trained for, so the alarm that triggered it clears once it serves; otherwise a sample
+    of all its training rows."""
+    if SOURCE_COLUMN in frame.columns:
+        live = frame[frame[SOURCE_COLUMN] == LIVE]
+        if len(live) >= MIN_LIVE_REFERENCE_ROWS:
+            frame = live
+    return frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -241,7 +241,7 @@ def train_model(
         if params:
             raise ConfigError("estimator parameters need a pinned estimator, not 'auto'")
         estimator, params, leaderboard = choose_estimator(train, spec, seed, gate_metric)
-    pipeline = _fit(train, spec, estimator, params, seed)
+    pipeline = fit_pipeline(train, spec, estimator, params, seed)
     drop = ["_driftloop_weight"] if weights is not None else []
     return TrainResult(pipeline, train.drop(columns=drop), holdout.drop(columns=drop), estimator, leaderboard)
 
@@ -263,7 +263,7 @@ def choose_estimator(train: pd.DataFrame, spec: DatasetSpec, seed: int, metric: 
     candidates, refit = [], {}
     for name in AUTO_CANDIDATES:
         started = time.perf_counter()
-        model = _fit(fit_part, spec, name, None, seed, validation=validation)
+        model = fit_pipeline(fit_part, spec, name, None, seed, validation=validation)
         value = score_proba(metric, y_val, predict_positive_proba(model, validation, spec))
         candidates.append(Candidate(name, metric, round(float(value), 6), round(time.perf_counter() - started, 3)))
         if name == "xgboost":
@@ -274,7 +274,7 @@ def choose_estimator(train: pd.DataFrame, spec: DatasetSpec, seed: int, metric: 
     return best.estimator, refit.get(best.estimator, {}), leaderboard
 
 
-def _fit(train: pd.DataFrame, spec: DatasetSpec, estimator: str, params: dict[str, Any] | None, seed: int,
+def fit_pipeline(train: pd.DataFrame, spec: DatasetSpec, estimator: str, params: dict[str, Any] | None, seed: int,
          validation: pd.DataFrame | None = None) -> Pipeline:
     """Fits one Pipeline; XGBoost stops early on ``validation`` when one is given (an ``auto`` candidate)."""
     pipeline = build_pipeline(spec, estimator, params, seed)

@@ -117,9 +117,22 @@ def test_gate_fails_on_regression_beyond_the_limit() -> None:
     assert not decision.passed
     assert decision.reasons[0].startswith("roc_auc 0.7700 reaches the minimum")
     assert decision.reasons[1] == (
-        "roc_auc 0.7700 trails champion v3 (0.8000) by 0.0300, more than the allowed 0.0100"
+        "on the holdout: roc_auc 0.7700 trails champion v3 (0.8000) by 0.0300, more than the allowed 0.0100"
     )
     assert decision.champion_version == 3
+
+
+def test_with_recent_rows_the_comparison_with_the_champion_is_made_there() -> None:
+    # After drift the mixed holdout can favour the stale champion; the newest rows are the world as it is now.
+    thresholds = GateThresholds(min_value=0.6, max_regression=0.01)
+    decision = decide_gate({"roc_auc": 0.80}, {"roc_auc": 0.83}, thresholds, 1, recent_candidate={"roc_auc": 0.90},
+                           recent_champion={"roc_auc": 0.84}, n_recent=400)
+    assert decision.passed
+    assert decision.reasons[1].startswith("on the 400 most recent rows: roc_auc 0.9000 vs champion v1 0.8400")
+    assert "holdout (old and new rows mixed)" in decision.reasons[2] and "the recent rows decide" in decision.reasons[2]
+    worse = decide_gate({"roc_auc": 0.86}, {"roc_auc": 0.80}, thresholds, 1, recent_candidate={"roc_auc": 0.70},
+                        recent_champion={"roc_auc": 0.78}, n_recent=400)
+    assert not worse.passed and "trails champion v1 (0.7800) by 0.0800" in worse.reasons[1]
 
 
 def test_gate_passes_a_small_regression_within_the_limit() -> None:

@@ -19,6 +19,7 @@ def train_model(
     test_size: float = 0.25,
     seed: int = 42,
     gate_metric: str = "roc_auc",
+    calibration: str = "none",
 ):
     """Fits a seeded scikit-learn Pipeline: a pinned estimator, or ``auto`` — a linear model, gradient boosting
     and XGBoost scored on a validation split of the training rows, the best refitted on all of them.
@@ -35,7 +36,7 @@ def train_model(
     from driftloop import steps
 
     result = steps.train(dataset.path, spec_json, model.path, holdout.path, estimator, estimator_params, test_size,
-                         seed, gate_metric, recent.path)
+                         seed, gate_metric, recent.path, calibration)
     model.metadata.update({"framework": "sklearn", "model_format": result.model_format, "estimator": result.estimator,
                            "requested_estimator": estimator, "train_rows": result.n_train,
                            "leaderboard": json.dumps(result.leaderboard), "strategies": json.dumps(result.strategies)})

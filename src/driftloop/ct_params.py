@@ -118,6 +118,9 @@ class CTParams:
     estimator: str = _param(AUTO, "the model to fit; auto: the best of a linear model, gradient boosting and XGBoost "
                             "on a validation split", choices=(AUTO, *ESTIMATOR_NAMES))
     estimator_params: dict = _param({}, "estimator parameters", cli=False)
+    calibration: str = _param("none", "calibrate the final model's probabilities (sigmoid or isotonic; 4x the fit "
+                              "time); the evaluation report shows reliability either way",
+                              choices=("none", "sigmoid", "isotonic"))
     test_size: float = _param(0.25, "share of rows held out for the gate", check=_between(0.05, 0.5))
     seed: int = _param(42, "random seed of the split and the estimator")
     gate_metric: str = _param("roc_auc", "the metric the gate judges", choices=GATE_METRIC_NAMES)

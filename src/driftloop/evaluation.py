@@ -22,6 +22,8 @@ class Evaluation:
     metrics: dict[str, float]
     confusion_matrix: list[list[int]]
     roc_curve: dict[str, list[float]]  # fpr, tpr, threshold
+    # Reliability: per bin of predicted probability, the mean prediction, the share of positives, the rows.
+    calibration_curve: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +47,26 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     # sklearn's first threshold is +inf; KFP and JSON need a finite number.
     finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
     roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
-    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc)
+    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc, reliability(y, proba))
+
+
+CALIBRATION_BINS = 10
+
+
+def reliability(y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, list[float]]:
+    """The reliability curve: for each of ``bins`` equal-width probability bins that holds rows, the mean
+    predicted probability, the observed share of positives and the row count (a calibrated model's points lie on
+    the diagonal)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
+    predicted, observed, counts = [], [], []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            predicted.append(round(float(proba[mask].mean()), 6))
+            observed.append(round(float(y[mask].mean()), 6))
+            counts.append(int(mask.sum()))
+    return {"predicted": predicted, "observed": observed, "count": counts}
 
 
 def scores(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

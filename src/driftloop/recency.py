@@ -43,7 +43,7 @@ class Strategy:
 
 
 def train_for_recent(frame: pd.DataFrame, spec: DatasetSpec, recent: pd.DataFrame, estimator: str,
-                     params: dict | None, test_size: float, seed: int, gate_metric: str
+                     params: dict | None, test_size: float, seed: int, gate_metric: str, calibration: str = "none"
                      ) -> tuple[TrainResult, list[Strategy]]:
     """Fits the model the recent slice prefers: the strategies of :data:`LIVE_WEIGHTS` × :data:`REFERENCE_WINDOWS`.
 
@@ -68,6 +68,11 @@ def train_for_recent(frame: pd.DataFrame, spec: DatasetSpec, recent: pd.DataFram
     higher_is_better = gate_metric != "log_loss"
     best_strategy, best_model = max(tried, key=lambda t: t[0].value if higher_is_better else -t[0].value)
     strategies = [Strategy(**{**asdict(s), "chosen": s is best_strategy}) for s, _ in tried]
+    if calibration != "none":
+        rows = _window(train, spec, best_strategy.reference_window)
+        weighted = rows.assign(_driftloop_weight=(rows[SOURCE_COLUMN] == LIVE).map(
+            {True: best_strategy.live_weight, False: 1.0}))
+        best_model = fit_pipeline(weighted, spec, estimator, params, seed, calibration=calibration)
     return TrainResult(best_model, train, holdout, estimator, leaderboard), strategies
 
 

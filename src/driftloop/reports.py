@@ -114,20 +114,24 @@ def evaluation_report_html(
     """The HTML report: gate verdict, metrics, ROC curve, confusion matrix, validation checks."""
     verdict = "PASSED" if decision.passed else "FAILED"
     colour = "#1a7f37" if decision.passed else "#cf222e"
-    curves = [("candidate", evaluation.roc_curve, "#0969da")]
+    evaluations = [("candidate", evaluation, "#0969da")]
     if champion_evaluation is not None:
-        curves.append((f"champion v{decision.champion_version}", champion_evaluation.roc_curve, "#8c959f"))
+        evaluations.append((f"champion v{decision.champion_version}", champion_evaluation, "#8c959f"))
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="verdict" style="background:{colour}">Gate {verdict}</p>',
         "<ul>" + "".join(f"<li>{_e(r)}</li>" for r in decision.reasons) + "</ul>",
+        *_recent_section(decision),
         "<h2>Holdout metrics</h2>",
         _metrics_table(evaluation, champion_evaluation),
         *([f"<p>Left out of the dashboard's metrics (not a finite number): "
            f"{_e(', '.join(non_finite_metrics(evaluation.metrics)))}.</p>"]
           if non_finite_metrics(evaluation.metrics) else []),
         '<div class="row"><div><h2>ROC curve</h2>',
-        _roc_svg(curves),
+        _roc_svg([(label, evaluation_.roc_curve, colour) for label, evaluation_, colour in evaluations]),
+        "</div><div><h2>Calibration (reliability)</h2>",
+        _reliability_svg([(f"{label} (Brier {evaluation_.metrics.get('brier', float('nan')):.3f})",
+                           evaluation_.calibration_curve, colour) for label, evaluation_, colour in evaluations]),
         "</div><div><h2>Confusion matrix</h2>",
         _confusion_table(evaluation.confusion_matrix),
         "</div></div>",
@@ -172,18 +176,47 @@ def _confusion_table(matrix: list[list[int]]) -> str:
 
 
 def _roc_svg(curves: Iterable[tuple[str, dict, str]], size: int = 260) -> str:
+    return _curve_svg(curves, "fpr", "tpr", "false positive rate", "true positive rate", size)
+
+
+def _reliability_svg(curves: Iterable[tuple[str, dict, str]], size: int = 260) -> str:
+    return _curve_svg(curves, "predicted", "observed", "predicted probability", "observed share positive", size)
+
+
+def _recent_section(decision: GateDecision) -> list[str]:
+    """A drift retrain's comparison on the newest rows, which decided the gate, first."""
+    if decision.recent_candidate is None:
+        return []
+    rows = ["<tr><th>metric</th><th>candidate</th><th>champion</th><th>Δ</th></tr>"]
+    for metric in _METRIC_ORDER:
+        if metric in decision.recent_candidate:
+            value = decision.recent_candidate[metric]
+            other = (decision.recent_champion or {}).get(metric)
+            delta = "" if other is None else f"{value - other:+.4f}"
+            rows.append(f"<tr><td>{metric}</td><td>{value:.4f}</td><td>{'' if other is None else f'{other:.4f}'}</td>"
+                        f"<td>{delta}</td></tr>")
+    return [f"<h2>On the {decision.n_recent} most recent rows (the world as it is now; these decide)</h2>",
+            "<table>" + "".join(rows) + "</table>"]
+
+
+def _curve_svg(curves: Iterable[tuple[str, dict, str]], x_key: str, y_key: str, x_label: str, y_label: str,
+               size: int = 260) -> str:
+    """Curves on the unit square with its diagonal (chance for ROC, perfect calibration for reliability)."""
     pad = 30
     inner = size - 2 * pad
     parts = [
         f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" xmlns="http://www.w3.org/2000/svg">',
         f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="#d0d7de"/>',
         f'<line x1="{pad}" y1="{pad + inner}" x2="{pad + inner}" y2="{pad}" stroke="#d0d7de" stroke-dasharray="4"/>',
-        f'<text x="{size / 2}" y="{size - 6}" font-size="11" text-anchor="middle">false positive rate</text>',
-        f'<text x="10" y="{size / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 10 {size / 2})">true positive rate</text>',
+        f'<text x="{size / 2}" y="{size - 6}" font-size="11" text-anchor="middle">{_e(x_label)}</text>',
+        f'<text x="10" y="{size / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 10 {size / 2})">'
+        f'{_e(y_label)}</text>',
     ]
-    for i, (label, roc, colour) in enumerate(curves):
+    for i, (label, curve, colour) in enumerate(curves):
+        if not curve.get(x_key):
+            continue
         points = " ".join(
-            f"{pad + fpr * inner:.1f},{pad + (1 - tpr) * inner:.1f}" for fpr, tpr in zip(roc["fpr"], roc["tpr"])
+            f"{pad + x * inner:.1f},{pad + (1 - y) * inner:.1f}" for x, y in zip(curve[x_key], curve[y_key])
         )
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
         parts.append(f'<text x="{pad + inner - 4}" y="{pad + inner - 8 - 14 * i}" font-size="11" '

@@ -123,6 +123,7 @@ def train(
     seed: int = default_of("seed"),
     gate_metric: str = default_of("gate_metric"),
     recent_path: str = "",
+    calibration: str = default_of("calibration"),
 ) -> TrainStepResult:
     """Fits the Pipeline on a seeded split (``auto``: the best candidate) and writes the model and the holdout.
 
@@ -140,10 +141,11 @@ def train(
 
         from driftloop.recency import train_for_recent
 
-        result, tried = train_for_recent(frame, spec, recent, estimator, params, test_size, seed, gate_metric)
+        result, tried = train_for_recent(frame, spec, recent, estimator, params, test_size, seed, gate_metric,
+                                         calibration)
         strategies = [asdict(s) for s in tried]
     else:
-        result = train_model(frame, spec, estimator, params, test_size, seed, gate_metric)
+        result = train_model(frame, spec, estimator, params, test_size, seed, gate_metric, calibration=calibration)
     save_model(result.model, model_dir)
     Path(holdout_path).parent.mkdir(parents=True, exist_ok=True)
     result.holdout_frame.to_parquet(holdout_path, index=False)

@@ -225,6 +225,7 @@ def train_model(
     seed: int = 42,
     gate_metric: str = default_of("gate_metric"),
     weights: pd.Series | None = None,
+    calibration: str = default_of("calibration"),
 ) -> TrainResult:
     """Splits ``frame`` and fits the Pipeline on the training part.
 
@@ -232,6 +233,7 @@ def train_model(
         estimator: A name from :data:`ESTIMATORS`, or ``auto`` to choose among :data:`AUTO_CANDIDATES`.
         gate_metric: What ``auto`` chooses by (the gate judges the same metric).
         weights: Optional sample weight per row of ``frame`` (index-aligned), e.g. recent rows weighing more.
+        calibration: "none", "sigmoid" or "isotonic": calibrate the final model's probabilities.
     """
     if weights is not None:
         frame = frame.assign(_driftloop_weight=weights.to_numpy())
@@ -241,7 +243,7 @@ def train_model(
         if params:
             raise ConfigError("estimator parameters need a pinned estimator, not 'auto'")
         estimator, params, leaderboard = choose_estimator(train, spec, seed, gate_metric)
-    pipeline = fit_pipeline(train, spec, estimator, params, seed)
+    pipeline = fit_pipeline(train, spec, estimator, params, seed, calibration=calibration)
     drop = ["_driftloop_weight"] if weights is not None else []
     return TrainResult(pipeline, train.drop(columns=drop), holdout.drop(columns=drop), estimator, leaderboard)
 
@@ -275,15 +277,25 @@ def choose_estimator(train: pd.DataFrame, spec: DatasetSpec, seed: int, metric: 
 
 
 def fit_pipeline(train: pd.DataFrame, spec: DatasetSpec, estimator: str, params: dict[str, Any] | None, seed: int,
-         validation: pd.DataFrame | None = None) -> Pipeline:
-    """Fits one Pipeline; XGBoost stops early on ``validation`` when one is given (an ``auto`` candidate)."""
+                 validation: pd.DataFrame | None = None, calibration: str = "none") -> Pipeline:
+    """Fits one Pipeline; XGBoost stops early on ``validation`` when one is given (an ``auto`` candidate).
+
+    With ``calibration`` "sigmoid" or "isotonic" the probabilities are calibrated (scikit-learn's
+    ``CalibratedClassifierCV``, 3 folds, one final model refitted on every row): the fit costs four times more.
+    """
     pipeline = build_pipeline(spec, estimator, params, seed)
     y = encode_target(train, spec)
     if len(np.unique(y)) < 2:
         raise DataValidationError(spec.target, "the training split has a single class; add data")
     fit_params = {}
-    if "_driftloop_weight" in train.columns:
-        fit_params["model__sample_weight"] = train["_driftloop_weight"].to_numpy()
+    weight = train["_driftloop_weight"].to_numpy() if "_driftloop_weight" in train.columns else None
+    if calibration != "none":
+        from sklearn.calibration import CalibratedClassifierCV
+
+        calibrated = CalibratedClassifierCV(pipeline, method=calibration, cv=3, ensemble=False)
+        return calibrated.fit(train[spec.feature_names], y, sample_weight=weight)
+    if weight is not None:
+        fit_params["model__sample_weight"] = weight
     if estimator == "xgboost" and validation is not None:
         pre = pipeline[:-1].fit(train[spec.feature_names])
         pipeline.named_steps["model"].set_params(n_estimators=XGBOOST_MAX_ROUNDS, early_stopping_rounds=XGBOOST_PATIENCE)

@@ -1,21 +1,24 @@
 """The per-role MinIO policies (manifests/minio-policies/) against what each role's code really does.
 
-moto can enforce IAM (``INITIAL_NO_AUTH_ACTION_COUNT``) but evaluates no condition keys: in moto 5.2 an
-Allow with a ``Condition`` counts as an explicit Deny, so a listing confined to a prefix (``s3:prefix``)
-cannot be judged by it. So the policies are enforced by an S3 proxy on 127.0.0.1 in front of moto that
+moto has an IAM mode that works offline (``INITIAL_NO_AUTH_ACTION_COUNT``, users and policies through its IAM
+API), but tried with these policies (moto 5.2.5) it allowed ListObjects outside a statement's ``s3:prefix``
+condition (and with no prefix at all) and refused HeadBucket to a user granted ``s3:ListBucket``, which is
+what AWS and MinIO authorise it by: it cannot judge prefix-confined listing nor KServe's storage initializer.
+So the policies are enforced by an S3 proxy on 127.0.0.1 in front of moto that
 evaluates each request, signed by one role's access key, against that role's shipped policy document with
 the small evaluator in tests/s3_policy.py (AWS's and MinIO's rules: request → action, explicit Deny wins,
 ``*`` spans ``/``, StringLike on ``s3:prefix``) and answers 403 AccessDenied as MinIO would.
 
 Through it, each role's real code path runs with its own keys and the environment its Secret gives it (no
-region, as in s3-endpoint.env: minio-py asks for the bucket's location): the CT pipeline (``driftloop run``,
-kfp.local, on data in ``data/``, then again on the monitor's retrain table), the drift monitor (a drift trigger
-with the KFP runner: audit entries and the retrain table) and KServe's storage initializer (its boto3 calls,
-from kserve_storage ``_download_s3``, then driftloop's runtime loads what it fetched). Every request of those
-runs is one the rules know, none is refused, and every Allow statement of every policy is used; then each
-role tries what it must not do, with the same clients, and is refused with nothing changed.
+region, as in s3-endpoint.env: minio-py asks for the bucket's location): the drift monitor (a drift trigger
+with the KFP runner: audit entries and its retrain table), the CT pipeline (``driftloop run``, kfp.local, on
+that table: registering v2) and KServe's storage initializer (its boto3 calls, from kserve_storage
+``_download_s3``; then driftloop's runtime loads what it fetched). Every request of those runs is one the
+rules know and none is refused; every Allow of every policy is used; then each role tries what it must not
+do, with the same clients, and is refused with nothing changed.
 
-What is not checked here: MinIO itself (not available offline) — only its documented evaluation rules."""
+What is not checked here: MinIO itself (not available offline), only its documented evaluation rules; the
+s3:HeadBucket action newer MinIO releases check first (the policies grant s3:ListBucket, which both accept)."""
 
 from __future__ import annotations
 

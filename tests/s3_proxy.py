@@ -1,9 +1,12 @@
 """A small HTTP proxy on 127.0.0.1 in front of the test S3 server: it records every request and can play a
-store that ignores ``If-None-Match`` (it strips the header) or hold requests at a rendezvous."""
+store that ignores ``If-None-Match`` (it strips the header), hold requests at a rendezvous, or refuse requests
+its ``authorize`` hook denies with S3's 403 AccessDenied (as MinIO does for a user whose policy does not
+allow the request)."""
 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -11,6 +14,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+_ACCESS_KEY = re.compile(r"Credential=([^/,\s]+)/")  # SigV4: Credential=<access key>/<date>/<region>/s3/…
+_ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                  b"<Message>Access Denied.</Message></Error>")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"}
 
 
@@ -19,6 +25,7 @@ class Request:
     method: str
     path: str  # without the query
     query: str
+    access_key: str = ""  # whose signature the request carries
 
 
 class S3Proxy:
@@ -27,13 +34,16 @@ class S3Proxy:
     Args:
         strip_conditional: Drop ``If-None-Match`` from every request, as a store that ignores it would.
         hold: Called with each request before it is forwarded (e.g. a barrier that makes writers meet).
+        authorize: Called with each request; False answers 403 AccessDenied and forwards nothing.
     """
 
     def __init__(self, upstream: str, *, strip_conditional: bool = False,
-                 hold: Callable[[Request], None] | None = None) -> None:
+                 hold: Callable[[Request], None] | None = None,
+                 authorize: Callable[[Request], bool] | None = None) -> None:
         self.upstream = upstream
         self.strip_conditional = strip_conditional
         self.hold = hold
+        self.authorize = authorize
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         proxy = self
@@ -51,12 +61,21 @@ class S3Proxy:
 
             def _forward(self) -> None:
                 parts = urlsplit(self.path)
-                request = Request(self.command, parts.path, parts.query)
+                signed = _ACCESS_KEY.search(self.headers.get("Authorization", ""))
+                request = Request(self.command, parts.path, parts.query, signed.group(1) if signed else "")
                 with proxy._lock:
                     proxy.requests.append(request)
                 if proxy.hold is not None:
                     proxy.hold(request)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.authorize is not None and not proxy.authorize(request):
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(_ACCESS_DENIED)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(_ACCESS_DENIED)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
                            and not (proxy.strip_conditional and k.lower() == "if-none-match")}
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)

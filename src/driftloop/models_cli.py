@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+from pathlib import Path
 
+from driftloop import signing
 from driftloop.errors import ConfigError
 from driftloop.registry import ModelRegistry, open_registry
 from driftloop.settings import Settings
@@ -46,6 +48,12 @@ def add_models_parser(sub, add_common) -> None:
     reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions")
     reproduce.add_argument("name")
     reproduce.add_argument("version", type=int)
+    keygen = verbs.add_parser("keygen", help="make the registry's signing key pair: the private key for writers, "
+                              "the public key for readers")
+    keygen.add_argument("--out", required=True, metavar="DIR",
+                        help=f"directory for {signing.PRIVATE_KEY_FILE} (mode 0600) and {signing.PUBLIC_KEY_FILE}; "
+                        "existing files are never overwritten")
+    keygen.add_argument("--json", action="store_true", help="print the key id and the two paths as JSON")
     for parser in (promote, rollback, set_alias, archive):
         parser.add_argument("--reason", default="", help="recorded in the audit trail")
         parser.add_argument("--actor", help="who is acting (default: the login name)")
@@ -54,6 +62,8 @@ def add_models_parser(sub, add_common) -> None:
 def run_models(args: argparse.Namespace) -> int:
     from driftloop import console
 
+    if args.verb == "keygen":
+        return _keygen(args)
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
     actor = getattr(args, "actor", None) or _login()
     verb = args.verb
@@ -90,6 +100,29 @@ def run_models(args: argparse.Namespace) -> int:
         _emit(args, outcome.to_dict(), lambda: console.print_reproduction(outcome))
         return 0 if outcome.reproduced else EXIT_PROBLEMS
     raise ConfigError(f"unknown verb {verb}")
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    """Writes a key pair and says where each half goes; never prints key material."""
+    out = Path(args.out).expanduser()
+    key = signing.write_key_pair(out)
+    private, public = out / signing.PRIVATE_KEY_FILE, out / signing.PUBLIC_KEY_FILE
+    if args.json:
+        print(json.dumps({"key_id": key.key_id, "private_key": str(private), "public_key": str(public)}, indent=2))
+        return 0
+    print(f"key id {key.key_id}\n"
+          f"  {private}  private (mode 0600): only for writers; keep it secret, back it up, never commit it\n"
+          f"  {public}  public: for every reader\n"
+          "next steps:\n"
+          f"  cluster: put both files in manifests/base/ (git-ignored there); kustomize makes the Secret "
+          f"driftloop-signing ({signing.SIGNING_KEY_ENV}) for the pipeline's writing steps and the monitor, and the "
+          f"ConfigMap driftloop-verify-key ({signing.VERIFY_KEY_ENV}) for every reader (manifests/README.md)\n"
+          f"  writers on this machine: export {signing.SIGNING_KEY_FILE_ENV}={private}\n"
+          f"  readers: export {signing.VERIFY_KEY_FILE_ENV}={public}, or pin the id: "
+          f"{signing.TRUSTED_KEY_IDS_ENV}={key.key_id}\n"
+          f"  once every version you serve is signed: {signing.REQUIRE_SIGNATURES_ENV}=1 "
+          "(the runtime: --require_signatures)")
+    return 0
 
 
 def _steer(registry: ModelRegistry, args: argparse.Namespace, actor: str):

@@ -45,6 +45,9 @@ VERIFY_KEY_FILE_ENV = "DRIFTLOOP_VERIFY_KEY_FILE"
 TRUSTED_KEY_IDS_ENV = "DRIFTLOOP_TRUSTED_KEY_IDS"
 REQUIRE_SIGNATURES_ENV = "DRIFTLOOP_REQUIRE_SIGNATURES"
 ALGORITHM = "ed25519"
+# The key pair `driftloop models keygen` writes (and manifests/base's generators read): one name each.
+PRIVATE_KEY_FILE = "signing-key.pem"
+PUBLIC_KEY_FILE = "signing-key.pub"
 KEY_ID_HEX = 32  # 128 bits of the public key's sha256: a pin nobody can match with another key
 _KEY_ID_RE = re.compile(f"[0-9a-f]{{{KEY_ID_HEX}}}")
 
@@ -200,6 +203,43 @@ def _create_key_file(path: Path) -> SigningKey:
         tmp.unlink(missing_ok=True)
     print(f"driftloop: created signing key {path} (key id {key.key_id}); it signs every version and audit "
           "entry written from this machine: keep it private and back it up", file=sys.stderr, flush=True)
+    return key
+
+
+def write_key_pair(directory: Path) -> SigningKey:
+    """A new key pair in ``directory``: :data:`PRIVATE_KEY_FILE` (mode 0600) and :data:`PUBLIC_KEY_FILE`.
+
+    Nothing is overwritten: a key that signed versions must not be replaced by accident, since readers
+    that trust it would refuse everything signed after.
+
+    Raises:
+        ConfigError: ``directory`` is not a directory, either file exists, or a file cannot be written.
+    """
+    private, public = directory / PRIVATE_KEY_FILE, directory / PUBLIC_KEY_FILE
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    for path in (private, public):
+        if path.exists() or path.is_symlink():
+            raise ConfigError(f"{path} already exists; refusing to overwrite a key (move it away first)")
+    key = SigningKey.generate()
+    written: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path, data, mode in ((private, key.private_pem(), 0o600), (public, key.public_pem(), 0o644)):
+            # O_EXCL: a file that appeared since the check above is not overwritten either.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError as exc:
+        for path in written:  # no half pair: a private key without its public half, or the reverse
+            path.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise ConfigError(f"{exc.filename} already exists; refusing to overwrite a key (move it away first)") \
+                from None
+        raise ConfigError(f"cannot write the key pair to {exc.filename or directory}: {exc.strerror}") from None
     return key
 
 

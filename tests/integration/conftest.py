@@ -12,8 +12,8 @@ from .manifests_render import copy_tree, render, variants
 
 @pytest.fixture(scope="session")
 def manifests_variants(tmp_path_factory) -> dict[str, Path]:
-    """A user's copy of manifests/ (minio.env from its example) and the directory of every variant:
-    each overlay as it is, with observability switched on, and wrapped with the cluster runtime."""
+    """A user's copy of manifests/ (credentials from their examples, a signing key pair) and the directory of
+    every variant: each overlay as it is, with observability switched on, and wrapped with the cluster runtime."""
     return variants(copy_tree(tmp_path_factory.mktemp("manifests") / "manifests"))
 
 

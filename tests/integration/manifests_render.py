@@ -1,4 +1,5 @@
-"""Rendering manifests/ as a user would: a copy with minio.env made from its example, each overlay as
+"""Rendering manifests/ as a user would: a copy with the credentials made from their examples and a signing
+key pair made as `driftloop models keygen` makes it, each overlay as
 it is, with its commented observability component switched on, and wrapped with the cluster-runtime
 component (manifests/README.md shows both). Shared by the manifest test modules."""
 
@@ -12,9 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from driftloop.signing import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, write_key_pair
+
 from ..conftest import REPO_ROOT
 
 MANIFESTS = REPO_ROOT / "manifests"
+POLICIES = MANIFESTS / "minio-policies"  # one S3 policy document per role, created with `mc admin policy create`
+# The S3 Secrets of the monitor and the model server's storage initializer (the pipeline's is ct_pipeline.S3_SECRET).
+MONITOR_S3_SECRET, SERVING_S3_SECRET = "driftloop-s3-monitor", "driftloop-s3-serving"
 OVERLAYS = {"kubeflow": "kubeflow-user-example-com", "standalone-kserve": "driftloop"}
 OBSERVABILITY = "observability"
 CLUSTER_RUNTIME = "cluster-runtime"
@@ -36,21 +42,26 @@ def render(directory: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-# Files a user makes from their .example (git-ignored: they hold secrets), with a test value for each.
-USER_SECRETS = {"minio.env": None, "monitor-tokens.env": "labels=test-labels-token-0123456789abcdef\n"}
+# Files a user makes from their .example (git-ignored: they hold secrets), with a test value for each
+# (None: the example as it is, placeholders and all).
+USER_SECRETS = {"s3-pipeline.env": None, "s3-monitor.env": None, "s3-serving.env": None,
+                "monitor-tokens.env": "labels=test-labels-token-0123456789abcdef\n"}
+# The signing key pair a user makes with `driftloop models keygen --out manifests/base` (git-ignored).
+USER_KEYS = (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE)
 
 
 def copy_tree(root: Path) -> Path:
     """manifests/ copied to ``root`` with each secret file made from its example (the labels token given a
-    value, since the monitor refuses the example's placeholder); a developer's real files are left behind
-    so that no credential reaches test output."""
-    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns(*USER_SECRETS))
+    value, since the monitor refuses the example's placeholder) and a key pair made for the test, as keygen
+    makes it; a developer's real files are left behind so that no credential reaches test output."""
+    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns(*USER_SECRETS, *USER_KEYS))
     for name, content in USER_SECRETS.items():
         for example in root.rglob(f"{name}.example"):
             if content is None:
                 shutil.copy(example, example.with_suffix(""))
             else:
                 example.with_suffix("").write_text(content)
+    write_key_pair(root / "base")
     return root
 
 

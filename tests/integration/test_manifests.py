@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 from functools import cache
 from urllib.parse import urlparse
 
@@ -26,7 +25,7 @@ from driftloop.deploy.inference_service import ServingConfig, build_inference_se
 from driftloop.image import IMAGE_REPOSITORY, PROJECT_IMAGE
 from driftloop.kfp_submit import KFP_TOKEN_PATH
 from driftloop.monitor.config import MonitorConfig
-from driftloop.pipelines.ct_pipeline import S3_SECRET, S3_SECRET_KEYS
+from driftloop.pipelines.ct_pipeline import S3_SECRET, SIGNING_SECRET, VERIFY_CONFIG_MAP
 from driftloop.registry import ModelVersion
 from driftloop.registry.s3 import S3Registry
 from driftloop.serving import runtime
@@ -36,8 +35,13 @@ from ..conftest import REPO_ROOT
 from .manifests_render import (
     CLUSTER_RUNTIME,
     MANIFESTS,
+    MONITOR_S3_SECRET,
     OBSERVABILITY,
     OVERLAYS,
+    POLICIES,
+    SERVING_S3_SECRET,
+    USER_KEYS,
+    USER_SECRETS,
     container_images,
     monitor_yaml,
     namespace_of,
@@ -57,7 +61,6 @@ WITH_RUNTIME = {**{o: "ServingRuntime" for o in OVERLAYS},
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterServingRuntime"}
 NOT_BUILT_IN = ("serving.kserve.io/", "monitoring.coreos.com/", "security.istio.io/")
-S3_ANNOTATIONS = {f"serving.kserve.io/s3-{key}" for key in ("endpoint", "usehttps", "verifyssl", "region")}
 VERSION_ANNOTATION = "driftloop.io/model-version"
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the model (CLUSTER_FACTS.md §4)
 # Identities that run the CT pipeline's pods, per overlay: multi-user KFP runs them as the profile's
@@ -132,7 +135,7 @@ def test_every_kustomization_renders_and_every_component_is_used(manifests_tree,
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_an_overlay_renders_the_whole_set_in_its_namespace(manifests_rendered, overlay) -> None:
     objects = manifests_rendered[overlay]
-    hashed = {"driftloop-monitor-config", "driftloop-monitor-tokens"}  # generated, with a hash suffix
+    hashed = {"driftloop-monitor-config", "driftloop-monitor-tokens", MONITOR_S3_SECRET}  # with a hash suffix
     kinds = sorted((o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["metadata"]["name"].rsplit("-", 1)[0]
                     in hashed else o["metadata"]["name"]) for o in objects)
     expected = [("ConfigMap", "driftloop-monitor-config"), ("Deployment", "driftloop-monitor"),
@@ -141,7 +144,8 @@ def test_an_overlay_renders_the_whole_set_in_its_namespace(manifests_rendered, o
                 ("RoleBinding", "driftloop-deploy"), ("Secret", S3_SECRET), ("Service", "driftloop-monitor"),
                 ("ServiceAccount", "driftloop"), ("ServiceAccount", "driftloop-serving"),
                 ("ServingRuntime", "driftloop"), ("Secret", "driftloop-monitor-tokens"),
-                ("NetworkPolicy", "driftloop-monitor")]
+                ("NetworkPolicy", "driftloop-monitor"), ("Secret", MONITOR_S3_SECRET), ("Secret", SERVING_S3_SECRET),
+                ("Secret", SIGNING_SECRET), ("ConfigMap", VERIFY_CONFIG_MAP)]
     if overlay == "standalone-kserve":
         expected.append(("Namespace", "driftloop"))
     else:  # Kubeflow has Istio: the AuthorizationPolicy and the labels identity it names
@@ -349,10 +353,11 @@ def test_rbac_lets_the_pipelines_identity_deploy_in_the_serving_namespace(manife
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_serving_identity_holds_only_the_s3_secret(manifests_rendered, overlay) -> None:
+def test_the_serving_identity_holds_only_its_s3_secret(manifests_rendered, overlay) -> None:
     objects = manifests_rendered[overlay]
     serving = one(objects, "ServiceAccount", "driftloop-serving")
-    assert serving["secrets"] == [{"name": S3_SECRET}]
+    assert serving["secrets"] == [{"name": SERVING_S3_SECRET}]
+    one(objects, "Secret", SERVING_S3_SECRET)
     assert serving["automountServiceAccountToken"] is False
     assert all(s["name"] != "driftloop-serving" for b in objects if b["kind"] == "RoleBinding" for s in b["subjects"])
     predictor = one(objects, "InferenceService")["spec"]["predictor"]
@@ -420,13 +425,16 @@ def test_the_monitor_runs_locked_down_on_the_project_image(manifests_rendered, o
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    [config_map] = [o for o in objects if o["kind"] == "ConfigMap"]
+    [config_map] = [o for o in objects if o["kind"] == "ConfigMap"
+                    and o["metadata"]["name"].startswith("driftloop-monitor-config-")]
     assert volumes[mounts["/etc/driftloop"]]["configMap"]["name"] == config_map["metadata"]["name"]
     store = monitor_yaml(objects)["store"]
     claim = volumes[mounts["/var/lib/driftloop"]]["persistentVolumeClaim"]["claimName"]
     assert store.startswith("/var/lib/driftloop/")
     one(objects, "PersistentVolumeClaim", claim)
-    assert container["envFrom"] == [{"secretRef": {"name": S3_SECRET}}]
+    [env_from] = container["envFrom"]
+    assert env_from["secretRef"]["name"].startswith(f"{MONITOR_S3_SECRET}-")  # hashed: new keys roll the monitor
+    one(objects, "Secret", env_from["secretRef"]["name"])
 
 
 def test_the_kubeflow_overlay_mounts_the_kfp_token_where_the_client_reads_it(manifests_rendered) -> None:
@@ -472,63 +480,26 @@ def test_another_registry_and_digest_reach_every_container(manifests_tree, manif
     assert {image for o in objects for image in container_images(o)} == {f"registry.example.com/team/driftloop@{digest}"}
 
 
-# --- credentials ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_s3_secret_has_the_pipelines_keys_and_kserves_annotations(manifests_rendered, overlay) -> None:
-    secret = one(manifests_rendered[overlay], "Secret", S3_SECRET)
-    assert set(secret["data"]) == set(S3_SECRET_KEYS)
-    annotations = secret["metadata"]["annotations"]
-    assert S3_ANNOTATIONS <= set(annotations)
-    assert all(isinstance(annotations[key], str) for key in S3_ANNOTATIONS)
-
-
-def test_the_example_endpoint_agrees_with_the_kserve_annotations() -> None:
-    """KServe reads the endpoint from the annotation, driftloop from DRIFTLOOP_S3_ENDPOINT: one MinIO."""
-    example = dict(line.split("=", 1) for line in (MANIFESTS / "base" / "minio.env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
-    assert set(example) == set(S3_SECRET_KEYS)
-    kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
-    [generator] = [g for g in kustomization["secretGenerator"] if g["name"] == S3_SECRET]
-    annotations = generator["options"]["annotations"]
-    endpoint = urlparse(example["DRIFTLOOP_S3_ENDPOINT"])
-    assert annotations["serving.kserve.io/s3-endpoint"] == endpoint.netloc
-    assert annotations["serving.kserve.io/s3-usehttps"] == ("1" if endpoint.scheme == "https" else "0")
-
-
-def test_no_credentials_are_committed() -> None:
-    files = [p for p in MANIFESTS.rglob("*") if p.is_file() and p.name not in ("minio.env", "monitor-tokens.env")]
-    for path in files:
-        text = path.read_text()
-        if path.suffix == ".yaml":
-            assert all(doc.get("kind") != "Secret" for doc in yaml.safe_load_all(text) if doc), \
-                f"{path}: Secrets are generated from minio.env, never written into a manifest"
-        for line in text.splitlines():
-            key, _, value = line.strip().partition("=")
-            if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-                assert value.startswith("<") and value.endswith(">"), f"{path}: {key} is not a placeholder"
-        for default in ("minio123", "minioadmin"):  # well-known default keys
-            assert default not in text, path
-    # A user's real minio.env and monitor-tokens.env stay out of git.
-    for example in [*MANIFESTS.rglob("minio.env.example"), *MANIFESTS.rglob("monitor-tokens.env.example")]:
-        real = example.with_suffix("").relative_to(REPO_ROOT)
-        ignored = subprocess.run(["git", "check-ignore", "-q", str(real)], cwd=REPO_ROOT)
-        assert ignored.returncode == 0, f"{real} is not git-ignored"
-
-
 def test_every_file_in_manifests_is_used() -> None:
-    """No dead manifests: each file is a kustomization, referenced by one, or documentation."""
+    """No dead manifests: each file is a kustomization, referenced by one, a policy the README's commands
+    create, or documentation."""
     referenced = set()
     for kustomization in MANIFESTS.rglob("kustomization.yaml"):
         spec, here = yaml.safe_load(kustomization.read_text()), kustomization.parent
         names = [*spec.get("resources", []), *(p["path"] for p in spec.get("patches", []) if "path" in p)]
         for generator in (*spec.get("configMapGenerator", []), *spec.get("secretGenerator", [])):
-            names += [*generator.get("files", []), *generator.get("envs", [])]
+            names += [f.rpartition("=")[2] for f in generator.get("files", [])] + generator.get("envs", [])
         for name in names:
             target = (here / name).resolve()
             referenced |= {target} if target.is_file() else {(target / "kustomization.yaml")}
+    readme = (MANIFESTS / "README.md").read_text()
+    user_files = {*USER_SECRETS, *USER_KEYS}
     for path in MANIFESTS.rglob("*"):
-        if path.is_file() and path.name not in ("README.md", ".gitignore", "minio.env.example", "minio.env",
-                                                "monitor-tokens.env.example", "monitor-tokens.env"):
+        if not path.is_file() or path.name in ("README.md", ".gitignore", *user_files) or path.suffix == ".example":
+            continue
+        if path.parent.name == POLICIES.name:
+            assert f"{POLICIES.name}/{path.name}" in readme, f"{path}: no command in manifests/README.md uses it"
+        else:
             assert path.resolve() in referenced or path.name == "kustomization.yaml", f"{path} is not used"
-
+    for name in user_files:  # each file a user makes has its example (or, for the keys, keygen)
+        assert name in USER_KEYS or list(MANIFESTS.rglob(f"{name}.example")), name

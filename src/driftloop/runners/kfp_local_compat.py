@@ -10,6 +10,8 @@ each ``inputs.parameter_values['pipelinechannel--…']`` from the DAG's IOStore,
 operators KFP emits (``==``, ``!=``, ``<``…, ``&&``, ``||``, ``!``, ``true``/``false``, ``int()``,
 ``double()``) and evaluates the result with no builtins. Nothing else in kfp.local changes; the
 compiled IR a cluster runs is untouched.
+
+:func:`install` also starts each task in a pre-warmed process (:mod:`driftloop.runners.warm_tasks`).
 """
 
 from __future__ import annotations
@@ -107,8 +109,20 @@ def evaluate_condition(condition: str, io_store) -> bool:
     return result
 
 
-def install() -> None:
-    """Makes kfp.local evaluate ``dsl.If`` conditions with :func:`evaluate_condition` (idempotent)."""
+def install(warm_tasks: bool = True) -> None:
+    """Makes kfp.local evaluate ``dsl.If`` conditions with :func:`evaluate_condition` and, with ``warm_tasks``,
+    start each task in a pre-warmed process (:mod:`driftloop.runners.warm_tasks`). Idempotent."""
+    from kfp.local import subprocess_task_handler
     from kfp.local.orchestrator import enhanced_dag_orchestrator
 
+    from driftloop.runners import warm_tasks as warm
+
     enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
+    original = getattr(subprocess_task_handler, "_driftloop_original_launcher", None)
+    if original is None:
+        original = subprocess_task_handler.run_local_subprocess
+        subprocess_task_handler._driftloop_original_launcher = original
+    if warm_tasks:
+        subprocess_task_handler.run_local_subprocess = lambda full_command: warm.run(full_command, original)
+    else:
+        subprocess_task_handler.run_local_subprocess = original

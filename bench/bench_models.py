@@ -62,9 +62,9 @@ def _rdataset(package: str, item: str) -> pd.DataFrame:
 
 
 def _fair() -> pd.DataFrame:
-    import statsmodels.api as sm
+    from statsmodels.datasets import fair  # not statsmodels.api: that imports every model (seconds)
 
-    frame = sm.datasets.fair.load_pandas().data
+    frame = fair.load_pandas().data
     frame["had_affair"] = (frame.pop("affairs") > 0).map({True: "yes", False: "no"})
     for code in ("occupation", "occupation_husb"):  # 1 student … 6 professional: names, not amounts
         frame[code] = frame[code].astype(int).astype("category")

@@ -265,14 +265,15 @@ class Monitor:
             log.warning("monitor: window %d of %s not analysed: %s", record.id, model, record.error,
                         exc_info=not isinstance(exc, DriftloopError))
         self._refresh_quality(model, record)
-        earlier = list(self.windows.get(model, ()))
-        self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
         self.metrics.window(record)
-        if reference is not None and self._reports is not None:
-            self._reports.put_nowait((record, rows, reference))
+        earlier = list(self.windows.get(model, ()))
         decision = await asyncio.to_thread(self.coordinator.on_window, model, production, record, earlier, now)
         if decision is not None:
             record.decision = {"action": decision.action, "reason": decision.reason}
+        # Shown once decided; the report follows when rendered.
+        self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
+        if reference is not None and self._reports is not None:
+            self._reports.put_nowait((record, rows, reference))
         self._append_summary(record)
         return record
 

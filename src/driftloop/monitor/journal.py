@@ -68,6 +68,8 @@ def segments(directory: Path) -> list[tuple[int, Path]]:
     """The log's segments, oldest first, with the lowest seq each can hold."""
     found = []
     for path in directory.glob(f"{_PREFIX}*{_SUFFIX}"):
+        if not path.is_file():
+            continue
         try:
             found.append((int(path.name[len(_PREFIX):-len(_SUFFIX)]), path))
         except ValueError:

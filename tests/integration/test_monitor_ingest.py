@@ -31,7 +31,7 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
             answers = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 4]}).json()
                        for i in range(0, 40, 4)]
             deadline = time.monotonic() + 15
-            while monitor.store.rows_written < 40 and time.monotonic() < deadline:
+            while monitor.store.rows_added < 40 and time.monotonic() < deadline:
                 time.sleep(0.1)
         bad = httpx.post(receiver.url + "/events", content=b"{}", headers={"ce-id": "x", "ce-type": "other",
                                                                               "content-type": "application/json"})

@@ -94,7 +94,8 @@ class Monitor:
                                               self._assemble, self.metrics, self.root / "reports")
         self.ingest = Ingest(self.root, self.joiner, self.store, self.labels, self._on_rows, sync=sync,
                              on_commit=self._on_commit, on_failure=self.metrics.log_failures.inc)
-        self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics)
+        self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
+                                   checkpoint=lambda: self.ingest.checkpoint)
         self._reports: asyncio.Queue | None = None
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
@@ -232,7 +233,7 @@ class Monitor:
         """One pass of the background loop (tests call it directly)."""
         now = time.time() if now is None else now
         try:
-            if await asyncio.to_thread(self.ingest.flush):
+            if self.ingest.due() and await asyncio.to_thread(self.ingest.flush):
                 self.metrics.checkpoints.labels("ok").inc()
         except CheckpointError as exc:  # the rows stay buffered and in the log; the next tick tries again
             self.metrics.checkpoints.labels("failed").inc()
@@ -315,7 +316,7 @@ class Monitor:
         models = [model] if model else sorted(set(self.windows) | set(self.buffers) | set(self.coordinator.models()))
         return {
             "events_received": self.events_received, "events_rejected": self.events_rejected,
-            "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_written,
+            "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_added,
             "labels": len(self.labels), "store": str(self.root), "ingest": self.ingest.status(),
             "models": {m: self._model_status(m, limit) for m in models},
         }

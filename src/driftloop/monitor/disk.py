@@ -6,6 +6,7 @@ make it durable: without them a power cut can leave a renamed name pointing at a
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -71,3 +72,31 @@ def remove_durably(paths: list[Path]) -> None:
     for directory in directories:
         if directory.exists():
             fsync_dir(directory)
+
+
+def merge_files(directory: Path, sources: list[Path], target: Path | None, write: Callable[[Path], object]) -> None:
+    """Replaces ``sources`` with one ``target`` file (None: with nothing) such that a crash at any point
+    leaves either the sources or the target, never both: an intent naming them is written first and
+    :func:`finish_merges` completes it at start-up."""
+    intent = directory / f".merge-{uuid.uuid4().hex}.json"
+    body = json.dumps({"target": target.name if target else None, "sources": [p.name for p in sources]})
+    write_durably(intent, lambda tmp: tmp.write_text(body))
+    if target is not None:
+        write_durably(target, write)
+    remove_durably(sources)
+    remove_durably([intent])
+
+
+def finish_merges(directories: list[Path]) -> int:
+    """Completes the merges a crash interrupted: where the target was written, the sources it replaced go.
+    Returns how many files were removed."""
+    removed = 0
+    for directory in directories:
+        for intent in directory.glob(".merge-*.json"):
+            plan = json.loads(intent.read_text())  # whole: it was renamed into place
+            if plan["target"] is None or (directory / plan["target"]).exists():
+                sources = [directory / name for name in plan["sources"] if (directory / name).exists()]
+                remove_durably(sources)
+                removed += len(sources)
+            remove_durably([intent])
+    return removed

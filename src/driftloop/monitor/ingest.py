@@ -36,6 +36,10 @@ from driftloop.monitor.store import RowStore
 
 log = logging.getLogger(__name__)
 _CHECKPOINT = "checkpoint-{:016d}.snap"
+# A checkpoint is due after this many records or seconds: what a restart replays, and how small the
+# Parquet parts may get (rows wait in memory meanwhile, safe in the log).
+CHECKPOINT_RECORDS = 5000
+CHECKPOINT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Ingest:
         self.applied = 0  # the seq of the last record applied
         self.checkpoint = 0  # every record up to this seq is in the Parquet store
         self.replayed = 0
+        self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint
         self._unfinished: list[Path] = []  # parts of a failed checkpoint not removed yet
 
     # ---- start-up ----------------------------------------------------------------------------------
@@ -176,6 +181,12 @@ class Ingest:
 
     # ---- checkpoints -------------------------------------------------------------------------------
 
+    def due(self) -> bool:
+        """Whether a checkpoint is due (records applied since the last, and enough of them or time)."""
+        waiting = self.applied - self.checkpoint
+        return waiting >= CHECKPOINT_RECORDS or (
+            waiting > 0 and time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS)
+
     def flush(self) -> bool:
         """Writes what was applied since the last checkpoint to the Parquet store, then deletes the log's
         records it covers. Returns whether there was anything to write.
@@ -206,6 +217,7 @@ class Ingest:
                     pass  # retried before the next checkpoint writes anything
                 raise CheckpointError(f"checkpoint {seq} failed, rows stay in the ingest log: {exc}") from None
             previous, self.checkpoint = self.checkpoint, seq
+            self._checkpointed_at = time.monotonic()
         self.journal.drop_through(seq)
         remove_durably([self.directory / _CHECKPOINT.format(previous)])
         return True
@@ -230,7 +242,7 @@ class Ingest:
 
     def status(self) -> dict:
         return {"applied": self.applied, "checkpoint": self.checkpoint, "replayed_at_start": self.replayed,
-                "pending_halves": self.joiner.pending[0]}
+                "pending_halves": self.joiner.pending[0], "rows_in_parquet": self.store.rows_written}
 
 
 def _latest_checkpoint(directory: Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftloop.monitor.disk import remove_durably, write_durably
+from driftloop.monitor.disk import finish_merges, merge_files, remove_durably, write_durably
 from driftloop.monitor.events import EventError
 from driftloop.monitor.store import part_name, part_tag
 
@@ -120,7 +120,9 @@ class LabelStore:
         return [path]
 
     def remove_after(self, tag: int) -> int:
-        """Removes parts written by a checkpoint later than ``tag`` (one a crash interrupted)."""
+        """Completes a merge a crash interrupted, and removes parts written by a checkpoint later than ``tag``
+        (one a crash interrupted)."""
+        finish_merges([self.root])
         orphans = [p for p in self._parts() if part_tag(p) > tag]
         remove_durably(orphans)
         return len(orphans)
@@ -150,10 +152,8 @@ class LabelStore:
             if over_size and len(merged):  # keep the newest share that fits
                 merged = merged.sort_values("at").tail(int(len(merged) * max_bytes / size))
             merged = merged.reset_index(drop=True)
-            if len(merged):
-                tag = max(part_tag(p) for p in parts)
-                write_durably(self.root / part_name(tag), lambda tmp: merged.to_parquet(tmp, index=False))
-            remove_durably(parts)
+            target = self.root / part_name(max(part_tag(p) for p in parts)) if len(merged) else None
+            merge_files(self.root, parts, target, lambda tmp: merged.to_parquet(tmp, index=False))
         dropped = stored[~stored["key"].isin(set(merged["key"]))]
         with self._lock:  # forget dropped labels, unless one arrived again since
             for key, at in zip(dropped["key"], dropped["at"], strict=True):

@@ -1,9 +1,11 @@
 """Bounded storage: the tick deletes rows, labels and reports past their age or beyond their size
-(:class:`~driftloop.monitor.config.RetentionConfig`) and merges label parts, about once a minute."""
+(:class:`~driftloop.monitor.config.RetentionConfig`) and merges small Parquet parts of rows and labels,
+about once a minute."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +40,9 @@ class Retention:
     """Applies the retention settings to the monitor's store and counts what it deleted."""
 
     def __init__(self, config: RetentionConfig, store: RowStore, labels: LabelStore, reports: Path,
-                 metrics: MonitorMetrics) -> None:
+                 metrics: MonitorMetrics, checkpoint: Callable[[], int] = lambda: 0) -> None:
         self.config, self.store, self.labels, self.reports, self.metrics = config, store, labels, reports, metrics
+        self.checkpoint = checkpoint  # parts up to the last completed checkpoint may be merged
         self._last = 0.0
 
     def due(self, now: float) -> bool:
@@ -50,7 +53,9 @@ class Retention:
         now = time.time() if now is None else now
         self._last = now
         c = self.config
-        row_files, row_bytes = self.store.retain(c.rows_days, c.rows_bytes, pd.Timestamp(now, unit="s", tz="UTC"))
+        today = pd.Timestamp(now, unit="s", tz="UTC")
+        row_files, row_bytes = self.store.retain(c.rows_days, c.rows_bytes, today)
+        self.store.compact(self.checkpoint(), today.strftime("%Y-%m-%d"))
         labels_before, compactions = self.labels.size(), self.labels.compactions
         dropped, _ = self.labels.compact(c.labels_days, c.labels_bytes, now)
         self.metrics.compactions.inc(self.labels.compactions - compactions)

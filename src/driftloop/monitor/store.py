@@ -17,10 +17,17 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from driftloop.monitor.disk import fsync_dir, make_dirs, remove_durably, write_durably
+from driftloop.monitor.disk import (
+    finish_merges,
+    fsync_dir,
+    make_dirs,
+    merge_files,
+    remove_durably,
+    write_durably,
+)
 
+COMPACT_PARTS = 32  # a day with more parts than this is merged into one (past days always are)
 _TAGGED = re.compile(r"part-s(\d{16})-[0-9a-f]+\.parquet")
 _DAY = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
@@ -41,12 +48,15 @@ class RowStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._buffers: dict[str, list[pd.DataFrame]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffers
+        self._disk = threading.Lock()  # the set of parts: a reader never sees a merge half done
+        self.rows_added = 0  # rows this process took in (each on disk already, in the ingest log)
         self.rows_written = 0  # rows this process has written as parts
 
     def add(self, model: str, rows: pd.DataFrame) -> None:
         with self._lock:
             self._buffers.setdefault(model, []).append(rows)
+            self.rows_added += len(rows)
 
     def take(self) -> dict[str, list[pd.DataFrame]]:
         """Everything buffered, for a checkpoint to write (:meth:`put_back` if the write fails)."""
@@ -69,18 +79,19 @@ class RowStore:
         """
         written: list[Path] = []
         try:
-            for model, frames in taken.items():
-                rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-                if rows.empty:
-                    continue
-                for day, part in rows.groupby(rows["received_at"].dt.strftime("%Y-%m-%d")):
-                    directory = self.root / model / f"date={day}"
-                    make_dirs(directory)
-                    path = directory / part_name(tag)
-                    write_durably(path, lambda tmp, part=part: part.to_parquet(tmp, index=False), sync_dir=False)
-                    written.append(path)
-            for directory in {p.parent for p in written}:
-                fsync_dir(directory)
+            with self._disk:
+                for model, frames in taken.items():
+                    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                    if rows.empty:
+                        continue
+                    for day, part in rows.groupby(rows["received_at"].dt.strftime("%Y-%m-%d")):
+                        directory = self.root / model / f"date={day}"
+                        make_dirs(directory)
+                        path = directory / part_name(tag)
+                        write_durably(path, lambda tmp, part=part: part.to_parquet(tmp, index=False), sync_dir=False)
+                        written.append(path)
+                for directory in {p.parent for p in written}:
+                    fsync_dir(directory)
         except OSError as exc:
             exc.written = written  # type: ignore[attr-defined]
             raise
@@ -88,7 +99,9 @@ class RowStore:
         return written
 
     def remove_after(self, tag: int) -> int:
-        """Removes parts written by a checkpoint later than ``tag`` (one a crash interrupted)."""
+        """Completes merges a crash interrupted, and removes parts written by a checkpoint later than ``tag``
+        (one a crash interrupted)."""
+        finish_merges(list(self.root.glob("*/date=*")))
         orphans = [p for p in self.root.glob("*/date=*/part-*.parquet") if part_tag(p) > tag]
         remove_durably(orphans)
         return len(orphans)
@@ -100,12 +113,14 @@ class RowStore:
 
     def read(self, model: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
         """Every row of ``model`` — in parts and buffered — received at or after ``since`` if given."""
-        parts = sorted(self.root.glob(f"{model}/date=*/part-*.parquet"))
-        if since is not None:
-            day = since.strftime("%Y-%m-%d")
-            parts = [p for p in parts if _day(p) >= day]
+        with self._disk:
+            parts = sorted(self.root.glob(f"{model}/date=*/part-*.parquet"))
+            if since is not None:  # a part is written after every row in it arrived
+                day, moment = since.strftime("%Y-%m-%d"), since.timestamp()
+                parts = [p for p in parts if _day(p) >= day and p.stat().st_mtime >= moment]
+            frames = [pd.read_parquet(p) for p in parts]
         with self._lock:
-            frames = [pd.read_parquet(p) for p in parts] + list(self._buffers.get(model, []))
+            frames += list(self._buffers.get(model, []))
         if not frames:
             return pd.DataFrame()
         rows = pd.concat(frames, ignore_index=True)
@@ -114,16 +129,31 @@ class RowStore:
     def newest(self, model: str, limit: int) -> pd.DataFrame:
         """About the newest ``limit`` stored rows of ``model`` (whole parts, newest days first)."""
         frames, count = [], 0
-        for day_dir in sorted(self.root.glob(f"{model}/date=*"), reverse=True):
-            for part in day_dir.glob("part-*.parquet"):
-                frame = pd.read_parquet(part)
-                frames.append(frame)
-                count += len(frame)
-            if count >= limit:
-                break
+        with self._disk:
+            parts = sorted(self.root.glob(f"{model}/date=*/part-*.parquet"), key=lambda p: (_day(p), part_tag(p)))
+            for part in reversed(parts):
+                frames.append(pd.read_parquet(part))
+                count += len(frames[-1])
+                if count >= limit:
+                    break
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True).sort_values("received_at").tail(limit).reset_index(drop=True)
+
+    def compact(self, upto: int, today: str) -> int:
+        """Merges the parts of each past day into one, and today's once there are more than ``COMPACT_PARTS``
+        (only parts of completed checkpoints: tag up to ``upto``). Returns the days merged."""
+        merged = 0
+        with self._disk:
+            for directory in sorted(self.root.glob("*/date=*")):
+                parts = sorted(p for p in directory.glob("part-*.parquet") if part_tag(p) <= upto)
+                if len(parts) < 2 or (_day(directory) >= today and len(parts) <= COMPACT_PARTS):
+                    continue
+                frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+                target = directory / part_name(max(part_tag(p) for p in parts))
+                merge_files(directory, parts, target, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+                merged += 1
+        return merged
 
     def retain(self, max_age_days: float | None, max_bytes: int | None, now: pd.Timestamp) -> tuple[int, int]:
         """Deletes whole days of rows older than ``max_age_days``, then the oldest days while the store is over
@@ -146,7 +176,8 @@ class RowStore:
                 files += len(list(directory.glob("part-*.parquet")))
                 deleted += sizes[directory]
                 total -= sizes[directory]
-                shutil.rmtree(directory, ignore_errors=True)
+                with self._disk:
+                    shutil.rmtree(directory, ignore_errors=True)
                 fsync_dir(directory.parent)
         return files, deleted
 
@@ -158,6 +189,3 @@ def _day(path: Path) -> str:
     match = _DAY.fullmatch(path.parent.name if path.suffix else path.name)
     return match.group(1) if match else ""
 
-
-def parquet_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows

@@ -40,6 +40,7 @@ _CHECKPOINT = "checkpoint-{:016d}.snap"
 # Parquet parts may get (rows wait in memory meanwhile, safe in the log).
 CHECKPOINT_RECORDS = 5000
 CHECKPOINT_SECONDS = 10.0
+PARSE_INLINE_BYTES = 64 * 1024  # event bodies up to this size are checked on the event loop
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,10 @@ class Ingest:
             JournalError: the log could not be written (nothing was kept).
         """
         headers = event_headers(headers)
-        parse_event(headers, body)  # refused before it is logged
+        if len(body) > PARSE_INLINE_BYTES:  # refused before it is logged; a large body off the event loop
+            await asyncio.to_thread(parse_event, headers, body)
+        else:
+            parse_event(headers, body)
         half = EventHalf(headers, body, time.time())
         return await asyncio.wrap_future(self.journal.submit(half.encode(), half))
 

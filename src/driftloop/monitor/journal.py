@@ -164,6 +164,8 @@ class Journal:
             # A segment's records end below the next segment's first seq; the last one is the current one.
             doomed = [path for (_, path), (following, _) in zip(self._segments, self._segments[1:], strict=False)
                       if following - 1 <= seq]
+            if self._fd is None and self._segments and self._last_written <= seq:  # closed, and all covered
+                doomed.append(self._segments[-1][1])
             for path in doomed:
                 path.unlink(missing_ok=True)
             self._segments = [s for s in self._segments if s[1] not in doomed]

@@ -30,6 +30,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -151,16 +152,14 @@ class Monitor:
             self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
 
     def _recent_frame(self, model: str, rows: pd.DataFrame) -> pd.DataFrame:
-        predictions = []
-        for version, part in rows.groupby(rows["version"].astype(int), sort=False):
-            predictions.append(pd.Series(class_values(part["prediction"], self._spec_for(model, int(version))),
-                                         index=part.index))
+        versions = rows["version"].astype(int).to_numpy()
+        predictions = np.empty(len(rows), dtype=object)
+        for version in np.unique(versions):  # one for a joined pair; a few for rows put back at start-up
+            chosen = versions == version
+            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], self._spec_for(model, int(version)))
         return pd.DataFrame({
             "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
-            "version": rows["version"].astype(int).to_numpy(),
-            "prediction": pd.concat(predictions).reindex(rows.index).to_numpy(),
-            "received_at": rows["received_at"].to_numpy(),
-        })
+            "version": versions, "prediction": predictions, "received_at": rows["received_at"].to_numpy()})
 
     def _on_commit(self, records: int) -> None:
         self.metrics.log_commits.inc()

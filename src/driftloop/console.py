@@ -237,6 +237,9 @@ def print_monitor_status(status: dict, url: str) -> None:
     console = _stdout()
     console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} rows "
                   f"stored, {status['labels']} labels, {status['events_rejected']} rejected")
+    if ingest := status.get("ingest"):
+        console.print(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
+                      f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting")
     for model, state in status["models"].items():
         aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
         table = Table(title=f"{model} ({aliases}); {state['open_window_rows']} rows in the open window")

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from driftloop import synthetic
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
+from driftloop.monitor.coordinator import RetrainState
 from driftloop.registry import LocalRegistry
 from driftloop.replay import ReplayPlan, replay
 from driftloop.serving.gateway import Gateway
@@ -111,16 +112,16 @@ def test_a_cluster_retrain_is_judged_by_how_its_rollout_ended(tmp_path, s3_env, 
             deployment.abort("churn", "canary error rate 12% is above the limit 1%")
         fake.run_states = ["SUCCEEDED"]
         asyncio.run(monitor.tick())
-    retrain = [r for r in monitor.retrains if r.get("key") == key][0]
+    retrain = [r for r in monitor.coordinator.retrains("churn") if r.key == key][0]
     finished = [e for e in registry.history("churn") if e.action == "retrain-finished"][-1]
-    policy = monitor.policies["churn"]
+    policy = monitor.coordinator.policy("churn")
     if ending == "canary":
-        assert retrain["state"] == "canary" and registry.aliases("churn") == {PRODUCTION: 1, CANARY: 2}
+        assert retrain.state == RetrainState.CANARY and registry.aliases("churn") == {PRODUCTION: 1, CANARY: 2}
         assert policy.consecutive_failures == 0 and not policy.stopped
     else:
-        assert retrain["state"] == "rolled-back" and registry.aliases("churn") == {PRODUCTION: 1}
+        assert retrain.state == RetrainState.ROLLED_BACK and registry.aliases("churn") == {PRODUCTION: 1}
         assert policy.consecutive_failures == 1 and policy.stopped  # max_failures 1
-    assert finished.evidence["state"] == retrain["state"] and finished.to_version == 2
+    assert finished.evidence["state"] == retrain.state.value and finished.to_version == 2 and retrain.version == 2
     shown = generate_latest(monitor.metrics.registry).decode()
     assert f'driftloop_rollouts_total{{model="churn",outcome="{ending.replace("-", "_")}"}} 1.0' in shown
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -84,12 +85,9 @@ def _bookkeeping(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: DatasetSpec, limit: int,
                          since: pd.Timestamp | None = None) -> pd.DataFrame:
     """The newest ``limit`` logged rows of ``model`` that have a label, shaped like training data."""
-    store.flush(model)
-    rows = store.read(model)
+    rows = store.read(model, since)  # parts and rows not yet written (they are safe in the ingest log)
     if rows.empty or limit == 0:
         return pd.DataFrame()
-    if since is not None:
-        rows = rows[rows["received_at"] >= since]
     rows = rows.sort_values("received_at")
     keys = pd.Series([row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)], index=rows.index)
     truth = labels.lookup(keys)
@@ -107,6 +105,8 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
 
 
 PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rolled-back", "not-deployed"
+# Reserved for the approval policy: a version that passed its canary analysis and waits for a person.
+PENDING_APPROVAL = "pending-approval"
 
 
 def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
@@ -137,35 +137,101 @@ class RunOutcome:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StartedRun:
+    """A run a runner started."""
+
+    run_id: str  # what :meth:`Runner.attach` needs to follow it from another process
+    url: str  # where a person looks at it
+
+
+class Runner(Protocol):
+    """The port through which a retrain becomes a CT run (local: kfp.local in a child process; kfp: KFP's API)."""
+
+    def start(self, params: CTParams, key: str) -> StartedRun:
+        """Starts the CT pipeline for the retrain ``key``."""
+
+    def poll(self, key: str) -> RunOutcome | None:
+        """None while the run goes on, then how it ended (once)."""
+
+    def attach(self, key: str, run_id: str) -> bool:
+        """Follows a run that an earlier monitor process started (it was killed or restarted meanwhile);
+        False when the run cannot be found, and so never finishes as far as anyone can tell."""
+
+
 class LocalRunner:
-    """Runs the CT pipeline on kfp.local in a child process (``driftloop.runners.local_job``)."""
+    """Runs the CT pipeline on kfp.local in a child process (``driftloop.runners.local_job``).
+
+    The child outlives a monitor that is killed: it writes its summary file when it ends, and its pid file
+    lets a restarted monitor tell a run still going from one that died with the machine.
+    """
 
     def __init__(self, home: str | Path, registry_uri: str) -> None:
         self.home, self.registry_uri = Path(home), registry_uri
         self._runs: dict[str, tuple[subprocess.Popen, Path]] = {}
+        self._attached: dict[str, tuple[int | None, Path]] = {}  # runs of an earlier process: pid, summary
 
-    def start(self, params: CTParams, key: str) -> str:
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
         jobs = self.home / "retrains"
-        jobs.mkdir(parents=True, exist_ok=True)
-        params_path, summary_path = jobs / f"{key}.params.json", jobs / f"{key}.summary.json"
+        return jobs / f"{key}.params.json", jobs / f"{key}.summary.json", jobs / f"{key}.pid"
+
+    def start(self, params: CTParams, key: str) -> StartedRun:
+        params_path, summary_path, pid_path = self._paths(key)
+        params_path.parent.mkdir(parents=True, exist_ok=True)
         params_path.write_text(json.dumps(asdict(params)))
         env = {**os.environ, "DRIFTLOOP_HOME": str(self.home), "DRIFTLOOP_REGISTRY": self.registry_uri}
-        log = open(jobs / f"{key}.log", "w")  # noqa: SIM115 - the child owns it for the run's lifetime
+        log = open(params_path.parent / f"{key}.log", "w")  # noqa: SIM115 - the child owns it for the run's lifetime
         process = subprocess.Popen([sys.executable, "-m", "driftloop.runners.local_job", str(params_path),
                                     str(summary_path)], env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        pid_path.write_text(str(process.pid))
         self._runs[key] = (process, summary_path)
-        return f"local:{key}"
+        return StartedRun(f"local:{key}", f"local:{key}")
+
+    def attach(self, key: str, run_id: str) -> bool:
+        _, summary_path, pid_path = self._paths(key)
+        if summary_path.exists():
+            self._attached[key] = (None, summary_path)
+            return True
+        try:
+            pid = int(pid_path.read_text())
+        except (OSError, ValueError):
+            return False
+        if not _running(pid, str(summary_path)):
+            return False
+        self._attached[key] = (pid, summary_path)
+        return True
 
     def poll(self, key: str) -> RunOutcome | None:
+        if key in self._attached:
+            pid, summary_path = self._attached[key]
+            if not summary_path.exists() and pid is not None and _running(pid, str(summary_path)):
+                return None
+            del self._attached[key]
+            return _summary(summary_path, "the run process ended without a summary")
         process, summary_path = self._runs[key]
         if process.poll() is None:
             return None
         del self._runs[key]
-        if not summary_path.exists():
-            return RunOutcome("FAILED", f"the run process exited with code {process.returncode} without a summary")
-        summary = json.loads(summary_path.read_text())
-        return RunOutcome(summary.get("state", "FAILED"), summary.get("error") or "")
+        return _summary(summary_path, f"the run process exited with code {process.returncode} without a summary")
+
+
+def _summary(path: Path, missing: str) -> RunOutcome:
+    if not path.exists():
+        return RunOutcome("FAILED", missing)
+    summary = json.loads(path.read_text())
+    return RunOutcome(summary.get("state", "FAILED"), summary.get("error") or "")
+
+
+def _running(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) process whose command line names ``marker`` (pids are reused)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        if marker.encode() not in (proc / "cmdline").read_bytes():
+            return False
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class KfpRunner:
@@ -179,12 +245,18 @@ class KfpRunner:
         self.registry_uri = registry_uri
         self._runs: dict[str, str] = {}
 
-    def start(self, params: CTParams, key: str) -> str:
+    def start(self, params: CTParams, key: str) -> StartedRun:
         from driftloop.kfp_submit import submit_run
 
         run = submit_run(self.settings, params, self.registry_uri, run_name=f"driftloop-retrain-{key}")
         self._runs[key] = run.run_id
-        return run.run_url or run.run_id
+        return StartedRun(run.run_id, run.run_url or run.run_id)
+
+    def attach(self, key: str, run_id: str) -> bool:
+        if not run_id:
+            return False
+        self._runs[key] = run_id  # KFP keeps the run; polling it works from any process
+        return True
 
     def poll(self, key: str) -> RunOutcome | None:
         from driftloop.kfp_submit import run_state
@@ -197,10 +269,9 @@ class KfpRunner:
                           "" if state == "SUCCEEDED" else f"KFP run ended {state}")
 
 
-def make_runner(config: RetrainConfig, home: Path, registry_uri: str):
+def make_runner(config: RetrainConfig, home: Path, registry_uri: str) -> Runner | None:
     if config.runner == "kfp":
         return KfpRunner(config, registry_uri)
     if config.runner == "local":
         return LocalRunner(home, registry_uri)
     return None
-

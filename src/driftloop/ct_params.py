@@ -256,7 +256,7 @@ def check_value(name: str, value: Any) -> Any:
 
 # What the drift monitor sets for every retrain itself; its ``pipeline_params`` may set the rest.
 SET_PER_RETRAIN = ("data_uri", "target", "model_name", "registry_uri", "spec_json", "id_column", "timestamp_column",
-                   "triggered_by")
+                   "recent_uri", "triggered_by")
 
 
 def check_overrides(values: dict, reserved: tuple[str, ...] = ()) -> dict:

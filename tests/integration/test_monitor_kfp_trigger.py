@@ -65,9 +65,14 @@ def test_a_drift_trigger_submits_a_kfp_run_with_its_table_on_s3(tmp_path, s3_env
     assert parameters["registry_uri"] == "s3://driftloop/registry" and parameters["estimator"] == "xgboost"
     assert parameters["data_uri"] == f"s3://retrain/tables/churn/retrain-{key}.parquet"
     table = pd.read_parquet(io.BytesIO(read_bytes(parameters["data_uri"])))
-    # v1's training data plus the labelled traffic (a label still in flight when the window closed may miss).
-    recent = table[table["customer_id"].str.startswith("c0005")]
-    assert len(table) - len(recent) == 3000 and 390 <= len(recent) <= 400
+    held = pd.read_parquet(io.BytesIO(read_bytes(parameters["recent_uri"])))
+    # v1's training data plus the labelled traffic (a label still in flight when the window closed may miss), the
+    # newest third of it held back as the recent slice the pipeline judges the new world on — never trained on.
+    live = table[table["customer_id"].str.startswith("c0005")]
+    assert len(table) - len(live) == 3000 and (table["driftloop_source"] == "live").sum() == len(live)
+    assert 390 <= len(live) + len(held) <= 400 and len(held) == (len(live) + len(held)) // 3
+    assert not set(held["customer_id"]) & set(table["customer_id"])
+    assert held["event_time"].min() >= live["event_time"].max()
     assert set(table["churned"].unique()) <= {0, 1}
     triggered = [e for e in registry.history("churn") if e.action == "retrain-triggered"][0]
     assert triggered.evidence["run"].startswith(kfp_api.url) and triggered.evidence["data_uri"] == parameters["data_uri"]

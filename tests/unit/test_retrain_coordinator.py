@@ -13,9 +13,10 @@ from driftloop import synthetic
 from driftloop.errors import DataError, DriftloopError
 from driftloop.monitor.config import RetrainConfig, TriggerConfig
 from driftloop.monitor.coordinator import RetrainCoordinator, RetrainState, resume
-from driftloop.monitor.retrain import RunOutcome, StartedRun, TrainingTable
+from driftloop.monitor.retrain import TrainingTable
 from driftloop.monitor.windows import WindowRecord
 from driftloop.registry import CANARY, LocalRegistry
+from driftloop.runners import RunOutcome, StartedRun
 from tests.conftest import register_trained
 
 MINUTE = 60.0

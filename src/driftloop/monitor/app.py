@@ -48,10 +48,11 @@ from driftloop.monitor.ingest import CheckpointError, Ingest, JournalError
 from driftloop.monitor.labels import LabelStore, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.retention import Retention
-from driftloop.monitor.retrain import TrainingTable, assemble_training_data, make_runner
+from driftloop.monitor.retrain import TrainingTable, assemble_training_data
 from driftloop.monitor.store import RowStore
 from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.runners import make_runner
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
@@ -90,7 +91,10 @@ class Monitor:
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[pd.DataFrame]] = {}
         self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
-        runner = make_runner(self.config.retrain, Path(home or self.root), registry_uri or registry.uri)
+        retrain = self.config.retrain
+        runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
+                             kfp_host=retrain.kfp_host, kfp_namespace=retrain.kfp_namespace or None,
+                             experiment=retrain.experiment)
         self.coordinator = RetrainCoordinator(registry, self.config.trigger, self.config.retrain, runner,
                                               self._assemble, self.metrics, self.root / "reports")
         self.ingest = Ingest(self.root, self.joiner, self.store, self.labels, self._on_rows, sync=sync,

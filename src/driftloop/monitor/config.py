@@ -88,6 +88,10 @@ class RetrainConfig:
             the new world more weight.
         data_dir: Where the assembled training table is written (a directory or s3:// prefix).
         reference_uri: Training data to start from; default: the serving version's own training data.
+        holdback_rows: The newest labelled rows held back as the recent slice (never trained on): the pipeline
+            chooses how much the new world weighs on them and the gate compares challenger and champion there.
+            At most a third of the labelled rows is held back, and none when that leaves fewer than
+            ``min_holdback_rows``; 0 turns drift-aware retraining off.
         pipeline_params: Extra CT pipeline parameters (estimator, canary_percent, rollout_* …).
     """
 
@@ -100,6 +104,8 @@ class RetrainConfig:
     reference_rows: int | None = None
     data_dir: str = ""
     reference_uri: str = ""
+    holdback_rows: int = 500
+    min_holdback_rows: int = 100
     pipeline_params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,8 +115,8 @@ class RetrainConfig:
             raise ConfigError("retrain runner 'kfp' needs kfp_host")
         if self.runner == "kfp" and not self.data_dir.startswith("s3://"):
             raise ConfigError("retrain runner 'kfp' needs an s3:// data_dir: pipeline pods cannot read the monitor's disk")
-        if self.recent_rows < 0:
-            raise ConfigError("retrain recent_rows must be >= 0")
+        if self.recent_rows < 0 or self.holdback_rows < 0 or self.min_holdback_rows < 1:
+            raise ConfigError("retrain recent_rows and holdback_rows must be >= 0, min_holdback_rows >= 1")
         # Checked now, against the CT parameters' one definition: a mistyped key found only when a retrain
         # starts would leave the trigger in flight with nothing running.
         from driftloop.ct_params import SET_PER_RETRAIN, check_overrides

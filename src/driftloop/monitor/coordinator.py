@@ -37,8 +37,6 @@ from driftloop.monitor.retrain import (
     PENDING_APPROVAL,
     PROMOTED,
     ROLLED_BACK,
-    Runner,
-    RunOutcome,
     TrainingTable,
     rollout_outcome,
 )
@@ -46,6 +44,7 @@ from driftloop.monitor.trigger import Decision, TriggerPolicy
 from driftloop.monitor.windows import WindowRecord
 from driftloop.registry import ModelRegistry
 from driftloop.registry.base import AuditEntry
+from driftloop.runners import Runner, RunOutcome
 
 log = logging.getLogger(__name__)
 ACTOR = "drift-monitor"
@@ -311,7 +310,8 @@ class RetrainCoordinator:
             self._end(retrain, RetrainState.BLOCKED, now, error=str(exc))
             return retrain
         retrain.data_uri = table.uri
-        evidence |= {"data_uri": table.uri, "reference_rows": table.n_reference, "recent_rows": table.n_recent}
+        evidence |= {"data_uri": table.uri, "reference_rows": table.n_reference, "recent_rows": table.n_recent,
+                     "recent_uri": table.recent_uri, "held_back_rows": table.n_holdback}
         if self.runner is None:
             self.registry.record(model, "retrain-triggered", actor=ACTOR, version=production,
                                  reason=decision.reason + " (runner 'none': not started)",
@@ -337,7 +337,7 @@ class RetrainCoordinator:
         spec = DatasetSpec.from_json(self.registry.read_file(model, production, "spec.json").decode())
         return CTParams(data_uri=table.uri, target=spec.target, model_name=model, spec_json=spec.to_json(),
                         id_column=spec.id_column or "", timestamp_column=spec.timestamp_column or "",
-                        triggered_by=f"drift:{key}", **self.retrain_config.pipeline_params)
+                        recent_uri=table.recent_uri, triggered_by=f"drift:{key}", **self.retrain_config.pipeline_params)
 
     def _window_evidence(self, window: WindowRecord) -> dict:
         report = (str(self.reports / window.model / f"window-{window.id:06d}.html") if self.reports else None)

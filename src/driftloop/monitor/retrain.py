@@ -1,27 +1,21 @@
-"""A trigger's retrain: assemble the training table, then start the CT pipeline through a runner.
+"""A trigger's retrain: assemble the training table, and judge how the new version's rollout ended.
 
 The table is the serving version's training data plus the most recent labelled live traffic,
 validated against the version's spec and profile like any other training data: poisoned or
 out-of-range traffic blocks the retrain with the checker's reason instead of reaching a model.
-Runners: ``local`` (a CT run on kfp.local in a subprocess) and ``kfp`` (a run on Kubeflow Pipelines).
+The CT run itself starts through a runner (:mod:`driftloop.runners`).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pandas as pd
 
 from driftloop import storage
-from driftloop.ct_params import CTParams
-from driftloop.data import DatasetSpec, coerce_to_spec, load_table
+from driftloop.data import LIVE, REFERENCE, SOURCE_COLUMN, DatasetSpec, coerce_to_spec, load_table
 from driftloop.errors import ConfigError, DataError
 from driftloop.monitor.config import RetrainConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
@@ -35,15 +29,19 @@ from driftloop.validation import validate_table
 class TrainingTable:
     uri: str
     n_reference: int
-    n_recent: int
+    n_recent: int  # labelled live rows trained on
     reference_uri: str
+    recent_uri: str = ""  # the newest labelled rows, held back (empty: none)
+    n_holdback: int = 0
 
 
 def assemble_training_data(registry: ModelRegistry, store: RowStore, labels: LabelStore, model: str, version: int,
                            config: RetrainConfig, key: str, default_dir: Path,
                            since: pd.Timestamp | None = None) -> TrainingTable:
     """Reference data + recent labelled traffic (received at or after ``since``), validated, written as
-    Parquet; returns where.
+    Parquet; returns where. Rows are marked by where they came from (``driftloop_source``: reference | live), and
+    the newest labelled rows are held back in a table of their own (the recent slice; see
+    :class:`~driftloop.monitor.config.RetrainConfig`), which the pipeline never trains on.
 
     Raises:
         DataValidationError: the recent traffic fails validation (the retrain is blocked).
@@ -63,13 +61,25 @@ def assemble_training_data(registry: ModelRegistry, store: RowStore, labels: Lab
     # The same checks as the pipeline's first step, against the serving version's profile.
     recent, _, _ = validate_table(recent, spec, profile)
     columns = [c for c in [spec.id_column, spec.timestamp_column, *spec.feature_names, spec.target] if c]
-    combined = pd.concat([_bookkeeping(coerce_to_spec(reference, spec), spec)[columns], _bookkeeping(recent, spec)[columns]],
-                         ignore_index=True)
-    buffer = io.BytesIO()
-    combined.to_parquet(buffer, index=False)
+    holdback = min(config.holdback_rows, len(recent) // 3)
+    if holdback < config.min_holdback_rows:
+        holdback = 0  # too few rows to judge anything on: a plain retrain
+    live, held = recent.iloc[:len(recent) - holdback], recent.iloc[len(recent) - holdback:]  # oldest first
+    combined = pd.concat([_bookkeeping(coerce_to_spec(reference, spec), spec)[columns].assign(**{SOURCE_COLUMN: REFERENCE}),
+                          _bookkeeping(live, spec)[columns].assign(**{SOURCE_COLUMN: LIVE})], ignore_index=True)
     base = config.data_dir.rstrip("/") if config.data_dir else str(default_dir)
-    uri = storage.write_bytes(f"{base}/{model}/retrain-{key}.parquet", buffer.getvalue())
-    return TrainingTable(uri, len(reference), len(recent), reference_uri)
+    uri = storage.write_bytes(f"{base}/{model}/retrain-{key}.parquet", _parquet(combined))
+    recent_uri = ""
+    if holdback:
+        recent_uri = storage.write_bytes(f"{base}/{model}/retrain-{key}-recent.parquet",
+                                         _parquet(_bookkeeping(held, spec)[columns]))
+    return TrainingTable(uri, len(reference), len(live), reference_uri, recent_uri, holdback)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def _bookkeeping(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -124,154 +134,3 @@ def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
         if entry.action == "promote" and entry.to_version == version:
             return PROMOTED
     return NOT_DEPLOYED
-
-
-@dataclass
-class RunOutcome:
-    """How a retrain's run ended."""
-
-    state: str  # "SUCCEEDED" | "FAILED"
-    error: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StartedRun:
-    """A run a runner started."""
-
-    run_id: str  # what :meth:`Runner.attach` needs to follow it from another process
-    url: str  # where a person looks at it
-
-
-class Runner(Protocol):
-    """The port through which a retrain becomes a CT run (local: kfp.local in a child process; kfp: KFP's API)."""
-
-    def start(self, params: CTParams, key: str) -> StartedRun:
-        """Starts the CT pipeline for the retrain ``key``."""
-
-    def poll(self, key: str) -> RunOutcome | None:
-        """None while the run goes on, then how it ended (once)."""
-
-    def attach(self, key: str, run_id: str) -> bool:
-        """Follows a run that an earlier monitor process started (it was killed or restarted meanwhile);
-        False when the run cannot be found, and so never finishes as far as anyone can tell."""
-
-
-class LocalRunner:
-    """Runs the CT pipeline on kfp.local in a child process (``driftloop.runners.local_job``).
-
-    The child outlives a monitor that is killed: it writes its summary file when it ends, and its pid file
-    lets a restarted monitor tell a run still going from one that died with the machine.
-    """
-
-    def __init__(self, home: str | Path, registry_uri: str) -> None:
-        self.home, self.registry_uri = Path(home), registry_uri
-        self._runs: dict[str, tuple[subprocess.Popen, Path]] = {}
-        self._attached: dict[str, tuple[int | None, Path]] = {}  # runs of an earlier process: pid, summary
-
-    def _paths(self, key: str) -> tuple[Path, Path, Path]:
-        jobs = self.home / "retrains"
-        return jobs / f"{key}.params.json", jobs / f"{key}.summary.json", jobs / f"{key}.pid"
-
-    def start(self, params: CTParams, key: str) -> StartedRun:
-        params_path, summary_path, pid_path = self._paths(key)
-        params_path.parent.mkdir(parents=True, exist_ok=True)
-        params_path.write_text(json.dumps(asdict(params)))
-        env = {**os.environ, "DRIFTLOOP_HOME": str(self.home), "DRIFTLOOP_REGISTRY": self.registry_uri}
-        log = open(params_path.parent / f"{key}.log", "w")  # noqa: SIM115 - the child owns it for the run's lifetime
-        process = subprocess.Popen([sys.executable, "-m", "driftloop.runners.local_job", str(params_path),
-                                    str(summary_path)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        pid_path.write_text(str(process.pid))
-        self._runs[key] = (process, summary_path)
-        return StartedRun(f"local:{key}", f"local:{key}")
-
-    def attach(self, key: str, run_id: str) -> bool:
-        _, summary_path, pid_path = self._paths(key)
-        if summary_path.exists():
-            self._attached[key] = (None, summary_path)
-            return True
-        try:
-            pid = int(pid_path.read_text())
-        except (OSError, ValueError):
-            return False
-        if not _running(pid, str(summary_path)):
-            return False
-        self._attached[key] = (pid, summary_path)
-        return True
-
-    def poll(self, key: str) -> RunOutcome | None:
-        if key in self._attached:
-            pid, summary_path = self._attached[key]
-            if not summary_path.exists() and pid is not None and _running(pid, str(summary_path)):
-                return None
-            del self._attached[key]
-            return _summary(summary_path, "the run process ended without a summary")
-        process, summary_path = self._runs[key]
-        if process.poll() is None:
-            return None
-        del self._runs[key]
-        return _summary(summary_path, f"the run process exited with code {process.returncode} without a summary")
-
-
-def _summary(path: Path, missing: str) -> RunOutcome:
-    if not path.exists():
-        return RunOutcome("FAILED", missing)
-    summary = json.loads(path.read_text())
-    return RunOutcome(summary.get("state", "FAILED"), summary.get("error") or "")
-
-
-def _running(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is a live (not zombie) process whose command line names ``marker`` (pids are reused)."""
-    proc = Path(f"/proc/{pid}")
-    try:
-        if marker.encode() not in (proc / "cmdline").read_bytes():
-            return False
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-class KfpRunner:
-    """Starts the CT pipeline on Kubeflow Pipelines with the same client as ``driftloop submit``."""
-
-    def __init__(self, config: RetrainConfig, registry_uri: str) -> None:
-        from driftloop.kfp_submit import KfpSettings
-
-        self.settings = KfpSettings.from_env(host=config.kfp_host, namespace=config.kfp_namespace or None,
-                                             experiment=config.experiment)
-        self.registry_uri = registry_uri
-        self._runs: dict[str, str] = {}
-
-    def start(self, params: CTParams, key: str) -> StartedRun:
-        from driftloop.kfp_submit import submit_run
-
-        run = submit_run(self.settings, params, self.registry_uri, run_name=f"driftloop-retrain-{key}")
-        self._runs[key] = run.run_id
-        return StartedRun(run.run_id, run.run_url or run.run_id)
-
-    def attach(self, key: str, run_id: str) -> bool:
-        if not run_id:
-            return False
-        self._runs[key] = run_id  # KFP keeps the run; polling it works from any process
-        return True
-
-    def poll(self, key: str) -> RunOutcome | None:
-        from driftloop.kfp_submit import run_state
-
-        state = run_state(self.settings, self._runs[key])
-        if state not in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
-            return None
-        del self._runs[key]
-        return RunOutcome("SUCCEEDED" if state == "SUCCEEDED" else "FAILED",
-                          "" if state == "SUCCEEDED" else f"KFP run ended {state}")
-
-
-def make_runner(config: RetrainConfig, home: Path, registry_uri: str) -> Runner | None:
-    if config.runner == "kfp":
-        return KfpRunner(config, registry_uri)
-    if config.runner == "local":
-        return LocalRunner(home, registry_uri)
-    return None

@@ -128,29 +128,17 @@ def approve(registry: ModelRegistry | str, model: str, version: int, reason: str
     Returns:
         What serves now (a :class:`~driftloop.deploy.ServedTraffic`).
     """
-    from driftloop.deploy import approval
+    from driftloop.deploy.approval import APPROVE, decide
 
-    return _decide(approval.approve, registry, model, version, reason, actor, context, serving)
+    return decide(APPROVE, _registry(registry), model, version, reason, actor=actor, context=context, **serving)
 
 
 def reject(registry: ModelRegistry | str, model: str, version: int, reason: str, *, actor: str | None = None,
            context: str | None = None, **serving):
     """Takes the canary ``version`` that waits for approval out of service (see :func:`approve`)."""
-    from driftloop.deploy import approval
+    from driftloop.deploy.approval import REJECT, decide
 
-    return _decide(approval.reject, registry, model, version, reason, actor, context, serving)
-
-
-def _decide(decision, registry, model: str, version: int, reason: str, actor: str | None, context: str | None,
-            serving: dict):
-    from driftloop.deploy.approval import deployment_for
-    from driftloop.identity import resolve_actor
-
-    registry = _registry(registry)
-    registry.require_model(model)
-    deployment = deployment_for(registry, model, "driftloop", context=context, **serving)
-    who = resolve_actor(actor, api_client=getattr(deployment, "api_client", None))
-    return decision(deployment, model, version, who, reason)
+    return decide(REJECT, _registry(registry), model, version, reason, actor=actor, context=context, **serving)
 
 
 def _registry(registry: ModelRegistry | str) -> ModelRegistry:

@@ -151,8 +151,8 @@ def _steer(registry: ModelRegistry, args: argparse.Namespace, actor: str):
 
 
 def _governance(registry: ModelRegistry, args: argparse.Namespace) -> int:
-    from driftloop import api, console
-    from driftloop.deploy.approval import deployment_for, expire_pending
+    from driftloop import console  # not driftloop.api: it imports pandas, seconds for a one-line answer
+    from driftloop.deploy.approval import decide, deployment_for, expire_pending, pending_approvals
     from driftloop.deploy_cli import serving_arguments
     from driftloop.identity import resolve_actor
 
@@ -166,12 +166,11 @@ def _governance(registry: ModelRegistry, args: argparse.Namespace) -> int:
             policy = registry.state(args.name).approval_policy
             return _emit(args, policy.to_dict() if policy else None, lambda: console.print_policy(args.name, policy))
         new = None if args.off else _policy_from(args)
-        entry = api.set_approval_policy(registry, args.name, new, actor=args.actor)
+        entry = registry.set_approval_policy(args.name, new, actor=resolve_actor(args.actor).name)
         return _emit(args, entry.to_dict(), lambda: console.print_policy(args.name, new, entry))
     if args.verb in ("approve", "reject"):
-        decide = api.approve if args.verb == "approve" else api.reject
-        traffic = decide(registry, args.name, args.version, args.reason, actor=args.actor, context=args.context,
-                         **serving_arguments(args))
+        traffic = decide(args.verb, registry, args.name, args.version, args.reason, actor=args.actor,
+                         context=args.context, **serving_arguments(args))
         return _emit(args, traffic.to_dict(), lambda: print(f"{args.name} v{args.version} {args.verb}d; "
                                                            f"{traffic.describe()}"))
     # pending: roll back what is past its deadline (through the backend it serves on), then list what waits.
@@ -185,7 +184,7 @@ def _governance(registry: ModelRegistry, args: argparse.Namespace) -> int:
         gone = expire_pending(deployment, name, now)
         if gone is not None:
             expired.append(gone)
-    waiting = api.pending_approvals(registry, args.name)
+    waiting = pending_approvals(registry, args.name)
     payload = {"pending": [p.to_dict() | {"age_seconds": p.age_seconds(now)} for p in waiting],
                "expired": [p.to_dict() for p in expired]}
     return _emit(args, payload, lambda: console.print_pending(waiting, expired, now))

@@ -128,3 +128,19 @@ def deployment_for(registry: ModelRegistry, model: str | None, actor: str, *, co
     settings = {**(pending.serving if pending else {}), **{k: v for k, v in serving.items() if v is not None}}
     target = settings.pop("target", None) or "local"
     return open_deployment(registry, target, actor=actor, context=context, **settings)
+
+
+def decide(decision: str, registry: ModelRegistry, model: str, version: int, reason: str, *,
+           actor: str | None = None, context: str | None = None, **serving) -> ServedTraffic:
+    """Approves or rejects (``decision``) as whoever runs this: the actor is resolved
+    (:func:`~driftloop.identity.resolve_actor`: a verified Kubernetes identity, else ``actor`` or the login name,
+    self-declared) and the decision goes through the backend the canary serves on (:func:`deployment_for`)."""
+    from driftloop.identity import resolve_actor
+
+    act = {APPROVE: approve, REJECT: reject}.get(decision)
+    if act is None:
+        raise ConfigError(f"unknown decision '{decision}': use {APPROVE} or {REJECT}")
+    registry.require_model(model)
+    deployment = deployment_for(registry, model, "driftloop", context=context, **serving)
+    return act(deployment, model, version, resolve_actor(actor, api_client=getattr(deployment, "api_client", None)),
+               reason)

@@ -81,7 +81,8 @@ def _self_subject_review(api_client) -> tuple[tuple[str, str] | None, str]:
     from urllib3.exceptions import HTTPError
 
     try:
-        review = AuthenticationV1Api(api_client).create_self_subject_review(V1SelfSubjectReview())
+        review = AuthenticationV1Api(api_client).create_self_subject_review(
+            V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"))
     except ApiException as exc:
         return None, (f"the Kubernetes API server answered HTTP {exc.status} to a SelfSubjectReview "
                       "(authentication.k8s.io/v1, Kubernetes >= 1.28); the actor is self-declared")

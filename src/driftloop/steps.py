@@ -341,7 +341,9 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 @dataclass
 class DeployResult:
-    action: str  # "promoted" | "canary" (no analysis asked for) | "aborted" (the analysis failed it)
+    # "promoted" | "canary" (no analysis asked for) | "aborted" (the analysis failed it) | "pending-approval"
+    # (it passed; the model's approval policy holds it at its share until someone approves or rejects it)
+    action: str
     version: int
     previous_production: int | None
     canary_percent: int
@@ -361,8 +363,10 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
 
     Straight to production when nothing serves yet (or at 100 %); otherwise as the canary taking
     ``canary_percent`` %. With a metrics source (``rollout_gateway`` locally, ``rollout_prometheus`` on
-    KServe) the canary then goes through automated analysis and ends "promoted" or "aborted"; with
-    ``rollout_monitor`` the analysis also compares realised quality on labelled traffic. ``rollout_policy``
+    KServe) the canary then goes through automated analysis and ends "promoted" or "aborted", or
+    "pending-approval" when the model's approval policy (kept in the registry, not a run parameter) holds a
+    canary that passed for a person's decision; with ``rollout_monitor`` the analysis also compares realised
+    quality on labelled traffic. ``rollout_policy``
     overrides :class:`~driftloop.rollout.RolloutPolicy` fields. Every parameter is checked as
     :class:`~driftloop.ct_params.CTParams` defines it.
     """
@@ -391,8 +395,9 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
     read_quality = quality_reader(values["rollout_monitor"], model_name) if values["rollout_monitor"] else None
     result = run_rollout(deployment, model_name, metrics, policy, read_quality=read_quality)
     traffic = deployment.observe(model_name)
-    return DeployResult(result.outcome, start.version, start.previous_production,
-                        100 if result.outcome == "promoted" else 0, traffic.describe() if traffic else "")
+    share = 100 if result.outcome == "promoted" else traffic.canary_percent if traffic else 0
+    return DeployResult(result.outcome, start.version, start.previous_production, share,
+                        traffic.describe() if traffic else "")
 
 
 def _request_metrics(deployment, model_name: str, values: dict):

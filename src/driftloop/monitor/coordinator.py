@@ -365,12 +365,23 @@ class RetrainCoordinator:
             self.expire_pending(pending, now)
 
     def expire_pending(self, pending: list[Retrain], now: float) -> None:
-        """Called each tick with the retrains whose version waits for approval.
+        """Called each tick with the retrains whose version waits for approval: a wait past the policy's timeout
+        rolls the canary back through the deployment interface (``approval-expired``); an approval or a rejection
+        made meanwhile (``driftloop models approve | reject``) settles the retrain as what it became."""
+        from driftloop.deploy.approval import deployment_for, expire_pending
 
-        The approval policy decides what becomes of a version that waits past its timeout: roll its canary
-        back through the deployment interface, then :meth:`settle` the retrain as ``ROLLED_BACK``. Without an
-        approval policy nothing waits, and there is nothing to do.
-        """
+        for retrain in pending:
+            try:
+                expire_pending(deployment_for(self.registry, retrain.model, ACTOR), retrain.model, now)
+            except DriftloopError as exc:
+                log.warning("monitor: cannot enforce the approval timeout of %s: %s", retrain.key, exc)
+                continue
+            outcome = rollout_outcome(self.registry, retrain.model, retrain.version)
+            if outcome != PENDING_APPROVAL:
+                state = _ROLLOUT_STATES.get(outcome, RetrainState.FAILED)
+                self.metrics.rollouts.labels(retrain.model, outcome.replace("-", "_")).inc()
+                self.settle(retrain, state, now, reason=f"retrain {retrain.key}: v{retrain.version} {outcome} "
+                                                       "after waiting for approval")
 
     def settle(self, retrain: Retrain, state: RetrainState, now: float, *, reason: str = "",
                version: int | None = None, error: str | None = None, evidence: dict | None = None) -> None:

@@ -21,7 +21,7 @@ from driftloop.monitor.config import RetrainConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.store import RowStore
 from driftloop.profile import ReferenceProfile
-from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, approvals
 from driftloop.validation import validate_table
 
 
@@ -115,21 +115,25 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
 
 
 PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rolled-back", "not-deployed"
-# Reserved for the approval policy: a version that passed its canary analysis and waits for a person.
-PENDING_APPROVAL = "pending-approval"
+# A version that passed its canary analysis and waits for a person (the approval policy).
+PENDING_APPROVAL = approvals.PENDING_APPROVAL
+# Entries that take a canary out of service: aborted by analysis, failed to start, rejected, approval timed out.
+_TAKEN_OUT = ("rollout-abort", "rollout-failed", approvals.REJECT, approvals.APPROVAL_EXPIRED)
 
 
 def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
     """How a registered version's rollout ended, from the registry: promoted (production now, or before a
-    later version replaced it), canary (still serving its share), rolled-back (aborted or failed to start),
-    or not-deployed."""
-    aliases = registry.aliases(model)
-    if aliases.get(PRODUCTION) == version:
+    later version replaced it), pending-approval (its canary waits for a person), canary (still serving its
+    share), rolled-back (aborted, failed to start, rejected or expired), or not-deployed."""
+    state = registry.state(model)
+    if state.aliases.get(PRODUCTION) == version:
         return PROMOTED
-    if aliases.get(CANARY) == version:
+    if state.pending_approval is not None and state.pending_approval.version == version:
+        return PENDING_APPROVAL
+    if state.aliases.get(CANARY) == version:
         return CANARY_SERVING
     for entry in reversed(registry.history(model)):
-        if entry.action in ("rollout-abort", "rollout-failed") and version in (entry.from_version, entry.to_version):
+        if entry.action in _TAKEN_OUT and version in (entry.from_version, entry.to_version):
             return ROLLED_BACK
         if entry.action == "promote" and entry.to_version == version:
             return PROMOTED

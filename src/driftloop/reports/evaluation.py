@@ -283,7 +283,7 @@ def _confusion_table(matrix: list[list[int]], classes: list[str]) -> str:
         share = n / of if of else 0.0
         strength = 0.1 + 0.45 * share
         rgb = "26,127,55" if good else "207,34,46"
-        return (f'<td style="background:rgba({rgb},{strength:.2f})"><strong>{count(n)}</strong>'
+        return (f'<td style="background:rgba({rgb},{strength:.2f})"><strong>{count(n)}</strong> '
                 f'<span class="rate">{percent(share if of else None)} of actual {e(what)}</span></td>')
 
     negatives, positives = tn + fp, fn + tp

@@ -19,7 +19,7 @@ import pandas as pd
 import driftloop
 from driftloop.ct_params import default_of
 from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec, infer_spec, load_table
-from driftloop.errors import DriftloopError, VersionExistsError
+from driftloop.errors import DataValidationError, DriftloopError, VersionExistsError
 from driftloop.evaluation import (
     Evaluation,
     GateDecision,
@@ -40,7 +40,7 @@ from driftloop.reports import (
     model_card,
     validation_report_html,
 )
-from driftloop.validation import ValidationFailed, ValidationReport, validate_table
+from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
 
@@ -75,7 +75,7 @@ def load_and_validate(
     the same spec and written to ``recent_path``; without one an empty table is written there.
 
     The validation report goes to ``report_path`` whatever the outcome: a failed validation writes its page,
-    with the failure, before :class:`~driftloop.validation.ValidationFailed` is raised.
+    with the failure, before :class:`~driftloop.errors.DataValidationError` is raised.
     """
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
@@ -89,7 +89,7 @@ def load_and_validate(
                           spec_source=f"{source} spec", at=utc_now())
     try:
         clean, report, spec = validate_table(frame, spec, reference)
-    except ValidationFailed as failure:
+    except DataValidationError as failure:
         page.report, page.error = failure.report, str(failure)
         page.current = _profile_as_far_as_it_goes(failure.frame, spec)
         _write_text(report_path, validation_report_html(page))

@@ -1,8 +1,8 @@
 """Data validation: schema, target, null rates, and ranges and categories learned from a reference.
 
 :func:`validate_table` runs every check, keeps each result for the report, and raises
-:class:`ValidationFailed` (a :class:`DataValidationError`) naming the first failing column and its problem and
-carrying the report, so a failed validation still gets its page. What passes comes back coerced to the spec's
+:class:`DataValidationError` naming the first failing column and its problem and carrying the report, so a
+failed validation still gets its page. What passes comes back coerced to the spec's
 types, ready for training.
 """
 
@@ -72,20 +72,6 @@ class ValidationReport:
         return {"n_rows": self.n_rows, "n_rows_used": self.n_rows_used, "checks": [asdict(c) for c in self.checks]}
 
 
-class ValidationFailed(DataValidationError):
-    """Validation failed: the first failing check's column and problem, and the report of every check run.
-
-    Attributes:
-        report: The checks up to and including the failure (later stages do not run).
-        frame: The table as far as validation got (coerced to the spec once the schema passed).
-    """
-
-    def __init__(self, first: DataValidationError, report: ValidationReport, frame: pd.DataFrame) -> None:
-        super().__init__(first.column, first.problem)
-        self.report = report
-        self.frame = frame
-
-
 def validate_table(
     frame: pd.DataFrame,
     spec: DatasetSpec,
@@ -99,7 +85,8 @@ def validate_table(
         classes filled in.
 
     Raises:
-        ValidationFailed: the first failing check, naming its column and problem, with the report so far.
+        DataValidationError: the first failing check, naming its column and problem, with the report so far
+            (``report``) and the table as far as validation got (``frame``).
     """
     report = ValidationReport(n_rows=len(frame), n_rows_used=len(frame))
     try:
@@ -117,10 +104,8 @@ def validate_table(
             _check_against_reference(frame, spec, reference, policy, report)
             _check_target_balance(frame, spec, reference, policy, report)
         _raise_first_failure(report)
-    except ValidationFailed:
-        raise
     except DataValidationError as exc:
-        raise ValidationFailed(exc, report, frame) from None
+        raise DataValidationError(exc.column, exc.problem, report, frame) from None
     return frame, report, spec
 
 

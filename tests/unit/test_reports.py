@@ -8,6 +8,7 @@ import pytest
 
 from driftloop import synthetic
 from driftloop.data import DatasetSpec, FeatureSpec
+from driftloop.errors import DataValidationError
 from driftloop.evaluation import (
     LOWER_IS_BETTER,
     Evaluation,
@@ -26,7 +27,7 @@ from driftloop.reports import (
     validation_report_html,
 )
 from driftloop.training import train_model
-from driftloop.validation import Check, ValidationFailed, ValidationReport, validate_table
+from driftloop.validation import Check, ValidationReport, validate_table
 from tests.report_pages import ReportPage, polylines, signed_number, svg_texts
 
 EVIL = "<script>alert('x')</script>"
@@ -379,7 +380,7 @@ def test_validation_page_compares_every_feature_with_the_reference(validated, re
 def test_a_failed_validation_still_gets_a_page_with_the_failure(churn_frame, validated, reference) -> None:
     churn_frame["income"] = churn_frame["income"].astype(object)
     churn_frame.loc[6, "income"] = "unknown"
-    with pytest.raises(ValidationFailed) as caught:
+    with pytest.raises(DataValidationError) as caught:
         validate_table(churn_frame, validated.spec, reference)
     failure = caught.value
 

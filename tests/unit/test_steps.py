@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from driftloop import steps
+from driftloop.errors import DataValidationError
 from driftloop.evaluation import Evaluation, GateDecision
 from driftloop.registry import LocalRegistry
 from driftloop.training import save_model
-from driftloop.validation import ValidationFailed
 from tests.report_pages import ReportPage
 
 
@@ -70,7 +70,7 @@ def test_a_failed_validation_writes_its_report_then_raises(tmp_path: Path, churn
     churn_frame.to_csv(tmp_path / "churn.csv", index=False)
     report_path = tmp_path / "out" / "report.html"
 
-    with pytest.raises(ValidationFailed, match="column 'income': text in a numeric column"):
+    with pytest.raises(DataValidationError, match="column 'income': text in a numeric column"):
         steps.load_and_validate(str(tmp_path / "churn.csv"), "churned", str(tmp_path / "registry"), "churn",
                                 str(tmp_path / "out" / "data.parquet"), str(report_path))
 

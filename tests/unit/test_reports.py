@@ -3,6 +3,8 @@ the evaluation page's verdict, Δ and warning, its header and charts; the model 
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -100,6 +102,19 @@ def test_a_worse_candidate_that_passes_gets_a_clear_warning(lr_evaluation, weak_
     delta = weak_evaluation.metrics["roc_auc"] - lr_evaluation.metrics["roc_auc"]
     assert f"Δ {delta:+.4f}".replace("-", "\u2212") in banner.detail
     assert "allows a drop of up to 0.5000" in banner.detail
+
+
+def test_a_candidate_ahead_on_the_gate_metric_but_behind_on_most_others_is_flagged(lr_evaluation,
+                                                                                    weak_evaluation) -> None:
+    # The weak model's scores, but a hair ahead on ROC AUC: the gate is happy, the other metrics are not.
+    candidate = {**weak_evaluation.metrics, "roc_auc": lr_evaluation.metrics["roc_auc"] + 0.001}
+    decision = decide_gate(candidate, lr_evaluation.metrics, GateThresholds(), 3)
+
+    banner = _page(weak_evaluation, lr_evaluation, decision).banner
+
+    worse = re.match(r"The candidate is worse than champion v3 on (\d) of 6 overall metrics on the holdout",
+                     banner.detail)
+    assert decision.passed and banner.kind == "warn" and worse and int(worse.group(1)) > 3
 
 
 def test_a_better_candidate_passes_without_a_warning(lr_evaluation, weak_evaluation) -> None:

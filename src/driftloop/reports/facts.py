@@ -146,11 +146,12 @@ def trailing_warning(decision: GateDecision) -> str | None:
                      f"({gate.candidate:.4f} against {gate.champion:.4f}, Δ {signed(gate.delta)}); it passed "
                      f"only{allowance}.")
     if judged and len(worse) * 2 > len(judged):
+        subject = "It is worse" if parts else f"The candidate is worse than {label}"
         names = ", ".join(r.label for r in worse)
-        parts.append(f"It is worse on {len(worse)} of {len(judged)} overall metrics ({names}).")
+        parts.append(f"{subject} on {len(worse)} of {len(judged)} overall metrics on {where} ({names}).")
     if not parts:
         return None
-    return " ".join(parts) + " Deploying it replaces a better model; check why before promoting."
+    return " ".join(parts) + " Promoting it would replace a better model: find out why before it serves."
 
 
 def class_balance(evaluation: Evaluation) -> tuple[int, int]:

@@ -103,8 +103,9 @@ def build_ct_pipeline(with_exit_handler: bool = True, image: str = PROJECT_IMAGE
             trained = _step(train_model, p, dataset=validated.outputs["dataset"], recent=validated.outputs["recent"],
                             spec_json=validated.outputs["spec_json"]).set_display_name("train")
             evaluated = _step(evaluate_model, p, model=trained.outputs["model"], holdout=trained.outputs["holdout"],
-                              recent=validated.outputs["recent"],
-                              spec_json=validated.outputs["spec_json"]).set_display_name("evaluate vs champion")
+                              recent=validated.outputs["recent"], spec_json=validated.outputs["spec_json"],
+                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                              ).set_display_name("evaluate vs champion")
             tasks.extend([validated, trained, evaluated])
             with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
                 registered = _step(

@@ -52,6 +52,7 @@ class ValidateResult:
     n_rows: int
     report: ValidationReport
     reference_version: int | None
+    problem: str = ""  # why validation failed (only when asked not to raise)
 
 
 def load_and_validate(
@@ -66,6 +67,7 @@ def load_and_validate(
     timestamp_column: str = "",
     recent_uri: str = "",
     recent_path: str = "",
+    raise_on_failure: bool = True,
 ) -> ValidateResult:
     """Loads the data, settles its spec, validates it and writes the clean table as Parquet.
 
@@ -75,7 +77,9 @@ def load_and_validate(
     the same spec and written to ``recent_path``; without one an empty table is written there.
 
     The validation report goes to ``report_path`` whatever the outcome: a failed validation writes its page,
-    with the failure, before :class:`~driftloop.errors.DataValidationError` is raised.
+    with the failure, before :class:`~driftloop.errors.DataValidationError` is raised — or, with
+    ``raise_on_failure`` False, returned as ``problem`` with empty tables, so a pipeline step can succeed and
+    publish its report (KFP uploads no artifact of a failed step) and a later step fails the run.
     """
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
@@ -93,7 +97,13 @@ def load_and_validate(
         page.report, page.error = failure.report, str(failure)
         page.current = _profile_as_far_as_it_goes(failure.frame, spec)
         _write_text(report_path, validation_report_html(page))
-        raise
+        if raise_on_failure:
+            raise
+        for path in (dataset_path, recent_path):
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame().to_parquet(path, index=False)
+        return ValidateResult(spec, sha, 0, failure.report, champion.version if champion else None, str(failure))
     page.report, page.spec, page.current = report, spec, build_profile(clean, spec)
     Path(dataset_path).parent.mkdir(parents=True, exist_ok=True)
     clean.to_parquet(dataset_path, index=False)
@@ -106,6 +116,11 @@ def load_and_validate(
         recent.to_parquet(recent_path, index=False)
     _write_text(report_path, validation_report_html(page))
     return ValidateResult(spec, sha, len(clean), report, champion.version if champion else None)
+
+
+def fail_validation(problem: str) -> None:
+    """The step that fails a run whose data failed validation (after the validation step published its report)."""
+    raise DataValidationError(None, problem)
 
 
 def _profile_as_far_as_it_goes(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile | None:

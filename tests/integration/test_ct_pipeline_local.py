@@ -139,7 +139,8 @@ def test_dashboard_artifacts_are_written(loop) -> None:
     assert "Data validation" in Path(second.artifacts["validation_report"]).read_text()
     card = Path(second.artifacts["model_card"]).read_text()
     assert card.startswith("# Model card: churn-it v2") and "roc_auc" in card
-    metrics = json.loads((Path(second.run_dir) / "evaluate-model" / "executor_output.json").read_text())
+    # Tasks inside the "data-valid" condition live one level down, in the condition's directory.
+    metrics = json.loads(next(Path(second.run_dir).rglob("evaluate-model/executor_output.json")).read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert {"roc_auc", "accuracy", "f1", "log_loss", "champion_roc_auc"} <= set(logged)
     classification = metrics["artifacts"]["classification"]["artifacts"][0]["metadata"]

@@ -275,7 +275,7 @@ def print_monitor_status(status: dict, url: str) -> None:
     console = _stdout()
     if status.get("offline"):
         console.print(f"[bold]driftloop monitor store[/] {status['store']} (read offline: windows as last written, "
-                      "realised accuracy as of then)", soft_wrap=True)
+                      "realised accuracy as of then)")
     else:
         console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} "
                       f"rows stored, {status['labels']} labels, {status['events_rejected']} rejected")

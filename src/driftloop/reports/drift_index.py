@@ -113,15 +113,22 @@ def _chart(view: IndexPage) -> str:
               f"threshold {number(prediction_guide, 2)}" if prediction_guide is not None else ""),
         Panel("Realised accuracy per serving version (■ holdout accuracy of the reference)",
               [Trend("holdout", holdouts, dashed=True)]
-              + [Trend(f"v{v}", points) for v, points in sorted(accuracy.items())]),
+              + [Trend(f"v{v}", points) for v, points in sorted(accuracy.items())],
+              low=_accuracy_floor([p[1] for p in holdouts] + [p[1] for ps in accuracy.values() for p in ps])),
     ]
-    marks = []
-    for event in view.events:
-        x = _position(view, event)
-        if x is not None:
-            marks.append(Mark(x, event.label, EVENT_COLOURS.get(event.kind, "#59636e"),
-                              dashed=event.kind == "trigger"))
+    marks = [Mark(x, event.label, EVENT_COLOURS.get(event.kind, "#59636e"), dashed=event.kind == "trigger")
+             for event, x in _placed(view)]
     return trend_chart(panels, [str(w["id"]) for w in windows], marks)
+
+
+def _placed(view: IndexPage) -> list[tuple[Event, float]]:
+    return [(event, x) for event in view.events if (x := _position(view, event)) is not None]
+
+
+def _accuracy_floor(values: list[float]) -> float:
+    """The accuracy panel starts a tenth below the lowest value (at a tenth), so that a drop of a few points
+    shows; 0 when nothing is known."""
+    return max(0.0, min(int(min(values) * 10) / 10 - 0.1, 0.9)) if values else 0.0
 
 
 def _legend(view: IndexPage) -> str:
@@ -129,7 +136,7 @@ def _legend(view: IndexPage) -> str:
                       | {int(v) for w in view.windows for v in ((w.get("quality") or {}).get("by_version") or {})})
     keys = [f'<span class="key" style="background:{version_colour(v)}"></span> v{v}' for v in versions]
     keys += [f'<span class="key" style="background:{colour}"></span> {kind}'
-             for kind, colour in EVENT_COLOURS.items() if any(ev.kind == kind for ev in view.events)]
+             for kind, colour in EVENT_COLOURS.items() if any(ev.kind == kind for ev, _ in _placed(view))]
     return ('<p class="note">Points are coloured by version: drift against the production version of the '
             "window, accuracy by the version that answered. " + " &nbsp; ".join(keys) + "</p>")
 

@@ -156,12 +156,13 @@ class Trend:
 
 @dataclass(frozen=True)
 class Panel:
-    """A strip of the trend chart on the scale [0, 1], with an optional horizontal guide (a threshold)."""
+    """A strip of the trend chart on the scale [``low``, 1], with an optional horizontal guide (a threshold)."""
 
     title: str
     trends: list[Trend]
     guide: float | None = None
     guide_label: str = ""
+    low: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class Mark:
 
 def trend_chart(panels: list[Panel], x_labels: list[str], marks: list[Mark], *, width: int = 760,
                 panel_height: int = 110, x_title: str = "window") -> str:
-    """Panels stacked on one x axis (one slot per window), ticks at 0, 0.5 and 1, each point with a tooltip
+    """Panels stacked on one x axis (one slot per window), three ticks on y, each point with a tooltip
     (an SVG ``<title>``), and labelled vertical marks (retrains, promotions, rollbacks) across all panels."""
     left, right, gap = 52, 16, 26
     top = 16 + 14 * min(len(marks), 3)  # room for the marks' labels, staggered over three rows
@@ -194,14 +195,14 @@ def trend_chart(panels: list[Panel], x_labels: list[str], marks: list[Mark], *, 
     for index, panel in enumerate(panels):
         y0 = top + index * (panel_height + gap) + 14
 
-        def y(v: float, y0: float = y0) -> float:
-            return y0 + (1 - _clip(v)) * panel_height
+        def y(v: float, y0: float = y0, low: float = panel.low) -> float:
+            return y0 + (1 - (max(_clip(v), low) - low) / (1 - low)) * panel_height
 
         parts.append(f'<text x="{left}" y="{y0 - 4}" font-size="12" font-weight="600">{e(panel.title)}</text>')
-        for t in (0.0, 0.5, 1.0):
+        for t in (panel.low, (panel.low + 1) / 2, 1.0):
             parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + inner}" y2="{y(t):.1f}" stroke="{GRID}"/>')
             parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end" '
-                         f'fill="{MUTED}">{t:.1f}</text>')
+                         f'fill="{MUTED}">{t:.2f}</text>')
         parts.append(f'<rect x="{left}" y="{y0}" width="{inner}" height="{panel_height}" fill="none" '
                      f'stroke="{AXIS}"/>')
         if panel.guide is not None and _finite(panel.guide):

@@ -272,9 +272,7 @@ class Monitor:
         if decision is not None:
             record.decision = {"action": decision.action, "reason": decision.reason}
         self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
-        refreshed = await asyncio.to_thread(self._write_pages, record, rows, reference)
-        for window in [*refreshed, record]:  # their summaries now carry the realised quality their pages show
-            self._append_summary(window)
+        await asyncio.to_thread(self._publish, record, rows, reference)
         return record
 
     def _refresh_quality(self, model: str, record: WindowRecord) -> None:
@@ -300,9 +298,9 @@ class Monitor:
         with open(path, "a") as handle:
             handle.write(json.dumps(record.summary(self.labels), default=str) + "\n")
 
-    def _write_pages(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> list[WindowRecord]:
-        """The window's page (when it was analysed), the pages of recent windows whose realised quality moved,
-        and the model's index. Returns the recent windows whose pages were rewritten."""
+    def _publish(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> None:
+        """Writes the window's page (when it was analysed), rewrites the pages of recent windows whose realised
+        quality moved and the model's index, then the summaries: the new window's, naming its page, and theirs."""
         model, refreshed = record.model, []
         try:
             if reference is not None:
@@ -314,7 +312,8 @@ class Monitor:
             self.pages.write_index(model, self._summaries(model, self.labels))
         except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
             log.exception("monitor: pages for window %d of %s failed", record.id, model)
-        return refreshed
+        for window in [*refreshed, record]:
+            self._append_summary(window)
 
     def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
         """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
@@ -389,7 +388,8 @@ class Monitor:
         @app.get("/reports/{model}/{name}")
         async def report(model: str, name: str) -> Response:
             if name == INDEX_FILE:  # rendered now: realised accuracy as the labels stand
-                if not valid_model_name(model) or model not in self.windows and not summaries_path(self.root, model).is_file():
+                known = valid_model_name(model) and (model in self.windows or summaries_path(self.root, model).is_file())
+                if not known:
                     return _error(404, f"no windows for model '{model}' yet")
                 summaries = await asyncio.to_thread(self._summaries, model, self.labels)
                 return HTMLResponse(await asyncio.to_thread(self.pages.index, model, summaries))  # CSP: protect's

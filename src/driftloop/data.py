@@ -111,6 +111,22 @@ def _jsonable(value):
     return value.item() if hasattr(value, "item") else value
 
 
+CSV, PARQUET = "CSV", "Parquet"
+TABLE_FORMATS = {".csv": CSV, ".parquet": PARQUET, ".pq": PARQUET}  # file suffix -> table format
+
+
+def table_format(uri: str) -> str:
+    """:data:`CSV` or :data:`PARQUET`, by the file's suffix.
+
+    Raises:
+        DataError: any other suffix.
+    """
+    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise DataError(f"unsupported file type '{suffix or '(none)'}' for {uri}: use .csv or .parquet")
+    return TABLE_FORMATS[suffix]
+
+
 def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataFrame, str]:
     """Loads a CSV or Parquet table from a local path or ``s3://`` URI.
 
@@ -120,19 +136,16 @@ def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataF
     Raises:
         DataError: missing, unreadable, empty or unparsable file, or an unsupported extension.
     """
-    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
-    if suffix not in {".csv", ".parquet", ".pq"}:
-        raise DataError(f"unsupported file type '{suffix or '(none)'}' for {uri}: use .csv or .parquet")
+    kind = table_format(uri)
     raw = storage.read_bytes(uri, s3)
     if not raw:
         raise DataError(f"file is empty: {uri}")
     try:
-        if suffix == ".csv":
+        if kind == CSV:
             frame = pd.read_csv(io.BytesIO(raw))
         else:
             frame = _read_parquet(raw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
-        kind = "CSV" if suffix == ".csv" else "Parquet"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot parse {uri} as {kind}: {first_line}") from None
     if frame.empty:

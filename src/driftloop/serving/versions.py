@@ -70,3 +70,7 @@ class ServedVersion:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""
         return self.pipeline.predict(frame[self.spec.feature_names])
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Both class probabilities per row, [n, 2] in the spec's class order (batch scoring writes them)."""
+        return self.pipeline.predict_proba(frame[self.spec.feature_names])

@@ -68,11 +68,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from driftloop.drift_cli import add_drift_parser
     from driftloop.models_cli import add_models_parser
     from driftloop.monitor_cli import add_monitor_parsers
+    from driftloop.score_cli import add_score_parser
     from driftloop.serve_cli import add_serve_parsers
 
     add_models_parser(sub, _add_common)
     add_deploy_parser(sub, _add_common)
     add_drift_parser(sub)
+    add_score_parser(sub, _add_common)
     add_monitor_parsers(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
     from driftloop.submit_cli import add_submit_parsers
@@ -120,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return {"monitor": monitor_cli.run_monitor, "feedback": monitor_cli.run_feedback,
                 "replay": monitor_cli.run_replay}[args.command](args)
+    if args.command == "score":
+        from driftloop.score_cli import run_score
+
+        return run_score(args)
     if args.command == "drift":
         from driftloop.drift_cli import run_drift
 

@@ -41,9 +41,10 @@ class ScoreSummary:
     model: str
     version: int
     rows: int
-    seconds: float
+    seconds: float  # reading, scoring and writing the table (the version's loading and checks not counted)
     output: str
     id_column: str  # the spec's id column, or ROW_COLUMN when the table has none
+    load_seconds: float = 0.0  # fetching, verifying and unpickling the version
 
     @property
     def rows_per_second(self) -> float:
@@ -110,6 +111,7 @@ def score_table(data_uri: str, output_uri: str, registry: ModelRegistry | str, m
     registry = open_registry(registry) if isinstance(registry, str) else registry
     started = time.perf_counter()
     served = ServedVersion.load(registry, model, resolve_version(registry, model, version, alias))
+    loaded = time.perf_counter()
     spec = served.spec
     writer = TableWriter(output_uri, output_format, s3)  # a bad destination fails before the table is fetched
     try:
@@ -131,8 +133,8 @@ def score_table(data_uri: str, output_uri: str, registry: ModelRegistry | str, m
     except BaseException:
         writer.discard()
         raise
-    return ScoreSummary(served.name, served.version, done, time.perf_counter() - started, where,
-                        id_column or ROW_COLUMN)
+    return ScoreSummary(served.name, served.version, done, time.perf_counter() - loaded, where,
+                        id_column or ROW_COLUMN, loaded - started)
 
 
 def score_chunk(served: ServedVersion, chunk: pd.DataFrame, start: int, id_column: str | None,

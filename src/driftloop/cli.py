@@ -81,8 +81,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     add_submit_parsers(sub, _add_run_options)
 
-    comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
+    comp = sub.add_parser("compile", help="compile the cluster CT pipeline and the batch-scoring pipeline to "
+                          "Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
+    comp.add_argument("--batch-output", help="the batch-scoring pipeline's file (default: "
+                      "batch_score_pipeline.yaml beside --output, else pipelines/batch_score_pipeline.yaml)")
     comp.add_argument("--image", help="the image every step runs on (default $DRIFTLOOP_IMAGE, else the project "
                       "image of this version)")
     return parser
@@ -107,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
-        from driftloop.api import compile_pipeline
+        from driftloop.api import compile_batch_score_pipeline, compile_pipeline
 
         print(compile_pipeline(args.output, args.image))
+        batch_output = args.batch_output or (Path(args.output).with_name("batch_score_pipeline.yaml")
+                                             if args.output else None)
+        print(compile_batch_score_pipeline(batch_output, args.image))
         return 0
     if args.command == "spec":
         return _cmd_spec(args)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from driftloop.batch.score import DEFAULT_CHUNK_ROWS, ScoreSummary
+from driftloop.batch import DEFAULT_CHUNK_ROWS
+
+if TYPE_CHECKING:
+    from driftloop.batch.score import ScoreSummary
 
 
 def add_score_parser(sub, add_common) -> None:

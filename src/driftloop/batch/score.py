@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from driftloop import storage
+from driftloop.batch import DEFAULT_CHUNK_ROWS
 from driftloop.batch.tables import TableReader, TableWriter, local_copy
 from driftloop.data import DatasetSpec, coerce_to_spec
 from driftloop.errors import ConfigError, DataError, DataValidationError, ModelNotFoundError
 from driftloop.registry import PRODUCTION, ModelRegistry, open_registry
 from driftloop.serving.versions import ServedVersion
 
-DEFAULT_CHUNK_ROWS = 50_000
 ROW_COLUMN = "row"  # the row id when the table has no id column: the row's position in the input, from 0
 PREDICTION_COLUMN = "prediction"
 PROBABILITY_PREFIX = "probability_"

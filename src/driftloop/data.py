@@ -319,7 +319,8 @@ def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         if feature.kind == "numeric":
             out[feature.name] = _to_numeric(column, feature.name)
         elif feature.kind == "categorical":
-            out[feature.name] = column.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            values = column.astype(object)  # text, missing values kept as they are (vectorised: batch scoring)
+            out[feature.name] = values.where(values.isna(), values.astype(str))
         else:
             out[feature.name] = _to_boolean(column, feature.name)
     return out

@@ -4,8 +4,8 @@ The version is loaded by :meth:`ServedVersion.load` — the gateway's own loader
 the same reasons a server refuses the version: a failed or untrusted signature, a file whose sha256 differs,
 a model trained with another scikit-learn/XGBoost minor version. The table is checked against the version's
 spec before any row is scored (every missing feature column named in one line), typed by the spec's rules,
-and scored by :meth:`ServedVersion.predict` (the labels the gateway answers) and
-:meth:`ServedVersion.predict_proba`. A category never seen in training scores as it does in serving: the
+and scored by :meth:`ServedVersion.predict_with_probabilities` (the labels the gateway answers, and each class's
+probability). A category never seen in training scores as it does in serving: the
 Pipeline's encoder treats it as unknown.
 """
 
@@ -145,8 +145,7 @@ def score_chunk(served: ServedVersion, chunk: pd.DataFrame, start: int, id_colum
         typed = coerce_to_spec(chunk[spec.feature_names], spec)
     except DataValidationError as exc:
         raise DataError(f"{exc}, counting from row {start + 1} of {uri}") from None
-    labels = served.predict(typed)
-    probabilities = served.predict_proba(typed)
+    labels, probabilities = served.predict_with_probabilities(typed)
     classes = np.asarray(spec.target_classes or (0, 1), dtype=object)
     scored = {
         id_column or ROW_COLUMN: (_as_text_if_object(chunk[id_column]) if id_column

@@ -71,6 +71,13 @@ class ServedVersion:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""
         return self.pipeline.predict(frame[self.spec.feature_names])
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Both class probabilities per row, [n, 2] in the spec's class order (batch scoring writes them)."""
-        return self.pipeline.predict_proba(frame[self.spec.feature_names])
+    def predict_with_probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The class predictions :meth:`predict` gives, and both class probabilities per row ([n, 2], the spec's
+        class order), for batch scoring: the Pipeline's preprocessing runs once for both, then its estimator's
+        ``predict`` (what ``Pipeline.predict`` calls on the same features) and ``predict_proba``."""
+        features = frame[self.spec.feature_names]
+        if not hasattr(self.pipeline, "steps"):  # a bare estimator in a hand-made model directory
+            return self.pipeline.predict(features), self.pipeline.predict_proba(features)
+        transformed = self.pipeline[:-1].transform(features)
+        estimator = self.pipeline[-1]
+        return estimator.predict(transformed), estimator.predict_proba(transformed)

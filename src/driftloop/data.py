@@ -302,8 +302,10 @@ def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind:
     return "categorical"
 
 
-def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec, first_row: int = 1) -> pd.DataFrame:
     """Returns a copy whose feature columns have the spec's types.
+
+    ``first_row`` is the number errors give the frame's first row (a chunk of a larger table starts later).
 
     Numeric → float, categorical → str (nulls kept), boolean → object holding True/False (nulls kept).
 
@@ -317,7 +319,7 @@ def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
             raise DataValidationError(feature.name, "column is missing")
         column = out[feature.name]
         if feature.kind == "numeric":
-            out[feature.name] = _to_numeric(column, feature.name)
+            out[feature.name] = _to_numeric(column, feature.name, first_row)
         elif feature.kind == "categorical":
             values = column.astype(object)  # text, missing values kept as they are (vectorised: batch scoring)
             out[feature.name] = values.where(values.isna(), values.astype(str))
@@ -326,7 +328,7 @@ def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return out
 
 
-def _to_numeric(column: pd.Series, name: str) -> pd.Series:
+def _to_numeric(column: pd.Series, name: str, first_row: int = 1) -> pd.Series:
     if pd.api.types.is_bool_dtype(column):
         return column.astype(float)
     if pd.api.types.is_numeric_dtype(column):
@@ -336,7 +338,7 @@ def _to_numeric(column: pd.Series, name: str) -> pd.Series:
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise DataValidationError(
-            name, f"text in a numeric column ({int(bad.sum())} values, e.g. {column.iloc[row]!r} in row {row + 1})"
+            name, f"text in a numeric column ({int(bad.sum())} values, e.g. {column.iloc[row]!r} in row {row + first_row})"
         )
     return converted.astype(float)
 

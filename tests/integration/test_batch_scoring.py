@@ -15,7 +15,7 @@ import pytest
 from driftloop import synthetic
 from driftloop.batch.monitor_feed import BATCH_ENDPOINT, feed_monitor
 from driftloop.batch.score import PREDICTION_COLUMN, VERSION_COLUMN, score_table
-from driftloop.errors import IntegrityError
+from driftloop.errors import DataError, IntegrityError
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
 from driftloop.registry import LocalRegistry
@@ -71,6 +71,16 @@ def test_chunked_output_equals_unchunked(world, kind: str) -> None:
     assert pd.read_parquet(chunked)["plan"].head(20).eq(UNSEEN_PLAN).all()
 
 
+def test_text_in_a_numeric_column_is_named_with_its_row_in_the_whole_table(world, tmp_path) -> None:
+    table = world["table"].astype({"age": object})
+    table.loc[1500, "age"] = "old"
+    table.to_csv(tmp_path / "table.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'age': text in a numeric column .*'old' in row 1501\)$"):
+        score_table(str(tmp_path / "table.csv"), str(tmp_path / "scored.csv"), world["registry"], "churn",
+                    chunk_rows=1000)
+    assert not (tmp_path / "scored.csv").exists()
+
+
 def test_a_tampered_model_file_is_refused_and_nothing_is_written(world, tmp_path) -> None:
     copy = tmp_path / "registry"
     shutil.copytree(world["registry"].root, copy)
@@ -103,13 +113,15 @@ def test_s3_in_and_out_gives_the_same_table_as_local_files(world, s3_server) -> 
     assert summary.output == "s3://batch/out/scored.csv"
 
 
-def test_cli_scores_by_alias_and_names_every_missing_feature_column_in_one_line(world, tmp_path) -> None:
+def test_cli_scores_by_alias_and_names_every_missing_feature_column_in_one_line(world, tmp_path, capsys) -> None:
+    from driftloop.cli import main
+
     registry = str(world["registry"].root)
     out = tmp_path / "scored.parquet"
-    ok = run_cli("score", "--data", str(world["tmp"] / "table.csv"), "--model", "churn", "--alias", "production",
-                 "--output", str(out), "--registry", registry, "--chunk-rows", "1000")
-    assert ok.returncode == 0, ok.stderr
-    assert "rows/s" in ok.stdout and "3,000" in ok.stdout and str(out) in ok.stdout
+    assert main(["score", "--data", str(world["tmp"] / "table.csv"), "--model", "churn", "--alias", "production",
+                 "--output", str(out), "--registry", registry, "--chunk-rows", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert "rows/s" in printed and "3,000" in printed and str(out) in printed
     assert len(pd.read_parquet(out)) == 3000
 
     partial = tmp_path / "partial.csv"

@@ -142,9 +142,9 @@ def score_chunk(served: ServedVersion, chunk: pd.DataFrame, start: int, id_colum
     """One chunk's scored rows (``start`` is the position of its first row in the table)."""
     spec = served.spec
     try:
-        typed = coerce_to_spec(chunk[spec.feature_names], spec)
+        typed = coerce_to_spec(chunk[spec.feature_names], spec, first_row=start + 1)
     except DataValidationError as exc:
-        raise DataError(f"{exc}, counting from row {start + 1} of {uri}") from None
+        raise DataError(f"{uri}: {exc}") from None
     labels, probabilities = served.predict_with_probabilities(typed)
     classes = np.asarray(spec.target_classes or (0, 1), dtype=object)
     scored = {

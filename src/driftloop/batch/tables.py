@@ -139,6 +139,8 @@ class TableWriter:
     def __init__(self, uri: str, kind: str | None = None, s3: storage.S3Settings | None = None) -> None:
         self.uri = uri
         self.kind = kind or table_format(uri)
+        if self.kind not in (CSV, PARQUET):
+            raise DataError(f"unknown table format '{self.kind}': use {CSV} or {PARQUET}")
         self.s3 = s3
         self.rows = 0
         self._target: Path | None = None  # the local destination; None for S3

@@ -50,9 +50,10 @@ def _status_mb(field: str) -> float:
     return 0.0
 
 
-def _floor(work: str, version: int, queue) -> None:
+def _floor(work: str, version: int, threads: int, queue) -> None:
     """The whole table in memory, then one predict_proba call: the model's own speed."""
     import pandas as pd
+    from threadpoolctl import threadpool_limits
 
     from driftloop.data import coerce_to_spec
     from driftloop.registry import LocalRegistry
@@ -62,14 +63,17 @@ def _floor(work: str, version: int, queue) -> None:
     before = _start_measuring()
     frame = coerce_to_spec(pd.read_parquet(Path(work) / "table.parquet", columns=served.spec.feature_names),
                            served.spec)
-    started = time.perf_counter()
-    served.pipeline.predict_proba(frame)
-    seconds = time.perf_counter() - started
+    with threadpool_limits(limits=threads):
+        started = time.perf_counter()
+        served.pipeline.predict_proba(frame)
+        seconds = time.perf_counter() - started
     queue.put(json.dumps({"rows": len(frame), "seconds": seconds, "peak_mb": _peak_mb(), "added_mb": _peak_mb() - before}))
 
 
-def _batch(work: str, version: int, source: str, output: str, chunk_rows: int, queue) -> None:
+def _batch(work: str, version: int, source: str, output: str, chunk_rows: int, threads: int, queue) -> None:
     """``driftloop score`` as a library call: read, check, type, score and write in chunks."""
+    from threadpoolctl import threadpool_limits
+
     from driftloop.batch.score import score_table
     from driftloop.registry import LocalRegistry
     from driftloop.serving.versions import ServedVersion
@@ -77,8 +81,9 @@ def _batch(work: str, version: int, source: str, output: str, chunk_rows: int, q
     registry = LocalRegistry(Path(work) / "registry")
     ServedVersion.load(registry, MODEL, version)  # imports and first load outside the measured part
     before = _start_measuring()
-    summary = score_table(str(Path(work) / source), str(Path(work) / output), registry, MODEL, version=version,
-                          chunk_rows=chunk_rows)
+    with threadpool_limits(limits=threads):
+        summary = score_table(str(Path(work) / source), str(Path(work) / output), registry, MODEL,
+                              version=version, chunk_rows=chunk_rows)
     queue.put(json.dumps({"rows": summary.rows, "seconds": summary.seconds, "peak_mb": _peak_mb(),
                           "added_mb": _peak_mb() - before}))
 
@@ -128,6 +133,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--estimators", nargs="+", default=["logistic_regression", "gradient_boosting"])
     parser.add_argument("--chunk-rows", type=int, nargs="+", default=[50_000, 10_000])
+    parser.add_argument("--threads", type=int, default=1, help="native (OpenMP/BLAS) threads in every case; "
+                        "on a shared machine more threads spin-wait on each other (default 1)")
     args = parser.parse_args()
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="driftloop-bench-batch-") as tmp:
@@ -135,12 +142,13 @@ def main() -> None:
         console.print(f"preparing {args.rows:,} rows and {len(args.estimators)} versions …")
         versions = _prepare(work, args.rows, args.estimators)
         table = Table(title=f"batch scoring, {args.rows:,} rows (synthetic churn, 14 features), "
-                            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores")
+                            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+                            f"{args.threads} native thread(s)")
         for column in ("model", "case", "chunk rows", "seconds", "rows/s", "× floor time", "peak RSS MB",
                        "MB added", "× floor added"):
             table.add_column(column, justify="left" if column in ("model", "case") else "right")
         for estimator, version in versions.items():
-            floor = _run(_floor, str(work), version)
+            floor = _run(_floor, str(work), version, args.threads)
             table.add_row(estimator, "floor: predict_proba on the whole table", "–", f"{floor['seconds']:.2f}",
                           f"{floor['rows'] / floor['seconds']:,.0f}", "1.00", f"{floor['peak_mb']:,.0f}",
                           f"{floor['added_mb']:,.0f}", "1.00")
@@ -148,7 +156,7 @@ def main() -> None:
                      for chunk in args.chunk_rows for src, out in (("table.parquet", "scored.parquet"),)]
             cases.append(("score table.csv → scored.csv", "table.csv", "scored.csv", args.chunk_rows[0]))
             for label, source, output, chunk in cases:
-                result = _run(_batch, str(work), version, source, output, chunk)
+                result = _run(_batch, str(work), version, source, output, chunk, args.threads)
                 table.add_row(estimator, label, f"{chunk:,}", f"{result['seconds']:.2f}",
                               f"{result['rows'] / result['seconds']:,.0f}",
                               f"{result['seconds'] / floor['seconds']:.2f}", f"{result['peak_mb']:,.0f}",

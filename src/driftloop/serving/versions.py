@@ -74,10 +74,23 @@ class ServedVersion:
     def predict_with_probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The class predictions :meth:`predict` gives, and both class probabilities per row ([n, 2], the spec's
         class order), for batch scoring: the Pipeline's preprocessing runs once for both, then its estimator's
-        ``predict`` (what ``Pipeline.predict`` calls on the same features) and ``predict_proba``."""
+        ``predict_proba`` and ``predict`` (what ``Pipeline.predict`` calls on the same features) — except where
+        that ``predict`` is itself the likelier class of ``predict_proba`` (scikit-learn's tree ensembles), which
+        is then taken from the probabilities already computed instead of computing them twice."""
         features = frame[self.spec.feature_names]
         if not hasattr(self.pipeline, "steps"):  # a bare estimator in a hand-made model directory
             return self.pipeline.predict(features), self.pipeline.predict_proba(features)
         transformed = self.pipeline[:-1].transform(features)
         estimator = self.pipeline[-1]
-        return estimator.predict(transformed), estimator.predict_proba(transformed)
+        probabilities = estimator.predict_proba(transformed)
+        if _predicts_the_likelier_class(estimator):
+            return estimator.classes_[np.argmax(probabilities, axis=1)], probabilities
+        return estimator.predict(transformed), probabilities
+
+
+def _predicts_the_likelier_class(estimator: object) -> bool:
+    """Whether the estimator's ``predict`` is ``classes_[argmax(predict_proba)]`` by its own code
+    (``HistGradientBoostingClassifier.predict``, ``ForestClassifier.predict`` in scikit-learn)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    return isinstance(estimator, (HistGradientBoostingClassifier, RandomForestClassifier))

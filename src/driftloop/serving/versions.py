@@ -70,3 +70,27 @@ class ServedVersion:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""
         return self.pipeline.predict(frame[self.spec.feature_names])
+
+    def predict_with_probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The class predictions :meth:`predict` gives, and both class probabilities per row ([n, 2], the spec's
+        class order), for batch scoring: the Pipeline's preprocessing runs once for both, then its estimator's
+        ``predict_proba`` and ``predict`` (what ``Pipeline.predict`` calls on the same features) — except where
+        that ``predict`` is itself the likelier class of ``predict_proba`` (scikit-learn's tree ensembles), which
+        is then taken from the probabilities already computed instead of computing them twice."""
+        features = frame[self.spec.feature_names]
+        if not hasattr(self.pipeline, "steps"):  # a bare estimator in a hand-made model directory
+            return self.pipeline.predict(features), self.pipeline.predict_proba(features)
+        transformed = self.pipeline[:-1].transform(features)
+        estimator = self.pipeline[-1]
+        probabilities = estimator.predict_proba(transformed)
+        if _predicts_the_likelier_class(estimator):
+            return estimator.classes_[np.argmax(probabilities, axis=1)], probabilities
+        return estimator.predict(transformed), probabilities
+
+
+def _predicts_the_likelier_class(estimator: object) -> bool:
+    """Whether the estimator's ``predict`` is ``classes_[argmax(predict_proba)]`` by its own code
+    (``HistGradientBoostingClassifier.predict``, ``ForestClassifier.predict`` in scikit-learn)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    return isinstance(estimator, (HistGradientBoostingClassifier, RandomForestClassifier))

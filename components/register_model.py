@@ -10,6 +10,7 @@ from driftloop.image import PROJECT_IMAGE
 def register_model(
     model: Input[Model],
     dataset: Input[Dataset],
+    holdout: Input[Dataset],
     spec_json: str,
     outcome_json: str,
     registry_uri: str,
@@ -25,8 +26,9 @@ def register_model(
     run_name: str,
     model_card: Output[Markdown],
 ) -> int:
-    """Stores the model directory with its spec, reference profile and sample, card and lineage; a retried
-    attempt returns the version the first one published.
+    """Stores the model directory with its spec, reference profile and sample, card and lineage, and the model
+    compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the reference sample;
+    a retried attempt returns the version the first one published.
 
     Returns:
         model_card: The version's Markdown model card.
@@ -42,7 +44,7 @@ def register_model(
         "triggered_by": triggered_by,
     }
     version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
-                                   trained=model.metadata)
+                                   trained=model.metadata, holdout_path=holdout.path)
     Path(model_card.path).write_text(card)
     model_card.metadata.update({"model": model_name, "version": version.version})
     return version.version

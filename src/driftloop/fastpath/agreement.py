@@ -77,12 +77,9 @@ class FastPathRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> FastPathRecord:
-        """The record in a version's metadata; versions registered before the fast path have none."""
-        if not data:
-            return cls(REFUSED, "registered without a fast path")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_dict(cls, data: dict) -> FastPathRecord:
+        """The record in a version's metadata (fields a later driftloop added are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def compare(pipeline, scorer, frame: pd.DataFrame, spec: DatasetSpec) -> Agreement:

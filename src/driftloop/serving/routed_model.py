@@ -53,6 +53,8 @@ class RoutedModel(Model):
         self.metrics.canary_percent.labels(self.name).set(self.split.percent)
         self.metrics.serving_version.labels(self.name, "default").set(self.stable.version)
         self.metrics.serving_version.labels(self.name, "canary").set(self.canary.version if self.canary else 0)
+        self.metrics.fast_path.labels(self.name, "default").set(self.stable.fast is not None)
+        self.metrics.fast_path.labels(self.name, "canary").set(self.canary is not None and self.canary.fast is not None)
 
     def load(self) -> bool:
         return self.ready

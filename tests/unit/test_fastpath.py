@@ -84,7 +84,7 @@ def _skl2onnx_own_converter(pipeline, spec) -> bytes:
 
     from driftloop.fastpath.convert import OPSET, _convert_imputer, input_types
 
-    twin = convertible(pipeline)
+    twin = convertible(pipeline, spec)
     twin = Pipeline([twin.steps[0], ("float32", CastTransformer().fit(np.zeros((1, 1)))), twin.steps[1]])
     graph = convert_sklearn(twin, initial_types=input_types(spec), target_opset={"": OPSET, "ai.onnx.ml": 3},
                             options={type(twin.steps[-1][1]): {"zipmap": False}},

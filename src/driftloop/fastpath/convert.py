@@ -1,8 +1,8 @@
 """Compiling a trained driftloop Pipeline to ONNX: the graph of the fast scoring path.
 
-The graph takes one [n, 1] input per feature, in the spec's order and named like it: numbers and booleans as
-double (missing = NaN), categories as strings (missing = :data:`~driftloop.data.MISSING_CATEGORY`), which is
-what :class:`~driftloop.fastpath.scorer.OnnxScorer` feeds it. Its steps are the Pipeline's own fitted steps,
+The graph takes :func:`~driftloop.fastpath.scorer.graph_inputs`: the numeric and boolean features as one double
+matrix (missing = NaN), the categories as one text matrix (missing = :data:`~driftloop.data.MISSING_CATEGORY`),
+which is what :class:`~driftloop.fastpath.scorer.OnnxScorer` feeds it. Its steps are the Pipeline's own fitted steps,
 converted by skl2onnx (XGBoost by onnxmltools), with these differences, each keeping the arithmetic the same:
 
 - steps the input form already performs are left out: the boolean cast (``numpy.asarray`` to float) and both
@@ -26,6 +26,7 @@ import numpy as np
 
 from driftloop.data import MISSING_CATEGORY, DatasetSpec
 from driftloop.errors import DriftloopError
+from driftloop.fastpath.scorer import CATEGORIES, graph_inputs
 
 OPSET = 17  # the default ONNX domain; ai.onnx.ml is 3, or 5 where a TreeEnsemble is written
 FLOAT32_ESTIMATORS = ("RandomForestClassifier", "XGBClassifier")  # compare float32(x) with their thresholds
@@ -48,7 +49,7 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
 
     from driftloop.fastpath import hist_gradient_boosting
 
-    twin = convertible(pipeline)
+    twin = convertible(pipeline, spec)
     estimator = twin.steps[-1][1]
     native_trees = isinstance(estimator, HistGradientBoostingClassifier)
     _register_xgboost()
@@ -69,16 +70,17 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
 
 
 def input_types(spec: DatasetSpec) -> list:
-    """One [n, 1] input per feature, in spec order: text for categories, double for the rest."""
+    """skl2onnx's types of :func:`~driftloop.fastpath.scorer.graph_inputs`."""
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    return [(f.name, StringTensorType([None, 1]) if f.kind == "categorical" else DoubleTensorType([None, 1]))
-            for f in spec.features]
+    return [(name, (StringTensorType if name == CATEGORIES else DoubleTensorType)([None, len(features)]))
+            for name, features in graph_inputs(spec)]
 
 
-def convertible(pipeline):
-    """A Pipeline that shares ``pipeline``'s fitted steps, without the ones the input form performs, and with the
-    float32 cast of estimators that compare in float32. ``pipeline`` itself is not changed."""
+def convertible(pipeline, spec: DatasetSpec):
+    """A Pipeline that shares ``pipeline``'s fitted steps, without the ones the input form performs, with its
+    columns named by their place in the graph's inputs, and with the float32 cast of estimators that compare in
+    float32. ``pipeline`` itself is not changed."""
     from skl2onnx.sklapi import CastTransformer
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
@@ -88,9 +90,14 @@ def convertible(pipeline):
     names = [name for name, _ in getattr(pipeline, "steps", [])]
     if names != ["preprocess", "model"] or not isinstance(pipeline.steps[0][1], ColumnTransformer):
         raise NotCompilable(f"not a driftloop preprocess + model Pipeline ({type(pipeline).__name__} {names})")
+    # skl2onnx numbers the columns of several inputs one after the other
+    place = {feature: i for i, feature in enumerate(f for _, features in graph_inputs(spec) for f in features)}
     preprocess = copy.copy(pipeline.named_steps["preprocess"])  # shallow: the fitted steps are shared, unchanged
-    preprocess.transformers_ = [(name, _without_input_steps(name, step), columns)
-                                for name, step, columns in preprocess.transformers_]
+    try:
+        preprocess.transformers_ = [(name, _without_input_steps(name, step), [place[c] for c in columns])
+                                    for name, step, columns in preprocess.transformers_]
+    except (KeyError, TypeError):
+        raise NotCompilable("the Pipeline's columns are not the spec's features") from None
     estimator = pipeline.named_steps["model"]
     steps = [("preprocess", preprocess)]
     if type(estimator).__name__ in FLOAT32_ESTIMATORS:

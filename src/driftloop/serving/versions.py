@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,11 +83,13 @@ class ServedVersion:
             log.warning("%s v%s: warm-up prediction failed (%s: %s)", self.name, self.version, type(exc).__name__,
                         str(exc).splitlines()[0][:200] if str(exc) else "")
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them: from the
-        fast path when it was accepted (the same answers, proven at registration), else from the Pipeline."""
+    def predict(self, rows: pd.DataFrame | Mapping[str, Sequence]) -> np.ndarray:
+        """Class predictions (0/1) for typed feature rows (a DataFrame, or typed columns as the request decoder
+        makes them), as KServe's sklearn runtime returns them: from the fast path when it was accepted (the same
+        answers, proven at registration), else from the Pipeline."""
         if self.fast is not None:
-            return self.fast.predict(frame)
+            return self.fast.predict(rows)
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self.spec.feature_names)
         return self.pipeline.predict(frame[self.spec.feature_names])
 
 

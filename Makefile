@@ -45,6 +45,8 @@ bench: setup
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_monitor.py
+	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_drift_retrain.py
 
 # Needs a Docker engine (not on the development machine). IMAGE names it (default: the project image of
 # this package version); the image bakes the name in as DRIFTLOOP_IMAGE. Push it, then pin it by digest.

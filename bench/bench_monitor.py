@@ -1,31 +1,37 @@
 """Monitor ingest: payload events per second the drift monitor absorbs without losing a row.
 
-(i) Pre-built request/response CloudEvent pairs, with the headers the gateway's payload logger sends,
-    posted by an aiohttp client over a few connections as fast as the monitor answers; then how long
-    until the monitor's rows_stored reaches the pairs sent, and the rows in its Parquet parts once it
-    has shut down (and flushed), which must equal the pairs sent.
-(ii) The real Gateway, logger_url at the monitor, driven at full speed with single-row V1 requests:
-    gateway req/s, the events its payload logger dropped (driftloop_payload_log_dropped_total, by
+(i) Before/after durable ingestion. Pre-built request/response CloudEvent pairs, with the headers the
+    gateway's payload logger sends (single-row requests, and requests of ``--batch`` rows), posted by an
+    aiohttp client over a few connections as fast as the monitor answers, to ``driftloop monitor`` of the
+    baseline commit (``--baseline``; rows waited in memory for the next tick, nothing fsync'd) and of this
+    checkout (each event half fsync'd to the ingest log before its 202, with group commit). Both with
+    their defaults: windows of 1000 rows, a drift verdict and an HTML report per window. Events/s and
+    rows/s while posting, and the rows in the Parquet parts once the monitor has shut down, which must
+    equal the rows sent. Runs alternate between the two so they share the machine's conditions.
+(ii) The real Gateway (this checkout), logger_url at the monitor, driven at full speed with single-row V1
+    requests: gateway req/s, the events its payload logger dropped (driftloop_payload_log_dropped_total, by
     reason), the events still queued in its logger when the load stopped (the queue holds 10k, then
     drops) and how long they took to drain, and the rows in the monitor's Parquet parts against the
     requests served.
 
-The monitor runs with its defaults (windows of 1000 rows, a drift verdict and an HTML report per
-window) except that retrains are off: a training run in the background is not ingest. The monitor
-and the gateway each run in a process of their own (uvicorn on 127.0.0.1), so the load generator does
-not share an interpreter, and its GIL, with them; on 2 cores they still share the CPU. Every case runs
-3 times against fresh servers and the tables show each run.
+Retrains are off (a training run in the background is not ingest). The monitor and the gateway each run
+in a process of their own (uvicorn on 127.0.0.1), so the load generator does not share an interpreter,
+and its GIL, with them; on 2 cores they still share the CPU.
 
-    .venv/bin/python bench/bench_monitor.py [--events 6000] [--seconds 20] [--connections 4]
+    .venv/bin/python bench/bench_monitor.py [--events 6000] [--batch 10] [--seconds 20] [--connections 4]
+                                            [--baseline a65af6d] [--runs 3] [--skip-gateway]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import os
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +50,7 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # tests.conftest: the same trained, registered version the tests use
 MODEL = "churn"
-RUNS = 3
+BASELINE = "a65af6d"  # the last commit before durable ingestion (#11)
 
 
 def _serve_monitor(registry_root: str, store: str, port: int) -> None:
@@ -74,6 +80,37 @@ def _port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
+
+
+@contextmanager
+def monitor_process(src: Path | None, registry: str, store: Path, config: Path):
+    """``driftloop monitor`` as a user runs it, from ``src`` (a baseline's source tree) or this checkout;
+    stopped with SIGTERM (a clean shutdown writes what it holds)."""
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if "_TOKEN" not in k}  # loopback, no tokens: as in the tests
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    command = [sys.executable, "-m", "driftloop", "monitor", "--config", str(config), "--port", str(port),
+               "--store", str(store), "--registry", registry, "--home", str(store.parent)]
+    process = subprocess.Popen(command, env=env, cwd=store.parent, stdout=subprocess.DEVNULL,
+                               stderr=open(store.parent / f"{store.name}.log", "w"))  # noqa: SIM115
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            print("the monitor did not stop within 120 s; killed", file=sys.stderr)
+            process.kill()
+
+
+def baseline_source(ref: str, into: Path) -> Path:
+    """The ``src`` tree of commit ``ref``, extracted (no checkout, no worktree)."""
+    archive = subprocess.run(["git", "archive", ref, "src"], cwd=REPO_ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
 
 
 @contextmanager
@@ -110,16 +147,18 @@ def prepare(root: Path) -> tuple[str, list[dict], list[int]]:
     return str(registry.root), rows, predictions
 
 
-def build_events(rows: list[dict], predictions: list[int], pairs: int) -> list[tuple[dict, bytes]]:
-    """Request then response event per prediction, headers and bodies exactly as PayloadLogger makes them."""
+def build_events(rows: list[dict], predictions: list[int], pairs: int, batch: int = 1) -> list[tuple[dict, bytes]]:
+    """Request then response event per request of ``batch`` rows, headers and bodies exactly as PayloadLogger
+    makes them."""
     from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 
     source = f"http://driftloop-gateway/v1/models/{MODEL}"
     events = []
     for i in range(pairs):
         event_id = str(uuid.uuid4())
-        k = i % len(rows)
-        halves = ((REQUEST_TYPE, {"instances": [rows[k]]}), (RESPONSE_TYPE, {"predictions": [predictions[k]]}))
+        picked = [(i * batch + j) % len(rows) for j in range(batch)]
+        halves = ((REQUEST_TYPE, {"instances": [rows[k] for k in picked]}),
+                  (RESPONSE_TYPE, {"predictions": [predictions[k] for k in picked]}))
         for event_type, body in halves:
             event = LoggedEvent(event_id, event_type, MODEL, "default", orjson.dumps(body), 1)
             events.append((event.headers("local", source), event.body))
@@ -173,20 +212,6 @@ def monitor_status(url: str) -> dict:
     return httpx.get(f"{url}/status", timeout=30).json()
 
 
-def seconds_until_stored(url: str, expected: int, timeout: float = 60) -> float | None:
-    """Seconds until the monitor reports ``expected`` rows stored (None: not within ``timeout``).
-
-    A 202 means the rows are joined and buffered; they count as stored once the monitor's tick (every
-    second, but after any window analysis it is busy with) has flushed them to Parquet.
-    """
-    started = time.monotonic()
-    while monitor_status(url)["rows_stored"] < expected:
-        if time.monotonic() - started > timeout:
-            return None
-        time.sleep(0.25)
-    return time.monotonic() - started
-
-
 def rows_on_disk(store: Path) -> int:
     """Rows in the monitor's Parquet parts, counted after it shut down (and flushed): the ground truth."""
     import pyarrow.parquet as pq
@@ -217,13 +242,12 @@ def wait_for_logger(url: str, events: int, timeout: float = 120) -> tuple[dict[s
     return counters, time.monotonic() - started
 
 
-def run_posting(registry: str, events: list[tuple[dict, bytes]], connections: int, store: Path) -> dict:
-    with _server(_serve_monitor, registry, str(store), port=_port()) as monitor:
+def run_posting(src: Path | None, registry: str, events: list[tuple[dict, bytes]], rows: int, connections: int,
+                store: Path, config: Path) -> dict:
+    with monitor_process(src, registry, store, config) as monitor:
         seconds, refused = asyncio.run(post_events(f"{monitor}/events", events, connections))
-        stored_after = seconds_until_stored(monitor, len(events) // 2)
         status = monitor_status(monitor)
-    return {"seconds": seconds, "refused": refused, "stored_after": stored_after, "disk_rows": rows_on_disk(store),
-            **status}
+    return {"seconds": seconds, "refused": refused, "rows": rows, "disk_rows": rows_on_disk(store), **status}
 
 
 def run_gateway(registry: str, rows: list[dict], connections: int, seconds: float, store: Path) -> dict:
@@ -243,18 +267,25 @@ def _load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def posting_table(results: list[dict], pairs: int, connections: int) -> Table:
-    rates = [2 * pairs / r["seconds"] for r in results]
-    table = Table(title=f"(i) monitor ingest: {2 * pairs:,} pre-built events ({pairs:,} single-row pairs), "
-                        f"{connections} connections; best of {len(results)}: {max(rates):,.0f} events/s")
-    for column in ("run", "events/s", "s to post", "non-202", "rows sent", "s until stored", "rejected", "orphaned",
-                   "rows on disk", "lost rows"):
+def posting_table(results: dict[tuple[str, int], list[dict]], events: int, connections: int, baseline: str) -> Table:
+    table = Table(title=f"(i) monitor ingest before/after durable ingestion: {events:,} pre-built events per run "
+                        f"(request + response halves), {connections} connections, window analysis and reports on; "
+                        "best run of each")
+    for column in ("rows per request", "monitor", "events/s", "rows/s", "runs (events/s)", "non-202",
+                   "rows sent", "rows on disk", "lost rows", "after/before"):
         table.add_column(column, justify="right")
-    for run, (r, rate) in enumerate(zip(results, rates, strict=True), 1):
-        until = "not in 60 s" if r["stored_after"] is None else f"{r['stored_after']:.1f}"
-        table.add_row(str(run), f"{rate:,.0f}", f"{r['seconds']:.1f}", str(r["refused"]), f"{pairs:,}", until,
-                      str(r["events_rejected"]), str(r["events_orphaned"]), f"{r['disk_rows']:,}",
-                      f"{pairs - r['disk_rows']:,}")
+    for batch in sorted({b for _, b in results}):
+        best = {}
+        for label in (f"before ({baseline})", "after (fsync'd log)"):
+            runs = results[(label, batch)]
+            rates = [2 * r["rows"] / batch / r["seconds"] for r in runs]
+            r = runs[rates.index(max(rates))]
+            best[label] = max(rates)
+            ratio = "" if label.startswith("before") else f"{best[label] / next(iter(best.values())):.2f}×"
+            table.add_row(str(batch), label, f"{max(rates):,.0f}", f"{max(rates) / 2 * batch:,.0f}",
+                          " / ".join(f"{x:,.0f}" for x in rates), str(sum(x["refused"] for x in runs)),
+                          f"{r['rows']:,}", f"{r['disk_rows']:,}",
+                          f"{sum(x['rows'] - x['disk_rows'] for x in runs):,}", ratio)
     return table
 
 
@@ -278,23 +309,39 @@ def gateway_table(results: list[dict], connections: int) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=6000, help="events posted per run in (i) (two per row)")
+    parser.add_argument("--events", type=int, default=6000, help="events posted per run in (i) (two per request)")
+    parser.add_argument("--batch", type=int, default=10, help="rows per request in (i)'s second shape")
     parser.add_argument("--seconds", type=float, default=20.0, help="load duration per run in (ii)")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with (its src/ is extracted)")
+    parser.add_argument("--skip-gateway", action="store_true", help="only (i)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the servers: one model thread per request
-    console = Console(width=160)
+    console = Console(width=180)
     load_before = _load()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         registry, rows, predictions = prepare(root)
+        config = root / "monitor.json"
+        config.write_text(json.dumps({"retrain": {"runner": "none"}}))
+        (root / "baseline").mkdir()
+        sources = {f"before ({args.baseline})": baseline_source(args.baseline, root / "baseline"),
+                   "after (fsync'd log)": None}
         pairs = args.events // 2
-        events = build_events(rows, predictions, pairs)
-        posting = [run_posting(registry, events, args.connections, root / f"store-i-{run}") for run in range(RUNS)]
-        console.print(posting_table(posting, pairs, args.connections))
-        driven = [run_gateway(registry, rows, args.connections, args.seconds, root / f"store-ii-{run}")
-                  for run in range(RUNS)]
-        console.print(gateway_table(driven, args.connections))
+        results: dict[tuple[str, int], list[dict]] = {}
+        for batch in (1, args.batch):
+            events = build_events(rows, predictions, pairs, batch)
+            for run in range(args.runs):
+                for label, src in sources.items():  # alternating: both see the same conditions
+                    store = root / f"store-{batch}-{run}-{'before' if src else 'after'}"
+                    results.setdefault((label, batch), []).append(
+                        run_posting(src, registry, events, pairs * batch, args.connections, store, config))
+        console.print(posting_table(results, 2 * pairs, args.connections, args.baseline))
+        if not args.skip_gateway:
+            driven = [run_gateway(registry, rows, args.connections, args.seconds, root / f"store-ii-{run}")
+                      for run in range(args.runs)]
+            console.print(gateway_table(driven, args.connections))
     console.print(f"{os.cpu_count()} cores, shared by client, gateway and monitor; "
                   f"load average before {load_before}, after {_load()}")
 

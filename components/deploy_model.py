@@ -12,10 +12,11 @@ def deploy_model(registry_uri: str, model_name: str, version: int, canary_percen
                  rollout_gateway: str = "", rollout_prometheus: str = "", rollout_interval: float = 30.0,
                  rollout_monitor: str = "", rollout_policy: dict = {}) -> str:
     """Serves the version (first one or 100 %: production; else a canary), then optionally runs the canary
-    analysis; the registry's aliases move only once serving has confirmed each change.
+    analysis; the registry's aliases move only once serving has confirmed each change. A canary that passes
+    waits at its share for a person's approval when the model's approval policy (in the registry) says so.
 
     Returns:
-        Output: "promoted", "canary" (no analysis asked for) or "aborted" (the analysis failed it).
+        Output: "promoted", "canary" (no analysis), "aborted" (it failed) or "pending-approval" (it passed).
     """
     from driftloop import steps
 

@@ -19,6 +19,10 @@ def evaluate_model(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
+    data_uri: str,
+    triggered_by: str,
+    run_id: str,
+    run_name: str,
     gate_metric: str = "roc_auc",
     min_gate_value: float = 0.6,
     max_regression: float = 0.01,
@@ -26,21 +30,22 @@ def evaluate_model(
     """Scores candidate and champion on the same holdout; the gate decides whether to deploy.
 
     Returns:
-        metrics: ROC AUC, accuracy, F1, log loss (and the champion's, prefixed ``champion_``); a metric that is
-            not a finite number (ROC AUC of a one-class holdout) is left out, as the report says.
+        metrics: ROC AUC, average precision, accuracy, precision, recall, F1, log loss, Brier (and the champion's,
+            prefixed ``champion_``); a metric that is not a finite number (ROC AUC of a one-class holdout) is left
+            out, as the report says.
         classification: Confusion matrix and ROC curve for the dashboard.
-        report: HTML report with both ROC curves and the gate's reasons.
+        report: The decision page: run and data, verdict (with a warning when the candidate is worse than the
+            champion but passes), candidate and champion side by side with their difference, curves, confusion matrices.
         passed: The gate's decision.
-        outcome_json: Evaluation and decision as JSON, for registration.
+        outcome_json: Evaluation, decision and the report's content as JSON, for registration.
     """
-    import json
-
     from driftloop import steps
     from driftloop.evaluation import GateThresholds
 
     result = steps.evaluate(
         model.path, holdout.path, spec_json, registry_uri, model_name, report.path,
         GateThresholds(gate_metric, min_gate_value, max_regression), recent.path,
+        facts=steps.run_facts(model_name, run_id, run_name, data_uri, triggered_by), trained=model.metadata,
     )
     scalars, roc = steps.dashboard_metrics(result)
     for name, value in scalars.items():
@@ -48,5 +53,4 @@ def evaluate_model(
     if roc is not None:
         classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["threshold"])
     classification.log_confusion_matrix(["0", "1"], result.evaluation.confusion_matrix)
-    outcome = {"evaluation": result.evaluation.to_dict(), "decision": result.decision.to_dict()}
-    return (result.decision.passed, json.dumps(outcome))
+    return (result.decision.passed, result.outcome_json())

@@ -25,13 +25,16 @@ def register_model(
     run_id: str,
     run_name: str,
     model_card: Output[Markdown],
+    intended_use: str = "",
+    limitations: str = "",
 ) -> int:
-    """Stores the model directory with its spec, reference profile and sample, card and lineage, and the model
-    compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the reference sample;
-    a retried attempt returns the version the first one published.
+    """Stores the model directory with its spec, reference profile and sample, card, evaluation report, lineage and
+    the model compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the reference
+    sample; a retried attempt returns the version the first one published.
 
     Returns:
-        model_card: The version's Markdown model card.
+        model_card: The version's Markdown model card (the registry holds the same text): its number, trigger,
+            parent, training data, metrics against the champion, intended use and limitations.
         Output: The new version number.
     """
     from pathlib import Path
@@ -41,7 +44,7 @@ def register_model(
     lineage = {
         "run_id": run_id, "run_name": run_name, "data_uri": data_uri, "data_sha256": data_sha256,
         "estimator": estimator, "params": estimator_params, "seed": seed, "test_size": test_size,
-        "triggered_by": triggered_by,
+        "triggered_by": triggered_by, "intended_use": intended_use, "limitations": limitations,
     }
     version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
                                    trained=model.metadata, holdout_path=holdout.path)

@@ -20,6 +20,7 @@ from kfp import compiler, dsl, kubernetes
 from driftloop import ct_params
 from driftloop.components.deploy_model import deploy_model
 from driftloop.components.evaluate_model import evaluate_model
+from driftloop.components.fail_validation import fail_validation
 from driftloop.components.load_and_validate import load_and_validate
 from driftloop.components.record_outcome import record_outcome
 from driftloop.components.register_model import register_model
@@ -100,22 +101,30 @@ def build_ct_pipeline(with_exit_handler: bool = True, image: str = PROJECT_IMAGE
 
         def steps() -> None:
             validated = _step(load_and_validate, p).set_display_name("load and validate")
-            trained = _step(train_model, p, dataset=validated.outputs["dataset"], recent=validated.outputs["recent"],
-                            spec_json=validated.outputs["spec_json"]).set_display_name("train")
-            evaluated = _step(evaluate_model, p, model=trained.outputs["model"], holdout=trained.outputs["holdout"],
-                              recent=validated.outputs["recent"],
-                              spec_json=validated.outputs["spec_json"]).set_display_name("evaluate vs champion")
-            tasks.extend([validated, trained, evaluated])
-            with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-                registered = _step(
-                    register_model, p, model=trained.outputs["model"], dataset=validated.outputs["dataset"],
-                    holdout=trained.outputs["holdout"],
-                    spec_json=validated.outputs["spec_json"], outcome_json=evaluated.outputs["outcome_json"],
-                    data_sha256=validated.outputs["data_sha256"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                ).set_display_name("register")
-                deployed = _step(deploy_model, p, version=registered.outputs["Output"]).set_display_name("deploy")
-                tasks.extend([registered, deployed])
+            tasks.append(validated)
+            # The validation step succeeds either way, so its report reaches the dashboard (KFP uploads no
+            # artifact of a failed step); invalid data fails the run in the next step, with the problem.
+            with dsl.If(validated.outputs["valid"] == True, name="data-valid"):  # noqa: E712 (KFP condition)
+                trained = _step(train_model, p, dataset=validated.outputs["dataset"], recent=validated.outputs["recent"],
+                                spec_json=validated.outputs["spec_json"]).set_display_name("train")
+                evaluated = _step(evaluate_model, p, model=trained.outputs["model"], holdout=trained.outputs["holdout"],
+                                  recent=validated.outputs["recent"], spec_json=validated.outputs["spec_json"],
+                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                  ).set_display_name("evaluate vs champion")
+                tasks.extend([trained, evaluated])
+                with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
+                    registered = _step(
+                        register_model, p, model=trained.outputs["model"], dataset=validated.outputs["dataset"],
+                        holdout=trained.outputs["holdout"],
+                        spec_json=validated.outputs["spec_json"], outcome_json=evaluated.outputs["outcome_json"],
+                        data_sha256=validated.outputs["data_sha256"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                    ).set_display_name("register")
+                    deployed = _step(deploy_model, p, version=registered.outputs["Output"]).set_display_name("deploy")
+                    tasks.extend([registered, deployed])
+            with dsl.Else(name="data-invalid"):
+                tasks.append(fail_validation(problem=validated.outputs["problem"]).set_display_name(
+                    "validation failed"))
             for task in (validated, registered, deployed):
                 task.set_retry(num_retries=IO_RETRIES, backoff_duration="10s")
             # train-model gets no Secret: it reads and writes only artifacts, which KFP itself moves.

@@ -146,7 +146,8 @@ class ServerThread:
         self._thread.join(timeout=10)
 
 
-def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: int = 1):
+def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: int = 1, actor: str = "test",
+                     lineage: dict | None = None):
     """Trains the default Pipeline on a synthetic churn table and registers it as the CT pipeline
     would: spec, profile, reference sample, holdout accuracy and the training data's URI in lineage."""
     import io
@@ -169,9 +170,10 @@ def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: 
     clean.sample(n=min(len(clean), 2000), random_state=0).to_parquet(sample, index=False)
     metrics = evaluate_model(trained.model, trained.holdout_frame, spec).metrics
     return registry.register(
-        name, model_dir, model_format="sklearn", lineage={"data_uri": str(data_path)}, metrics=metrics,
+        name, model_dir, model_format="sklearn", lineage={"data_uri": str(data_path), **(lineage or {})},
+        metrics=metrics,
         attachments={"spec.json": spec.to_json().encode(), "profile.json": build_profile(clean, spec).to_json().encode(),
-                     "reference_sample.parquet": sample.getvalue()}, actor="test")
+                     "reference_sample.parquet": sample.getvalue()}, actor=actor)
 
 
 @pytest.fixture(scope="session")

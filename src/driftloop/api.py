@@ -9,6 +9,7 @@ from driftloop import synthetic
 from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec, infer_spec, load_table
 from driftloop.errors import ConfigError, DataError, DriftloopError
+from driftloop.registry import ModelRegistry
 from driftloop.runners.local import RunSummary, TaskEvent, run_ct_pipeline
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
@@ -112,3 +113,57 @@ from driftloop.kfp_submit import (  # noqa: E402
 
 __all__ += ["KfpSettings", "Schedule", "SubmittedRun", "create_schedule", "delete_schedule", "list_schedules",
             "pause_schedule", "resume_schedule", "run_state", "submit_run", "wait_for_run"]
+
+
+# Governance: approval of promotions (the policy lives in the registry; decisions go through the deployment port).
+from driftloop.registry.approvals import ApprovalPolicy, PendingApproval  # noqa: E402
+
+
+def set_approval_policy(registry: ModelRegistry | str, model: str, policy: ApprovalPolicy | None, *,
+                        actor: str | None = None, reason: str = ""):
+    """Requires approval before a canary that passed becomes production (None: no longer). The change is an
+    audit entry naming the actor (see :func:`driftloop.identity.resolve_actor`)."""
+    from driftloop.identity import resolve_actor
+
+    return _registry(registry).set_approval_policy(model, policy, actor=resolve_actor(actor).name, reason=reason)
+
+
+def pending_approvals(registry: ModelRegistry | str, model: str | None = None) -> list[PendingApproval]:
+    """The canaries waiting for approval (of ``model``, or every model); reads only."""
+    from driftloop.deploy.approval import pending_approvals as pending
+
+    return pending(_registry(registry), model)
+
+
+def approve(registry: ModelRegistry | str, model: str, version: int, reason: str, *, actor: str | None = None,
+            context: str | None = None, **serving):
+    """Promotes the canary ``version`` that waits for approval, through the backend it serves on.
+
+    Args:
+        actor: A self-declared name, used when no verified identity exists (a pod's ServiceAccount, or the
+            kubeconfig's user by SelfSubjectReview).
+        serving: Overrides of where it serves (``target``, ``namespace``, …; default: as recorded).
+
+    Returns:
+        What serves now (a :class:`~driftloop.deploy.ServedTraffic`).
+    """
+    from driftloop.deploy.approval import APPROVE, decide
+
+    return decide(APPROVE, _registry(registry), model, version, reason, actor=actor, context=context, **serving)
+
+
+def reject(registry: ModelRegistry | str, model: str, version: int, reason: str, *, actor: str | None = None,
+           context: str | None = None, **serving):
+    """Takes the canary ``version`` that waits for approval out of service (see :func:`approve`)."""
+    from driftloop.deploy.approval import REJECT, decide
+
+    return decide(REJECT, _registry(registry), model, version, reason, actor=actor, context=context, **serving)
+
+
+def _registry(registry: ModelRegistry | str) -> ModelRegistry:
+    from driftloop.registry import open_registry
+
+    return open_registry(registry) if isinstance(registry, str) else registry
+
+
+__all__ += ["ApprovalPolicy", "PendingApproval", "approve", "pending_approvals", "reject", "set_approval_policy"]

@@ -115,18 +115,55 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else "–"
 
 
-def print_versions(name: str, rows: list[dict]) -> None:
+def print_versions(name: str, rows: list[dict], policy=None, now: float = 0.0) -> None:
+    """The versions table, then the approval policy and what waits for approval."""
     table = Table(title=f"versions of {name}")
     for column in ("version", "created", "estimator", "roc_auc", "data", "run", "aliases"):
         table.add_column(column)
     for row in rows:
         lineage = row["lineage"]
         aliases = ", ".join(row["aliases"]) + (" [dim](archived)[/]" if row["archived"] else "")
+        if row.get("pending_approval"):
+            aliases += " [yellow](pending approval)[/]"
         roc = row["metrics"].get("roc_auc")
         table.add_row(f"v{row['version']}", row["created_at"], str(lineage.get("estimator", "?")),
                       f"{roc:.4f}" if roc is not None else "–", str(lineage.get("data_uri", "?")),
                       str(lineage.get("run_name") or lineage.get("run_id") or "?"), aliases or "–")
-    _stdout().print(table)
+    console = _stdout()
+    console.print(table)
+    console.print(f"policy: {policy.describe() if policy else 'promotions need no approval'}", markup=False)
+    for row in rows:
+        if row.get("pending_approval"):
+            console.print(f"pending: {_waiting(row['pending_approval'], now)}", markup=False, soft_wrap=True)
+
+
+def _waiting(pending: dict, now: float) -> str:
+    from datetime import datetime
+
+    from driftloop.registry.approvals import format_duration
+
+    age = now - datetime.fromisoformat(pending["requested_at"]).timestamp()
+    left = datetime.fromisoformat(pending["expires_at"]).timestamp() - now
+    return (f"{pending['model']} v{pending['version']} waits for approval beside v{pending['stable_version']} "
+            f"for {format_duration(age)}; rolled back in {format_duration(left)} (at {pending['expires_at']}); "
+            f"registered by {pending['registered_by'] or '?'}, triggered by {pending['triggered_by'] or '?'}")
+
+
+def print_policy(name: str, policy, entry=None) -> None:
+    done = f" (entry {entry.seq}, by {entry.actor})" if entry is not None else ""
+    _stdout().print(f"{name}: {policy.describe() if policy else 'promotions need no approval'}{done}", markup=False)
+
+
+def print_pending(waiting: list, expired: list, now: float) -> None:
+    """What waits for approval, and what this call rolled back because its time was up."""
+    console = _stdout()
+    for pending in expired:
+        console.print(f"expired: {pending.model} v{pending.version} rolled back (deadline {pending.expires_at})",
+                      markup=False, soft_wrap=True)
+    for pending in waiting:
+        console.print(f"pending: {_waiting(pending.to_dict(), now)}", markup=False, soft_wrap=True)
+    if not waiting:
+        console.print("nothing waits for approval")
 
 
 def print_version(version: dict) -> None:
@@ -237,6 +274,9 @@ def print_monitor_status(status: dict, url: str) -> None:
     console = _stdout()
     console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} rows "
                   f"stored, {status['labels']} labels, {status['events_rejected']} rejected")
+    if ingest := status.get("ingest"):
+        console.print(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
+                      f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting")
     for model, state in status["models"].items():
         aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
         table = Table(title=f"{model} ({aliases}); {state['open_window_rows']} rows in the open window")

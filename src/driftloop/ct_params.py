@@ -152,6 +152,10 @@ class CTParams:
     rollout_policy: dict = _param({}, "overrides of the rollout policy (steps, min_requests, …)",
                                   check=_rollout_policy, cli=False)
     triggered_by: str = _param("manual", "what started the run (the monitor writes drift:<key>)", cli=False)
+    intended_use: str = _param("", "the model card's intended use: what the model is for, for whom, and what it must "
+                               "not be used for")
+    limitations: str = _param("", "the model card's known limitations and caveats (where it fails, what it was not "
+                              "tested on)")
 
     def __post_init__(self) -> None:
         if not self.model_name and self.data_uri:
@@ -256,7 +260,7 @@ def check_value(name: str, value: Any) -> Any:
 
 # What the drift monitor sets for every retrain itself; its ``pipeline_params`` may set the rest.
 SET_PER_RETRAIN = ("data_uri", "target", "model_name", "registry_uri", "spec_json", "id_column", "timestamp_column",
-                   "triggered_by")
+                   "recent_uri", "triggered_by")
 
 
 def check_overrides(values: dict, reserved: tuple[str, ...] = ()) -> dict:

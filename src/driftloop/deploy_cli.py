@@ -19,8 +19,7 @@ def add_deploy_parser(sub, add_common) -> None:
                             "steer its traffic")
     deploy.add_argument("name")
     deploy.add_argument("--version", type=int, help="default: the canary, else production")
-    deploy.add_argument("--target", choices=SERVE_TARGETS, default=default_of("serve_target"),
-                        help="where versions serve (default: %(default)s)")
+    add_serving_arguments(deploy)
     action = deploy.add_mutually_exclusive_group()
     action.add_argument("--promote", action="store_true", help="the canary takes all traffic and becomes production")
     action.add_argument("--rollback", action="store_true",
@@ -30,18 +29,36 @@ def add_deploy_parser(sub, add_common) -> None:
     deploy.add_argument("--canary-percent", type=int, default=default_of("canary_percent"),
                         help="a new version's share beside production (default: %(default)s; 100: no canary)")
     deploy.add_argument("--dry-run", action="store_true", help="print the InferenceService YAML; change nothing")
-    deploy.add_argument("--namespace", default=default_of("serving_namespace"),
-                        help="KServe namespace (default: the kubeconfig context's)")
-    deploy.add_argument("--service-account", default=default_of("serving_account"),
-                        help="predictor ServiceAccount (default: %(default)s)")
-    deploy.add_argument("--logger-url", default=default_of("logger_url"),
-                        help="the drift monitor's /events URL for payload logging")
-    deploy.add_argument("--deployment-mode", default=default_of("deployment_mode"), choices=DEPLOYMENT_MODES,
-                        help="KServe deployment mode (default: %(default)s)")
-    deploy.add_argument("--ready-timeout", type=float, default=default_of("ready_timeout"),
-                        help="seconds a change may take to become ready (default: %(default)s)")
-    deploy.add_argument("--context", help="kubeconfig context")
     add_common(deploy)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser, *, as_recorded: bool = False) -> None:
+    """Where versions serve: ``--target`` and the KServe settings, with the CT parameters' defaults.
+
+    Args:
+        as_recorded: Default every setting to None, meaning "where the waiting canary serves, as its approval
+            request recorded it" (``driftloop models approve | reject | pending``).
+    """
+    def option(flag: str, name: str, help_text: str, shown: str = "%(default)s", **kwargs) -> None:
+        default = None if as_recorded else default_of(name)
+        shown = "as the approval request recorded" if as_recorded else shown
+        parser.add_argument(flag, default=default, help=f"{help_text} (default: {shown})", **kwargs)
+
+    option("--target", "serve_target", "where versions serve", choices=SERVE_TARGETS)
+    option("--namespace", "serving_namespace", "KServe namespace", "the kubeconfig context's")
+    option("--service-account", "serving_account", "predictor ServiceAccount")
+    option("--logger-url", "logger_url", "the drift monitor's /events URL for payload logging", "none")
+    option("--deployment-mode", "deployment_mode", "KServe deployment mode", choices=DEPLOYMENT_MODES)
+    option("--ready-timeout", "ready_timeout", "seconds a change may take to become ready", type=float)
+    parser.add_argument("--context", help="kubeconfig context")
+
+
+def serving_arguments(args: argparse.Namespace) -> dict:
+    """The settings :func:`add_serving_arguments` added, as :func:`~driftloop.deploy.open_deployment` takes them
+    (``context`` aside)."""
+    return {"target": args.target, "namespace": args.namespace, "deployment_mode": args.deployment_mode,
+            "service_account": args.service_account, "logger_url": args.logger_url,
+            "ready_timeout": args.ready_timeout}
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -55,9 +72,9 @@ def run_deploy(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.name} v{args.version} is archived; it cannot be deployed")
     if args.dry_run:
         return _dry_run(args, registry, aliases)
-    deployment = open_deployment(registry, args.target, actor="driftloop deploy", namespace=args.namespace,
-                                 deployment_mode=args.deployment_mode, service_account=args.service_account,
-                                 logger_url=args.logger_url, ready_timeout=args.ready_timeout, context=args.context)
+    settings = serving_arguments(args)
+    deployment = open_deployment(registry, settings.pop("target"), actor="driftloop deploy", context=args.context,
+                                 **settings)
     if args.status:
         traffic = deployment.observe(args.name)
         if args.json:

@@ -19,11 +19,17 @@ class DataError(DriftloopError):
 
 
 class DataValidationError(DataError):
-    """Data failed validation; names the column and the problem."""
+    """Data failed validation; names the column and the problem.
 
-    def __init__(self, column: str | None, problem: str) -> None:
+    Raised by :func:`driftloop.validation.validate_table`, it also carries what the validation report needs:
+    ``report`` (every check run, the failing one among them) and ``frame`` (the table as far as validation got).
+    """
+
+    def __init__(self, column: str | None, problem: str, report=None, frame=None) -> None:
         self.column = column
         self.problem = problem
+        self.report = report
+        self.frame = frame
         where = f"column '{column}': " if column else ""
         super().__init__(f"data validation failed: {where}{problem}")
 

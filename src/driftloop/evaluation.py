@@ -12,18 +12,22 @@ from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError
 
 GATE_METRICS = ("roc_auc", "accuracy", "f1")
+# Scores where a smaller value is the better model; for every other score, larger is better.
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 MAX_ROC_POINTS = 101
 
 
 @dataclass
 class Evaluation:
-    """Holdout metrics, confusion matrix ``[[tn, fp], [fn, tp]]`` and a thinned ROC curve."""
+    """Holdout metrics, confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``, and thinned curves."""
 
     metrics: dict[str, float]
     confusion_matrix: list[list[int]]
     roc_curve: dict[str, list[float]]  # fpr, tpr, threshold
     # Reliability: per bin of predicted probability, the mean prediction, the share of positives, the rows.
     calibration_curve: dict[str, list[float]] = field(default_factory=dict)
+    pr_curve: dict[str, list[float]] = field(default_factory=dict)  # recall, precision (empty before #13)
+    threshold: float = 0.5  # a row is predicted positive when its probability reaches this
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +51,21 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     # sklearn's first threshold is +inf; KFP and JSON need a finite number.
     finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
     roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
-    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc, reliability(y, proba))
+    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc, reliability(y, proba),
+                      precision_recall(y, proba), threshold)
+
+
+def precision_recall(y: np.ndarray, proba: np.ndarray) -> dict[str, list[float]]:
+    """The precision–recall curve, thinned like the ROC curve, from recall 0 to 1 (empty for a one-class holdout)."""
+    from sklearn import metrics as skm
+
+    if len(np.unique(y)) < 2:
+        return {}
+    precision, recall, _ = skm.precision_recall_curve(y, proba)
+    precision, recall = precision[::-1], recall[::-1]  # sklearn lists them from recall 1 down to 0
+    keep = _thin(len(recall), MAX_ROC_POINTS)
+    return {"recall": [round(float(v), 6) for v in recall[keep]],
+            "precision": [round(float(v), 6) for v in precision[keep]]}
 
 
 CALIBRATION_BINS = 10
@@ -74,9 +92,13 @@ def scores(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str
     from sklearn import metrics as skm
 
     predicted = (proba >= threshold).astype(int)
+    two_classes = len(np.unique(y)) == 2
     return {
-        "roc_auc": float(skm.roc_auc_score(y, proba)) if len(np.unique(y)) == 2 else float("nan"),
+        "roc_auc": float(skm.roc_auc_score(y, proba)) if two_classes else float("nan"),
+        "average_precision": float(skm.average_precision_score(y, proba)) if two_classes else float("nan"),
         "accuracy": float(skm.accuracy_score(y, predicted)),
+        "precision": float(skm.precision_score(y, predicted, zero_division=0)),
+        "recall": float(skm.recall_score(y, predicted, zero_division=0)),
         "f1": float(skm.f1_score(y, predicted, zero_division=0)),
         "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
         "brier": float(np.mean((proba - y) ** 2)),

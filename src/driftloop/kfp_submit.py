@@ -120,14 +120,34 @@ class KfpSettings:
             experiment=experiment or env.get("DRIFTLOOP_KFP_EXPERIMENT") or DEFAULT_EXPERIMENT,
             token=token,
             token_path=token_path,
-            ui_host=env.get("DRIFTLOOP_KFP_UI") or env.get("KF_PIPELINES_UI_ENDPOINT") or None,
+            ui_host=_ui_host(env),
             service_account=env.get("DRIFTLOOP_KFP_SERVICE_ACCOUNT") or None,
             **({"image": project_image(env)} | options),
         )
 
     def run_url(self, run_id: str) -> str:
         """The run's page in the KFP UI."""
-        return f"{(self.ui_host or self.host).rstrip('/')}/#/runs/details/{run_id}"
+        return run_page(self.ui_host or self.host, run_id)
+
+
+# Where the KFP UI is, for run links: driftloop's variable, else the one kfp's own client reads.
+UI_HOST_ENV = ("DRIFTLOOP_KFP_UI", "KF_PIPELINES_UI_ENDPOINT")
+
+
+def _ui_host(env: Mapping[str, str]) -> str | None:
+    return next((env[name] for name in UI_HOST_ENV if env.get(name)), None)
+
+
+def run_page(ui_host: str, run_id: str) -> str:
+    """A run's page in the KFP UI at ``ui_host``."""
+    return f"{ui_host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def run_page_from_env(run_id: str, environ: Mapping[str, str] | None = None) -> str:
+    """A run's page when the environment names the KFP UI (:data:`UI_HOST_ENV`), else "" (a pipeline step's
+    reports link their run only where the deployment says where the UI is)."""
+    host = _ui_host(os.environ if environ is None else environ)
+    return run_page(host, run_id) if host and run_id else ""
 
 
 @dataclass(frozen=True)

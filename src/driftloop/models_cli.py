@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
+import time
 from pathlib import Path
 
 from driftloop import signing
 from driftloop.errors import ConfigError
+from driftloop.identity import login_name
 from driftloop.registry import ModelRegistry, open_registry
 from driftloop.settings import Settings
 
@@ -57,6 +58,43 @@ def add_models_parser(sub, add_common) -> None:
     for parser in (promote, rollback, set_alias, archive):
         parser.add_argument("--reason", default="", help="recorded in the audit trail")
         parser.add_argument("--actor", help="who is acting (default: the login name)")
+    _add_approval_parsers(verb)
+
+
+def _add_approval_parsers(verb) -> None:
+    """``policy``, ``approve``, ``reject`` and ``pending``: governance of promotions."""
+    from driftloop.deploy_cli import add_serving_arguments
+    from driftloop.registry.approvals import DEFAULT_TIMEOUT
+
+    policy = verb("policy", "show or set the model's approval policy: a canary that passed its analysis waits "
+                  "for a person's approval before it becomes production")
+    policy.add_argument("name")
+    switch = policy.add_mutually_exclusive_group()
+    switch.add_argument("--require-approval", action="store_true", help="switch the policy on (or change it)")
+    switch.add_argument("--off", action="store_true", help="switch the policy off")
+    policy.add_argument("--approvers", default="", help="comma-separated actors who may decide (default: anyone)")
+    policy.add_argument("--four-eyes", action="store_true",
+                        help="the decider must differ from whoever registered the version or triggered its run")
+    policy.add_argument("--verified-only", action="store_true",
+                        help="only verified identities (a Kubernetes user or ServiceAccount) may decide")
+    policy.add_argument("--timeout", help="how long a canary may wait before it is rolled back, e.g. 90m, 24h, 2d "
+                        f"(default: {DEFAULT_TIMEOUT})")
+    decisions = []
+    for name, help_text in (("approve", "promote a canary that waits for approval"),
+                            ("reject", "take a canary that waits for approval out of service")):
+        decision = verb(name, help_text)
+        decision.add_argument("name")
+        decision.add_argument("version", type=int)
+        decision.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+        decisions.append(decision)
+    pending = verb("pending", "canaries waiting for approval, with their age and deadline; rolls back those past "
+                   "their timeout (run it from cron to enforce timeouts without a monitor)")
+    pending.add_argument("name", nargs="?", help="default: every model")
+    for parser in (policy, *decisions, pending):
+        parser.add_argument("--actor", help="who is acting when no verified identity exists (a pod's "
+                            "ServiceAccount, or the kubeconfig's user); default: the login name")
+    for parser in (*decisions, pending):
+        add_serving_arguments(parser, as_recorded=True)
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -65,10 +103,12 @@ def run_models(args: argparse.Namespace) -> int:
     if args.verb == "keygen":
         return _keygen(args)
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
-    actor = getattr(args, "actor", None) or _login()
+    actor = getattr(args, "actor", None) or login_name()
     verb = args.verb
     if getattr(args, "name", None):
         registry.require_model(args.name)
+    if verb in {"policy", "approve", "reject", "pending"}:
+        return _governance(registry, args)
     if verb == "list":
         rows = [_model_row(registry, name) for name in registry.list_models()]
         return _emit(args, rows, lambda: console.print_models(rows, registry.uri))
@@ -76,9 +116,13 @@ def run_models(args: argparse.Namespace) -> int:
         if args.version is None:
             versions = registry.list_versions(args.name)
             state = registry.state(args.name)
+            pending = state.pending_approval
             rows = [v.to_dict() | {"aliases": sorted(a for a, n in state.aliases.items() if n == v.version),
-                                   "archived": v.version in state.archived} for v in versions]
-            return _emit(args, rows, lambda: console.print_versions(args.name, rows))
+                                   "archived": v.version in state.archived,
+                                   "pending_approval": pending.to_dict() if pending and pending.version == v.version
+                                   else None} for v in versions]
+            return _emit(args, rows, lambda: console.print_versions(args.name, rows, state.approval_policy,
+                                                                    time.time()))
         version = registry.get_version(args.name, args.version).to_dict()
         return _emit(args, version, lambda: console.print_version(version))
     if verb in {"promote", "rollback", "set-alias", "archive"}:
@@ -139,6 +183,55 @@ def _steer(registry: ModelRegistry, args: argparse.Namespace, actor: str):
     return registry.set_alias(args.name, args.alias, args.version, actor=actor, reason=args.reason)
 
 
+def _governance(registry: ModelRegistry, args: argparse.Namespace) -> int:
+    from driftloop import console  # not driftloop.api: it imports pandas, seconds for a one-line answer
+    from driftloop.deploy.approval import decide, deployment_for, expire_pending, pending_approvals
+    from driftloop.deploy_cli import serving_arguments
+    from driftloop.identity import resolve_actor
+
+    if args.verb == "policy":
+        settings = [flag for flag, given in (("--approvers", args.approvers), ("--four-eyes", args.four_eyes),
+                                             ("--verified-only", args.verified_only), ("--timeout", args.timeout))
+                    if given]
+        if settings and not args.require_approval:
+            raise ConfigError(f"{', '.join(settings)} set(s) the policy: add --require-approval")
+        if not (args.require_approval or args.off):
+            policy = registry.state(args.name).approval_policy
+            return _emit(args, policy.to_dict() if policy else None, lambda: console.print_policy(args.name, policy))
+        new = None if args.off else _policy_from(args)
+        entry = registry.set_approval_policy(args.name, new, actor=resolve_actor(args.actor).name)
+        return _emit(args, entry.to_dict(), lambda: console.print_policy(args.name, new, entry))
+    if args.verb in ("approve", "reject"):
+        traffic = decide(args.verb, registry, args.name, args.version, args.reason, actor=args.actor,
+                         context=args.context, **serving_arguments(args))
+        return _emit(args, traffic.to_dict(), lambda: print(f"{args.name} v{args.version} {args.verb}d; "
+                                                           f"{traffic.describe()}"))
+    # pending: roll back what is past its deadline (through the backend it serves on), then list what waits.
+    names = [args.name] if args.name else registry.list_models()
+    now, expired = time.time(), []
+    for name in names:
+        if registry.state(name).pending_approval is None:
+            continue
+        deployment = deployment_for(registry, name, "driftloop", context=args.context, **serving_arguments(args))
+        deployment.actor = resolve_actor(args.actor, api_client=getattr(deployment, "api_client", None)).name
+        gone = expire_pending(deployment, name, now)
+        if gone is not None:
+            expired.append(gone)
+    waiting = pending_approvals(registry, args.name)
+    payload = {"pending": [p.to_dict() | {"age_seconds": p.age_seconds(now)} for p in waiting],
+               "expired": [p.to_dict() for p in expired]}
+    return _emit(args, payload, lambda: console.print_pending(waiting, expired, now))
+
+
+def _policy_from(args: argparse.Namespace):
+    from driftloop.registry.approvals import DEFAULT_TIMEOUT, ApprovalPolicy, parse_duration
+
+    approvers = tuple(a.strip() for a in args.approvers.split(",") if a.strip())
+    return ApprovalPolicy(approvers=approvers, four_eyes=args.four_eyes,
+                          timeout_seconds=parse_duration(args.timeout or DEFAULT_TIMEOUT),
+                          verified_only=args.verified_only)
+
+
 def _model_row(registry: ModelRegistry, name: str) -> dict:
     versions = registry.list_versions(name)
     history = registry.history(name)
@@ -157,9 +250,3 @@ def _emit(args: argparse.Namespace, payload, render) -> int:
         render()
     return 0
 
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"

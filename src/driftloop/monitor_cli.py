@@ -20,8 +20,9 @@ LABELS_TOKEN_HELP = ("file holding the monitor's labels token (default: DRIFTLOO
 
 
 def add_monitor_parsers(sub, add_common) -> None:
-    monitor = sub.add_parser("monitor", help="the drift monitor: 'serve' (default) runs it, 'status' asks it")
-    monitor.add_argument("action", nargs="?", choices=["serve", "status"], default="serve")
+    monitor = sub.add_parser("monitor", help="the drift monitor: 'serve' (default) runs it, 'status' asks it, "
+                             "'resume' lets a model whose retraining stopped after repeated failures trigger again")
+    monitor.add_argument("action", nargs="?", choices=["serve", "status", "resume"], default="serve")
     monitor.add_argument("--config", help="monitor settings file (YAML or JSON; see docs) — windows, drift "
                          "tests, trigger policy, retrain runner")
     monitor.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -36,7 +37,9 @@ def add_monitor_parsers(sub, add_common) -> None:
     monitor.add_argument("--window-rows", type=int, help="close a window after this many rows")
     monitor.add_argument("--window-seconds", type=float, help="… or after this many seconds")
     monitor.add_argument("--url", default=DEFAULT_MONITOR, help="status: the monitor's base URL")
-    monitor.add_argument("--model", help="status: only this model")
+    monitor.add_argument("--model", help="status: only this model; resume: the model (default: the config's)")
+    monitor.add_argument("--reason", help="resume: what was fixed (recorded in the audit trail)")
+    monitor.add_argument("--actor", help="resume: who is acting (default: the login name)")
     monitor.add_argument("--limit", type=int, default=10, help="status: windows to show")
     add_common(monitor)
 
@@ -66,6 +69,8 @@ def add_monitor_parsers(sub, add_common) -> None:
 def run_monitor(args: argparse.Namespace) -> int:
     if args.action == "status":
         return _status(args)
+    if args.action == "resume":
+        return _resume(args)
 
     from driftloop.monitor.app import Monitor
     from driftloop.monitor.config import AuthConfig, MonitorConfig, WindowConfig
@@ -117,6 +122,30 @@ def _serve(app, host: str, port: int, events_port: int | None) -> None:
         sockets.append(sock)
     server = uvicorn.Server(uvicorn.Config(EventsPort(app, events_port), log_level="warning"))
     server.run(sockets=sockets)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Records ``retrain-resumed`` in the registry's audit trail: the failure count that stopped retraining is
+    kept there (so a restart does not forget it), and so is its reset; a running monitor reads it at its
+    next window."""
+    import getpass
+
+    from driftloop.monitor.config import MonitorConfig
+    from driftloop.monitor.coordinator import resume
+    from driftloop.registry import open_registry
+
+    if not args.reason:
+        raise ConfigError("monitor resume needs --reason (what was fixed)")
+    config = MonitorConfig.load(args.config) if args.config else MonitorConfig()
+    settings = Settings.resolve(args.home, args.registry or config.registry or None)
+    model = args.model or config.model
+    try:
+        actor = args.actor or getpass.getuser()
+    except (KeyError, OSError):
+        actor = "cli"
+    entry = resume(open_registry(settings.registry_uri), model, actor=actor, reason=args.reason)
+    print(f"retraining of {model} resumed (audit entry #{entry.seq})")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -51,10 +51,15 @@ class ReferenceProfile:
 
 
 def build_profile(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile:
-    """Profiles ``frame`` (already coerced to ``spec``)."""
+    """Profiles ``frame`` (normally coerced to ``spec``; a table that failed validation is profiled as far as it
+    goes: missing columns are left out, text in a numeric column counts as missing)."""
     features: dict[str, FeatureProfile] = {}
     for feature in spec.features:
+        if feature.name not in frame.columns:
+            continue
         column = frame[feature.name]
+        if feature.kind == "numeric":
+            column = pd.to_numeric(column, errors="coerce")
         null_rate = float(column.isna().mean())
         values = column.dropna()
         fp = FeatureProfile(feature.name, feature.kind, round(null_rate, 6))

@@ -47,12 +47,15 @@ def train_for_recent(frame: pd.DataFrame, spec: DatasetSpec, recent: pd.DataFram
                      ) -> tuple[TrainResult, list[Strategy]]:
     """Fits the model the recent slice prefers: the strategies of :data:`LIVE_WEIGHTS` × :data:`REFERENCE_WINDOWS`.
 
-    The holdout is split first, as for any run, and never used here; ``auto`` chooses its estimator on the plain
-    training part, then the strategies vary only what the rows weigh.
+    The holdout is split first from the reference rows only, and never used here: the few live rows are all
+    trained on (the recent slice judges the new world). ``auto`` chooses its estimator on the plain training
+    part, then the strategies vary only what the rows weigh.
     """
     from driftloop.evaluation import score_proba
 
-    train, holdout = split_holdout(frame, spec, test_size, seed)
+    live = frame[SOURCE_COLUMN] == LIVE
+    reference_train, holdout = split_holdout(frame[~live].reset_index(drop=True), spec, test_size, seed)
+    train = pd.concat([reference_train, frame[live]], ignore_index=True)
     leaderboard = []
     if estimator == "auto":
         estimator, params, leaderboard = choose_estimator(train, spec, seed, gate_metric)

@@ -84,6 +84,7 @@ def run_rollout_command(args: argparse.Namespace) -> int:
     from driftloop.console import print_rollout_step
     from driftloop.deploy import open_deployment
     from driftloop.registry import open_registry
+    from driftloop.registry.approvals import PENDING_APPROVAL
     from driftloop.rollout import GatewayRequestMetrics, quality_reader, run_rollout
 
     registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
@@ -117,4 +118,5 @@ def run_rollout_command(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(f"{result.outcome}: {args.name} v{result.canary_version} — {result.reason}")
-    return 0 if result.outcome == "promoted" else 1
+    # A canary held for approval passed: waiting for a person is not a failure.
+    return 0 if result.outcome in ("promoted", PENDING_APPROVAL) else 1

@@ -20,6 +20,7 @@ import pandas as pd
 import driftloop
 from driftloop.ct_params import default_of
 from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec, infer_spec, load_table
+from driftloop.errors import DataValidationError, DriftloopError, VersionExistsError
 from driftloop.evaluation import (
     Evaluation,
     GateDecision,
@@ -37,7 +38,15 @@ from driftloop.model_dir import (
 )
 from driftloop.profile import ReferenceProfile, build_profile
 from driftloop.registry import PRODUCTION, ModelVersion, open_registry
-from driftloop.reports import evaluation_report_html, model_card, validation_report_html
+from driftloop.registry.base import utc_now
+from driftloop.reports import (
+    EvaluationPage,
+    RunFacts,
+    ValidationPage,
+    evaluation_report_html,
+    model_card,
+    validation_report_html,
+)
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
@@ -50,6 +59,7 @@ class ValidateResult:
     n_rows: int
     report: ValidationReport
     reference_version: int | None
+    problem: str = ""  # why validation failed (only when asked not to raise)
 
 
 def load_and_validate(
@@ -64,6 +74,7 @@ def load_and_validate(
     timestamp_column: str = "",
     recent_uri: str = "",
     recent_path: str = "",
+    raise_on_failure: bool = True,
 ) -> ValidateResult:
     """Loads the data, settles its spec, validates it and writes the clean table as Parquet.
 
@@ -71,15 +82,36 @@ def load_and_validate(
     else inferred. Ranges, categories and null rates are judged against the production version's
     reference profile when there is one. A drift retrain's recent slice (``recent_uri``) is validated against
     the same spec and written to ``recent_path``; without one an empty table is written there.
+
+    The validation report goes to ``report_path`` whatever the outcome: a failed validation writes its page,
+    with the failure, before :class:`~driftloop.errors.DataValidationError` is raised — or, with
+    ``raise_on_failure`` False, returned as ``problem`` with empty tables, so a pipeline step can succeed and
+    publish its report (KFP uploads no artifact of a failed step) and a later step fails the run.
     """
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
     champion = registry.get_alias(model_name, PRODUCTION)
-    spec, _ = choose_spec(frame, target, registry, champion, spec_json, id_column, timestamp_column)
+    spec, source = choose_spec(frame, target, registry, champion, spec_json, id_column, timestamp_column)
     reference = None
     if champion is not None:
         reference = ReferenceProfile.from_json(registry.read_file(model_name, champion.version, "profile.json").decode())
-    clean, report, spec = validate_table(frame, spec, reference)
+    page = ValidationPage(data_uri, ValidationReport(len(frame), len(frame)), spec, reference=reference,
+                          reference_version=champion.version if champion else None, model=model_name,
+                          spec_source=f"{source} spec", at=utc_now())
+    try:
+        clean, report, spec = validate_table(frame, spec, reference)
+    except DataValidationError as failure:
+        page.report, page.error = failure.report, str(failure)
+        page.current = _profile_as_far_as_it_goes(failure.frame, spec)
+        _write_text(report_path, validation_report_html(page))
+        if raise_on_failure:
+            raise
+        for path in (dataset_path, recent_path):
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame().to_parquet(path, index=False)
+        return ValidateResult(spec, sha, 0, failure.report, champion.version if champion else None, str(failure))
+    page.report, page.spec, page.current = report, spec, build_profile(clean, spec)
     Path(dataset_path).parent.mkdir(parents=True, exist_ok=True)
     clean.to_parquet(dataset_path, index=False)
     if recent_path:
@@ -89,8 +121,21 @@ def load_and_validate(
             recent, _, _ = validate_table(recent_frame, spec)  # the same features and labels, no range checks
         Path(recent_path).parent.mkdir(parents=True, exist_ok=True)
         recent.to_parquet(recent_path, index=False)
-    _write_text(report_path, validation_report_html(f"Data validation: {data_uri}", report, spec))
+    _write_text(report_path, validation_report_html(page))
     return ValidateResult(spec, sha, len(clean), report, champion.version if champion else None)
+
+
+def fail_validation(problem: str) -> None:
+    """The step that fails a run whose data failed validation (after the validation step published its report)."""
+    raise DataValidationError(None, problem)
+
+
+def _profile_as_far_as_it_goes(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile | None:
+    """The profile of a table that failed validation, for its report; None when even that cannot be read."""
+    try:
+        return build_profile(frame, spec)
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def choose_spec(frame: pd.DataFrame, target: str, registry, champion: ModelVersion | None, spec_json: str = "",
@@ -173,6 +218,12 @@ class EvaluateResult:
     evaluation: Evaluation
     decision: GateDecision
     champion_evaluation: Evaluation | None
+    page: EvaluationPage | None = None  # what the report shows; the register step renders the registry's copy
+
+    def outcome_json(self) -> str:
+        """The evaluate step's output for registration: evaluation and decision, and the report's content."""
+        page = self.page or EvaluationPage(RunFacts(""), self.evaluation, self.decision, self.champion_evaluation)
+        return json.dumps(page.to_dict())
 
 
 def evaluate(
@@ -184,9 +235,15 @@ def evaluate(
     report_path: str,
     thresholds: GateThresholds = GateThresholds(),
     recent_path: str = "",
+    facts: RunFacts | None = None,
+    trained: dict | None = None,
 ) -> EvaluateResult:
     """Scores the candidate and the production champion on the same holdout and applies the gate; with a recent
-    slice (a drift retrain) both are also scored there, and the comparison is made there."""
+    slice (a drift retrain) both are also scored there, and the comparison is made there.
+
+    ``facts`` head the report (run, data, trigger; the rest is filled in here); ``trained`` is what the train
+    step recorded on the model (training rows, ``auto``'s leaderboard, a drift retrain's strategies).
+    """
     from driftloop.training import load_model
 
     spec = DatasetSpec.from_json(spec_json)
@@ -214,9 +271,50 @@ def evaluate(
     )
     if champion is not None and champion_eval is None:
         decision.reasons.append(f"champion v{champion.version} could not score this holdout (different features)")
-    _write_text(report_path, evaluation_report_html(f"Evaluation: {model_name} candidate", evaluation, decision,
-                                                    None, champion_eval))
-    return EvaluateResult(evaluation, decision, champion_eval)
+    trained = trained or {}
+    facts = facts or RunFacts(model_name)
+    facts.model, facts.at, facts.target = model_name, utc_now(), spec.target
+    facts.classes = [str(c) for c in spec.target_classes] or facts.classes
+    facts.champion_version = decision.champion_version
+    facts.trigger_detail = facts.trigger_detail or trigger_detail(registry, model_name, facts.triggered_by)
+    if trained.get("train_rows") is not None:
+        facts.n_train = int(trained["train_rows"])
+        facts.n_rows = facts.n_train + len(holdout)
+    page = EvaluationPage(facts, evaluation, decision, champion_eval, _json_list(trained.get("leaderboard")),
+                          _json_list(trained.get("strategies")))
+    _write_text(report_path, evaluation_report_html(page))
+    return EvaluateResult(evaluation, decision, champion_eval, page)
+
+
+def _json_list(value) -> list:
+    """A list the train step recorded as JSON text in artifact metadata (or already as a list)."""
+    if isinstance(value, str):
+        return json.loads(value or "[]")
+    return list(value or [])
+
+
+def trigger_detail(registry, model_name: str, triggered_by: str) -> str:
+    """The drift monitor's reason for a drift retrain (its ``retrain-triggered`` audit entry), else ""."""
+    kind, _, key = (triggered_by or "").partition(":")
+    if kind != "drift" or not key:
+        return ""
+    try:
+        history = registry.history(model_name)
+    except DriftloopError:
+        return ""
+    entry = next((e for e in reversed(history)
+                  if e.action == "retrain-triggered" and (e.evidence or {}).get("key") == key), None)
+    return entry.reason if entry else ""
+
+
+def run_facts(model_name: str, run_id: str, run_name: str, data_uri: str, triggered_by: str) -> RunFacts:
+    """The header facts a pipeline step knows of its run (kfp.local names a task inside a dsl.If
+    "<run>/<condition>"; the run's name is the first part); the run links to the KFP UI when the environment
+    says where it is."""
+    from driftloop.kfp_submit import run_page_from_env
+
+    return RunFacts(model_name, run_name=str(run_name).split("/")[0], run_id=run_id,
+                    run_url=run_page_from_env(run_id), data_uri=data_uri, triggered_by=triggered_by or "manual")
 
 
 def _champion_model(registry, champion: ModelVersion, spec: DatasetSpec) -> tuple[object, DatasetSpec] | None:
@@ -269,35 +367,51 @@ def register(
     registry gets unsigned versions and a warning, and refuses once its trail is signed or signatures are
     required.
 
+    The version's model card (``model_card.md``) and evaluation report (``evaluation.html``) name its number:
+    they are rendered for the number it is published under (see :func:`_publish_numbered`).
+
     Returns:
         The version and its Markdown model card.
     """
     spec = DatasetSpec.from_json(spec_json)
     outcome = json.loads(evaluation_json)
-    evaluation = Evaluation(**outcome["evaluation"])
-    decision = GateDecision(**outcome["decision"])
+    page = EvaluationPage.from_dict(outcome)
+    evaluation, decision = page.evaluation, page.decision
     registry = open_registry(registry_uri)
     run_id = lineage.get("run_id")
     published = registry.find_version_by_run(model_name, run_id) if run_id else None
     if published is not None:
-        return published, model_card(model_name, published.version, spec, evaluation, decision, published.lineage)
+        return published, registry.read_file(model_name, published.version, "model_card.md").decode()
     frame = pd.read_parquet(dataset_path)
     profile = build_profile(frame, spec)
     sample = reference_sample(frame)
     trained = trained or {}
     model_format = trained.get("model_format") or SKLEARN_FORMAT
+    train_rows = trained.get("train_rows")
+    triggered_by = lineage.get("triggered_by") or "manual"
     lineage = {
         **lineage,
         "estimator": trained.get("estimator") or lineage.get("estimator"),
         "requested_estimator": lineage.get("estimator"),
-        "leaderboard": json.loads(trained.get("leaderboard") or "[]"),
-        "drift_strategy": json.loads(trained.get("strategies") or "[]"),
+        "leaderboard": _json_list(trained.get("leaderboard")),
+        "drift_strategy": _json_list(trained.get("strategies")),
         "reference_sample": "live rows" if SOURCE_COLUMN in sample.columns and (sample[SOURCE_COLUMN] == LIVE).all()
         else "training rows",
         # kfp.local names a task inside a dsl.If "<run>/<condition>"; lineage keeps the run's name.
         "run_name": str(lineage.get("run_name", "")).split("/")[0],
+        "run_url": lineage.get("run_url") or page.facts.run_url,
+        "triggered_by": triggered_by,
+        "trigger_detail": page.facts.trigger_detail or trigger_detail(registry, model_name, triggered_by),
         "parent_version": decision.champion_version,
         "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
+        "training_data": {
+            "rows": len(frame), "positive_share": profile.positive_rate,
+            "train_rows": int(train_rows) if train_rows is not None else None,
+            "holdout_rows": int(evaluation.metrics.get("n_holdout", 0)) or None,
+            "live_rows": int((frame[SOURCE_COLUMN] == LIVE).sum()) if SOURCE_COLUMN in frame.columns else None,
+        },
+        "intended_use": str(lineage.get("intended_use") or ""),
+        "limitations": str(lineage.get("limitations") or ""),
         "code_version": code_version(),
         "libraries": library_versions(),
         "model_format": model_format,
@@ -305,21 +419,52 @@ def register(
     holdout = pd.read_parquet(holdout_path) if holdout_path and Path(holdout_path).exists() else None
     graph, fast_path = _compile_fast_path(model_dir, spec, {"holdout": holdout, "reference_sample": sample})
     lineage[FAST_PATH_KEY] = fast_path.to_dict()
-    # The stored card cannot name its own number (assigned at publish); the returned one does.
-    attachments = {
+    if not page.facts.model:  # an outcome from before the report carried its facts
+        page.facts = RunFacts(model_name, run_name=lineage["run_name"], run_id=run_id or "",
+                              data_uri=lineage.get("data_uri", ""), triggered_by=triggered_by,
+                              champion_version=decision.champion_version, target=spec.target,
+                              classes=[str(c) for c in spec.target_classes] or ["0", "1"])
+    registered_at = utc_now()
+    fixed = {
         "spec.json": spec.to_json().encode(),
         "profile.json": profile.to_json().encode(),
         "reference_sample.parquet": _parquet_bytes(sample),
         "evaluation.json": json.dumps(outcome, indent=2, sort_keys=True).encode(),
-        "model_card.md": model_card(model_name, None, spec, evaluation, decision, lineage).encode(),
     }
+    cards: dict[int, str] = {}
+
+    def attachments_for(number: int) -> dict[str, bytes]:
+        cards[number] = model_card(model_name, number, spec, evaluation, decision, lineage, registered_at)
+        page.facts.version = number
+        return {**fixed, "model_card.md": cards[number].encode(),
+                "evaluation.html": evaluation_report_html(page).encode()}
+
     with tempfile.TemporaryDirectory(prefix="driftloop-register-") as tmp:
-        version = registry.register(
-            model_name, _model_directory(Path(model_dir), Path(tmp), graph), model_format=model_format,
-            lineage=lineage, metrics=evaluation.metrics, attachments=attachments, actor=actor,
+        version = _publish_numbered(
+            registry, model_name, attachments_for, model_dir=_model_directory(Path(model_dir), Path(tmp), graph),
+            model_format=model_format, lineage=lineage, metrics=evaluation.metrics, actor=actor,
             reason="gate passed: " + "; ".join(decision.reasons), spec=spec.to_dict(),
         )
-    return version, model_card(model_name, version.version, spec, evaluation, decision, lineage)
+    return version, cards[version.version]
+
+
+MAX_NUMBER_ATTEMPTS = 50
+
+
+def _publish_numbered(registry, name: str, attachments_for, **register_args) -> ModelVersion:
+    """Registers a version whose attachments name its own number (the model card's title, the report's header).
+
+    The registry publishes a version atomically, all files or none, under exactly the number asked for, and
+    refuses with :class:`VersionExistsError` when another writer took it first; then the next number is tried,
+    with its attachments rendered again. Nothing is ever overwritten, and no copy says "candidate".
+    """
+    number = max((v.version for v in registry.list_versions(name)), default=0) + 1
+    for _ in range(MAX_NUMBER_ATTEMPTS):
+        try:
+            return registry.register(name, attachments=attachments_for(number), version=number, **register_args)
+        except VersionExistsError:
+            number += 1  # a concurrent writer (or an abandoned claim) holds it
+    raise DriftloopError(f"could not find a free version number for '{name}' after {MAX_NUMBER_ATTEMPTS} attempts")
 
 
 def _compile_fast_path(model_dir: str, spec: DatasetSpec, checked: dict[str, pd.DataFrame | None]):
@@ -377,7 +522,9 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 @dataclass
 class DeployResult:
-    action: str  # "promoted" | "canary" (no analysis asked for) | "aborted" (the analysis failed it)
+    # "promoted" | "canary" (no analysis asked for) | "aborted" (the analysis failed it) | "pending-approval"
+    # (it passed; the model's approval policy holds it at its share until someone approves or rejects it)
+    action: str
     version: int
     previous_production: int | None
     canary_percent: int
@@ -397,8 +544,10 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
 
     Straight to production when nothing serves yet (or at 100 %); otherwise as the canary taking
     ``canary_percent`` %. With a metrics source (``rollout_gateway`` locally, ``rollout_prometheus`` on
-    KServe) the canary then goes through automated analysis and ends "promoted" or "aborted"; with
-    ``rollout_monitor`` the analysis also compares realised quality on labelled traffic. ``rollout_policy``
+    KServe) the canary then goes through automated analysis and ends "promoted" or "aborted", or
+    "pending-approval" when the model's approval policy (kept in the registry, not a run parameter) holds a
+    canary that passed for a person's decision; with ``rollout_monitor`` the analysis also compares realised
+    quality on labelled traffic. ``rollout_policy``
     overrides :class:`~driftloop.rollout.RolloutPolicy` fields. Every parameter is checked as
     :class:`~driftloop.ct_params.CTParams` defines it.
     """
@@ -427,8 +576,9 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
     read_quality = quality_reader(values["rollout_monitor"], model_name) if values["rollout_monitor"] else None
     result = run_rollout(deployment, model_name, metrics, policy, read_quality=read_quality)
     traffic = deployment.observe(model_name)
-    return DeployResult(result.outcome, start.version, start.previous_production,
-                        100 if result.outcome == "promoted" else 0, traffic.describe() if traffic else "")
+    share = 100 if result.outcome == "promoted" else traffic.canary_percent if traffic else 0
+    return DeployResult(result.outcome, start.version, start.previous_production, share,
+                        traffic.describe() if traffic else "")
 
 
 def _request_metrics(deployment, model_name: str, values: dict):

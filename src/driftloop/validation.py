@@ -1,8 +1,9 @@
 """Data validation: schema, target, null rates, and ranges and categories learned from a reference.
 
 :func:`validate_table` runs every check, keeps each result for the report, and raises
-:class:`DataValidationError` naming the first failing column and its problem. What passes comes back
-coerced to the spec's types, ready for training.
+:class:`DataValidationError` naming the first failing column and its problem and carrying the report, so a
+failed validation still gets its page. What passes comes back coerced to the spec's
+types, ready for training.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class ValidationPolicy:
         range_margin: Reference [min, max] is widened by this fraction of its width on each side.
         max_out_of_range_share: Share of a numeric column allowed outside the widened range.
         max_unseen_category_share: Share of a categorical column allowed to hold unseen values.
+        max_positive_share_change: How far (in share points, 0.1 = 10 points) the positive class's share may
+            move from the reference's before it is a warning: a label that changed meaning or a sampling bug
+            looks like this, and so does a real shift a drift retrain is meant to learn, hence not a failure.
     """
 
     min_rows: int = 20
@@ -35,6 +39,7 @@ class ValidationPolicy:
     range_margin: float = 0.5
     max_out_of_range_share: float = 0.01
     max_unseen_category_share: float = 0.05
+    max_positive_share_change: float = 0.1
 
 
 @dataclass
@@ -80,18 +85,27 @@ def validate_table(
         classes filled in.
 
     Raises:
-        DataValidationError: the first failing check, naming its column and problem.
+        DataValidationError: the first failing check, naming its column and problem, with the report so far
+            (``report``) and the table as far as validation got (``frame``).
     """
     report = ValidationReport(n_rows=len(frame), n_rows_used=len(frame))
-    _check_schema(frame, spec, report)
-    _raise_first_failure(report)
-    frame = coerce_to_spec(frame, spec)
-    frame, spec = _check_target(frame, spec, policy, report)
-    report.n_rows_used = len(frame)
-    _check_nulls(frame, spec, reference, policy, report)
-    if reference is not None:
-        _check_against_reference(frame, spec, reference, policy, report)
-    _raise_first_failure(report)
+    try:
+        _check_schema(frame, spec, report)
+        _raise_first_failure(report)
+        try:
+            frame = coerce_to_spec(frame, spec)
+        except DataValidationError as exc:  # text in a numeric column, say: a schema check of its own
+            report.checks.append(Check(exc.column or "", "schema", "fail", exc.problem))
+            raise
+        frame, spec = _check_target(frame, spec, policy, report)
+        report.n_rows_used = len(frame)
+        _check_nulls(frame, spec, reference, policy, report)
+        if reference is not None:
+            _check_against_reference(frame, spec, reference, policy, report)
+            _check_target_balance(frame, spec, reference, policy, report)
+        _raise_first_failure(report)
+    except DataValidationError as exc:
+        raise DataValidationError(exc.column, exc.problem, report, frame) from None
     return frame, report, spec
 
 
@@ -199,3 +213,16 @@ def _check_against_reference(
             examples = ", ".join(repr(v) for v in values[unseen_mask].astype(str).unique()[:3])
             detail = f"{unseen:.1%} of values are categories unseen in the reference" + (f" ({examples})" if examples else "")
             report.checks.append(Check(feature.name, "categories", status, detail))
+
+
+def _check_target_balance(frame: pd.DataFrame, spec: DatasetSpec, reference: ReferenceProfile,
+                          policy: ValidationPolicy, report: ValidationReport) -> None:
+    """The positive class's share against the reference's: a large move is a warning a person should see."""
+    if reference.positive_rate is None or not spec.target_classes:
+        return
+    share = float((frame[spec.target] == spec.target_classes[-1]).mean())
+    change = share - reference.positive_rate
+    beyond = abs(change) > policy.max_positive_share_change
+    detail = (f"positive share {share:.1%} against {reference.positive_rate:.1%} in the reference "
+              f"({change * 100:+.1f} points; more than {policy.max_positive_share_change * 100:g} is a warning)")
+    report.checks.append(Check(spec.target, "balance", "warn" if beyond else "pass", detail))

@@ -28,7 +28,7 @@ def test_committed_ir_is_up_to_date(tmp_path: Path) -> None:
 def test_every_executor_runs_the_project_image_without_installs() -> None:
     ir = next(yaml.safe_load_all(IR_PATH.read_text()))  # the 2nd document is the Kubernetes platform spec
     executors = ir["deploymentSpec"]["executors"]
-    assert len(executors) == 6
+    assert len(executors) == 7
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == PROJECT_IMAGE, name

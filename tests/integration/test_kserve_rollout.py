@@ -24,6 +24,7 @@ from sklearn.preprocessing import FunctionTransformer
 from driftloop import model_dir, synthetic
 from driftloop.data import infer_spec
 from driftloop.registry import PRODUCTION, open_registry
+from driftloop.registry.approvals import ApprovalPolicy
 from driftloop.training import save_model, train_model
 from driftloop.validation import validate_table
 
@@ -252,6 +253,54 @@ def test_standard_mode_canaries_roll_out_through_spec_canary(world, cluster, s3_
     assert analysed and all(e.evidence["canary"]["requests"] >= 0 for e in analysed)
 
 
+def test_a_canary_that_passed_waits_for_approval_at_its_share_and_approve_promotes_it(world, cluster) -> None:
+    registry, tmp, env, namespace = world["registry"], world["tmp"], cluster["env"], cluster["namespace"]
+    for directory in ("m0", "m1"):  # the two good models, as a model of their own
+        registry.register("churn-gov", tmp / directory, model_format="sklearn", metrics={}, actor="ct-pipeline",
+                          lineage={"libraries": model_dir.library_versions()},
+                          attachments={"spec.json": registry.read_file("churn", 1, "spec.json")})
+    common = {"registry_uri": registry.uri, "model_name": "churn-gov", "serve_target": "kserve", "ready_timeout": 120.0}
+    first = run_task("deploy-model", {**common, "version": 1}, _workdir(tmp), env=env)
+    assert first.returncode == 0 and first.outputs["Output"] == "promoted", first.stderr[-3000:]
+    registry.set_approval_policy("churn-gov", ApprovalPolicy(approvers=("alice",)), actor="erin")
+
+    def isvc() -> dict:
+        return cluster["cluster"].inference_service(namespace, "churn-gov")
+
+    with Load(cluster["cluster"], namespace, world["rows"], model="churn-gov") as load:
+        held = run_task("deploy-model", {**common, "version": 2, "rollout_prometheus": cluster["prometheus"].url,
+                                         "rollout_interval": INTERVAL, "rollout_policy": {**POLICY, "steps": [50, 100]}},
+                        _workdir(tmp), env=env)
+        assert held.returncode == 0 and held.outputs["Output"] == "pending-approval", (
+            held.stderr[-3000:], "\n".join(f"{e.action}: {e.reason}" for e in registry.history("churn-gov")))
+        seen = len(load.answers)
+        time.sleep(3)
+        waiting = [version for status, version in list(load.answers.values())[seen:] if status == 200]
+        # While it waits, the canary keeps its step's share on its own revision.
+        assert set(waiting) == {"1", "2"}
+        assert isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 50
+        assert sorted(t["percent"] for t in isvc()["status"]["components"]["predictor"]["traffic"]) == [50, 50]
+        assert registry.aliases("churn-gov") == {PRODUCTION: 1, "canary": 2}
+        # `approve` finds where the canary serves in its approval request (target, namespace, mode).
+        approved = run_cli("models", "approve", "churn-gov", "2", "--reason", "reviewed the canary's analysis",
+                           "--actor", "alice", "--registry", registry.uri, "--home", str(tmp), env=env)
+        assert approved.returncode == 0, approved.stderr
+        seen = len(load.answers)
+        time.sleep(2)
+        after = {version for status, version in list(load.answers.values())[seen:] if status == 200}
+    assert load.failures() == [] and after == {"2"}
+    assert registry.aliases("churn-gov") == {PRODUCTION: 2}
+    predictor = isvc()["status"]["components"]["predictor"]
+    assert "canaryTrafficPercent" not in isvc()["spec"]["predictor"]
+    assert [t["percent"] for t in predictor["traffic"]] == [100]
+    assert predictor["latestRolledoutRevision"] == predictor["latestReadyRevision"]
+    decision = registry.history("churn-gov")[-1]
+    assert (decision.action, decision.actor, decision.to_version) == ("approve", "alice", 2)
+    # The emulated API server does not serve SelfSubjectReview: the actor is self-declared, and says why.
+    assert decision.evidence["approval"]["verified"] is False
+    assert "SelfSubjectReview" in decision.evidence["approval"]["identity"]["note"]
+
+
 def _reasons(registry, since: int) -> list[str]:
     """The rollout's audit entries, for a failure message."""
     return [f"{e.action}: {e.reason}" for e in registry.history("churn")[since:]]
@@ -285,5 +334,4 @@ def _start_monitor(registry, tmp: Path) -> _MonitorServer:
 
 
 def _monitor_rows(monitor) -> pd.DataFrame:
-    monitor.store.flush()
-    return monitor.store.read("churn")
+    return monitor.store.read("churn")  # parts and rows the next checkpoint writes

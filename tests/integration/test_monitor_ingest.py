@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
@@ -10,8 +11,10 @@ import pandas as pd
 
 from driftloop import synthetic
 from driftloop.monitor.app import Monitor
+from driftloop.monitor.config import MonitorConfig
 from driftloop.registry import LocalRegistry
 from driftloop.serving.gateway import Gateway
+from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 from driftloop.serving.versions import ServedVersion
 
 from ..conftest import ServerThread, register_trained
@@ -31,7 +34,7 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
             answers = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 4]}).json()
                        for i in range(0, 40, 4)]
             deadline = time.monotonic() + 15
-            while monitor.store.rows_written < 40 and time.monotonic() < deadline:
+            while monitor.store.rows_added < 40 and time.monotonic() < deadline:
                 time.sleep(0.1)
         bad = httpx.post(receiver.url + "/events", content=b"{}", headers={"ce-id": "x", "ce-type": "other",
                                                                               "content-type": "application/json"})
@@ -48,3 +51,38 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
     assert bad.status_code == 400 and "not a KServe payload event" in bad.json()["error"]
     assert status["rows_stored"] == 40 and status["events_rejected"] == 1
     assert list((tmp_path / "store" / "rows" / "churn").glob("date=*/part-*.parquet"))
+
+
+def test_what_the_log_cannot_take_is_503_and_a_restart_brings_back_what_was_acknowledged(tmp_path) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    frame = synthetic.generate(600, seed=1)
+    register_trained(registry, tmp_path, frame)
+    registry.promote("churn", 1, actor="test")
+    row = json.loads(frame[ServedVersion.load(registry, "churn", 1).spec.feature_names].head(1).to_json(orient="records"))
+    store = tmp_path / "store"
+    (store / "ingest").mkdir(parents=True)
+    for seq in (1, 2):  # the log's first two segments land on a device that is always full
+        os.symlink("/dev/full", store / "ingest" / f"log-{seq:016d}.wal")
+    config = MonitorConfig.from_dict({"retrain": {"runner": "none"}})
+    monitor = Monitor(registry, store, config, tick_seconds=3600)
+
+    def half(event_id: str, kind: str, body: dict) -> dict:
+        return {"content": json.dumps(body).encode(), "headers": {
+            "ce-id": event_id, "ce-type": kind, "ce-inferenceservicename": "churn", "ce-modelversion": "1",
+            "content-type": "application/json"}}
+
+    with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url) as client:
+        refused = [client.post("/events", **half("lost", REQUEST_TYPE, {"instances": row})),
+                   client.post("/feedback", json=[{"id": "lost", "label": 1}])]
+        accepted = [client.post("/events", **half("kept", REQUEST_TYPE, {"instances": row})),
+                    client.post("/events", **half("kept", RESPONSE_TYPE, {"predictions": [1]})),
+                    client.post("/feedback", json=[{"id": "kept", "label": 1}])]
+        metrics = client.get("/metrics").text
+    assert [r.status_code for r in refused] == [503, 503]
+    assert all("could not write to its ingest log" in r.json()["error"] for r in refused)
+    assert [r.status_code for r in accepted] == [202, 202, 200]
+    assert "driftloop_monitor_log_failures_total 2.0" in metrics
+    restarted = Monitor(registry, store, config, tick_seconds=3600)
+    assert restarted.store.read("churn")["event_id"].tolist() == ["kept"]
+    assert len(restarted.labels) == 1 and restarted.buffers["churn"].rows == 1  # back in the open window
+    assert restarted.quality_since("churn", None)["labelled"] == 1

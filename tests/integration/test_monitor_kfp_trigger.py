@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from driftloop import synthetic
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
+from driftloop.monitor.coordinator import RetrainState
 from driftloop.registry import LocalRegistry
 from driftloop.replay import ReplayPlan, replay
 from driftloop.serving.gateway import Gateway
@@ -64,9 +65,14 @@ def test_a_drift_trigger_submits_a_kfp_run_with_its_table_on_s3(tmp_path, s3_env
     assert parameters["registry_uri"] == "s3://driftloop/registry" and parameters["estimator"] == "xgboost"
     assert parameters["data_uri"] == f"s3://retrain/tables/churn/retrain-{key}.parquet"
     table = pd.read_parquet(io.BytesIO(read_bytes(parameters["data_uri"])))
-    # v1's training data plus the labelled traffic (a label still in flight when the window closed may miss).
-    recent = table[table["customer_id"].str.startswith("c0005")]
-    assert len(table) - len(recent) == 3000 and 390 <= len(recent) <= 400
+    held = pd.read_parquet(io.BytesIO(read_bytes(parameters["recent_uri"])))
+    # v1's training data plus the labelled traffic (a label still in flight when the window closed may miss), the
+    # newest third of it held back as the recent slice the pipeline judges the new world on — never trained on.
+    live = table[table["customer_id"].str.startswith("c0005")]
+    assert len(table) - len(live) == 3000 and (table["driftloop_source"] == "live").sum() == len(live)
+    assert 390 <= len(live) + len(held) <= 400 and len(held) == (len(live) + len(held)) // 3
+    assert not set(held["customer_id"]) & set(table["customer_id"])
+    assert held["event_time"].min() >= live["event_time"].max()
     assert set(table["churned"].unique()) <= {0, 1}
     triggered = [e for e in registry.history("churn") if e.action == "retrain-triggered"][0]
     assert triggered.evidence["run"].startswith(kfp_api.url) and triggered.evidence["data_uri"] == parameters["data_uri"]
@@ -111,16 +117,16 @@ def test_a_cluster_retrain_is_judged_by_how_its_rollout_ended(tmp_path, s3_env, 
             deployment.abort("churn", "canary error rate 12% is above the limit 1%")
         fake.run_states = ["SUCCEEDED"]
         asyncio.run(monitor.tick())
-    retrain = [r for r in monitor.retrains if r.get("key") == key][0]
+    retrain = [r for r in monitor.coordinator.retrains("churn") if r.key == key][0]
     finished = [e for e in registry.history("churn") if e.action == "retrain-finished"][-1]
-    policy = monitor.policies["churn"]
+    policy = monitor.coordinator.policy("churn")
     if ending == "canary":
-        assert retrain["state"] == "canary" and registry.aliases("churn") == {PRODUCTION: 1, CANARY: 2}
+        assert retrain.state == RetrainState.CANARY and registry.aliases("churn") == {PRODUCTION: 1, CANARY: 2}
         assert policy.consecutive_failures == 0 and not policy.stopped
     else:
-        assert retrain["state"] == "rolled-back" and registry.aliases("churn") == {PRODUCTION: 1}
+        assert retrain.state == RetrainState.ROLLED_BACK and registry.aliases("churn") == {PRODUCTION: 1}
         assert policy.consecutive_failures == 1 and policy.stopped  # max_failures 1
-    assert finished.evidence["state"] == retrain["state"] and finished.to_version == 2
+    assert finished.evidence["state"] == retrain.state.value and finished.to_version == 2 and retrain.version == 2
     shown = generate_latest(monitor.metrics.registry).decode()
     assert f'driftloop_rollouts_total{{model="churn",outcome="{ending.replace("-", "_")}"}} 1.0' in shown
 

@@ -82,7 +82,7 @@ def test_a_hostile_category_sent_for_prediction_is_inert_in_the_served_window_re
         climbs = [httpx.get(f"{receiver.url}/reports/{trick}/window-000001.html")
                   for trick in ("%2e%2e", "..", "%2E%2E", ".")]
         climbs.append(httpx.get(f"{receiver.url}/reports/churn/..%2Fwindow-000001.html"))
-    assert monitor.store.rows_written == 60  # the gateway's events carried its token
+    assert monitor.store.rows_added == 60  # the gateway's events carried its token
     assert report.status_code == 200
     assert report.headers["content-security-policy"] == REPORT_CSP
     assert report.headers["x-content-type-options"] == "nosniff"
@@ -115,7 +115,7 @@ def test_writes_need_their_roles_token_and_a_json_content_type(world, tmp_path, 
         wrong = post("/events", **_event("a", REQUEST_TYPE, request, token=LABELS_TOKEN))  # the other role's
         events = [post("/events", **_event("a", REQUEST_TYPE, request)),
                   post("/events", **_event("a", RESPONSE_TYPE, {"predictions": [1]}))]
-        _wait_for(lambda: monitor.store.rows_written == 1, what="the joined row")
+        _wait_for(lambda: monitor.store.rows_added == 1, what="the joined row")
         label = [{"id": "a", "label": 1}]
         feedback = {
             "none": post("/feedback", json=label),

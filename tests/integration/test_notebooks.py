@@ -176,16 +176,36 @@ def test_inspect_shows_versions_lineage_audit_trail_card_and_drift_reports(quick
     windows = _cell_showing(notebook, r"drift share")
     assert "age, income, support_calls" in windows and "trigger" in windows and "0.58" in windows
     assert "window-000003.html" in outputs
+    assert "policy: promotions need no approval" in outputs and "nothing waits for approval" in outputs
 
 
-def test_inspect_says_so_when_no_monitor_has_run(quickstart, kernel_specs, tmp_path) -> None:
+def test_inspect_says_so_when_no_monitor_has_run_and_shows_what_waits_for_approval(quickstart, kernel_specs,
+                                                                                   tmp_path) -> None:
+    import shutil
+
+    from driftloop.deploy.local import LocalDeployment
+    from driftloop.registry import LocalRegistry
+    from driftloop.registry.approvals import ApprovalPolicy
+    from driftloop.signing import Trust, load_signing_key
+
+    # A copy of 01's registry where the model requires approval and its canary v2 passed: it waits. Written
+    # with the key notebook 01's kernel created (in its HOME), as a later session of that user would.
+    kernel_env = {"HOME": str(quickstart["home"].parent)}
+    registry = LocalRegistry(shutil.copytree(quickstart["home"] / "registry", tmp_path / "registry"),
+                             trust=Trust.from_env(kernel_env), signing_key=load_signing_key(kernel_env))
+    registry.set_approval_policy("churn", ApprovalPolicy(approvers=("alice",)), actor="erin")
+    assert LocalDeployment(registry, "rollout").conclude("churn", "canary passed", {"steps": []}) == "pending-approval"
     notebook = _execute("03_inspect_a_model.ipynb", {
-        "home": str(quickstart["home"]), "registry_uri": str(quickstart["home"] / "registry"),
+        "home": str(quickstart["home"]), "registry_uri": str(registry.root),
         "model_name": "churn", "version": 2, "monitor_store": "",
-    }, kernel_specs, tmp_path)
+    }, kernel_specs, tmp_path, env=kernel_env)
     outputs = "\n".join(_outputs(notebook))
     assert "churn v2 -" in outputs and "parent_version" in outputs
     assert "No drift monitor windows or reports for 'churn' yet" in outputs
+    assert "policy: approval required: by alice; timeout 1d" in outputs
+    waiting = _cell_showing(notebook, r"registered by")
+    assert re.search(r"<th>2</th>\s*<td>1</td>\s*<td>0.0 h</td>", waiting), waiting
+    assert "<td>ct-pipeline</td>" in waiting and "<td>manual</td>" in waiting and "<td>local</td>" in waiting
 
 
 # --- 02: Kubeflow Pipelines (a recording fake of its API) -----------------------------------------------

@@ -140,7 +140,7 @@ def run_pipeline(world: World, tmp_path: Path, data_key: str) -> None:
     is opened wide: what is judged here is what the steps may touch, and registering is one of them."""
     environ = {"AWS_REGION": "", "AWS_DEFAULT_REGION": "", **world.env["pipeline"]}
     result = run_cli("run", "--home", str(tmp_path), "--registry", world.registry_uri, "--data",
-                     f"s3://{world.bucket}/{data_key}", "--target", "churned", "--id-column", "customer_id",
+                     f"s3://{world.bucket}/{data_key}", "--model-name", MODEL, "--target", "churned", "--id-column", "customer_id",
                      "--timestamp-column", "event_time", "--min-gate-value", "0", "--max-regression", "1",
                      "--json", env=environ)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -22,8 +22,9 @@ def channel(name: str) -> str:
 GATE = f"{channel('evaluate-model-passed')} == true"
 
 
-def store(passed: bool = True, canary_percent: int = 10, drift_share: float = 0.4) -> IOStore:
+def store(passed: bool = True, canary_percent: int = 10, drift_share: float = 0.4, valid: bool = True) -> IOStore:
     io_store = IOStore()
+    io_store.put_task_output("load-and-validate", "valid", valid)
     io_store.put_task_output("evaluate-model", "passed", passed)
     io_store.put_task_output("evaluate-model", "Output", "unused")
     io_store.put_task_output("check-drift", "drift-share", drift_share)
@@ -129,7 +130,8 @@ def test_unparsable_condition_raises_condition_error() -> None:
         evaluate_condition(f"{GATE} ? true : false", store())
 
 
-def _compiled_gate_condition() -> str:
+def _compiled_conditions() -> list[str]:
+    """Every trigger condition in the shipped IR, in document order: gate-passed, data-valid, data-invalid."""
     ir = next(yaml.safe_load_all((resources.files("driftloop.pipelines") / "ct_pipeline.yaml").read_text()))
     found = []
 
@@ -144,13 +146,22 @@ def _compiled_gate_condition() -> str:
                 walk(value)
 
     walk(ir)
-    assert len(found) == 1
-    return found[0]
+    return found
 
 
 @pytest.mark.parametrize("passed", [True, False])
 def test_the_shipped_pipelines_gate_condition_resolves(passed: bool) -> None:
-    assert evaluate_condition(_compiled_gate_condition(), store(passed=passed)) is passed
+    gates = [c for c in _compiled_conditions() if "evaluate-model-passed" in c]
+    assert len(gates) == 1
+    assert evaluate_condition(gates[0], store(passed=passed)) is passed
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_exactly_one_validation_branch_runs(valid: bool) -> None:
+    branches = [c for c in _compiled_conditions() if "load-and-validate-valid" in c]
+    assert len(branches) == 2  # dsl.If and its dsl.Else
+    taken = [evaluate_condition(c, store(valid=valid)) for c in branches]
+    assert taken == [valid, not valid]
 
 
 def test_install_makes_kfp_local_use_this_evaluator() -> None:

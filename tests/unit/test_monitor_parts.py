@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -9,7 +11,11 @@ from driftloop.errors import ConfigError
 from driftloop.monitor.config import MonitorConfig, WindowConfig
 from driftloop.monitor.events import EventError
 from driftloop.monitor.labels import LabelStore
+from driftloop.monitor.retention import prune_reports
+from driftloop.monitor.store import RowStore
 from driftloop.monitor.windows import WindowBuffer, WindowRecord
+
+DAY = 86400.0
 
 
 def test_config_file_sets_sections_and_keeps_defaults(tmp_path) -> None:
@@ -31,6 +37,8 @@ def test_config_file_sets_sections_and_keeps_defaults(tmp_path) -> None:
     ("retrain: {runner: kfp, kfp_host: 'http://kfp'}", "needs an s3:// data_dir"),
     ("window: [1, 2", "is not valid YAML"),
     ("- just\n- a list", "must be a mapping"),
+    ("retention: {rows_days: 30, row_bytes: 5}", "unknown monitor setting(s) in 'retention': row_bytes"),
+    ("retention: {labels_days: -1}", "retention labels_days must be a positive number or null"),
 ])
 def test_config_mistakes_are_named(tmp_path, text, message) -> None:
     path = tmp_path / "monitor.yaml"
@@ -89,3 +97,39 @@ def test_realised_quality_updates_as_labels_arrive(tmp_path) -> None:
     second = record.quality(labels)
     assert second["labelled"] == 20 and second["by_version"]["2"] == {"labelled": 10, "accuracy": 1.0}
     assert second["accuracy"] == 0.75
+
+
+def test_label_parts_are_merged_and_old_labels_dropped(tmp_path) -> None:
+    store = LabelStore(tmp_path, compact_parts=8)
+    now = 1_000 * DAY
+    store.add([{"id": "ancient", "label": 1}], at=now - 200 * DAY)
+    for i in range(10):
+        store.add([{"id": f"r{i}", "label": i % 2}, {"id": "again", "label": i}], at=now - 10 * DAY + i)
+    assert store.parts() == 11
+    assert store.compact(max_age_days=90, now=now) == (1, 11)  # one label too old, eleven parts merged
+    reopened = LabelStore(tmp_path)
+    keys = pd.Series(["ancient:0", "r3:0", "again:0"])
+    assert reopened.parts() == 1 and len(reopened) == 11
+    assert reopened.lookup(keys).tolist() == store.lookup(keys).tolist() == [None, "1", "9"]  # the newest wins
+    assert store.compact(max_age_days=90, now=now) == (0, 0)  # nothing to merge or drop
+
+
+def test_rows_and_reports_are_kept_by_age_then_by_size(tmp_path) -> None:
+    store = RowStore(tmp_path / "rows")
+    days = pd.date_range("2026-01-01", periods=5, freq="D", tz="UTC")
+    for i, day in enumerate(days):
+        store.add("churn", rows(100, start=100 * i).assign(received_at=day))
+    store.write(store.take(), tag=1)
+    per_day = store.size() / 5
+    now = pd.Timestamp("2026-02-02", tz="UTC")  # the first two days are more than 30 days old
+    assert store.retain(30, None, now) == (2, pytest.approx(2 * per_day, rel=0.1))
+    assert store.retain(None, int(1.5 * per_day), now)[0] == 2  # the oldest go until the rest fits
+    assert store.read("churn")["received_at"].unique().tolist() == [days[4]]
+    assert store.retain(None, 1, now) == (0, 0)  # the newest day stays whatever its size
+    reports = tmp_path / "reports" / "churn"
+    reports.mkdir(parents=True)
+    for i in range(4):
+        (reports / f"window-{i:06d}.html").write_text("x" * 1000)
+        os.utime(reports / f"window-{i:06d}.html", (now.timestamp() - (40 - 10 * i) * DAY,) * 2)
+    assert prune_reports(tmp_path / "reports", 25, 1500, now.timestamp()) == (3, 3000)
+    assert [p.name for p in reports.iterdir()] == ["window-000003.html"]

@@ -52,3 +52,40 @@ def test_an_oversized_batch_is_refused_before_any_column_is_built() -> None:
                 "has_autopay": [True] * (MAX_INSTANCES + 1)}]
     with pytest.raises(InvalidInput, match="larger than the limit"):
         frame_from_payload({"instances": columns}, SPEC)
+
+
+NUMERIC = DatasetSpec("y", (FeatureSpec("age", "numeric"), FeatureSpec("income", "numeric")))
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": [{"name": "age", "shape": [2], "datatype": "FP64", "data": [53, 61.5]},
+                {"name": "income", "shape": [2], "datatype": "FP64", "data": [1000, 2000]}],
+     "parameters": {"content_type": "pd"}},
+    {"inputs": [{"name": "age", "shape": [2], "datatype": "FP64", "data": [53, 61.5]},
+                {"name": "income", "shape": [2], "datatype": "FP64", "data": [1000, 2000]}]},  # no content_type
+    {"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [53, 1000, 61.5, 2000]}]},
+], ids=["pd", "tensor-per-column", "row-major"])
+def test_every_v2_shape_gives_the_same_rows(body) -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    request = InferRequest.from_inference_request(_rest_request(body), "m")
+    frame = frame_from_payload(request, NUMERIC)
+    assert frame["age"].tolist() == [53.0, 61.5] and frame["income"].tolist() == [1000.0, 2000.0]
+
+
+def test_v2_refuses_an_unknown_input_and_an_oversized_one_before_decoding() -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    unknown = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [1]},
+                          {"name": "zip", "shape": [1], "datatype": "FP64", "data": [1]}]}
+    with pytest.raises(InvalidInput, match="unknown feature\\(s\\): zip"):
+        frame_from_payload(InferRequest.from_inference_request(_rest_request(unknown), "m"), NUMERIC)
+    huge = {"inputs": [{"name": "age", "shape": [MAX_INSTANCES + 1], "datatype": "FP64", "data": [1.0]}]}
+    with pytest.raises(InvalidInput, match="the limit is"):
+        frame_from_payload(InferRequest.from_inference_request(_rest_request(huge), "m"), NUMERIC)
+
+
+def _rest_request(body: dict):
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    return InferenceRequest(**body)

@@ -116,6 +116,10 @@ def test_text_in_a_numeric_column_names_column_and_value(churn_frame, churn_spec
     assert "text in a numeric column" in str(error)
     assert "'unknown'" in str(error)
     assert "row 7" in str(error)
+    # The failure carries every check run so far, the failing one among them, for the validation report.
+    failed = [c for c in error.report.checks if c.status == "fail"]
+    assert [(c.column, c.check) for c in failed] == [("income", "schema")]
+    assert error.report.checks[0].check == "schema" and len(error.report.checks) > len(churn_spec.features)
 
 
 def test_target_with_one_class(churn_frame, churn_spec, tmp_path: Path) -> None:
@@ -259,3 +263,31 @@ def test_profile_json_round_trip(reference_profile: ReferenceProfile, validated)
     assert back.features["age"].minimum <= back.features["age"].quantiles["p50"] <= back.features["age"].maximum
     assert set(back.features["region"].categories) == set(synthetic.REGIONS)
     assert back.positive_rate == pytest.approx(validated.frame[TARGET].mean())
+
+
+def _with_positive_share(frame: pd.DataFrame, share: float, rows: int = 600) -> pd.DataFrame:
+    """``rows`` rows of ``frame`` of which ``share`` are positive (a label that flipped, a sampling bug)."""
+    positives = frame[frame[TARGET] == 1].sample(int(rows * share), replace=True, random_state=0)
+    negatives = frame[frame[TARGET] == 0].sample(rows - len(positives), random_state=0)
+    return pd.concat([positives, negatives]).reset_index(drop=True)
+
+
+def test_a_positive_share_far_from_the_references_is_a_warning(new_batch, validated, reference_profile) -> None:
+    assert 0.1 < reference_profile.positive_rate < 0.3  # the synthetic world: about one in five churns
+    shifted = _with_positive_share(new_batch, 0.407)
+
+    _, report, _ = validate_table(shifted, validated.spec, reference_profile)
+
+    balance = next(c for c in report.checks if c.check == "balance")
+    assert balance.status == "warn" and balance.column == TARGET
+    assert "positive share 40.7%" in balance.detail and f"{reference_profile.positive_rate:.1%}" in balance.detail
+    assert report.failures == []  # a real shift may be what a retrain must learn: it warns, it does not stop
+    _, lenient, _ = validate_table(shifted, validated.spec, reference_profile,
+                                   ValidationPolicy(max_positive_share_change=0.25))
+    assert next(c for c in lenient.checks if c.check == "balance").status == "pass"
+
+
+def test_a_positive_share_like_the_references_passes(new_batch, validated, reference_profile) -> None:
+    _, report, _ = validate_table(new_batch, validated.spec, reference_profile)
+
+    assert next(c for c in report.checks if c.check == "balance").status == "pass"

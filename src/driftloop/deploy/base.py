@@ -6,6 +6,10 @@ either KServe deployment mode). A backend implements two primitives — make the
 version and optionally a canary at a share, waiting until it confirms; and report what serves — and every
 verb (roll out, set traffic, promote, abort, roll back) is written once here on top of them. The registry's
 aliases move only after the serving layer has confirmed the change, and every change is an audit entry.
+
+A model's approval policy (:mod:`driftloop.registry.approvals`) is honoured here, before anything is served:
+a canary that passed its analysis is held for approval by :meth:`Deployment.conclude`, and a promotion that
+the policy would refuse is refused before the serving layer moves.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from driftloop.errors import DriftloopError, RegistryError
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, ModelVersion
+from driftloop.registry.approvals import PENDING_APPROVAL, check_production_move
 from driftloop.registry.base import TRAFFIC_KEY, previous_production
 from driftloop.rollout.metrics import ServingTarget
 
@@ -68,9 +73,15 @@ class Deployment(ABC):
         actor: Who the audit entries name.
     """
 
+    target: str  # the serve target this backend is ("local" | "kserve"), as CTParams names it
+
     def __init__(self, registry: ModelRegistry, actor: str = "driftloop") -> None:
         self.registry = registry
         self.actor = actor
+
+    def serving(self) -> dict:
+        """Where this backend serves, as recorded with a pending approval (enough to open it again)."""
+        return {"target": self.target}
 
     # -- backend primitives ---------------------------------------------------------------------
 
@@ -94,6 +105,7 @@ class Deployment(ABC):
         if current is None or production is None or percent >= 100 or production == version:
             reason = ("first version" if current is None or production is None
                       else "already production" if production == version else "rolled out at 100%")
+            self._check_promotion(model, version, "promote")
             traffic = self._serve(model, new, None, 100)
             self.registry.promote(model, version, actor=self.actor, reason=reason,
                                   evidence={"served": traffic.to_dict()})
@@ -120,23 +132,45 @@ class Deployment(ABC):
                                          evidence={"served": traffic.to_dict()})
         return traffic
 
-    def promote(self, model: str, reason: str = "", evidence: dict | None = None) -> ServedTraffic:
-        """The canary takes all traffic and becomes production."""
+    def promote(self, model: str, reason: str = "", evidence: dict | None = None, *,
+                action: str = "promote") -> ServedTraffic:
+        """The canary takes all traffic and becomes production; the audit entry is ``action`` (``approve``
+        when an approval promotes it). Refused before anything moves when the approval policy forbids it."""
         _, canary = self._stable_and_canary(model)
+        self._check_promotion(model, canary.version, action)
         traffic = self._serve(model, canary, None, 100)
         self.registry.promote(model, canary.version, actor=self.actor, reason=reason or "canary promoted",
                               evidence={**(evidence or {}), "served": traffic.to_dict()},
-                              expect_canary=canary.version)
+                              expect_canary=canary.version, action=action)
         return traffic
 
-    def abort(self, model: str, reason: str, evidence: dict | None = None) -> ServedTraffic:
-        """Takes the canary out of service: stable gets all traffic again; production stays where it was."""
+    def abort(self, model: str, reason: str, evidence: dict | None = None, *,
+              action: str = "rollout-abort") -> ServedTraffic:
+        """Takes the canary out of service: stable gets all traffic again; production stays where it was. The
+        audit entry is ``action`` (``reject`` or ``approval-expired`` when an approval ends that way)."""
         stable, canary = self._stable_and_canary(model)
         traffic = self._serve(model, stable, None, 100)
-        self.registry.remove_alias(model, CANARY, actor=self.actor, action="rollout-abort",
+        self.registry.remove_alias(model, CANARY, actor=self.actor, action=action,
                                    reason=f"canary v{canary.version} aborted: {reason}",
                                    evidence={**(evidence or {}), "served": traffic.to_dict()}, expect=canary.version)
         return traffic
+
+    def conclude(self, model: str, reason: str, evidence: dict | None = None) -> str:
+        """A canary passed its analysis: promotes it, or — when the model's policy requires approval — leaves
+        it serving at its share and records that it waits (``approval-requested``).
+
+        Returns:
+            "promoted" or "pending-approval".
+        """
+        _, canary = self._stable_and_canary(model)
+        if self.registry.state(model).approval_policy is None:
+            self.promote(model, reason, evidence)
+            return "promoted"
+        self.registry.request_approval(model, canary.version, actor=self.actor,
+                                       reason=f"{reason}; v{canary.version} waits for approval",
+                                       evidence={**(evidence or {}), "served": _describe(self.observe(model))},
+                                       serving=self.serving())
+        return PENDING_APPROVAL
 
     def roll_back(self, model: str, reason: str = "") -> ServedTraffic:
         """Undoes the latest rollout: a canary is taken out of service; without one, production returns to
@@ -168,6 +202,11 @@ class Deployment(ABC):
             raise RegistryError(f"model '{model}' has no canary beside a production version")
         return self.registry.get_version(model, aliases[PRODUCTION]), self.registry.get_version(model, aliases[CANARY])
 
+    def _check_promotion(self, model: str, version: int, action: str) -> None:
+        state = self.registry.state(model)
+        check_production_move(model, state.approval_policy, state.pending_approval,
+                              state.aliases.get(PRODUCTION), version, action)
+
     def _record_failed(self, model: str, version: int, reason: str) -> None:
         self.registry.record(model, "rollout-failed", actor=self.actor, version=version, reason=reason)
 
@@ -177,3 +216,7 @@ class Deployment(ABC):
             self._serve(model, stable, None, 100)
         except DeploymentError:
             pass
+
+
+def _describe(traffic: ServedTraffic | None) -> str:
+    return traffic.describe() if traffic else "nothing serves"

@@ -84,11 +84,19 @@ class KServeDeployment(Deployment):
                  actor: str = "driftloop", ready_timeout: float = 600.0, poll_interval: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(registry, actor)
+        self.api_client = api_client  # also who asks the API server who we are (driftloop.identity)
         self.api = CustomObjectsApi(api_client)
         self.config = config
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
         self.sleep = sleep
+
+    target = "kserve"
+
+    def serving(self) -> dict:
+        return {"target": self.target, "namespace": self.config.namespace,
+                "deployment_mode": self.config.deployment_mode, "service_account": self.config.service_account,
+                "logger_url": self.config.logger_url}
 
     # -- the Kubernetes API -----------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from driftloop.rollout.metrics import ServingTarget
 class LocalDeployment(Deployment):
     """Registry aliases → the local gateway."""
 
+    target = "local"
+
     def observe(self, model: str) -> ServedTraffic | None:
         state = self.registry.state(model)
         production, canary = state.aliases.get(PRODUCTION), state.aliases.get(CANARY)

@@ -11,16 +11,18 @@ HTTP API (FastAPI):
 * ``GET /quality/{model}?since=ISO`` — realised quality per version (the canary analysis asks this).
 * ``GET /metrics`` — Prometheus: drift share, per-feature scores, accuracy, retrains.
 
-A background loop closes windows, analyses them one at a time in a worker thread (drift verdict
-first, the HTML report after), feeds the trigger policy, and starts and watches retrains.
+What arrives is on disk before it is acknowledged (monitor/ingest.py: an fsync'd log, replayed at
+start-up). A background loop checkpoints it into the Parquet store, closes windows, analyses them one at a
+time in a worker thread (drift verdict first, the HTML report after), hands each verdict to the retrain
+coordinator (monitor/coordinator.py: trigger policy, retrains, their audit entries) and applies retention.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+import threading
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -28,53 +30,53 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from driftloop.ct_params import CTParams
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
 from driftloop.http_guard import parse_json
 from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
 from driftloop.monitor.config import MonitorConfig
+from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.monitor.guard import protect, report_file
+from driftloop.monitor.ingest import CheckpointError, Ingest, JournalError
 from driftloop.monitor.labels import LabelStore, row_key
 from driftloop.monitor.metrics import MonitorMetrics
-from driftloop.monitor.retrain import (
-    CANARY_SERVING,
-    PROMOTED,
-    ROLLED_BACK,
-    assemble_training_data,
-    make_runner,
-    rollout_outcome,
-)
+from driftloop.monitor.retention import Retention
+from driftloop.monitor.retrain import TrainingTable, assemble_training_data
 from driftloop.monitor.store import RowStore
-from driftloop.monitor.trigger import Decision, TriggerPolicy
 from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.runners import make_runner
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
 KEEP_RECENT_BATCHES = 20_000  # logged requests kept per model for /quality (a canary's recent traffic)
+RECENT_ROWS_AT_START = 20_000  # stored rows put back into /quality's recent traffic after a restart
 
 
 class Monitor:
-    """Joins events into rows, keeps them, and turns windows of them into drift verdicts and retrains.
+    """Receives events and labels durably, turns windows of rows into drift verdicts, and hands those to
+    the retrain coordinator.
 
     Args:
         registry: Where versions, references and the audit trail live.
-        store_root: Rows, labels, window summaries, reports and retrain tables go under it.
-        config: Windows, drift tests, trigger policy and retrain settings.
+        store_root: Rows, labels, the ingest log, window summaries, reports and retrain tables go under it.
+        config: Windows, drift tests, trigger policy, retrain and retention settings.
         home: Working directory for local retrain runs (default: ``store_root``).
-        tick_seconds: How often buffers are flushed, windows closed and retrains polled.
+        tick_seconds: How often rows are checkpointed, windows closed and retrains polled.
         registry_uri: The registry's URI as runners should see it (default: ``registry.uri``).
+        sync: fsync the ingest log (only benchmarks of its cost turn this off).
     """
 
     def __init__(self, registry: ModelRegistry, store_root: str | Path, config: MonitorConfig | None = None,
-                 home: str | Path | None = None, tick_seconds: float = 1.0, registry_uri: str | None = None) -> None:
+                 home: str | Path | None = None, tick_seconds: float = 1.0, registry_uri: str | None = None,
+                 sync: bool = True) -> None:
         self.registry = registry
         self.config = config or MonitorConfig()
         self.root = Path(store_root)
@@ -88,12 +90,27 @@ class Monitor:
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[pd.DataFrame]] = {}
-        self.policies: dict[str, TriggerPolicy] = {}
-        self.retrains: list[dict] = []
-        self._reference_versions: dict[str, int] = {}
-        self._next_window = self._last_window_id() + 1
-        self.runner = make_runner(self.config.retrain, Path(home or self.root), registry_uri or registry.uri)
+        self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
+        retrain = self.config.retrain
+        runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
+                             kfp_host=retrain.kfp_host, kfp_namespace=retrain.kfp_namespace or None,
+                             experiment=retrain.experiment)
+        self.coordinator = RetrainCoordinator(registry, self.config.trigger, self.config.retrain, runner,
+                                              self._assemble, self.metrics, self.root / "reports")
+        self.ingest = Ingest(self.root, self.joiner, self.store, self.labels, self._on_rows, sync=sync,
+                             on_commit=self._on_commit, on_failure=self.metrics.log_failures.inc)
+        self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
+                                   checkpoint=lambda: self.ingest.checkpoint)
         self._reports: asyncio.Queue | None = None
+        # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
+        self.ingest.discard_unfinished_checkpoint()
+        summaries = self._window_summaries()
+        self._next_window = max((s["id"] for ss in summaries.values() for s in ss), default=0) + 1
+        for model in self.store.models():
+            self._refill(model, summaries.get(model, []))
+        self.ingest.open()
+        for model in sorted({self.config.model, *self.store.models(), *summaries}):
+            self._restore_trigger(model, summaries.get(model, []))
         self.app = self._build_app()
 
     # ---- ingestion -------------------------------------------------------------------------------
@@ -113,39 +130,57 @@ class Monitor:
         return "canary" if self.registry.aliases(model).get(CANARY) == version else "default"
 
     async def receive(self, headers: dict[str, str], body: bytes) -> None:
+        """Takes one event half; returns once it is on disk.
+
+        Raises:
+            EventError: the event is malformed (400).
+            JournalError: it could not be written (503; nothing was kept).
+        """
         self.events_received += 1
         try:
-            rows = await asyncio.to_thread(self.joiner.add, headers, body)
+            await self.ingest.event(headers, body)
+        except JournalError:
+            raise
         except (EventError, DriftloopError) as exc:
             self.events_rejected += 1
             self.metrics.events.labels("rejected").inc()
             raise EventError(str(exc)) from None
         self.metrics.events.labels("accepted").inc()
-        if rows is None:
-            return
-        model = str(rows["model"].iloc[0])
-        self.store.add(model, rows)
-        self.metrics.rows.labels(model).inc(len(rows))
-        self.buffers.setdefault(model, WindowBuffer(self.config.window)).add(rows)
-        spec = self._spec_for(model, int(rows["version"].iloc[0]))
-        recent = pd.DataFrame({
-            "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
-            "version": rows["version"].astype(int), "prediction": class_values(rows["prediction"], spec),
-            "received_at": rows["received_at"],
-        })
-        self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
 
-    def add_labels(self, body) -> int:
-        """Stores labels from a /feedback body; returns how many."""
+    def _on_rows(self, model: str, rows: pd.DataFrame) -> None:
+        """A pair joined (or was replayed at start-up): its rows join the open window and recent traffic."""
+        self.metrics.rows.labels(model).inc(len(rows))
+        recent = self._recent_frame(model, rows)
+        with self._rows_lock:
+            self.buffers.setdefault(model, WindowBuffer(self.config.window)).add(rows)
+            self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
+
+    def _recent_frame(self, model: str, rows: pd.DataFrame) -> pd.DataFrame:
+        versions = rows["version"].astype(int).to_numpy()
+        predictions = np.empty(len(rows), dtype=object)
+        for version in np.unique(versions):  # one for a joined pair; a few for rows put back at start-up
+            chosen = versions == version
+            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], self._spec_for(model, int(version)))
+        return pd.DataFrame({
+            "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
+            "version": versions, "prediction": predictions, "received_at": rows["received_at"].to_numpy()})
+
+    def _on_commit(self, records: int) -> None:
+        self.metrics.log_commits.inc()
+        self.metrics.log_records.inc(records)
+
+    async def add_labels(self, body) -> int:
+        """Stores labels from a /feedback body once they are on disk; returns how many."""
         if isinstance(body, dict) and "labels" in body:
             body = body["labels"]
         items = body if isinstance(body, list) else [body]
-        count = self.labels.add(items)
+        count = await self.ingest.feedback(items)
         self.metrics.labels.inc(count)
         return count
 
     def quality_since(self, model: str, since: datetime | None) -> dict:
-        frames = list(self.recent.get(model, ()))
+        with self._rows_lock:
+            frames = list(self.recent.get(model, ()))
         if not frames:
             return realised_quality(pd.DataFrame(), self.labels) | {"versions": {}}
         rows = pd.concat(frames, ignore_index=True)
@@ -154,17 +189,68 @@ class Monitor:
         quality = realised_quality(rows, self.labels)
         return quality | {"versions": quality["by_version"]}
 
+    # ---- start-up ---------------------------------------------------------------------------------
+
+    def _window_summaries(self) -> dict[str, list[dict]]:
+        summaries: dict[str, list[dict]] = {}
+        for path in sorted((self.root / "windows").glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    summary = json.loads(line)
+                    int(summary["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash
+                summaries.setdefault(summary.get("model") or path.stem, []).append(summary)
+        return summaries
+
+    def _refill(self, model: str, summaries: list[dict]) -> None:
+        """Puts stored rows that no window took yet back into the open window, and recent stored rows into
+        /quality's traffic: a restart must not reset a window or a canary's evidence."""
+        closed_at = max((float(s["closed_at"]) for s in summaries), default=None)
+        since = pd.Timestamp(closed_at, unit="s", tz="UTC") if closed_at is not None else None
+        # Rows a full window left over just before closing arrived before it closed: they are not put back.
+        rows = self.store.read(model, since)
+        if not rows.empty:
+            rows = rows.sort_values("received_at").tail(self.config.window.rows).reset_index(drop=True)
+            buffer = WindowBuffer(self.config.window, now=closed_at or rows["received_at"].min().timestamp())
+            buffer.add(rows)
+            self.buffers[model] = buffer
+        recent = self.store.newest(model, RECENT_ROWS_AT_START)
+        if not recent.empty:
+            try:
+                self.recent[model] = deque([self._recent_frame(model, recent)], maxlen=KEEP_RECENT_BATCHES)
+            except DriftloopError as exc:  # a version since deleted from the registry
+                log.warning("monitor: recent traffic of %s not restored: %s", model, exc)
+
+    def _restore_trigger(self, model: str, summaries: list[dict]) -> None:
+        """The coordinator rebuilds the trigger state from the audit trail; the signals of the last windows
+        (against the version still in production) come from their summaries."""
+        production = self.registry.aliases(model).get(PRODUCTION) if model in self.registry.list_models() else None
+        signals = [(int(s["id"]), bool(s.get("signal"))) for s in summaries
+                   if s.get("error") is None and s.get("reference_version") == production]
+        self.coordinator.remember_windows(model, production, signals[-self.config.trigger.n:])
+
     # ---- windows and triggers ---------------------------------------------------------------------
 
     async def tick(self, now: float | None = None) -> None:
         """One pass of the background loop (tests call it directly)."""
         now = time.time() if now is None else now
-        await asyncio.to_thread(self.store.flush)
+        try:
+            if self.ingest.due() and await asyncio.to_thread(self.ingest.flush):
+                self.metrics.checkpoints.labels("ok").inc()
+        except CheckpointError as exc:  # the rows stay buffered and in the log; the next tick tries again
+            self.metrics.checkpoints.labels("failed").inc()
+            log.error("monitor: %s", exc)
         for model, buffer in list(self.buffers.items()):
-            while buffer.due(now):
-                rows, opened_at = buffer.take(now)
+            while True:
+                with self._rows_lock:
+                    if not buffer.due(now):
+                        break
+                    rows, opened_at = buffer.take(now)
                 await self._close_window(model, rows, opened_at, now)
-        await asyncio.to_thread(self._poll_retrains, now)
+        await asyncio.to_thread(self.coordinator.tick, now)
+        if self.retention.due(now):
+            await asyncio.to_thread(self.retention.apply, now)
 
     async def _close_window(self, model: str, rows: pd.DataFrame, opened_at: float, now: float) -> WindowRecord:
         production = self.registry.aliases(model).get(PRODUCTION)
@@ -172,10 +258,6 @@ class Monitor:
         self._next_window += 1
         spec = self._spec_for(model, int(rows["version"].iloc[0]))
         record.predictions = class_values(rows["prediction"], spec)
-        policy = self.policies.setdefault(model, TriggerPolicy(self.config.trigger))
-        if self._reference_versions.get(model) not in (None, production):
-            policy.reset_signals()  # earlier windows were measured against the previous version's reference
-        self._reference_versions[model] = production
         reference = None
         try:
             if production is None:
@@ -187,16 +269,15 @@ class Monitor:
             log.warning("monitor: window %d of %s not analysed: %s", record.id, model, record.error,
                         exc_info=not isinstance(exc, DriftloopError))
         self._refresh_quality(model, record)
-        self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
         self.metrics.window(record)
+        earlier = list(self.windows.get(model, ()))
+        decision = await asyncio.to_thread(self.coordinator.on_window, model, production, record, earlier, now)
+        if decision is not None:
+            record.decision = {"action": decision.action, "reason": decision.reason}
+        # Shown once decided; the report follows when rendered.
+        self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
         if reference is not None and self._reports is not None:
             self._reports.put_nowait((record, rows, reference))
-        if record.error is None:
-            for window in self.windows[model]:  # labels that arrived since may have changed old signals
-                policy.update(window.id, window.signal)
-            decision = policy.observe(record.id, record.signal, now)
-            record.decision = {"action": decision.action, "reason": decision.reason}
-            await asyncio.to_thread(self._act, model, production, decision, now)
         self._append_summary(record)
         return record
 
@@ -211,105 +292,9 @@ class Monitor:
                 and accuracy < window.reference_accuracy - trigger.quality_drop)
             self.metrics.quality(model, quality)
 
-    def _act(self, model: str, production: int, decision: Decision, now: float) -> None:
-        policy = self.policies[model]
-        self.metrics.decisions.labels(model, decision.action).inc()
-        if decision.action == "in-flight":
-            self.registry.record(model, "retrain-refused", actor="drift-monitor", version=production,
-                                 reason=decision.reason, evidence={"in_flight": policy.in_flight})
-            return
-        if not decision.triggers:  # "stopped" was recorded when the last failure stopped the policy
-            return
-        windows = [w for w in self.windows[model] if w.id in policy.signalling_windows()]
-        key = _idempotency_key(model, production, [w.id for w in windows])
-        if self._already_triggered(model, key):
-            return
-        policy.started(key, now)
-        evidence = {"key": key, "windows": [_window_evidence(w, self.root) for w in windows]}
-        retrain = {"model": model, "key": key, "state": "starting", "started_at": now, "reason": decision.reason,
-                   "reference_version": production, "windows": [w.id for w in windows]}
-        self.retrains.append(retrain)
-        since = (pd.Timestamp(min(w.opened_at for w in windows), unit="s", tz="UTC")
-                 if self.config.retrain.since_signal and windows else None)
-        try:
-            table = assemble_training_data(self.registry, self.store, self.labels, model, production,
-                                           self.config.retrain, key, self.root / "retrain", since)
-        except Exception as exc:  # noqa: BLE001 - whatever blocks a retrain must end it, not wedge the policy
-            if not isinstance(exc, DriftloopError):
-                log.exception("monitor: assembling the data of retrain %s failed", key)
-            retrain.update(state="blocked", error=str(exc), finished_at=time.time())
-            self.registry.record(model, "retrain-blocked", actor="drift-monitor", version=production,
-                                 reason=f"retrain {key} blocked: {exc}", evidence=evidence)
-            self._finish(model, False)
-            return
-        spec = self._spec_for(model, production)
-        params = CTParams(data_uri=table.uri, target=spec.target, model_name=model, spec_json=spec.to_json(),
-                          id_column=spec.id_column or "", timestamp_column=spec.timestamp_column or "",
-                          triggered_by=f"drift:{key}", **self.config.retrain.pipeline_params)
-        evidence |= {"data_uri": table.uri, "reference_rows": table.n_reference, "recent_rows": table.n_recent}
-        if self.runner is None:
-            retrain.update(state="recorded", data_uri=table.uri)
-            self.registry.record(model, "retrain-triggered", actor="drift-monitor", version=production,
-                                 reason=decision.reason + " (runner 'none': not started)", evidence=evidence)
-            self._finish(model, False, count=False)
-            return
-        try:
-            run = self.runner.start(params, key)
-        except Exception as exc:  # noqa: BLE001 - a retrain that cannot start has failed; the policy counts it
-            retrain.update(state="failed", error=str(exc), finished_at=time.time())
-            self.registry.record(model, "retrain-failed", actor="drift-monitor", version=production,
-                                 reason=f"retrain {key} could not start: {exc}", evidence=evidence)
-            self._finish(model, False)
-            return
-        retrain.update(state="running", run=run, data_uri=table.uri)
-        self.registry.record(model, "retrain-triggered", actor="drift-monitor", version=production,
-                             reason=decision.reason, evidence=evidence | {"run": run})
-
-    def _poll_retrains(self, now: float) -> None:
-        for retrain in self.retrains:
-            if retrain.get("state") != "running":
-                continue
-            try:
-                outcome = self.runner.poll(retrain["key"])
-            except DriftloopError as exc:
-                log.warning("monitor: cannot poll retrain %s: %s", retrain["key"], exc)
-                continue
-            if outcome is None:
-                continue
-            model = retrain["model"]
-            version = next((v.version for v in reversed(self.registry.list_versions(model))
-                            if v.lineage.get("triggered_by") == f"drift:{retrain['key']}"), None)
-            # Judged by how the version's rollout ended, not by "production moved": on a cluster the run may
-            # end with the canary still serving its share, waiting for evidence or a person.
-            rollout = rollout_outcome(self.registry, model, version) if version is not None else None
-            if rollout in (PROMOTED, CANARY_SERVING, ROLLED_BACK):
-                state = rollout
-                self.metrics.rollouts.labels(model, rollout.replace("-", "_")).inc()
-            else:
-                state = "failed" if outcome.state == "FAILED" else "not-promoted"
-            retrain.update(state=state, version=version, error=outcome.error, finished_at=now)
-            reason = (f"retrain {retrain['key']}: v{version} {state}" if version is not None
-                      else f"retrain {retrain['key']} ended {state}") + (f": {outcome.error}" if outcome.error else "")
-            self.registry.record(model, "retrain-finished", actor="drift-monitor", version=version, reason=reason,
-                                 evidence={"key": retrain["key"], "state": state, "run": retrain.get("run")})
-            self._finish(model, state in (PROMOTED, CANARY_SERVING))
-
-    def _finish(self, model: str, succeeded: bool, count: bool = True) -> None:
-        policy = self.policies[model]
-        if count:
-            policy.finished(succeeded)
-        else:
-            policy.in_flight = None
-        if policy.stopped:
-            reason = (f"retraining of {model} stopped after {policy.consecutive_failures} consecutive failed or "
-                      "rolled-back retrains")
-            self.registry.record(model, "retrain-stopped", actor="drift-monitor", reason=reason)
-            self.retrains.append({"model": model, "state": "stopped", "reason": reason, "at": time.time()})
-
-    def _already_triggered(self, model: str, key: str) -> bool:
-        """Idempotency: a trigger with this key is in the audit trail already (e.g. before a restart)."""
-        return any(e.action == "retrain-triggered" and (e.evidence or {}).get("key") == key
-                   for e in self.registry.history(model))
+    def _assemble(self, model: str, version: int, key: str, since: pd.Timestamp | None) -> TrainingTable:
+        return assemble_training_data(self.registry, self.store, self.labels, model, version, self.config.retrain,
+                                      key, self.root / "retrain", since)
 
     # ---- reports and persistence ------------------------------------------------------------------
 
@@ -318,16 +303,6 @@ class Monitor:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
             handle.write(json.dumps(record.summary(), default=str) + "\n")
-
-    def _last_window_id(self) -> int:
-        last = 0
-        for path in (self.root / "windows").glob("*.jsonl"):
-            for line in path.read_text().splitlines():
-                try:
-                    last = max(last, int(json.loads(line)["id"]))
-                except (ValueError, KeyError):
-                    continue  # a torn last line after a crash
-        return last
 
     async def _render_reports(self) -> None:
         while True:
@@ -341,23 +316,21 @@ class Monitor:
                 log.exception("monitor: report for window %d failed", record.id)
 
     def status(self, model: str | None = None, limit: int = 10) -> dict:
-        models = [model] if model else sorted(set(self.windows) | set(self.buffers))
+        models = [model] if model else sorted(set(self.windows) | set(self.buffers) | set(self.coordinator.models()))
         return {
             "events_received": self.events_received, "events_rejected": self.events_rejected,
-            "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_written,
-            "labels": len(self.labels), "store": str(self.root),
+            "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_added,
+            "labels": len(self.labels), "store": str(self.root), "ingest": self.ingest.status(),
             "models": {m: self._model_status(m, limit) for m in models},
         }
 
     def _model_status(self, model: str, limit: int) -> dict:
-        policy = self.policies.get(model)
         buffer = self.buffers.get(model)
         return {
             "aliases": self.registry.aliases(model),
             "open_window_rows": buffer.rows if buffer else 0,
             "windows": [w.summary(self.labels) for w in list(self.windows.get(model, ()))[-limit:]],
-            "trigger": policy.state() if policy else None,
-            "retrains": [r for r in self.retrains if r.get("model") == model][-limit:],
+            **self.coordinator.status(model, limit),
         }
 
     # ---- HTTP -------------------------------------------------------------------------------------
@@ -370,7 +343,7 @@ class Monitor:
             yield
             for task in tasks:
                 task.cancel()
-            await asyncio.to_thread(self.store.flush)  # nothing received is lost on shutdown
+            await asyncio.to_thread(self.ingest.close)  # a last checkpoint: the next start replays nothing
 
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
         protect(app, self.config)  # body limit, JSON only, tokens, security headers (monitor/guard.py)
@@ -379,6 +352,8 @@ class Monitor:
         async def events(request: Request) -> JSONResponse:
             try:
                 await self.receive(dict(request.headers), await request.body())
+            except JournalError as exc:
+                return _error(503, str(exc))
             except EventError as exc:
                 log.info("monitor: rejected event: %s", exc)
                 return _error(400, str(exc))
@@ -387,7 +362,9 @@ class Monitor:
         @app.post("/feedback")
         async def feedback(request: Request) -> JSONResponse:
             try:
-                count = await asyncio.to_thread(self.add_labels, parse_json(await request.body()))
+                count = await self.add_labels(await asyncio.to_thread(parse_json, await request.body()))
+            except JournalError as exc:
+                return _error(503, str(exc))
             except EventError as exc:
                 return _error(400, str(exc))
             return JSONResponse({"accepted": count})
@@ -431,20 +408,9 @@ class Monitor:
             await asyncio.sleep(self.tick_seconds)
             try:
                 await self.tick()
-            except Exception:  # noqa: BLE001 - keep watching; the buffers hold the rows meanwhile
+            except Exception:  # noqa: BLE001 - keep watching; the log and the buffers hold the rows meanwhile
                 log.exception("monitor: tick failed")
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
-
-
-def _idempotency_key(model: str, version: int, window_ids: list[int]) -> str:
-    digest = hashlib.sha256(f"{model}:{version}:{','.join(map(str, window_ids))}".encode()).hexdigest()[:12]
-    return f"{model}-v{version}-{digest}"
-
-
-def _window_evidence(window: WindowRecord, root: Path) -> dict:
-    return {"id": window.id, "drift_share": window.drift_share, "drifted_features": window.drifted_features,
-            "prediction_drift": window.prediction_drift, "quality_dropped": window.quality_dropped,
-            "report": str(root / "reports" / window.model / f"window-{window.id:06d}.html")}

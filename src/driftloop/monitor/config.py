@@ -12,6 +12,8 @@ Example (the cluster's ConfigMap in manifests/base holds the same)::
               data_dir: s3://driftloop/retrain, pipeline_params: {estimator: xgboost}}
     auth: {network_guard: true}     # manifests/components/network-guard admits only the right callers
     max_body_bytes: 8388608
+    retention: {rows_days: 90, rows_bytes: 3221225472, labels_days: 90, labels_bytes: 536870912,
+                reports_days: 30, reports_bytes: 536870912}
 """
 
 from __future__ import annotations
@@ -86,6 +88,10 @@ class RetrainConfig:
             the new world more weight.
         data_dir: Where the assembled training table is written (a directory or s3:// prefix).
         reference_uri: Training data to start from; default: the serving version's own training data.
+        holdback_rows: The newest labelled rows held back as the recent slice (never trained on): the pipeline
+            chooses how much the new world weighs on them and the gate compares challenger and champion there.
+            At most a third of the labelled rows is held back, and none when that leaves fewer than
+            ``min_holdback_rows``; 0 turns drift-aware retraining off.
         pipeline_params: Extra CT pipeline parameters (estimator, canary_percent, rollout_* …).
     """
 
@@ -98,6 +104,8 @@ class RetrainConfig:
     reference_rows: int | None = None
     data_dir: str = ""
     reference_uri: str = ""
+    holdback_rows: int = 500
+    min_holdback_rows: int = 100
     pipeline_params: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,8 +115,8 @@ class RetrainConfig:
             raise ConfigError("retrain runner 'kfp' needs kfp_host")
         if self.runner == "kfp" and not self.data_dir.startswith("s3://"):
             raise ConfigError("retrain runner 'kfp' needs an s3:// data_dir: pipeline pods cannot read the monitor's disk")
-        if self.recent_rows < 0:
-            raise ConfigError("retrain recent_rows must be >= 0")
+        if self.recent_rows < 0 or self.holdback_rows < 0 or self.min_holdback_rows < 1:
+            raise ConfigError("retrain recent_rows and holdback_rows must be >= 0, min_holdback_rows >= 1")
         # Checked now, against the CT parameters' one definition: a mistyped key found only when a retrain
         # starts would leave the trigger in flight with nothing running.
         from driftloop.ct_params import SET_PER_RETRAIN, check_overrides
@@ -136,6 +144,36 @@ class AuthConfig:
             raise ConfigError(f"auth.network_guard must be true or false, got {self.network_guard!r}")
 
 
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How much the monitor keeps on disk. The tick applies it about once a minute; null lifts a limit.
+    The defaults (4 GiB at most, plus the ingest log's few segments) fit the 5 GiB volume of the manifests.
+
+    Attributes:
+        rows_days: Logged rows received more than this many days ago are deleted (whole days).
+        rows_bytes: Then the oldest days go while the rows take more than this (the newest day stays).
+        labels_days: Labels that arrived more than this many days ago are dropped (a label whose row is
+            gone teaches nothing). Label parts are merged into one whenever there are many.
+        labels_bytes: Then the oldest labels go while their parts take more than this.
+        reports_days, reports_bytes: The same for the windows' HTML reports (a few MB each).
+    """
+
+    rows_days: float | None = 90.0
+    rows_bytes: int | None = 3 * GIB
+    labels_days: float | None = 90.0
+    labels_bytes: int | None = GIB // 2
+    reports_days: float | None = 30.0
+    reports_bytes: int | None = GIB // 2
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ConfigError(f"retention {name} must be a positive number or null, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """Everything the monitor needs; see the module docstring for the file format."""
@@ -150,6 +188,7 @@ class MonitorConfig:
     report_rows: int = 2000  # rows per side in each window's HTML report (the verdict uses drift.max_rows)
     auth: AuthConfig = AuthConfig()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies are refused (413)
+    retention: RetentionConfig = RetentionConfig()
 
     def __post_init__(self) -> None:
         if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
@@ -159,7 +198,7 @@ class MonitorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> MonitorConfig:
         sections = {"window": WindowConfig, "drift": DriftConfig, "trigger": TriggerConfig, "retrain": RetrainConfig,
-                    "auth": AuthConfig}
+                    "auth": AuthConfig, "retention": RetentionConfig}
         kwargs = {}
         for key, value in (values or {}).items():
             if key in sections:

@@ -37,13 +37,11 @@ MAX_PENDING_BYTES = 64 * 1024 * 1024
 class _Pending:
     first_seen: float
     headers: dict[str, str]
-    request: dict | None = None
-    response: dict | None = None
-    sizes: dict[str, int] = field(default_factory=dict)  # body bytes of each half held
+    bodies: dict[str, bytes] = field(default_factory=dict)  # "request" / "response" → the half's raw body
 
     @property
     def size(self) -> int:
-        return sum(self.sizes.values())
+        return sum(len(b) for b in self.bodies.values())
 
 
 @dataclass
@@ -83,27 +81,30 @@ class EventJoiner:
         """Takes one event; returns its rows once both halves have arrived."""
         now = time.time() if now is None else now
         headers = {k.lower(): v for k, v in headers.items()}
-        event_id, event_type = headers.get("ce-id"), headers.get("ce-type")
-        if not event_id or event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
-            raise EventError(f"not a KServe payload event (ce-id {event_id!r}, ce-type {event_type!r})")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise EventError(f"event {event_id}: body is not JSON ({exc})") from None
+        event_id, event_type, payload = parse_event(headers, body)
         # The two halves of one event can arrive at once (the logger keeps several in flight and the
         # monitor decodes in worker threads): exactly one of them must complete the pair.
         with self._lock:
             self._expire(now)
             pending = self._pending.setdefault(event_id, _Pending(now, headers))
             half = "request" if event_type == REQUEST_TYPE else "response"
-            setattr(pending, half, payload)
-            self._pending_bytes += len(body) - pending.sizes.get(half, 0)
-            pending.sizes[half] = len(body)
-            if pending.request is None or pending.response is None:
+            self._pending_bytes += len(body) - len(pending.bodies.get(half, b""))
+            pending.bodies[half] = body
+            if len(pending.bodies) < 2:
                 self._evict(event_id)
                 return None
             self._remove(event_id)
-        return self._rows(event_id, pending, now)
+        request = payload if half == "request" else orjson.loads(pending.bodies["request"])
+        response = payload if half == "response" else orjson.loads(pending.bodies["response"])
+        return self._rows(event_id, pending.headers, request, response, now)
+
+    def pending_halves(self) -> list[tuple[dict[str, str], bytes, float]]:
+        """Every half still waiting for its partner as (headers, body, first seen), oldest first: fed back
+        through :meth:`add` (with ``now`` = first seen), they rebuild the map, e.g. after a restart."""
+        with self._lock:
+            return [({**event_headers(p.headers), "ce-id": event_id, "ce-type": REQUEST_TYPE if half == "request" else RESPONSE_TYPE},
+                     body, p.first_seen)
+                    for event_id, p in self._pending.items() for half, body in p.bodies.items()]
 
     @property
     def pending(self) -> tuple[int, int]:
@@ -144,8 +145,7 @@ class EventJoiner:
             self.orphaned += count
             self.on_drop(outcome, count)
 
-    def _rows(self, event_id: str, pending: _Pending, now: float) -> pd.DataFrame:
-        headers = pending.headers
+    def _rows(self, event_id: str, headers: dict[str, str], request, response, now: float) -> pd.DataFrame:
         model = headers.get("ce-inferenceservicename", "")
         endpoint = headers.get("ce-endpoint") or ""
         number = logged_version(headers)
@@ -156,19 +156,40 @@ class EventJoiner:
         endpoint = endpoint or self.endpoint_for(model, number)
         spec = self.spec_for(model, number)
         try:
-            frame = frame_from_payload(pending.request, spec)
+            frame = frame_from_payload(request, spec)
         except InvalidInput as exc:
             raise EventError(f"event {event_id}: request does not decode: {exc}") from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             # A body of the wrong shape anywhere inside: the sender's mistake, never the monitor's failure.
             raise EventError(f"event {event_id}: request does not decode ({type(exc).__name__})") from None
-        predictions = _predictions(pending.response)
+        predictions = _predictions(response)
         if len(predictions) != len(frame):
             raise EventError(f"event {event_id}: {len(frame)} rows but {len(predictions)} predictions")
         frame = frame.assign(event_id=event_id, row=range(len(frame)), model=model, version=number,
                              endpoint=endpoint, prediction=predictions,
                              received_at=pd.Timestamp(now, unit="s", tz="UTC"))
         return frame
+
+
+def parse_event(headers: dict[str, str], body: bytes) -> tuple[str, str, object]:
+    """The id, type and decoded body of a payload event (``headers`` lower-cased).
+
+    Raises:
+        EventError: it is not a KServe payload event, or its body is not JSON.
+    """
+    event_id, event_type = headers.get("ce-id"), headers.get("ce-type")
+    if not event_id or event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
+        raise EventError(f"not a KServe payload event (ce-id {event_id!r}, ce-type {event_type!r})")
+    try:
+        return event_id, event_type, orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"event {event_id}: body is not JSON ({exc})") from None
+
+
+def event_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The CloudEvent headers of an event (``ce-*``, lower-cased): all the joiner reads, and all that is
+    kept of a request's headers (never its credentials)."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
 
 
 def logged_version(headers: dict[str, str]) -> int | None:

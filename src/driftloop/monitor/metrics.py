@@ -28,6 +28,22 @@ class MonitorMetrics:
                               "Realised accuracy of the latest window with labels", ["model", "version"], registry=r)
         self.rollouts = Counter("driftloop_rollouts", "How the rollouts of drift-triggered versions ended "
                                 "(promoted, canary, rolled_back)", ["model", "outcome"], registry=r)
+        self.log_records = Counter("driftloop_monitor_log_records", "Event halves and label batches written and "
+                                   "fsync'd to the ingest log before they were acknowledged", registry=r)
+        self.log_commits = Counter("driftloop_monitor_log_commits", "Group commits of the ingest log (one fsync "
+                                   "each, shared by the records that arrived together)", registry=r)
+        self.log_failures = Counter("driftloop_monitor_log_failures", "Ingest log writes that failed (their "
+                                    "requests were answered 503 and nothing of them was kept)", registry=r)
+        self.checkpoints = Counter("driftloop_monitor_checkpoints", "Checkpoints: buffered rows and labels "
+                                   "written to the Parquet store (outcome ok or failed)", ["outcome"], registry=r)
+        self.retention_files = Counter("driftloop_monitor_retention_deleted", "Files (rows, reports) or labels "
+                                       "deleted by retention", ["kind"], registry=r)
+        self.retention_bytes = Counter("driftloop_monitor_retention_deleted_bytes", "Bytes freed by retention",
+                                       ["kind"], registry=r)
+        self.compactions = Counter("driftloop_monitor_label_compactions", "Label parts merged into one",
+                                   registry=r)
+        self.store_bytes = Gauge("driftloop_monitor_store_bytes", "Bytes on disk per kind (rows, labels, reports), "
+                                 "as of the last retention pass", ["kind"], registry=r)
         self.decisions = Counter("driftloop_monitor_trigger_decisions",
                                  "Trigger policy decisions per closed window (trigger, quiet, cooldown, in-flight, "
                                  "stopped)", ["model", "action"], registry=r)

@@ -1,32 +1,27 @@
-"""A trigger's retrain: assemble the training table, then start the CT pipeline through a runner.
+"""A trigger's retrain: assemble the training table, and judge how the new version's rollout ended.
 
 The table is the serving version's training data plus the most recent labelled live traffic,
 validated against the version's spec and profile like any other training data: poisoned or
 out-of-range traffic blocks the retrain with the checker's reason instead of reaching a model.
-Runners: ``local`` (a CT run on kfp.local in a subprocess) and ``kfp`` (a run on Kubeflow Pipelines).
+The CT run itself starts through a runner (:mod:`driftloop.runners`).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from driftloop import storage
-from driftloop.ct_params import CTParams
-from driftloop.data import DatasetSpec, coerce_to_spec, load_table
+from driftloop.data import LIVE, REFERENCE, SOURCE_COLUMN, DatasetSpec, coerce_to_spec, load_table
 from driftloop.errors import ConfigError, DataError
 from driftloop.monitor.config import RetrainConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.store import RowStore
 from driftloop.profile import ReferenceProfile
-from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, approvals
 from driftloop.validation import validate_table
 
 
@@ -34,15 +29,19 @@ from driftloop.validation import validate_table
 class TrainingTable:
     uri: str
     n_reference: int
-    n_recent: int
+    n_recent: int  # labelled live rows trained on
     reference_uri: str
+    recent_uri: str = ""  # the newest labelled rows, held back (empty: none)
+    n_holdback: int = 0
 
 
 def assemble_training_data(registry: ModelRegistry, store: RowStore, labels: LabelStore, model: str, version: int,
                            config: RetrainConfig, key: str, default_dir: Path,
                            since: pd.Timestamp | None = None) -> TrainingTable:
     """Reference data + recent labelled traffic (received at or after ``since``), validated, written as
-    Parquet; returns where.
+    Parquet; returns where. Rows are marked by where they came from (``driftloop_source``: reference | live), and
+    the newest labelled rows are held back in a table of their own (the recent slice; see
+    :class:`~driftloop.monitor.config.RetrainConfig`), which the pipeline never trains on.
 
     Raises:
         DataValidationError: the recent traffic fails validation (the retrain is blocked).
@@ -62,13 +61,25 @@ def assemble_training_data(registry: ModelRegistry, store: RowStore, labels: Lab
     # The same checks as the pipeline's first step, against the serving version's profile.
     recent, _, _ = validate_table(recent, spec, profile)
     columns = [c for c in [spec.id_column, spec.timestamp_column, *spec.feature_names, spec.target] if c]
-    combined = pd.concat([_bookkeeping(coerce_to_spec(reference, spec), spec)[columns], _bookkeeping(recent, spec)[columns]],
-                         ignore_index=True)
-    buffer = io.BytesIO()
-    combined.to_parquet(buffer, index=False)
+    holdback = min(config.holdback_rows, len(recent) // 3)
+    if holdback < config.min_holdback_rows:
+        holdback = 0  # too few rows to judge anything on: a plain retrain
+    live, held = recent.iloc[:len(recent) - holdback], recent.iloc[len(recent) - holdback:]  # oldest first
+    combined = pd.concat([_bookkeeping(coerce_to_spec(reference, spec), spec)[columns].assign(**{SOURCE_COLUMN: REFERENCE}),
+                          _bookkeeping(live, spec)[columns].assign(**{SOURCE_COLUMN: LIVE})], ignore_index=True)
     base = config.data_dir.rstrip("/") if config.data_dir else str(default_dir)
-    uri = storage.write_bytes(f"{base}/{model}/retrain-{key}.parquet", buffer.getvalue())
-    return TrainingTable(uri, len(reference), len(recent), reference_uri)
+    uri = storage.write_bytes(f"{base}/{model}/retrain-{key}.parquet", _parquet(combined))
+    recent_uri = ""
+    if holdback:
+        recent_uri = storage.write_bytes(f"{base}/{model}/retrain-{key}-recent.parquet",
+                                         _parquet(_bookkeeping(held, spec)[columns]))
+    return TrainingTable(uri, len(reference), len(live), reference_uri, recent_uri, holdback)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def _bookkeeping(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -84,12 +95,9 @@ def _bookkeeping(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: DatasetSpec, limit: int,
                          since: pd.Timestamp | None = None) -> pd.DataFrame:
     """The newest ``limit`` logged rows of ``model`` that have a label, shaped like training data."""
-    store.flush(model)
-    rows = store.read(model)
+    rows = store.read(model, since)  # parts and rows not yet written (they are safe in the ingest log)
     if rows.empty or limit == 0:
         return pd.DataFrame()
-    if since is not None:
-        rows = rows[rows["received_at"] >= since]
     rows = rows.sort_values("received_at")
     keys = pd.Series([row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)], index=rows.index)
     truth = labels.lookup(keys)
@@ -107,100 +115,26 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
 
 
 PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rolled-back", "not-deployed"
+# A version that passed its canary analysis and waits for a person (the approval policy).
+PENDING_APPROVAL = approvals.PENDING_APPROVAL
+# Entries that take a canary out of service: aborted by analysis, failed to start, rejected, approval timed out.
+_TAKEN_OUT = ("rollout-abort", "rollout-failed", approvals.REJECT, approvals.APPROVAL_EXPIRED)
 
 
 def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
     """How a registered version's rollout ended, from the registry: promoted (production now, or before a
-    later version replaced it), canary (still serving its share), rolled-back (aborted or failed to start),
-    or not-deployed."""
-    aliases = registry.aliases(model)
-    if aliases.get(PRODUCTION) == version:
+    later version replaced it), pending-approval (its canary waits for a person), canary (still serving its
+    share), rolled-back (aborted, failed to start, rejected or expired), or not-deployed."""
+    state = registry.state(model)
+    if state.aliases.get(PRODUCTION) == version:
         return PROMOTED
-    if aliases.get(CANARY) == version:
+    if state.pending_approval is not None and state.pending_approval.version == version:
+        return PENDING_APPROVAL
+    if state.aliases.get(CANARY) == version:
         return CANARY_SERVING
     for entry in reversed(registry.history(model)):
-        if entry.action in ("rollout-abort", "rollout-failed") and version in (entry.from_version, entry.to_version):
+        if entry.action in _TAKEN_OUT and version in (entry.from_version, entry.to_version):
             return ROLLED_BACK
         if entry.action == "promote" and entry.to_version == version:
             return PROMOTED
     return NOT_DEPLOYED
-
-
-@dataclass
-class RunOutcome:
-    """How a retrain's run ended."""
-
-    state: str  # "SUCCEEDED" | "FAILED"
-    error: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class LocalRunner:
-    """Runs the CT pipeline on kfp.local in a child process (``driftloop.runners.local_job``)."""
-
-    def __init__(self, home: str | Path, registry_uri: str) -> None:
-        self.home, self.registry_uri = Path(home), registry_uri
-        self._runs: dict[str, tuple[subprocess.Popen, Path]] = {}
-
-    def start(self, params: CTParams, key: str) -> str:
-        jobs = self.home / "retrains"
-        jobs.mkdir(parents=True, exist_ok=True)
-        params_path, summary_path = jobs / f"{key}.params.json", jobs / f"{key}.summary.json"
-        params_path.write_text(json.dumps(asdict(params)))
-        env = {**os.environ, "DRIFTLOOP_HOME": str(self.home), "DRIFTLOOP_REGISTRY": self.registry_uri}
-        log = open(jobs / f"{key}.log", "w")  # noqa: SIM115 - the child owns it for the run's lifetime
-        process = subprocess.Popen([sys.executable, "-m", "driftloop.runners.local_job", str(params_path),
-                                    str(summary_path)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self._runs[key] = (process, summary_path)
-        return f"local:{key}"
-
-    def poll(self, key: str) -> RunOutcome | None:
-        process, summary_path = self._runs[key]
-        if process.poll() is None:
-            return None
-        del self._runs[key]
-        if not summary_path.exists():
-            return RunOutcome("FAILED", f"the run process exited with code {process.returncode} without a summary")
-        summary = json.loads(summary_path.read_text())
-        return RunOutcome(summary.get("state", "FAILED"), summary.get("error") or "")
-
-
-class KfpRunner:
-    """Starts the CT pipeline on Kubeflow Pipelines with the same client as ``driftloop submit``."""
-
-    def __init__(self, config: RetrainConfig, registry_uri: str) -> None:
-        from driftloop.kfp_submit import KfpSettings
-
-        self.settings = KfpSettings.from_env(host=config.kfp_host, namespace=config.kfp_namespace or None,
-                                             experiment=config.experiment)
-        self.registry_uri = registry_uri
-        self._runs: dict[str, str] = {}
-
-    def start(self, params: CTParams, key: str) -> str:
-        from driftloop.kfp_submit import submit_run
-
-        run = submit_run(self.settings, params, self.registry_uri, run_name=f"driftloop-retrain-{key}")
-        self._runs[key] = run.run_id
-        return run.run_url or run.run_id
-
-    def poll(self, key: str) -> RunOutcome | None:
-        from driftloop.kfp_submit import run_state
-
-        state = run_state(self.settings, self._runs[key])
-        if state not in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
-            return None
-        del self._runs[key]
-        return RunOutcome("SUCCEEDED" if state == "SUCCEEDED" else "FAILED",
-                          "" if state == "SUCCEEDED" else f"KFP run ended {state}")
-
-
-def make_runner(config: RetrainConfig, home: Path, registry_uri: str):
-    if config.runner == "kfp":
-        return KfpRunner(config, registry_uri)
-    if config.runner == "local":
-        return LocalRunner(home, registry_uri)
-    return None
-

@@ -35,6 +35,8 @@ from pathlib import Path
 from driftloop import model_dir as model_dir_layout
 from driftloop import signing
 from driftloop.errors import ConfigError, IntegrityError, ModelNotFoundError, RegistryError
+from driftloop.registry import approvals
+from driftloop.registry.approvals import ApprovalPolicy, PendingApproval
 from driftloop.signing import AUDIT_DOMAIN, SIGNED, VERSION_DOMAIN, SignatureCheck, SigningKey, Trust
 from driftloop.storage import sha256_bytes
 
@@ -145,15 +147,18 @@ class AuditEntry:
 
 @dataclass
 class RegistryState:
-    """What the audit trail adds up to: where each alias points and which versions are archived."""
+    """What the audit trail adds up to: where each alias points, which versions are archived, the model's
+    approval policy and the canary waiting for approval."""
 
     aliases: dict[str, int] = field(default_factory=dict)
     archived: set[int] = field(default_factory=set)
     canary_percent: int | None = None  # KServe's canaryTrafficPercent while a canary is set
-
+    approval_policy: ApprovalPolicy | None = None  # None: promotions need no approval
+    pending_approval: PendingApproval | None = None
 
     def copy(self) -> RegistryState:
-        return RegistryState(dict(self.aliases), set(self.archived), self.canary_percent)
+        return RegistryState(dict(self.aliases), set(self.archived), self.canary_percent, self.approval_policy,
+                             self.pending_approval)
 
 
 def replay(entries: Iterable[AuditEntry]) -> RegistryState:
@@ -176,6 +181,14 @@ def apply(state: RegistryState, entry: AuditEntry) -> None:
     if CANARY in entry.moves or TRAFFIC_KEY in entry.evidence:
         # A canary that moves without a stated share gets none until someone sets it.
         state.canary_percent = int(entry.evidence.get(TRAFFIC_KEY, 0)) if CANARY in state.aliases else None
+    if entry.action == approvals.APPROVAL_POLICY:
+        policy = entry.evidence.get(approvals.POLICY_KEY)
+        state.approval_policy = ApprovalPolicy.from_dict(policy) if policy else None
+    elif entry.action == approvals.APPROVAL_REQUESTED:
+        state.pending_approval = approvals.pending_from(entry.model, entry.seq, entry.evidence[approvals.REQUEST_KEY])
+    if state.pending_approval is not None and state.aliases.get(CANARY) != state.pending_approval.version:
+        # Whatever took the canary away (approved, rejected, expired, aborted, replaced) ended the wait.
+        state.pending_approval = None
 
 
 def parse_entry(data: bytes | str, where: str) -> AuditEntry:
@@ -760,6 +773,9 @@ class ModelRegistry(ABC):
             state = replay(entries)
             if version in state.archived:
                 raise RegistryError(f"{name} v{version} is archived; it cannot take an alias")
+            if alias == PRODUCTION:
+                approvals.check_production_move(name, state.approval_policy, state.pending_approval,
+                                                state.aliases.get(PRODUCTION), version, action)
             return _fields(name, action, actor, reason, alias=alias, from_version=state.aliases.get(alias),
                            to_version=version, evidence=evidence, moves={alias: [state.aliases.get(alias), version]})
 
@@ -782,11 +798,13 @@ class ModelRegistry(ABC):
         return self._commit(name, build)
 
     def promote(self, name: str, version: int | None = None, *, actor: str, reason: str = "",
-                evidence: dict | None = None, expect_canary: int | None = None) -> AuditEntry:
+                evidence: dict | None = None, expect_canary: int | None = None,
+                action: str = "promote") -> AuditEntry:
         """Makes ``version`` (default: the canary) production in one step; a canary on it is cleared.
 
         With ``expect_canary`` the promotion happens only if the canary is still that version (a
-        rollout must not promote what an operator aborted meanwhile).
+        rollout must not promote what an operator aborted meanwhile). Under an approval policy only an
+        ``approve`` entry (``action``) promotes a new version (:func:`~driftloop.registry.approvals.check_production_move`).
         """
         def build(entries: list[AuditEntry]) -> dict:
             state = replay(entries)
@@ -798,10 +816,12 @@ class ModelRegistry(ABC):
             if target in state.archived:
                 raise RegistryError(f"{name} v{target} is archived; it cannot be promoted")
             current = state.aliases.get(PRODUCTION)
+            approvals.check_production_move(name, state.approval_policy, state.pending_approval, current, target,
+                                            action)
             moves = {PRODUCTION: [current, target]}
             if state.aliases.get(CANARY) == target:
                 moves[CANARY] = [target, None]
-            return _fields(name, "promote", actor, reason, alias=PRODUCTION, from_version=current,
+            return _fields(name, action, actor, reason, alias=PRODUCTION, from_version=current,
                            to_version=target, evidence=evidence, moves=moves)
 
         if version is not None:
@@ -863,6 +883,49 @@ class ModelRegistry(ABC):
             return _fields(name, "archive", actor, reason, to_version=version)
 
         return self._commit(name, build)
+
+    def set_approval_policy(self, name: str, policy: ApprovalPolicy | None, *, actor: str,
+                            reason: str = "") -> AuditEntry:
+        """Sets (or with None switches off) the model's approval policy; the change is an audit entry."""
+        self.require_model(name)
+
+        def build(entries: list[AuditEntry]) -> dict:
+            previous = replay(entries).approval_policy
+            return _fields(name, approvals.APPROVAL_POLICY, actor,
+                           reason or (policy.describe() if policy else "approval no longer required"),
+                           evidence={approvals.POLICY_KEY: policy.to_dict() if policy else None,
+                                     "previous": previous.to_dict() if previous else None})
+
+        return self._commit(name, build)
+
+    def request_approval(self, name: str, version: int, *, actor: str, reason: str = "", evidence: dict | None = None,
+                         serving: dict | None = None) -> AuditEntry:
+        """Records that the canary ``version`` passed its analysis and waits for approval under the policy.
+
+        The entry names who registered the version and what triggered its run (for four eyes) and fixes the
+        deadline from the policy's timeout; ``serving`` says where it serves (the deployment's description).
+        """
+        lineage = self.get_version(name, version).lineage
+
+        def build(entries: list[AuditEntry]) -> dict:
+            state = replay(entries)
+            if state.approval_policy is None:
+                raise RegistryError(f"model '{name}' has no approval policy; nothing to request")
+            if state.aliases.get(CANARY) != version:
+                raise RegistryError(f"{name} v{version} is not the canary; it cannot wait for approval")
+            register = next((e for e in entries if e.action == "register" and e.to_version == version), None)
+            at = utc_now()
+            record = approvals.request_record(
+                version=version, stable_version=state.aliases.get(PRODUCTION), at=at,
+                timeout_seconds=state.approval_policy.timeout_seconds,
+                registered_by=register.actor if register else None, triggered_by=lineage.get("triggered_by"),
+                serving=serving or {})
+            fields = _fields(name, approvals.APPROVAL_REQUESTED, actor, reason, to_version=version,
+                             evidence={**(evidence or {}), approvals.REQUEST_KEY: record,
+                                       approvals.POLICY_KEY: state.approval_policy.to_dict()})
+            return {**fields, "at": at}
+
+        return self._commit(check_model_name(name), build)
 
     def record(self, name: str, action: str, *, actor: str, reason: str = "", version: int | None = None,
                evidence: dict | None = None) -> AuditEntry:

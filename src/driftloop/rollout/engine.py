@@ -7,7 +7,9 @@ gateway's ``/metrics`` or Prometheus) and compares the canary with stable: error
 drift monitor to ask, it also compares realised quality on labelled traffic since the rollout began; the
 last step needs that evidence. A step with fewer canary requests than the minimum is inconclusive — never a
 pass — and is retried a bounded number of times. A failed check aborts: stable takes 100 % again. Passing the
-last step promotes the canary. Every decision and its evidence goes to the registry's audit trail.
+last step promotes the canary — or, when the model's approval policy requires it, leaves the canary at its
+share waiting for a person's decision (the deployment port decides which). Every decision and its evidence
+goes to the registry's audit trail.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class RolloutResult:
     model: str
     canary_version: int
     stable_version: int
-    outcome: str  # "promoted" | "aborted"
+    outcome: str  # "promoted" | "aborted" | "pending-approval" (passed; the canary waits for a person)
     reason: str
     steps: list[StepResult] = field(default_factory=list)
 
@@ -83,7 +85,8 @@ def run_rollout(
     on_step: Callable[[StepResult], None] | None = None,
     read_quality: Callable[[str], Quality] | None = None,
 ) -> RolloutResult:
-    """Walks the canary of ``name`` through the policy's steps; promotes it or aborts.
+    """Walks the canary of ``name`` through the policy's steps; promotes it (or holds it for approval) or
+    aborts.
 
     Args:
         deployment: Where the versions serve (moves traffic, confirms it, records it).
@@ -143,9 +146,10 @@ def _walk(deployment: Deployment, name: str, metrics: RequestMetrics, policy: Ro
                     return _abort(deployment, name, result,
                                   f"too little canary traffic: {inconclusive} inconclusive observations")
     _check_still_canary(deployment, name, canary)
-    deployment.promote(name, reason="canary passed every rollout step",
-                       evidence={"steps": [asdict(s) for s in result.steps]})
-    result.outcome, result.reason = "promoted", f"v{canary} passed {len(policy.steps) - 1} steps"
+    result.outcome = deployment.conclude(name, reason="canary passed every rollout step",
+                                         evidence={"steps": [asdict(s) for s in result.steps]})
+    result.reason = f"v{canary} passed {len(policy.steps) - 1} steps" + (
+        "" if result.outcome == "promoted" else "; it waits for approval at its current share")
     return result
 
 

@@ -1,4 +1,4 @@
-"""A fix for ``dsl.If`` under ``kfp.local`` (kfp 2.16).
+"""Fixes for ``dsl.If`` / ``dsl.Else`` under ``kfp.local`` (kfp 2.16).
 
 kfp.local's ConditionEvaluator substitutes channel names inside the compiled CEL expression but
 leaves ``inputs.parameter_values[...]`` and lowercase ``true`` in place, and it resolves
@@ -10,6 +10,13 @@ each ``inputs.parameter_values['pipelinechannel--…']`` from the DAG's IOStore,
 operators KFP emits (``==``, ``!=``, ``<``…, ``&&``, ``||``, ``!``, ``true``/``false``, ``int()``,
 ``double()``) and evaluates the result with no builtins. Nothing else in kfp.local changes; the
 compiled IR a cluster runs is untouched.
+
+kfp.local also decides whether a pipeline has control flow from the root's tasks only; an ``If``/``Else`` pair
+compiles to a ``condition-branches`` group without a condition at the root, so such a pipeline ran on the plain
+orchestrator, which ignores every nested condition and runs both branches. :func:`install` routes every
+pipeline to the orchestrator that evaluates conditions (it runs plain DAGs the same way).
+
+:func:`install` also starts each task in a pre-warmed process (:mod:`driftloop.runners.warm_tasks`).
 """
 
 from __future__ import annotations
@@ -107,8 +114,21 @@ def evaluate_condition(condition: str, io_store) -> bool:
     return result
 
 
-def install() -> None:
-    """Makes kfp.local evaluate ``dsl.If`` conditions with :func:`evaluate_condition` (idempotent)."""
-    from kfp.local.orchestrator import enhanced_dag_orchestrator
+def install(warm_tasks: bool = True) -> None:
+    """Makes kfp.local evaluate ``dsl.If`` conditions with :func:`evaluate_condition` and, with ``warm_tasks``,
+    start each task in a pre-warmed process (:mod:`driftloop.runners.warm_tasks`). Idempotent."""
+    from kfp.local import subprocess_task_handler
+    from kfp.local.orchestrator import dag_orchestrator, enhanced_dag_orchestrator
+
+    from driftloop.runners import warm_tasks as warm
 
     enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
+    dag_orchestrator.run_dag = enhanced_dag_orchestrator.run_enhanced_dag
+    original = getattr(subprocess_task_handler, "_driftloop_original_launcher", None)
+    if original is None:
+        original = subprocess_task_handler.run_local_subprocess
+        subprocess_task_handler._driftloop_original_launcher = original
+    if warm_tasks:
+        subprocess_task_handler.run_local_subprocess = lambda full_command: warm.run(full_command, original)
+    else:
+        subprocess_task_handler.run_local_subprocess = original

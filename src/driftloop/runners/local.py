@@ -123,6 +123,9 @@ def run_ct_pipeline(
         registry_uri: The registry (replaces ``params.registry_uri``); defaults to ``<home>/registry``.
         on_event: Called for each task event (progress display).
     """
+    from driftloop.runners import warm_tasks
+
+    warm_tasks.prestart()  # its imports overlap with kfp's and the pipeline's compilation
     from kfp import local
 
     from driftloop.pipelines.ct_pipeline import build_ct_pipeline

@@ -1,8 +1,8 @@
 """Turning KServe V1 and V2 request payloads into a typed feature DataFrame, or a clear 400.
 
 V1 ``{"instances": [...]}`` takes records (feature name → value), KServe's column lists (feature name → list
-of values, as KServe's sklearn runtime requires), lists of records, or lists in the spec's feature order. V2 (Open Inference Protocol) takes ``parameters.content_type: pd``
-with one input per feature, or a single 2-D numeric tensor in feature order.
+of values, as KServe's sklearn runtime requires), lists of records, or lists in the spec's feature order. V2 (Open Inference Protocol) takes one input per feature (with ``parameters.content_type: pd``
+or without), or a single row-major 2-D numeric tensor in feature order.
 """
 
 from __future__ import annotations
@@ -125,14 +125,24 @@ def _check_keys(record: dict, known: set[str], i: int) -> None:
 
 
 def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
+    """V2 inputs as a table: one input per feature (``content_type: pd``, or simply named by feature), or one
+    row-major ``[n, features]`` tensor in the spec's order. Sizes are checked before anything is decoded."""
+    if not payload.inputs:
+        raise InvalidInput("V2 request has no inputs")
+    for tensor in payload.inputs:
+        rows = int(tensor.shape[0]) if tensor.shape else 0
+        if rows > MAX_INSTANCES:
+            raise InvalidInput(f"input '{tensor.name}' has {rows} rows; the limit is {MAX_INSTANCES}")
     content_type = (payload.parameters or {}).get("content_type")
-    if content_type == "pd" or len(payload.inputs) > 1:
+    by_name = len(payload.inputs) > 1 or payload.inputs[0].name in spec.feature_names
+    if content_type == "pd" or by_name:
+        unknown = sorted(t.name for t in payload.inputs if t.name not in spec.feature_names)
+        if unknown:
+            raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
         try:
             return payload.as_dataframe()
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"cannot build a table from the inputs: {exc}") from None
-    if not payload.inputs:
-        raise InvalidInput("V2 request has no inputs")
     tensor = payload.inputs[0]
     try:
         array = tensor.as_numpy()
@@ -141,7 +151,7 @@ def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
     if array.ndim != 2 or array.shape[1] != len(spec.features):
         raise InvalidInput(
             f"input '{tensor.name}' has shape {list(array.shape)}; expected [n, {len(spec.features)}] in feature "
-            f"order, or one input per feature with parameters.content_type \"pd\""
+            f"order, or one input per feature (named by it)"
         )
     return pd.DataFrame(array, columns=spec.feature_names)
 

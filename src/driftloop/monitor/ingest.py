@@ -1,0 +1,278 @@
+"""Durable ingestion: an event half or a label batch is acknowledged only once it is on disk.
+
+Every ``/events`` half and ``/feedback`` batch is appended to the ingest log (monitor/journal.py) and
+fsync'd, with group commit, before the monitor answers; then it is applied in log order — halves go to the
+joiner, joined rows to the row store's buffer and the windows, labels to the label store. A checkpoint (each
+tick) writes the buffered rows and labels as Parquet parts named with the log position ``S`` they cover,
+then a snapshot of the halves still waiting for their partner (``checkpoint-S.snap``): from then on the
+log's records up to ``S`` are redundant, and its segments are deleted.
+
+Start-up: parts newer than the last checkpoint (a checkpoint the crash interrupted) are removed, the
+snapshot's waiting halves go back into the joiner (with the times they arrived, so they still expire on
+time), and the log's records after ``S`` are applied again. Replaying is idempotent: a record is either
+covered by the checkpoint (and skipped) or not (and its rows are in no part), so nothing is stored twice,
+and a pair whose first half was acknowledged before a crash still joins when the second arrives after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pandas as pd
+
+from driftloop.errors import DriftloopError
+from driftloop.monitor.disk import make_dirs, remove_durably, write_durably
+from driftloop.monitor.events import EventJoiner, event_headers, parse_event
+from driftloop.monitor.journal import Journal, JournalError, encode_frame, read_frames, read_log
+from driftloop.monitor.labels import LabelStore, parse_labels
+from driftloop.monitor.store import RowStore
+
+log = logging.getLogger(__name__)
+_CHECKPOINT = "checkpoint-{:016d}.snap"
+# A checkpoint is due after this many records or seconds: what a restart replays, and how small the
+# Parquet parts may get (rows wait in memory meanwhile, safe in the log).
+CHECKPOINT_RECORDS = 5000
+CHECKPOINT_SECONDS = 10.0
+PARSE_INLINE_BYTES = 64 * 1024  # event bodies up to this size are checked on the event loop
+
+
+@dataclass(frozen=True)
+class EventHalf:
+    """One payload event as received: its CloudEvent headers, its body and when it arrived."""
+
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"k": "e", "at": self.at, "h": self.headers}) + b"\n" + self.body
+
+
+@dataclass(frozen=True)
+class LabelBatch:
+    """One /feedback call's labels, validated: row keys and normalised labels."""
+
+    keys: list[str]
+    labels: list[str]
+    at: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"k": "l", "at": self.at, "keys": self.keys, "labels": self.labels}) + b"\n"
+
+
+def decode(payload: bytes) -> EventHalf | LabelBatch:
+    meta, _, body = payload.partition(b"\n")  # orjson never writes a raw newline
+    record = orjson.loads(meta)
+    if record["k"] == "e":
+        return EventHalf(record["h"], body, record["at"])
+    return LabelBatch(record["keys"], record["labels"], record["at"])
+
+
+class CheckpointError(DriftloopError):
+    """Rows and labels could not be written to the Parquet store; they stay buffered (and in the log)."""
+
+
+class Ingest:
+    """The log, the order records are applied in, and the checkpoints that make the log's records redundant.
+
+    Args:
+        root: The monitor's store (the log goes under ``<root>/ingest``).
+        joiner, store, labels: Where records are applied.
+        on_rows: Called with (model, rows) for each joined pair, after the row store (windows, /quality).
+        sync: fsync the log (benchmarks of the cost turn it off).
+        on_commit, on_failure: Metrics hooks of the log.
+    """
+
+    def __init__(self, root: str | Path, joiner: EventJoiner, store: RowStore, labels: LabelStore,
+                 on_rows: Callable[[str, pd.DataFrame], None], *, sync: bool = True,
+                 on_commit: Callable[[int], None] = lambda n: None, on_failure: Callable[[], None] = lambda: None) -> None:
+        self.directory = Path(root) / "ingest"
+        self.joiner, self.store, self.labels, self.on_rows = joiner, store, labels, on_rows
+        self.journal = Journal(self.directory, self._apply, sync=sync, on_commit=on_commit, on_failure=on_failure)
+        self._lock = threading.Lock()  # applying a record vs. taking a checkpoint's snapshot
+        self._checkpointing = threading.Lock()
+        self.applied = 0  # the seq of the last record applied
+        self.checkpoint = 0  # every record up to this seq is in the Parquet store
+        self.replayed = 0
+        self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint
+        self._unfinished: list[Path] = []  # parts of a failed checkpoint not removed yet
+
+    # ---- start-up ----------------------------------------------------------------------------------
+
+    def discard_unfinished_checkpoint(self) -> int:
+        """Finds the last completed checkpoint and removes the parts of any later one (a crash interrupted
+        it; the log still holds their records). Returns how many parts were removed. Call before anything
+        reads the store."""
+        self.checkpoint = self.applied = _latest_checkpoint(self.directory)
+        return self.store.remove_after(self.checkpoint) + self.labels.remove_after(self.checkpoint)
+
+    def open(self) -> int:
+        """Puts the waiting halves of the last checkpoint back, applies the log's records after it, and starts
+        the log; returns how many records were replayed."""
+        make_dirs(self.directory)
+        for headers, body, at in _read_snapshot(self.directory, self.checkpoint):
+            self._apply_replayed(EventHalf(headers, body, at))
+        highest = self.checkpoint
+        for seq, payload in read_log(self.directory):
+            highest = max(highest, seq)
+            if seq > self.checkpoint:
+                self._apply_replayed(decode(payload), seq)
+                self.replayed += 1
+        if self.replayed:
+            log.info("monitor: replayed %d records of the ingest log after checkpoint %d", self.replayed,
+                     self.checkpoint)
+        self.journal.open(highest + 1)
+        self.journal.drop_through(self.checkpoint)  # segments a checkpoint covered before the crash
+        return self.replayed
+
+    def _apply_replayed(self, item: EventHalf | LabelBatch, seq: int | None = None) -> None:
+        try:
+            self._apply_item(item, seq)
+        except DriftloopError as exc:  # as it was when it first arrived: the sender was told
+            log.debug("monitor: replayed record refused again: %s", exc)
+
+    # ---- receiving ---------------------------------------------------------------------------------
+
+    async def event(self, headers: dict[str, str], body: bytes) -> pd.DataFrame | None:
+        """Logs one event half and applies it; returns the pair's rows once both halves are in.
+
+        Raises:
+            EventError: not a payload event, or the pair does not decode (the sender's mistake).
+            JournalError: the log could not be written (nothing was kept).
+        """
+        headers = event_headers(headers)
+        if len(body) > PARSE_INLINE_BYTES:  # refused before it is logged; a large body off the event loop
+            await asyncio.to_thread(parse_event, headers, body)
+        else:
+            parse_event(headers, body)
+        half = EventHalf(headers, body, time.time())
+        return await asyncio.wrap_future(self.journal.submit(half.encode(), half))
+
+    async def feedback(self, items: list) -> int:
+        """Logs and applies one batch of labels; returns how many."""
+        keys, labels = parse_labels(items)
+        if not keys:
+            return 0
+        batch = LabelBatch(keys, labels, time.time())
+        return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
+
+    def _apply(self, seq: int, item: EventHalf | LabelBatch):
+        return self._apply_item(item, seq)
+
+    def _apply_item(self, item: EventHalf | LabelBatch, seq: int | None = None):
+        # Under the lock, with ``applied``: a checkpoint's snapshot holds exactly the records up to its seq.
+        with self._lock:
+            try:
+                if isinstance(item, LabelBatch):
+                    self.labels.apply(item.keys, item.labels, item.at)
+                    return len(item.keys)
+                rows = self.joiner.add(item.headers, item.body, now=item.at)
+                if rows is not None:
+                    model = str(rows["model"].iloc[0])
+                    self.store.add(model, rows)
+                    self.on_rows(model, rows)
+                return rows
+            finally:
+                if seq is not None:
+                    self.applied = seq
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+
+    def due(self) -> bool:
+        """Whether a checkpoint is due (records applied since the last, and enough of them or time)."""
+        waiting = self.applied - self.checkpoint
+        return waiting >= CHECKPOINT_RECORDS or (
+            waiting > 0 and time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS)
+
+    def flush(self) -> bool:
+        """Writes what was applied since the last checkpoint to the Parquet store, then deletes the log's
+        records it covers. Returns whether there was anything to write.
+
+        Raises:
+            CheckpointError: the store could not be written; everything stays buffered and in the log.
+        """
+        with self._checkpointing:
+            self._remove_unfinished()
+            with self._lock:
+                seq = self.applied
+                if seq == self.checkpoint:
+                    return False
+                rows, labels = self.store.take(), self.labels.take()
+                waiting = self.joiner.pending_halves()
+            written: list[Path] = []
+            try:
+                written += self.store.write(rows, seq)
+                written += self.labels.write(labels, seq)
+                _write_snapshot(self.directory, seq, waiting)
+            except OSError as exc:
+                self.store.put_back(rows)
+                self.labels.put_back(labels)
+                self._unfinished = written + getattr(exc, "written", [])
+                try:
+                    self._remove_unfinished()
+                except CheckpointError:
+                    pass  # retried before the next checkpoint writes anything
+                raise CheckpointError(f"checkpoint {seq} failed, rows stay in the ingest log: {exc}") from None
+            previous, self.checkpoint = self.checkpoint, seq
+            self._checkpointed_at = time.monotonic()
+        self.journal.drop_through(seq)
+        remove_durably([self.directory / _CHECKPOINT.format(previous)])
+        return True
+
+    def _remove_unfinished(self) -> None:
+        """A failed checkpoint's parts must go before the next one writes the same rows again."""
+        if not self._unfinished:
+            return
+        try:
+            remove_durably(self._unfinished)
+        except OSError as exc:
+            raise CheckpointError(f"cannot remove the parts of a failed checkpoint: {exc}") from None
+        self._unfinished = []
+
+    def close(self) -> None:
+        """Applies what is queued, writes a last checkpoint and stops the log."""
+        self.journal.close()
+        try:
+            self.flush()
+        except CheckpointError as exc:
+            log.error("monitor: %s (they are replayed at the next start)", exc)
+
+    def status(self) -> dict:
+        return {"applied": self.applied, "checkpoint": self.checkpoint, "replayed_at_start": self.replayed,
+                "pending_halves": self.joiner.pending[0], "rows_in_parquet": self.store.rows_written}
+
+
+def _latest_checkpoint(directory: Path) -> int:
+    seqs = []
+    for path in directory.glob("checkpoint-*.snap"):
+        try:
+            seqs.append(int(path.name.removeprefix("checkpoint-").removesuffix(".snap")))
+        except ValueError:
+            continue
+    return max(seqs, default=0)
+
+
+def _write_snapshot(directory: Path, seq: int, waiting: list[tuple[dict, bytes, float]]) -> None:
+    data = b"".join(encode_frame(i + 1, EventHalf(h, b, at).encode()) for i, (h, b, at) in enumerate(waiting))
+    write_durably(directory / _CHECKPOINT.format(seq), lambda tmp: tmp.write_bytes(data))
+
+
+def _read_snapshot(directory: Path, seq: int) -> list[tuple[dict, bytes, float]]:
+    path = directory / _CHECKPOINT.format(seq)
+    if not path.exists():
+        return []
+    halves = []
+    for _, payload in read_frames(path.read_bytes(), path.name):
+        half = decode(payload)
+        halves.append((half.headers, half.body, half.at))
+    return halves
+
+
+__all__ = ["CheckpointError", "EventHalf", "Ingest", "JournalError", "LabelBatch"]

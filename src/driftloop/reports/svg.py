@@ -1,0 +1,142 @@
+"""Inline SVG charts: curves on the unit square (ROC, precision–recall, reliability) and small distribution plots.
+
+Each chart is a standalone, well-formed SVG element (it parses as XML) with its text escaped; no script, no
+external reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from driftloop.reports.html import e
+
+NS = "http://www.w3.org/2000/svg"
+TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+GRID, AXIS, MUTED = "#e6eaef", "#8c959f", "#59636e"
+REFERENCE_COLOUR, CURRENT_COLOUR = "#8c959f", "#0969da"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve: its legend text, points, colour and whether to mark each point (reliability bins)."""
+
+    label: str
+    xs: list[float]
+    ys: list[float]
+    colour: str
+    dashed: bool = False
+    markers: bool = False
+
+
+def unit_square_chart(series: list[Series], x_label: str, y_label: str, *, diagonal: bool = True,
+                      size: int = 360, title: str = "") -> str:
+    """Curves on [0, 1]², with gridlines and ticks every 0.2, axis labels, the diagonal (chance for ROC, perfect
+    calibration for reliability) and a legend below the plot, one line per curve."""
+    left, top, right, bottom = 48, 12, 14, 40
+    inner = size - left - right
+    legend_top = top + inner + bottom
+    height = legend_top + 18 * len(series) + 4
+
+    def x(v: float) -> float:
+        return left + v * inner
+
+    def y(v: float) -> float:
+        return top + (1 - v) * inner
+
+    parts = [f'<svg xmlns="{NS}" width="{size}" height="{height}" viewBox="0 0 {size} {height}" role="img" '
+             f'aria-label="{e(title or y_label + " against " + x_label)}" font-family="system-ui, sans-serif">']
+    for t in TICKS:
+        parts.append(f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{top + inner}" stroke="{GRID}"/>')
+        parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + inner}" y2="{y(t):.1f}" stroke="{GRID}"/>')
+        parts.append(f'<text x="{x(t):.1f}" y="{top + inner + 15}" font-size="11" text-anchor="middle" '
+                     f'fill="{MUTED}">{t:.1f}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end" '
+                     f'fill="{MUTED}">{t:.1f}</text>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{inner}" height="{inner}" fill="none" stroke="{AXIS}"/>')
+    if diagonal:
+        parts.append(f'<line x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(1):.1f}" y2="{y(1):.1f}" stroke="{AXIS}" '
+                     f'stroke-dasharray="4 4"/>')
+    parts.append(f'<text x="{left + inner / 2:.1f}" y="{top + inner + 32}" font-size="12" text-anchor="middle">'
+                 f'{e(x_label)}</text>')
+    parts.append(f'<text x="13" y="{top + inner / 2:.1f}" font-size="12" text-anchor="middle" '
+                 f'transform="rotate(-90 13 {top + inner / 2:.1f})">{e(y_label)}</text>')
+    for i, s in enumerate(series):
+        points = [(x(_clip(a)), y(_clip(b))) for a, b in zip(s.xs, s.ys) if _finite(a) and _finite(b)]
+        dash = ' stroke-dasharray="7 4"' if s.dashed else ""
+        if points:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" stroke-width="2.2"{dash}/>')
+        if s.markers:
+            parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{s.colour}"/>' for px, py in points]
+        ly = legend_top + 18 * i + 10
+        parts.append(f'<line x1="{left}" y1="{ly - 4}" x2="{left + 22}" y2="{ly - 4}" stroke="{s.colour}" '
+                     f'stroke-width="3"{dash}/>')
+        parts.append(f'<text x="{left + 28}" y="{ly}" font-size="12">{e(s.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def box_pair(reference: dict | None, current: dict | None, width: int = 240) -> str:
+    """Two horizontal box plots on one scale — the reference (grey) above the current data (blue): whiskers
+    from the 1st to the 99th percentile, the box from the 25th to the 75th, a line at the median.
+
+    Args:
+        reference, current: Quantiles ``p01, p25, p50, p75, p99`` (a feature profile's); None when unknown.
+    """
+    shown = [q for q in (reference, current) if q and all(_finite(q.get(k)) for k in ("p01", "p99"))]
+    if not shown:
+        return ""
+    low = min(q["p01"] for q in shown)
+    high = max(q["p99"] for q in shown)
+    span = (high - low) or 1.0
+    pad, height = 6, 40
+
+    def x(v: float) -> float:
+        return pad + (v - low) / span * (width - 2 * pad)
+
+    parts = [f'<svg xmlns="{NS}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="distribution against the reference">']
+    for row, (q, colour) in enumerate(((reference, REFERENCE_COLOUR), (current, CURRENT_COLOUR))):
+        if not q or not all(_finite(q.get(k)) for k in ("p01", "p25", "p50", "p75", "p99")):
+            continue
+        mid = 10 + row * 19
+        parts.append(f'<line x1="{x(q["p01"]):.1f}" y1="{mid}" x2="{x(q["p99"]):.1f}" y2="{mid}" stroke="{colour}"/>')
+        parts.append(f'<rect x="{x(q["p25"]):.1f}" y="{mid - 6}" width="{max(x(q["p75"]) - x(q["p25"]), 1):.1f}" '
+                     f'height="12" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>')
+        parts.append(f'<line x1="{x(q["p50"]):.1f}" y1="{mid - 6}" x2="{x(q["p50"]):.1f}" y2="{mid + 6}" '
+                     f'stroke="{colour}" stroke-width="2.5"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def share_bars(reference: dict[str, float], current: dict[str, float], most: int = 6, width: int = 240) -> str:
+    """Paired bars of category shares — the reference (grey) and the current data (blue) — for the categories
+    most common in either, each labelled with its name."""
+    names = sorted(set(reference) | set(current), key=lambda k: -max(reference.get(k, 0), current.get(k, 0)))[:most]
+    if not names:
+        return ""
+    label_width, row_height = 84, 18
+    bar_width = width - label_width - 4
+    top_share = max(max(reference.get(k, 0), current.get(k, 0)) for k in names) or 1.0
+    height = row_height * len(names) + 2
+    parts = [f'<svg xmlns="{NS}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="category shares against the reference" font-family="system-ui, sans-serif">']
+    for i, name in enumerate(names):
+        y0 = i * row_height + 2
+        label = name if len(name) <= 12 else name[:11] + "…"
+        parts.append(f'<text x="{label_width - 4}" y="{y0 + 12}" font-size="11" text-anchor="end">{e(label)}</text>')
+        for j, (shares, colour) in enumerate(((reference, REFERENCE_COLOUR), (current, CURRENT_COLOUR))):
+            w = bar_width * shares.get(name, 0) / top_share
+            parts.append(f'<rect x="{label_width}" y="{y0 + j * 7}" width="{max(w, 0.5):.1f}" height="6" '
+                         f'fill="{colour}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _clip(value: float) -> float:
+    return min(max(float(value), 0.0), 1.0)

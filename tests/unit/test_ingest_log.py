@@ -1,0 +1,101 @@
+"""Durable ingestion without a server: the log, its replay after a crash, checkpoints a crash interrupted, and
+writes that fail. A "crash" here is a second Ingest opened over the same directory while the first one's
+buffers are abandoned, exactly what a killed process leaves on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import orjson
+import pandas as pd
+import pytest
+
+from driftloop.data import DatasetSpec, FeatureSpec
+from driftloop.monitor.events import EventJoiner
+from driftloop.monitor.ingest import Ingest, JournalError
+from driftloop.monitor.journal import segments
+from driftloop.monitor.labels import LabelStore
+from driftloop.monitor.store import RowStore
+from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
+
+SPEC = DatasetSpec("y", (FeatureSpec("x", "numeric"),))
+
+
+def open_ingest(root) -> Ingest:
+    """What the monitor does at start-up, over the store at ``root``."""
+    ingest = Ingest(root, EventJoiner(lambda m, v: SPEC, lambda m, e: 1), RowStore(root / "rows"), LabelStore(root),
+                    on_rows=lambda model, rows: None)
+    ingest.discard_unfinished_checkpoint()
+    ingest.open()
+    return ingest
+
+
+def half(event_id: str, kind: str, x: float = 1.0) -> tuple[dict, bytes]:
+    body = {"instances": [{"x": x}]} if kind == REQUEST_TYPE else {"predictions": [int(x) % 2]}
+    return ({"ce-id": event_id, "ce-type": kind, "ce-inferenceservicename": "m", "ce-modelversion": "1",
+             "authorization": "Bearer not-to-be-kept"}, orjson.dumps(body))
+
+
+async def send_pairs(ingest: Ingest, ids: list[str], first_half_only: tuple[str, ...] = ()) -> None:
+    for i, event_id in enumerate(ids):
+        await ingest.event(*half(event_id, REQUEST_TYPE, i))
+        if event_id not in first_half_only:
+            await ingest.event(*half(event_id, RESPONSE_TYPE, i))
+        await ingest.feedback([{"id": event_id, "label": i % 2}])
+
+
+def stored(root) -> tuple[list[str], list[str]]:
+    """Event ids of the rows and keys of the labels in the Parquet store (every part, as on disk)."""
+    rows = RowStore(root / "rows").read("m")
+    parts = list((root / "labels").glob("part-*.parquet"))
+    keys = pd.concat([pd.read_parquet(p) for p in parts])["key"].tolist() if parts else []
+    return sorted(rows["event_id"]) if not rows.empty else [], sorted(keys)
+
+
+def test_acknowledged_records_survive_a_crash_once_even_when_replayed_twice(tmp_path) -> None:
+    first = open_ingest(tmp_path)
+    asyncio.run(send_pairs(first, ["a", "b", "c"], first_half_only=("c",)))
+    first.flush()  # a checkpoint: a and b in parts, c's request half in the snapshot
+    asyncio.run(send_pairs(first, ["d", "e"]))  # acknowledged, only in the log
+    # The crash cut the last write short: a torn record after d and e.
+    segment = segments(tmp_path / "ingest")[-1][1]
+    with open(segment, "ab") as handle:
+        handle.write(b"\x40\x00\x00\x00torn")
+    second = open_ingest(tmp_path)  # replays d and e; c's request half waits again
+    third = open_ingest(tmp_path)  # a crash before any checkpoint: the same records replayed again
+    asyncio.run(third.event(*half("c", RESPONSE_TYPE, 2)))  # c's other half, after the restarts
+    third.close()
+    assert segments(tmp_path / "ingest") == []  # a clean stop's checkpoint covers every segment: all deleted
+    rows, labels = stored(tmp_path)
+    assert rows == ["a", "b", "c", "d", "e"] and labels == ["a:0", "b:0", "c:0", "d:0", "e:0"]
+    assert second.replayed == 6 and open_ingest(tmp_path).replayed == 0
+    assert not any(b"not-to-be-kept" in p.read_bytes() for p in (tmp_path / "ingest").iterdir())
+
+
+def test_a_checkpoint_cut_short_by_a_crash_is_redone_from_the_log(tmp_path) -> None:
+    first = open_ingest(tmp_path)
+    asyncio.run(send_pairs(first, ["a", "b"]))
+    first.flush()
+    asyncio.run(send_pairs(first, ["c", "d"]))
+    # The crash came after the checkpoint's parts were written and before its snapshot: c and d are in
+    # parts, yet the last completed checkpoint does not cover them.
+    first.store.write(first.store.take(), first.applied)
+    first.labels.write(first.labels.take(), first.applied)
+    assert stored(tmp_path)[0] == ["a", "b", "c", "d"]
+    second = open_ingest(tmp_path)
+    second.flush()
+    assert stored(tmp_path) == (["a", "b", "c", "d"], ["a:0", "b:0", "c:0", "d:0"])
+
+
+def test_a_failed_write_acknowledges_nothing_and_keeps_nothing(tmp_path) -> None:
+    (tmp_path / "ingest").mkdir()
+    # The first segment the log opens is a device that is always full: every write fails (ENOSPC).
+    os.symlink("/dev/full", tmp_path / "ingest" / f"log-{1:016d}.wal")
+    ingest = open_ingest(tmp_path)
+    with pytest.raises(JournalError, match="could not write to its ingest log"):
+        asyncio.run(ingest.event(*half("lost", REQUEST_TYPE)))
+    assert ingest.joiner.pending == (0, 0)  # nothing of it was applied
+    asyncio.run(send_pairs(ingest, ["kept"]))  # the log moved on to a new segment
+    open_ingest(tmp_path).close()
+    assert stored(tmp_path) == (["kept"], ["kept:0"])

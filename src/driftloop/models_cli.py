@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from driftloop import signing
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, RegistryError
 from driftloop.identity import login_name
 from driftloop.registry import ModelRegistry, open_registry
 from driftloop.settings import Settings
@@ -102,7 +102,7 @@ def run_models(args: argparse.Namespace) -> int:
 
     if args.verb == "keygen":
         return _keygen(args)
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     actor = getattr(args, "actor", None) or login_name()
     verb = args.verb
     if getattr(args, "name", None):
@@ -124,7 +124,7 @@ def run_models(args: argparse.Namespace) -> int:
             return _emit(args, rows, lambda: console.print_versions(args.name, rows, state.approval_policy,
                                                                     time.time()))
         version = registry.get_version(args.name, args.version).to_dict()
-        return _emit(args, version, lambda: console.print_version(version))
+        return _emit(args, version, lambda: console.print_version(version, _gate_decision(registry, version)))
     if verb in {"promote", "rollback", "set-alias", "archive"}:
         entry = _steer(registry, args, actor)
         return _emit(args, entry.to_dict(), lambda: console.print_audit_entry(entry))
@@ -144,6 +144,25 @@ def run_models(args: argparse.Namespace) -> int:
         _emit(args, outcome.to_dict(), lambda: console.print_reproduction(outcome))
         return 0 if outcome.reproduced else EXIT_PROBLEMS
     raise ConfigError(f"unknown verb {verb}")
+
+
+def open_existing_registry(uri: str) -> ModelRegistry:
+    """The registry at ``uri``; a local path that holds no registry is a mistake (a typo), not an empty list."""
+    if "://" not in uri or uri.startswith("file://"):
+        root = Path(uri.removeprefix("file://")).expanduser()
+        if not (root / "models").is_dir():
+            what = "does not exist" if not root.exists() else "holds no registry (no models/ directory)"
+            raise RegistryError(f"no registry at {uri}: the path {what}; pass --registry (or set "
+                                "DRIFTLOOP_REGISTRY) to one that 'driftloop run' has registered models in")
+    return open_registry(uri)
+
+
+def _gate_decision(registry: ModelRegistry, version: dict) -> dict | None:
+    """The gate decision the version was registered with (candidate and champion metrics side by side)."""
+    if "evaluation.json" not in version["files"]:
+        return None
+    evaluation = json.loads(registry.read_file(version["name"], version["version"], "evaluation.json"))
+    return evaluation.get("decision")
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -119,8 +119,11 @@ def load_and_validate(
 
 
 def fail_validation(problem: str) -> None:
-    """The step that fails a run whose data failed validation (after the validation step published its report)."""
-    raise DataValidationError(None, problem)
+    """The step that fails a run whose data failed validation (after the validation step published its report).
+
+    ``problem`` is the validation step's error, already worded "data validation failed: …"; said once.
+    """
+    raise DataValidationError(None, problem.removeprefix("data validation failed: "))
 
 
 def _profile_as_far_as_it_goes(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile | None:

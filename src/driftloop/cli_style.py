@@ -29,14 +29,16 @@ def fail(message: str, code: int = EXIT_FAILURE) -> int:
     return code
 
 
-def exit_codes(failure: str = "the command failed while running", *more: tuple[int, str]) -> str:
+def exit_codes(failure: str = "the command failed while running", *more: tuple[int, str],
+               success: str = "success") -> str:
     """A command's epilog: what each exit code means.
 
     Args:
         failure: What exit code 1 means for this command.
         more: Further (code, meaning) pairs, e.g. ``driftloop drift``'s.
+        success: What exit code 0 means.
     """
-    rows = [(EXIT_OK, "success"), (EXIT_FAILURE, failure),
+    rows = [(EXIT_OK, success), (EXIT_FAILURE, failure),
             (EXIT_USAGE, "usage error: an unknown option, a bad value, or a file, registry, model or version "
                          "that does not exist"), *more]
     rows.sort()

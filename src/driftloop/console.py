@@ -33,7 +33,7 @@ class Progress:
     """Prints one line per task event to the terminal (stderr by default)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
 
     def __call__(self, event: TaskEvent) -> None:
         if event.state == "running":
@@ -50,6 +50,11 @@ def print_summary(summaries: list[RunSummary], stream: TextIO | None = None) -> 
     the caller's one ``driftloop: error:`` line."""
     stream = stream or sys.stdout
     for index, s in enumerate(summaries, 1):
+        if s.state != "SUCCEEDED" and s.version is None and not s.metrics:  # nothing to tabulate: what it wrote
+            print_lines([f"CT run #{index} {s.run_name} (model {s.model_name}) FAILED after {s.seconds:.0f} s"],
+                        stream)
+            _print_artifacts(s, stream)
+            continue
         state = Cell(s.state, "green" if s.state == "SUCCEEDED" else "red")
         overview = Table(f"CT run #{index} {s.run_name}", [
             Column("state"), Column("model", wrap=True), Column("version"), Column("gate"), Column("deploy"),
@@ -61,11 +66,15 @@ def print_summary(summaries: list[RunSummary], stream: TextIO | None = None) -> 
             champion = s.champion_metrics or {}
             print_table(metrics_table(s.metrics, champion, "candidate", "champion" if champion else ""), stream)
             _print_reasons("gate", s.gate_reasons, stream)
-        artifacts = Table("", [Column("artifact"), Column("path", wrap=True)], spaced=False)
-        for label, path in s.artifacts.items():
-            artifacts.add_row(label, path)
-        artifacts.add_row("log", s.log_path)
-        print_table(artifacts, stream)
+        _print_artifacts(s, stream)
+
+
+def _print_artifacts(summary: RunSummary, stream: TextIO) -> None:
+    artifacts = Table("", [Column("artifact"), Column("path", wrap=True)], spaced=False)
+    for label, path in summary.artifacts.items():
+        artifacts.add_row(label, path)
+    artifacts.add_row("log", summary.log_path)
+    print_table(artifacts, stream)
 
 
 def metrics_table(candidate: dict, champion: dict, name: str, champion_name: str, title: str = "") -> Table:

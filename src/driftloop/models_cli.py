@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from driftloop import signing
+from driftloop.cli_style import exit_codes
 from driftloop.errors import ConfigError, RegistryError
 from driftloop.identity import login_name
 from driftloop.registry import ModelRegistry, open_registry
@@ -17,11 +18,13 @@ EXIT_PROBLEMS = 1
 
 
 def add_models_parser(sub, add_common) -> None:
-    models = sub.add_parser("models", help="list, inspect, promote, roll back, verify and reproduce model versions")
+    models = sub.add_parser("models", help="list, inspect, promote, roll back, verify and reproduce model versions",
+                            epilog=exit_codes("see each verb's --help"))
     verbs = models.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = verbs.add_parser(name, help=help_text)
+    def verb(name: str, help_text: str, failure: str = "the registry could not be read or changed (a store "
+             "did not answer, a stored file is corrupt)") -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=help_text, epilog=exit_codes(failure))
         add_common(parser)
         return parser
 
@@ -44,13 +47,15 @@ def add_models_parser(sub, add_common) -> None:
     archive.add_argument("version", type=int)
     history = verb("history", "the audit trail: who did what, when, from which version to which, and why")
     history.add_argument("name")
-    verify = verb("verify", "check the audit chain, every signature and every stored file's checksum")
+    verify = verb("verify", "check the audit chain, every signature and every stored file's checksum",
+                  "problems were found (each is listed)")
     verify.add_argument("name", nargs="?", help="default: every model")
-    reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions")
+    reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions",
+                     "the retrained model differs (metrics, predictions or data)")
     reproduce.add_argument("name")
     reproduce.add_argument("version", type=int)
     keygen = verbs.add_parser("keygen", help="make the registry's signing key pair: the private key for writers, "
-                              "the public key for readers")
+                              "the public key for readers", epilog=exit_codes("the key files could not be written"))
     keygen.add_argument("--out", required=True, metavar="DIR",
                         help=f"directory for {signing.PRIVATE_KEY_FILE} (mode 0600) and {signing.PUBLIC_KEY_FILE}; "
                         "existing files are never overwritten")

@@ -41,12 +41,14 @@ def add_serve_parsers(sub, add_common) -> None:
     add_common(serve, with_json=False)
     serve.set_defaults(refuse_unknown=_refuse_kserve_options)
 
-    rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort")
+    rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort",
+                             epilog=exit_codes("the canary was rolled back (it failed its analysis), or its metrics "
+                                               "could not be read", success="promoted, or held for approval"))
     rollout.add_argument("name")
     rollout.add_argument("--target", choices=SERVE_TARGETS, default=default_of("serve_target"),
-                         help="where the canary serves (default: %(default)s)")
+                         help="where the canary serves")
     rollout.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}",
-                         help="local: the gateway whose /metrics is read (default: %(default)s)")
+                         help="local: the gateway whose /metrics is read")
     rollout.add_argument("--prometheus", help="kserve: the Prometheus to query, e.g. http://prometheus.monitoring:9090")
     rollout.add_argument("--namespace", default=default_of("serving_namespace"),
                          help="kserve: the InferenceService's namespace (default: the kubeconfig context's)")
@@ -55,16 +57,16 @@ def add_serve_parsers(sub, add_common) -> None:
     rollout.add_argument("--monitor", help="the drift monitor's URL: also compare realised quality")
     defaults = RolloutPolicy()
     rollout.add_argument("--steps", default=",".join(map(str, defaults.steps)),
-                         help="canary percentages, ending at 100 (default: %(default)s)")
-    rollout.add_argument("--interval", type=float, default=defaults.interval, help="seconds per step (default: %(default)s)")
+                         help="canary percentages, ending at 100")
+    rollout.add_argument("--interval", type=float, default=defaults.interval, help="seconds per step")
     rollout.add_argument("--min-requests", type=int, default=defaults.min_requests,
-                         help="canary requests a step needs to count (default: %(default)s)")
+                         help="canary requests a step needs to count")
     rollout.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate,
-                         help="(default: %(default)s)")
+                         help="highest canary error rate (server errors / requests) a step may show")
     rollout.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
-                         help="(default: %(default)s)")
+                         help="highest ratio of canary to stable mean latency")
     rollout.add_argument("--max-inconclusive", type=int, default=defaults.max_inconclusive,
-                         help="(default: %(default)s)")
+                         help="inconclusive observations allowed in total before the rollout aborts")
     rollout.add_argument("--abort", action="store_true", help="take the canary out of service now (stable takes 100%%)")
     add_common(rollout)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import driftloop
+from driftloop import drift_defaults
 from driftloop.ct_params import default_of
 from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec, infer_spec, load_table
 from driftloop.errors import DataValidationError, DriftloopError, VersionExistsError
@@ -599,7 +600,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def check_drift(reference_uri: str, current_uri: str, spec_json: str, report_path: str,
-                num_method: str = "wasserstein", cat_method: str = "jensenshannon", drift_share: float = 0.5):
+                num_method: str = drift_defaults.NUM_METHOD, cat_method: str = drift_defaults.CAT_METHOD,
+                drift_share: float = drift_defaults.DRIFT_SHARE):
     """The drift component's job: load both tables and compare them feature by feature."""
     from driftloop.drift import DriftConfig
     from driftloop.drift import check_drift as compare

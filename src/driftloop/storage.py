@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from driftloop.errors import ConfigError, DataError
+from driftloop.errors import ConfigError, DataError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
         except S3Error as exc:
             raise DataError(f"cannot read {uri}: {exc.code}") from None
         except (OSError, HTTPError) as exc:
-            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
+            raise UnavailableError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") \
+                from None
         try:
             return response.read()
         finally:
@@ -150,7 +151,8 @@ def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
         except S3Error as exc:
             raise DataError(f"cannot write {uri}: {exc.code}") from None
         except (OSError, HTTPError) as exc:
-            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
+            raise UnavailableError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") \
+                from None
         return uri
     path = Path(uri.removeprefix("file://"))
     try:

@@ -174,12 +174,13 @@ def _fit(table: Table, width: int, inline: list[int]) -> list[int] | None:
 
 
 def _share(widths: list[int], natural: list[int], spare: int) -> None:
-    """Gives ``spare`` columns, one at a time, to the column that still lacks the most of its natural width."""
+    """Gives ``spare`` columns, one at a time, to the narrowest column still short of its natural width, so
+    short values end whole before long ones widen."""
     while spare > 0:
-        lacking = max(range(len(widths)), key=lambda i: natural[i] - widths[i])
-        if natural[lacking] <= widths[lacking]:
+        lacking = [i for i in range(len(widths)) if widths[i] < natural[i]]
+        if not lacking:
             return
-        widths[lacking] += 1
+        widths[min(lacking, key=lambda i: widths[i])] += 1
         spare -= 1
 
 
@@ -274,12 +275,7 @@ def print_table(table: Table, stream: TextIO | None = None, width: int | None = 
         console.print(Text.assemble(*((text, style or "") for text, style in line)), soft_wrap=True)
 
 
-def print_lines(lines: Sequence[str], stream: TextIO | None = None, indent: str = "") -> None:
-    """Prints text lines wrapped at the terminal's width, continuation lines indented under the first's text."""
-    stream = stream or sys.stdout
-    width = terminal_width()
+def print_lines(lines: Sequence[str], stream: TextIO | None = None) -> None:
+    """Prints prose lines whole: the terminal wraps them, and a search for a phrase still finds it."""
     for line in lines:
-        lead = indent + " " * (len(line) - len(line.lstrip(" ")))
-        parts = wrap(line.strip(), max(width - len(lead), MIN_WRAP_WIDTH))
-        for i, part in enumerate(parts):
-            print(f"{lead if i == 0 else lead + '  '}{part}", file=stream)
+        print(line, file=stream or sys.stdout)

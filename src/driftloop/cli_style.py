@@ -67,11 +67,16 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
-        if (default in (None, "", False, [], argparse.SUPPRESS) or "default" in text.lower()
-                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+        if not shows_default(action) or "default" in text.lower():
             return text
-        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether an option has a default worth showing (not unset, off, empty, or help/version)."""
+    default = action.default
+    unset = default is None or default is False or default is argparse.SUPPRESS or default in ("", [])
+    return not unset and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))
 
 
 class DriftloopParser(argparse.ArgumentParser):
@@ -80,6 +85,12 @@ class DriftloopParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings and shows_default(action):
+            action.help = "(default: %(default)s)"  # argparse prints nothing for an option without help
+        return action
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("driftloop").strip()

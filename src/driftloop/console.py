@@ -19,6 +19,7 @@ from driftloop.tables import (
     number,
     print_lines,
     print_table,
+    print_wrapped,
     signed,
 )
 
@@ -103,7 +104,7 @@ def metrics_table(candidate: dict, champion: dict, name: str, champion_name: str
 
 
 def _print_reasons(label: str, reasons: list[str], stream: TextIO) -> None:
-    print_lines([f"{label}:"] + [f"  - {reason}" for reason in reasons], stream)
+    print_wrapped([f"{label}:"] + [f"  - {reason}" for reason in reasons], stream)
 
 
 def print_spec(spec: DatasetSpec, stream: TextIO | None = None, source: str = "") -> None:
@@ -119,7 +120,7 @@ def print_spec(spec: DatasetSpec, stream: TextIO | None = None, source: str = ""
     for name, reason in spec.ignored.items():
         table.add_row(name, Cell(f"ignored: {reason}", "yellow"))
     print_table(table, stream)
-    print_lines([f"note {name}: {note}" for name, note in spec.notes.items()], stream)
+    print_wrapped([f"note {name}: {note}" for name, note in spec.notes.items()], stream)
 
 
 def print_models(rows: list[dict], registry_uri: str) -> None:
@@ -195,9 +196,14 @@ def print_version(version: dict, decision: dict | None = None) -> None:
     gate = decision or lineage.get("gate") or {}
     lineage.pop("gate", None)
     metrics = version["metrics"]
-    print_lines([f"{version['name']} v{version['version']}  created {moment(version['created_at'])}",
-                 f"  storage  {version['storage_uri']}", f"  format   {version['model_format']}"]
-                + ([f"  holdout  {number(metrics['n_holdout'])} rows"] if "n_holdout" in metrics else []))
+    about = Table(f"{version['name']} v{version['version']}", [Column("field"), Column("value", wrap=True)],
+                  spaced=False, header=False)
+    about.add_row("created", moment(version["created_at"]))
+    about.add_row("storage", version["storage_uri"])
+    about.add_row("format", version["model_format"])
+    if "n_holdout" in metrics:
+        about.add_row("holdout", f"{number(metrics['n_holdout'])} rows")
+    print_table(about)
     if decision and decision.get("recent_candidate") and decision.get("recent_champion"):
         print_table(metrics_table(decision["recent_candidate"], decision["recent_champion"], f"v{version['version']}",
                                   f"champion v{decision.get('champion_version')}",
@@ -213,7 +219,7 @@ def print_version(version: dict, decision: dict | None = None) -> None:
     for key, value in sorted(lineage.items()):
         table.add_row(key, _readable(value))
     print_table(table)
-    files = Table("files", [Column("file"), Column("sha256", wrap=True)])
+    files = Table("files", [Column("file"), Column("sha256", wrap=True)], spaced=False)
     for rel, digest in sorted(version["files"].items()):
         files.add_row(rel, digest)
     print_table(files)
@@ -232,7 +238,7 @@ def print_gate(gate: dict) -> None:
 
     Console(file=sys.stdout, highlight=False).print(Text.assemble("gate: ", (verdict.text, verdict.style),
                                                                   rule), soft_wrap=True)
-    print_lines([f"  - {reason}" for reason in gate.get("reasons") or []])
+    print_wrapped([f"  - {reason}" for reason in gate.get("reasons") or []])
 
 
 def _readable(value) -> str:

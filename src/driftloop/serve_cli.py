@@ -15,6 +15,16 @@ from driftloop.rollout.policy import RolloutPolicy
 from driftloop.settings import Settings
 
 GATEWAY_PORT = 8080  # KServe's own default HTTP port, so clients address the gateway as they would a predictor
+# kserve.model_server.parser's flags (KServe 0.21), named here so a refusal needs no seconds-long KServe import;
+# tests/integration/test_cli_errors.py ties the set to the installed KServe.
+KSERVE_SERVER_OPTIONS = frozenset({
+    "--access_log_format", "--configure_logging", "--enable_docs_url", "--enable_grpc", "--enable_latency_logging",
+    "--enable_predictor_health_check", "--event-loop", "--grpc_max_receive_message_length",
+    "--grpc_max_send_message_length", "--grpc_port", "--http_port", "--log_config_file", "--max_asyncio_workers",
+    "--max_threads", "--model_name", "--predictor_host", "--predictor_protocol", "--predictor_request_retries",
+    "--predictor_request_timeout_seconds", "--predictor_use_ssl", "--protocol", "--ssl_certfile", "--ssl_keyfile",
+    "--timeout-keep-alive", "--workers",
+})
 
 
 def add_serve_parsers(sub, add_common) -> None:
@@ -88,12 +98,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _refuse_kserve_options(unknown: list[str]) -> str:
     """The one-line refusal for options ``driftloop serve`` does not take, naming KServe's apart."""
-    from kserve.model_server import parser as kserve_parser  # only on this error path: it takes seconds
-
-    kserve_flags = set(kserve_parser._option_string_actions)
     given = [option.split("=", 1)[0] for option in unknown if option.startswith("-")]
-    kserve = [flag for flag in given if flag in kserve_flags]
-    other = [flag for flag in given if flag not in kserve_flags] or [o for o in unknown if not o.startswith("-")]
+    kserve = [flag for flag in given if flag in KSERVE_SERVER_OPTIONS]
+    other = [flag for flag in given if flag not in KSERVE_SERVER_OPTIONS] or \
+        [o for o in unknown if not o.startswith("-")]
     parts = []
     if kserve:
         hint = " (use --port)" if "--http_port" in kserve else ""

@@ -55,6 +55,7 @@ class Table:
     columns: Sequence[Column]
     rows: list[list[Cell]] = field(default_factory=list)
     spaced: bool = True  # a blank line between rows when one takes several lines (False: key-value lists)
+    header: bool = True  # False: no header and rule (a key-value list)
 
     def add_row(self, *values: object) -> None:
         if len(values) != len(self.columns):
@@ -128,8 +129,9 @@ def render(table: Table, width: int) -> list[list[Segment]]:
     if widths is None:
         return lines + _stacked(table, width)
     columns = [table.columns[i] for i in inline]
-    lines.append(_join([(_pad(c.name, w, c.right), "bold") for c, w in zip(columns, widths, strict=True)]))
-    lines.append(_join([("─" * w, "dim") for w in widths]))
+    if table.header:
+        lines.append(_join([(_pad(c.name, w, c.right), "bold") for c, w in zip(columns, widths, strict=True)]))
+        lines.append(_join([("─" * w, "dim") for w in widths]))
     blocks = []
     for full_row in table.rows:
         row = [full_row[i] for i in inline]
@@ -279,3 +281,13 @@ def print_lines(lines: Sequence[str], stream: TextIO | None = None) -> None:
     """Prints prose lines whole: the terminal wraps them, and a search for a phrase still finds it."""
     for line in lines:
         print(line, file=stream or sys.stdout)
+
+
+def print_wrapped(lines: Sequence[str], stream: TextIO | None = None, hanging: int = 2) -> None:
+    """Prints lines wrapped at the terminal's width, each continuation under its line's text (reasons, notes)."""
+    width = terminal_width()
+    for line in lines:
+        lead = " " * (len(line) - len(line.lstrip(" ")) + hanging)
+        parts = wrap(line.strip(), max(width - len(lead), MIN_WRAP_WIDTH))
+        first = line[:len(line) - len(line.lstrip(" "))] + parts[0]
+        print("\n".join([first, *(lead + part for part in parts[1:])]), file=stream or sys.stdout)

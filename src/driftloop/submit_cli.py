@@ -150,10 +150,13 @@ def _print_schedules(schedules: list, as_json: bool, single: bool = False) -> No
         rows = [s.to_dict() for s in schedules]
         print(json.dumps(rows[0] if single else rows, indent=2))
         return
-    width = max([len("NAME"), *(len(s.name) for s in schedules)])
-    print(f"{'NAME':<{width}}  {'STATE':<7}  {'TRIGGER':<24}  ID")
-    for s in schedules:
-        print(f"{s.name:<{width}}  {'enabled' if s.enabled else 'paused':<7}  {s.trigger:<24}  {s.schedule_id}")
+    from driftloop.tables import Column, Table, print_table
+
+    table = Table("", [Column("name", wrap=True), Column("state"), Column("trigger", wrap=True), Column("id")])
+    for schedule in schedules:
+        table.add_row(schedule.name, "enabled" if schedule.enabled else "paused", schedule.trigger,
+                      schedule.schedule_id)
+    print_table(table)
 
 
 def parse_duration(text: str) -> int:

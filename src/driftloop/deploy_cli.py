@@ -66,9 +66,10 @@ def serving_arguments(args: argparse.Namespace) -> dict:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from driftloop.deploy import open_deployment
-    from driftloop.registry import CANARY, PRODUCTION, open_registry
+    from driftloop.models_cli import open_existing_registry
+    from driftloop.registry import CANARY, PRODUCTION
 
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
     aliases = registry.aliases(args.name)
     if args.version is not None and args.version in registry.state(args.name).archived:

@@ -115,11 +115,11 @@ def _refuse_kserve_options(unknown: list[str]) -> str:
 def run_rollout_command(args: argparse.Namespace) -> int:
     from driftloop.console import print_rollout_step
     from driftloop.deploy import open_deployment
-    from driftloop.registry import open_registry
+    from driftloop.models_cli import open_existing_registry
     from driftloop.registry.approvals import PENDING_APPROVAL
     from driftloop.rollout import GatewayRequestMetrics, quality_reader, run_rollout
 
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
     deployment = open_deployment(registry, args.target, actor="driftloop rollout", namespace=args.namespace,
                                  deployment_mode=args.deployment_mode, context=args.context)

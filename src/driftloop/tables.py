@@ -79,7 +79,7 @@ def cell_text(value: object) -> str:
 
 
 def metric(value: float | None) -> str:
-    """A metric with four decimals (0.9747); a whole number that is a count stays whole (482, not 482.0000)."""
+    """A metric with four decimals (0.9747); an int stays an int (for counts, see :func:`number`)."""
     if value is None:
         return EMPTY
     if isinstance(value, int) and not isinstance(value, bool):

@@ -349,15 +349,15 @@ def print_monitor_status(status: dict, url: str) -> None:
     read from the store (``offline``) has the windows as last written, without the live counters."""
     console = _stdout()
     if status.get("offline"):
-        console.print(f"[bold]driftloop monitor store[/] {status['store']} (read offline: windows as last written, "
-                      "realised accuracy as of then)", soft_wrap=True)
+        header = [f"driftloop monitor store {status['store']} (read offline: windows as last written, realised "
+                  "accuracy as of then)"]
     else:
-        console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} "
-                      f"rows stored, {status['labels']} labels, {status['events_rejected']} rejected", soft_wrap=True)
+        header = [f"driftloop monitor {url}: {status['events_received']} events, {status['rows_stored']} rows stored, "
+                  f"{status['labels']} labels, {status['events_rejected']} rejected"]
     if ingest := status.get("ingest"):
-        console.print(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
-                      f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting",
-                      soft_wrap=True)
+        header.append(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
+                      f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting")
+    print_wrapped(header)
     for model, state in status["models"].items():
         aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
         open_rows = state.get("open_window_rows")

@@ -15,9 +15,11 @@ def check_drift(
     spec_json: str,
     report: Output[HTML],
     metrics: Output[Metrics],
+    # Literals: KFP copies the function's source alone; tests/integration/test_drift_cli.py ties them to
+    # driftloop.drift_defaults.
     num_method: str = "wasserstein",
     cat_method: str = "jensenshannon",
-    drift_share: float = 0.5,
+    drift_share: float = 0.3,
 ) -> NamedTuple("DriftOutputs", drifted=bool, drift_share=float, result_json=str):
     """Compares every spec feature of the current table with the reference.
 

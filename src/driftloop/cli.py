@@ -1,7 +1,7 @@
 """The ``driftloop`` command line.
 
-Every user mistake ends in one line on stderr (``driftloop: error: …``) and a non-zero exit;
-a traceback means a bug.
+Every error ends in one line on stderr (``driftloop: error: …``): exit code 2 for a usage mistake, 1 for a
+command that ran and failed (:mod:`driftloop.cli_style`); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from driftloop import __version__
-from driftloop.errors import ConfigError, DriftloopError
-
-EXIT_RUN_FAILED = 1
+from driftloop.cli_style import DriftloopParser, exit_codes, fail
+from driftloop.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DriftloopError
+from driftloop.settings import DEFAULT_HOME
 
 
 def _add_common(parser: argparse.ArgumentParser, with_json: bool = True) -> None:
-    parser.add_argument("--home", help="working directory for runs and the local registry (default ./.driftloop "
-                        "or $DRIFTLOOP_HOME)")
+    parser.add_argument("--home", help="working directory for runs and the local registry (default: $DRIFTLOOP_HOME, "
+                        f"else ./{DEFAULT_HOME})")
     parser.add_argument("--registry", help="registry URI: a directory or s3://bucket/prefix "
-                        "(default <home>/registry or $DRIFTLOOP_REGISTRY)")
+                        "(default: $DRIFTLOOP_REGISTRY, else <home>/registry)")
     if with_json:
         parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
@@ -34,13 +34,15 @@ def _add_run_options(parser: argparse.ArgumentParser, serving: bool = False) -> 
     add_ct_arguments(parser, serving=serving)
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="driftloop", description="Continuous training for tabular models on "
-                                     "Kubeflow Pipelines and KServe; runs whole on this machine by default.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = DriftloopParser(prog="driftloop", description="Continuous training for tabular models on "
+                             "Kubeflow Pipelines and KServe; runs whole on this machine by default.",
+                             epilog=exit_codes() + "\n\n'driftloop COMMAND --help' lists each command's own.")
     parser.add_argument("--version", action="version", version=f"driftloop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the CT pipeline locally through kfp.local")
+    run = sub.add_parser("run", help="run the CT pipeline locally through kfp.local",
+                         epilog=exit_codes("the run failed (its error is the one 'driftloop: error:' line)"))
     run.add_argument("--data", help="CSV or Parquet path or s3:// URI (default: generated demo data)")
     run.add_argument("--target", help="label column (required with --data)")
     run.add_argument("--spec", help="dataset spec JSON file (from 'driftloop spec --json'); inferred if absent")
@@ -48,7 +50,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_common(run)
 
     demo = sub.add_parser("demo", help="the closed loop, unattended, on generated data: train, serve, drift, "
-                          "retrain, canary, promote")
+                          "retrain, canary, promote",
+                          epilog=exit_codes("the loop did not end in a promoted version"))
     demo.add_argument("--rows", type=int, default=3000, help="rows v1 is trained on")
     demo.add_argument("--clean-rows", type=int, default=1000, help="live rows before the drift starts")
     demo.add_argument("--rate", type=float, default=50.0, help="live rows per second")
@@ -56,13 +59,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the loop after the drift")
     _add_common(demo)
 
-    spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table")
-    spec.add_argument("--data", required=True)
-    spec.add_argument("--target", required=True)
-    spec.add_argument("--id-column")
-    spec.add_argument("--timestamp-column")
+    spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table", epilog=exit_codes())
+    spec.add_argument("--data", required=True, help="CSV or Parquet path or s3:// URI")
+    spec.add_argument("--target", required=True, help="label column")
+    spec.add_argument("--id-column", help="row id column, kept out of the features")
+    spec.add_argument("--timestamp-column", help="event time column, kept out of the features")
     spec.add_argument("--categorical", default="", help="comma-separated columns to treat as categorical")
-    spec.add_argument("--json", action="store_true")
+    spec.add_argument("--json", action="store_true", help="print the spec as JSON (for --spec of run and submit)")
 
     from driftloop.deploy_cli import add_deploy_parser
     from driftloop.drift_cli import add_drift_parser
@@ -76,13 +79,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_drift_parser(sub)
     add_score_parser(sub, _add_common)
     add_monitor_parsers(sub, _add_common)
-    add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
+    add_serve_parsers(sub, _add_common)
     from driftloop.submit_cli import add_submit_parsers
 
     add_submit_parsers(sub, _add_run_options)
 
     comp = sub.add_parser("compile", help="compile the cluster CT pipeline and the batch-scoring pipeline to "
-                          "Kubeflow IR YAML")
+                          "Kubeflow IR YAML", epilog=exit_codes())
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
     comp.add_argument("--batch-output", help="the batch-scoring pipeline's file (default: "
                       "batch_score_pipeline.yaml beside --output, else pipelines/batch_score_pipeline.yaml)")
@@ -92,20 +95,30 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if args.command != "serve":
-        # kserve.model_server parses sys.argv when it is first imported (serving and the monitor import
-        # it); our flags are not its flags (`--config` would match its `--configure_logging`).
-        sys.argv = sys.argv[:1]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)  # a usage mistake exits here: one line, exit code 2
+    if unknown:
+        refuse = getattr(args, "refuse_unknown", None)  # `serve` names the KServe options it does not take
+        command = " ".join(filter(None, (args.command, getattr(args, "verb", None),
+                                         getattr(args, "schedule_command", None))))
+        problem = refuse(unknown) if refuse else f"unrecognized arguments: {' '.join(unknown)}"
+        return fail(f"{command}: {problem} (see 'driftloop {command} --help')", EXIT_USAGE)
+    # kserve.model_server parses sys.argv when it is first imported (serving and the monitor import it) and
+    # takes its ModelServer defaults from it; our flags are not its flags (`--config` would match its
+    # `--configure_logging`), and `driftloop serve` refuses the KServe flags it does not honour.
+    sys.argv = sys.argv[:1]
+    # What exit code 1 means differs per command (``driftloop drift`` exits 1 on drift, 3 when it fails).
+    failed = getattr(args, "failure_exit", EXIT_FAILURE)
     try:
         return _dispatch(args)
     except DriftloopError as exc:
-        print(f"driftloop: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return fail(str(exc), failed if exc.exit_code == EXIT_FAILURE else exc.exit_code)
+    except OSError as exc:  # the machine refused: a full disk, a permission, a port in use
+        where = f": {exc.filename}" if exc.filename else ""
+        return fail(f"{exc.strerror or exc}{where}", failed)
     except KeyboardInterrupt:
-        print("driftloop: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", 130)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -223,7 +236,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
         print_demo_summary(summary)
-    return 0 if summary.outcome == "promoted" else EXIT_RUN_FAILED
+    return 0 if summary.outcome == "promoted" else EXIT_FAILURE
 
 
 def _run_and_report(runs: list, settings, as_json: bool) -> int:
@@ -245,8 +258,7 @@ def _run_and_report(runs: list, settings, as_json: bool) -> int:
         print_summary(summaries)
     failed = [s for s in summaries if s.state != "SUCCEEDED"]
     if failed:
-        print(f"driftloop: error: {failed[0].error}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        return fail(failed[0].error or f"run {failed[0].run_name} failed", EXIT_FAILURE)
     return 0
 
 

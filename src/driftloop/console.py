@@ -1,14 +1,27 @@
-"""Terminal output: live task progress and the end-of-run summary table."""
+"""Terminal output of every command: live task progress, and tables and lines through :mod:`driftloop.tables`."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
-from rich.table import Table
+
+from driftloop.tables import (
+    EMPTY,
+    Cell,
+    Column,
+    Table,
+    cell_text,
+    metric,
+    moment,
+    number,
+    print_lines,
+    print_table,
+    print_wrapped,
+    signed,
+)
 
 if TYPE_CHECKING:  # keeps `driftloop models …` from importing scikit-learn just to print a table
     from driftloop.data import DatasetSpec
@@ -21,7 +34,7 @@ class Progress:
     """Prints one line per task event to the terminal (stderr by default)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
 
     def __call__(self, event: TaskEvent) -> None:
         if event.state == "running":
@@ -32,109 +45,119 @@ class Progress:
             self.console.print(f"  {_MARK[event.state]} {event.task} [dim]{event.seconds:.1f}s[/]")
 
 
-def summary_table(summaries: list[RunSummary]) -> Table:
-    """One row per run: version, gate, metrics against the champion, deploy action."""
-    table = Table(title="CT runs (champion in brackets)", show_lines=False)
-    for column in ("#", "state", "model", "version", "gate", "roc_auc", "accuracy", "f1", "deploy", "time"):
-        table.add_column(column, justify="right" if column in {"roc_auc", "accuracy", "f1", "time"} else "left")
-    for number, s in enumerate(summaries, 1):
-        metric = _metric_cell(s.metrics, s.champion_metrics or {})
-        gate = "–" if s.gate_passed is None else ("[green]passed[/]" if s.gate_passed else "[red]failed[/]")
-        state = "[green]SUCCEEDED[/]" if s.state == "SUCCEEDED" else "[red]FAILED[/]"
-        version = f"v{s.version}" if s.version is not None else "–"
-        table.add_row(str(number), state, s.model_name, version, gate, metric("roc_auc"), metric("accuracy"),
-                      metric("f1"), s.deploy_action or "–", f"{s.seconds:.0f}s")
+def print_summary(summaries: list[RunSummary], stream: TextIO | None = None) -> None:
+    """Per run: what it made and where it went, its metrics against the champion, the gate's reasons, and the
+    artifacts it wrote. A run that failed before it evaluated anything shows only what it wrote; its error is
+    the caller's one ``driftloop: error:`` line."""
+    stream = stream or sys.stdout
+    for index, s in enumerate(summaries, 1):
+        if s.state != "SUCCEEDED" and s.version is None and not s.metrics:  # nothing to tabulate: what it wrote
+            print_lines([f"CT run #{index} {s.run_name} (model {s.model_name}) FAILED after {s.seconds:.0f} s"],
+                        stream)
+            _print_artifacts(s, stream)
+            continue
+        state = Cell(s.state, "green" if s.state == "SUCCEEDED" else "red")
+        overview = Table(f"CT run #{index} {s.run_name}", [
+            Column("state"), Column("model", wrap=True), Column("version"), Column("gate"), Column("deploy"),
+            Column("time", right=True)])
+        gate = None if s.gate_passed is None else Cell("passed", "green") if s.gate_passed else Cell("failed", "red")
+        overview.add_row(state, s.model_name, _v(s.version), gate, s.deploy_action, f"{s.seconds:.0f} s")
+        print_table(overview, stream)
+        if s.metrics:
+            champion = s.champion_metrics or {}
+            print_table(metrics_table(s.metrics, champion, "candidate", "champion" if champion else ""), stream)
+            _print_reasons("gate", s.gate_reasons, stream)
+        _print_artifacts(s, stream)
+
+
+def _print_artifacts(summary: RunSummary, stream: TextIO) -> None:
+    artifacts = Table("", [Column("artifact"), Column("path", wrap=True)], spaced=False)
+    for label, path in summary.artifacts.items():
+        artifacts.add_row(label, path)
+    artifacts.add_row("log", summary.log_path)
+    print_table(artifacts, stream)
+
+
+def metrics_table(candidate: dict, champion: dict, name: str, champion_name: str, title: str = "") -> Table:
+    """Metrics side by side, with the difference and whether it is better or worse (log loss, Brier: lower)."""
+    from driftloop.evaluation import LOWER_IS_BETTER  # numpy: only where metrics are shown
+
+    columns = [Column("metric"), Column(name, right=True)]
+    if champion:
+        columns += [Column(champion_name, right=True), Column("Δ", right=True), Column("")]
+    table = Table(title, columns)
+    for metric_name, value in candidate.items():
+        if metric_name.startswith("n_") or not isinstance(value, (int, float)):
+            continue  # counts (n_holdout) are no metric to compare
+        row: list = [metric_name, metric(value)]
+        if champion:
+            other = champion.get(metric_name)
+            if other is None:
+                row += [None, None, None]
+            else:
+                delta = value - other
+                better = -delta if metric_name in LOWER_IS_BETTER else delta
+                verdict = Cell("better", "green") if better > 0 else Cell("worse", "red") if better < 0 else "same"
+                row += [metric(other), Cell(signed(delta), getattr(verdict, "style", None)), verdict]
+        table.add_row(*row)
     return table
 
 
-def _metric_cell(metrics: dict, champion: dict):
-    def cell(name: str) -> str:
-        if name not in metrics:
-            return "–"
-        return f"{metrics[name]:.4f}" + (f" [dim]({champion[name]:.4f})[/]" if name in champion else "")
-
-    return cell
-
-
-def print_summary(summaries: list[RunSummary], stream: TextIO | None = None) -> None:
-    """The summary table, then for each run its gate reasons and where the artifacts are."""
-    console = _console(stream or sys.stdout)
-    console.print(summary_table(summaries))
-    for number, s in enumerate(summaries, 1):
-        console.print(f"[bold]#{number} {s.run_name}[/]")
-        for reason in s.gate_reasons:
-            console.print(f"  gate: {reason}")
-        if s.error:
-            console.print(f"  [red]error:[/] {s.error}")
-        for label, path in s.artifacts.items():
-            console.print(f"  {label:<18} {path}", soft_wrap=True)
-        console.print(f"  {'log':<18} {s.log_path}", soft_wrap=True)
-
-
-def _console(stream: TextIO) -> Console:
-    # Logs and pipes have no width; give tables room rather than wrapping every cell.
-    return Console(file=stream, highlight=False, width=None if stream.isatty() else 120)
+def _print_reasons(label: str, reasons: list[str], stream: TextIO) -> None:
+    print_wrapped([f"{label}:"] + [f"  - {reason}" for reason in reasons], stream)
 
 
 def print_spec(spec: DatasetSpec, stream: TextIO | None = None, source: str = "") -> None:
     """The spec as a table, and every note inference left (a column it was unsure about)."""
-    console = _console(stream or sys.stdout)
-    table = Table(title=f"{source + ' ' if source else ''}dataset spec (target: {spec.target})")
-    table.add_column("column")
-    table.add_column("role")
+    stream = stream or sys.stdout
+    table = Table(f"{source + ' ' if source else ''}dataset spec (target: {spec.target})",
+                  [Column("column", wrap=True), Column("role", wrap=True)])
     for feature in spec.features:
         table.add_row(feature.name, feature.kind)
     for name, role in ((spec.id_column, "id"), (spec.timestamp_column, "timestamp")):
         if name:
             table.add_row(name, role)
     for name, reason in spec.ignored.items():
-        table.add_row(name, f"[yellow]ignored[/]: {reason}")
-    console.print(table)
-    for name, note in spec.notes.items():
-        console.print(f"[yellow]note[/] {name}: {note}")
-
-
-def _stdout() -> Console:
-    return _console(sys.stdout)
+        table.add_row(name, Cell(f"ignored: {reason}", "yellow"))
+    print_table(table, stream)
+    print_wrapped([f"note {name}: {note}" for name, note in spec.notes.items()], stream)
 
 
 def print_models(rows: list[dict], registry_uri: str) -> None:
-    table = Table(title=f"models in {registry_uri}")
-    for column in ("model", "versions", "production", "canary", "other aliases", "last change"):
-        table.add_column(column)
+    table = Table(f"models in {registry_uri}", [
+        Column("model", wrap=True), Column("versions", right=True), Column("production"), Column("canary"),
+        Column("other aliases", wrap=True), Column("last change", wrap=True, fold=False)])
     for row in rows:
         aliases = dict(row["aliases"])
         production, canary = aliases.pop("production", None), aliases.pop("canary", None)
-        table.add_row(row["name"], str(row["versions"]), _v(production), _v(canary),
-                      ", ".join(f"{a}→v{n}" for a, n in sorted(aliases.items())) or "–",
-                      f"{row['last_action']} at {row['last_change']}" if row["last_change"] else "–")
-    _stdout().print(table)
+        table.add_row(row["name"], row["versions"], _v(production), _v(canary),
+                      ", ".join(f"{a}→v{n}" for a, n in sorted(aliases.items())) or None,
+                      f"{row['last_action']} at {moment(row['last_change'])}" if row["last_change"] else None)
+    print_table(table)
 
 
 def _v(version: int | None) -> str:
-    return f"v{version}" if version is not None else "–"
+    return f"v{version}" if version is not None else EMPTY
 
 
 def print_versions(name: str, rows: list[dict], policy=None, now: float = 0.0) -> None:
     """The versions table, then the approval policy and what waits for approval."""
-    table = Table(title=f"versions of {name}")
-    for column in ("version", "created", "estimator", "roc_auc", "data", "run", "aliases"):
-        table.add_column(column)
+    table = Table(f"versions of {name}", [
+        Column("version"), Column("created", wrap=True, fold=False), Column("estimator", wrap=True),
+        Column("roc_auc", right=True), Column("aliases", wrap=True), Column("data", below=True),
+        Column("run", below=True)])
     for row in rows:
         lineage = row["lineage"]
-        aliases = ", ".join(row["aliases"]) + (" [dim](archived)[/]" if row["archived"] else "")
+        aliases = ", ".join(row["aliases"]) + (" (archived)" if row["archived"] else "")
         if row.get("pending_approval"):
-            aliases += " [yellow](pending approval)[/]"
-        roc = row["metrics"].get("roc_auc")
-        table.add_row(f"v{row['version']}", row["created_at"], str(lineage.get("estimator", "?")),
-                      f"{roc:.4f}" if roc is not None else "–", str(lineage.get("data_uri", "?")),
-                      str(lineage.get("run_name") or lineage.get("run_id") or "?"), aliases or "–")
-    console = _stdout()
-    console.print(table)
-    console.print(f"policy: {policy.describe() if policy else 'promotions need no approval'}", markup=False)
-    for row in rows:
-        if row.get("pending_approval"):
-            console.print(f"pending: {_waiting(row['pending_approval'], now)}", markup=False, soft_wrap=True)
+            aliases += " (pending approval)"
+        table.add_row(f"v{row['version']}", moment(row["created_at"]), str(lineage.get("estimator", "?")),
+                      metric(row["metrics"].get("roc_auc")), aliases.strip() or None,
+                      str(lineage.get("data_uri", "?")), str(lineage.get("run_name") or lineage.get("run_id") or "?"))
+    print_table(table)
+    lines = [f"policy: {policy.describe() if policy else 'promotions need no approval'}"]
+    lines += [f"pending: {_waiting(row['pending_approval'], now)}" for row in rows if row.get("pending_approval")]
+    print_lines(lines)
 
 
 def _waiting(pending: dict, now: float) -> str:
@@ -151,55 +174,102 @@ def _waiting(pending: dict, now: float) -> str:
 
 def print_policy(name: str, policy, entry=None) -> None:
     done = f" (entry {entry.seq}, by {entry.actor})" if entry is not None else ""
-    _stdout().print(f"{name}: {policy.describe() if policy else 'promotions need no approval'}{done}", markup=False)
+    print_lines([f"{name}: {policy.describe() if policy else 'promotions need no approval'}{done}"])
 
 
 def print_pending(waiting: list, expired: list, now: float) -> None:
     """What waits for approval, and what this call rolled back because its time was up."""
-    console = _stdout()
-    for pending in expired:
-        console.print(f"expired: {pending.model} v{pending.version} rolled back (deadline {pending.expires_at})",
-                      markup=False, soft_wrap=True)
-    for pending in waiting:
-        console.print(f"pending: {_waiting(pending.to_dict(), now)}", markup=False, soft_wrap=True)
-    if not waiting:
-        console.print("nothing waits for approval")
+    lines = [f"expired: {p.model} v{p.version} rolled back (deadline {p.expires_at})" for p in expired]
+    lines += [f"pending: {_waiting(p.to_dict(), now)}" for p in waiting]
+    print_lines(lines or ["nothing waits for approval"])
 
 
-def print_version(version: dict) -> None:
-    console = _stdout()
-    console.print(f"[bold]{version['name']} v{version['version']}[/]  created {version['created_at']}")
-    console.print(f"  storage   {version['storage_uri']}", soft_wrap=True)
-    console.print(f"  format    {version['model_format']}")
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in version["metrics"].items())
-    console.print(f"  metrics   {metrics}")
-    lineage = Table(title="lineage", show_header=False)
-    lineage.add_column("field")
-    lineage.add_column("value")
-    for key, value in sorted(version["lineage"].items()):
-        lineage.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
-    console.print(lineage)
-    files = Table(title="files")
-    files.add_column("file")
-    files.add_column("sha256")
+def print_version(version: dict, decision: dict | None = None) -> None:
+    """One version: where it is stored, its metrics against the champion it was judged with, the gate's decision
+    in words, its lineage and its files.
+
+    Args:
+        decision: The gate decision of the version's evaluation (``evaluation.json``: candidate and champion
+            metrics, thresholds, reasons); without it, the lineage's gate record is shown.
+    """
+    lineage = dict(version["lineage"])
+    gate = decision or lineage.get("gate") or {}
+    lineage.pop("gate", None)
+    metrics = version["metrics"]
+    about = Table(f"{version['name']} v{version['version']}", [Column("field"), Column("value", wrap=True)],
+                  spaced=False, header=False)
+    about.add_row("created", moment(version["created_at"]))
+    about.add_row("storage", version["storage_uri"])
+    about.add_row("format", version["model_format"])
+    if "n_holdout" in metrics:
+        about.add_row("holdout", f"{number(metrics['n_holdout'])} rows")
+    print_table(about)
+    if decision and decision.get("recent_candidate") and decision.get("recent_champion"):
+        print_table(metrics_table(decision["recent_candidate"], decision["recent_champion"], f"v{version['version']}",
+                                  f"champion v{decision.get('champion_version')}",
+                                  f"on the {decision.get('n_recent')} most recent rows (the gate compared here)"))
+    champion = (decision or {}).get("champion") or {}
+    champion_name = f"champion v{decision['champion_version']}" if decision and decision.get("champion_version") \
+        else "champion"
+    print_table(metrics_table(metrics, champion, f"v{version['version']}", champion_name,
+                              f"metrics against {champion_name} on the same holdout" if champion else "metrics"))
+    if gate:
+        print_gate(gate)
+    table = Table("lineage", [Column("field"), Column("value", wrap=True)], spaced=False)
+    for key, value in sorted(lineage.items()):
+        table.add_row(key, _readable(value))
+    print_table(table)
+    files = Table("files", [Column("file"), Column("sha256", wrap=True)], spaced=False)
     for rel, digest in sorted(version["files"].items()):
         files.add_row(rel, digest)
-    console.print(files)
+    print_table(files)
+
+
+def print_gate(gate: dict) -> None:
+    """The gate's decision in words: passed or failed, the rule, each reason (differences with their sign)."""
+    thresholds = gate.get("thresholds") or {}
+    rule = ""
+    if thresholds:
+        rule = (f" ({thresholds['metric']} at least {metric(thresholds['min_value'])}, at most "
+                f"{metric(thresholds['max_regression'])} below the champion)")
+    verdict = Cell("PASSED", "green") if gate.get("passed") else Cell("FAILED", "red")
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(file=sys.stdout, highlight=False).print(Text.assemble("gate: ", (verdict.text, verdict.style),
+                                                                  rule), soft_wrap=True)
+    print_wrapped([f"  - {reason}" for reason in gate.get("reasons") or []])
+
+
+def _readable(value) -> str:
+    """A lineage value as a person reads it: numbers formatted, mappings as ``key value`` pairs, lists one by one."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else cell_text(value)
+    if isinstance(value, str):
+        return value or EMPTY
+    if isinstance(value, dict):
+        if {"estimator", "value"} <= set(value):  # a leaderboard entry
+            chosen = " (chosen)" if value.get("chosen") else ""
+            return f"{value['estimator']} {value.get('metric', '')} {number(value['value'])}{chosen}"
+        return ", ".join(f"{k} {_readable(v)}" for k, v in value.items()) or EMPTY
+    if isinstance(value, list):
+        return "; ".join(_readable(item) for item in value) or EMPTY
+    return str(value)
 
 
 def print_audit_entry(entry) -> None:
-    _stdout().print(f"{entry.action}: {entry.model} {entry.alias or ''} {_v(entry.from_version)} → "
-                    f"{_v(entry.to_version)} (entry {entry.seq}, by {entry.actor})")
+    print_lines([f"{entry.action}: {entry.model} {entry.alias or ''} {_v(entry.from_version)} → "
+                 f"{_v(entry.to_version)} (entry {entry.seq}, by {entry.actor})"])
 
 
 def print_history(name: str, entries: list) -> None:
-    table = Table(title=f"audit trail of {name}")
-    for column in ("#", "when", "who", "action", "alias", "from", "to", "reason"):
-        table.add_column(column)
+    table = Table(f"audit trail of {name}", [
+        Column("#", right=True), Column("when", wrap=True, fold=False), Column("who", wrap=True), Column("action"),
+        Column("alias", wrap=True), Column("change"), Column("reason", below=True)])
     for e in entries:
-        table.add_row(str(e.seq), e.at, e.actor, e.action, e.alias or "–", _v(e.from_version), _v(e.to_version),
-                      e.reason)
-    _stdout().print(table)
+        table.add_row(e.seq, moment(e.at), e.actor, e.action, e.alias, f"{_v(e.from_version)} → {_v(e.to_version)}",
+                      e.reason or None)
+    print_table(table)
 
 
 def print_verification(report: dict, anchored: bool = True) -> None:
@@ -223,6 +293,10 @@ def print_verification(report: dict, anchored: bool = True) -> None:
                       soft_wrap=True)
 
 
+def _stdout() -> Console:
+    return Console(file=sys.stdout, highlight=False)
+
+
 def _versions(versions: list[int]) -> str:
     return " ".join(f"v{v}" for v in versions) if versions else "no versions"
 
@@ -232,41 +306,42 @@ def _entries(count: int) -> str:
 
 
 def print_reproduction(outcome) -> None:
+    table = Table(f"reproducing {outcome.name} v{outcome.version}", [
+        Column("metric"), Column("registered", right=True), Column("reproduced", right=True)])
+    for name, (registered, again) in outcome.metrics.items():
+        table.add_row(name, f"{registered:.6f}", None if again is None else f"{again:.6f}")
+    print_table(table)
     console = _stdout()
-    table = Table(title=f"reproducing {outcome.name} v{outcome.version}")
-    for column in ("metric", "registered", "reproduced"):
-        table.add_column(column, justify="right")
-    for metric, (registered, again) in outcome.metrics.items():
-        table.add_row(metric, f"{registered:.6f}", "–" if again is None else f"{again:.6f}")
-    console.print(table)
-    console.print(f"  data {'unchanged' if outcome.data_matches else '[red]changed[/]'}: {outcome.data_uri}")
+    console.print(f"  data {'unchanged' if outcome.data_matches else '[red]changed[/]'}: {outcome.data_uri}",
+                  soft_wrap=True)
     if outcome.max_prediction_diff is not None:
         console.print(f"  largest prediction difference on the holdout: {outcome.max_prediction_diff:.3g}")
     if outcome.reproduced:
         console.print("[green]reproduced[/]: same metrics and predictions")
     for problem in outcome.problems:
-        console.print(f"[red]differs[/]: {problem}")
+        console.print(f"[red]differs[/]: {problem}", soft_wrap=True)
 
 
 def print_rollout_step(step) -> None:
     mark = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "inconclusive": "[yellow]?[/]"}[step.verdict]
-    _stdout().print(f"  {mark} canary at {step.percent:>3}%: {step.verdict} — {'; '.join(step.reasons)}")
+    _stdout().print(f"  {mark} canary at {step.percent:>3}%: {step.verdict} — {'; '.join(step.reasons)}",
+                    soft_wrap=True)
 
 
 def print_drift(result) -> None:
-    console = _stdout()
-    table = Table(title=f"drift: {result.n_current} current rows vs {result.n_reference} reference rows")
-    for column in ("feature", "kind", "method", "score", "threshold", "drift"):
-        table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
+    table = Table(f"drift: {result.n_current} current rows vs {result.n_reference} reference rows", [
+        Column("feature", wrap=True), Column("kind"), Column("method"), Column("score", right=True),
+        Column("threshold", right=True), Column("drift")])
     for f in result.features:
-        table.add_row(f.column, f.kind, f.method, f"{f.score:.4f}", f"{f.threshold:g}",
-                      "[red]drift[/]" if f.drifted else "[green]ok[/]")
-    console.print(table)
+        table.add_row(f.column, f.kind, f.method, metric(f.score), number(f.threshold),
+                      Cell("drift", "red") if f.drifted else Cell("ok", "green"))
+    print_table(table)
     verdict = "[red]DATASET DRIFT[/]" if result.dataset_drift else "[green]no dataset drift[/]"
+    console = _stdout()
     console.print(f"{verdict}: {len(result.drifted_features)} of {len(result.features)} features drifted "
-                  f"({result.drift_share:.0%}; threshold {result.config['drift_share']:.0%})")
+                  f"({result.drift_share:.0%}; threshold {result.config['drift_share']:.0%})", soft_wrap=True)
     if result.report_path:
-        console.print(f"report: {result.report_path}", soft_wrap=True)
+        console.print(f"report: {result.report_path}", soft_wrap=True, markup=False)
 
 
 def print_monitor_status(status: dict, url: str) -> None:
@@ -274,45 +349,45 @@ def print_monitor_status(status: dict, url: str) -> None:
     read from the store (``offline``) has the windows as last written, without the live counters."""
     console = _stdout()
     if status.get("offline"):
-        console.print(f"[bold]driftloop monitor store[/] {status['store']} (read offline: windows as last written, "
-                      "realised accuracy as of then)")
+        header = [f"driftloop monitor store {status['store']} (read offline: windows as last written, realised "
+                  "accuracy as of then)"]
     else:
-        console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} "
-                      f"rows stored, {status['labels']} labels, {status['events_rejected']} rejected")
+        header = [f"driftloop monitor {url}: {status['events_received']} events, {status['rows_stored']} rows stored, "
+                  f"{status['labels']} labels, {status['events_rejected']} rejected"]
     if ingest := status.get("ingest"):
-        console.print(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
+        header.append(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
                       f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting")
+    print_wrapped(header)
     for model, state in status["models"].items():
         aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
         open_rows = state.get("open_window_rows")
         title = (f"{model}: the last {len(state['windows'])} windows in the store" if status.get("offline")
                  else f"{model} ({aliases}); {open_rows} rows in the open window")
-        table = Table(title=title)
-        for column in ("window", "rows", "ref", "drift share", "drifted features", "prediction", "accuracy",
-                       "decision", "report"):
-            table.add_column(column, overflow="fold")  # long values wrap onto more lines, never cut
+        table = Table(title, [
+            Column("window"), Column("rows", right=True), Column("ref"), Column("drift share", right=True),
+            Column("prediction", right=True), Column("accuracy", right=True), Column("decision", wrap=True),
+            Column("drifted features", below=True), Column("report", below=True)])
         for w in state["windows"]:
             quality = w.get("quality") or {}
             accuracy = quality.get("accuracy")
             prediction = w.get("prediction_drift") or {}
-            share = "-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
+            share = None if w["drift_share"] is None else metric(w["drift_share"])
             table.add_row(
-                str(w["id"]), str(w["n_rows"]), _v(w["reference_version"]),
-                f"[red]{share}[/]" if w.get("dataset_drift") else share,
-                ", ".join(w["drifted_features"][:4]) + (" …" if len(w["drifted_features"]) > 4 else "")
-                or (w.get("error") or "-"),
-                f"{prediction['score']:.3f}{' ✗' if prediction.get('drifted') else ''}" if prediction else "-",
-                "-" if accuracy is None else f"{accuracy:.3f} ({quality['labelled']})",
-                (w.get("decision") or {}).get("action", "-"), w.get("report") or "-",
+                w["id"], w["n_rows"], _v(w["reference_version"]),
+                Cell(share, "red") if w.get("dataset_drift") and share else share,
+                f"{metric(prediction['score'])}{' ✗' if prediction.get('drifted') else ''}" if prediction else None,
+                None if accuracy is None else f"{metric(accuracy)} ({quality['labelled']})",
+                (w.get("decision") or {}).get("action"),
+                ", ".join(w["drifted_features"]) or w.get("error") or None, w.get("report"),
             )
-        console.print(table)
+        print_table(table)
         trigger = state.get("trigger") or {}
         if trigger.get("stopped"):
             console.print(f"[red]retraining stopped[/] after {trigger['consecutive_failures']} failed retrains")
         for r in state["retrains"]:
             console.print(f"  retrain {r.get('key', '')}: {r['state']}"
                           + (f" → v{r['version']}" if r.get("version") else "")
-                          + (f" ({r['error']})" if r.get("error") else ""))
+                          + (f" ({r['error']})" if r.get("error") else ""), soft_wrap=True, markup=False)
 
 
 _SOURCE_STYLE = {"demo": "bold", "monitor": "cyan", "registry": "magenta"}
@@ -322,26 +397,23 @@ def print_demo_event(event) -> None:
     """One line of the demo's live timeline."""
     console = Console(file=sys.stderr, highlight=False)
     style = _SOURCE_STYLE.get(event.source, "")
-    console.print(f"[dim]{event.seconds:7.1f}s[/] [{style}]{event.source:>8}[/] {event.text}")
+    console.print(f"[dim]{event.seconds:7.1f}s[/] [{style}]{event.source:>8}[/] {event.text}", soft_wrap=True)
 
 
 def print_demo_summary(summary) -> None:
     """The demo's end: versions, triggers and the time from drift onset to a promoted version."""
-    console = Console(file=sys.stderr, highlight=False)
-    table = Table(title="driftloop demo: versions")
-    for column in ("version", "aliases", "triggered by", "parent", "roc_auc", "accuracy"):
-        table.add_column(column)
+    table = Table("driftloop demo: versions", [
+        Column("version"), Column("aliases", wrap=True), Column("triggered by", wrap=True), Column("parent"),
+        Column("roc_auc", right=True), Column("accuracy", right=True)])
     for v in summary.versions:
-        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-", str(v["triggered_by"] or "-"),
-                      _v(v["parent_version"]), _fmt(v["roc_auc"]), _fmt(v["accuracy"]))
-    console.print(table)
-    loop = Table(title="the loop")
-    loop.add_column("what")
-    loop.add_column("value")
-    loop.add_row("outcome", f"[green]{summary.outcome}[/]" if summary.outcome == "promoted" else f"[red]{summary.outcome}[/]")
+        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or None, v["triggered_by"] or None,
+                      _v(v["parent_version"]), metric(v["roc_auc"]), metric(v["accuracy"]))
+    print_table(table, sys.stderr)
+    loop = Table("the loop", [Column("what"), Column("value", wrap=True)], spaced=False)
+    loop.add_row("outcome", Cell(summary.outcome, "green" if summary.outcome == "promoted" else "red"))
     counts = Counter(t["action"].removeprefix("retrain-") for t in summary.triggers)
     loop.add_row("triggers", ", ".join(f"{n} {action}" for action, n in counts.items()) or "none")
-    loop.add_row("drift onset → promoted", "-" if summary.onset_to_promotion_seconds is None
+    loop.add_row("drift onset → promoted", None if summary.onset_to_promotion_seconds is None
                  else f"{summary.onset_to_promotion_seconds:.1f} s")
     if summary.after_promotion:
         shares = ", ".join("-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
@@ -353,10 +425,6 @@ def print_demo_summary(summary) -> None:
     traffic = summary.traffic or {}
     loop.add_row("traffic", f"{traffic.get('sent', 0)} rows at {traffic.get('rate', 0)}/s, "
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")
-    console.print(loop)
-    console.print(f"summary: {summary.summary_path}")
-    console.print(f"next: driftloop models history churn --registry {summary.registry}")
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    print_table(loop, sys.stderr)
+    print_lines([f"summary: {summary.summary_path}",
+                 f"next: driftloop models history churn --registry {summary.registry}"], sys.stderr)

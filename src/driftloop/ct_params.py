@@ -298,10 +298,9 @@ def add_ct_arguments(parser: argparse.ArgumentParser, *, serving: bool = True) -
     for f in fields():
         if not f.metadata["cli"] or (not serving and f.name in _CLUSTER_ONLY):
             continue
-        default = default_of(f.name)
-        help_text = f.metadata["help"] + (f" (default: {default})" if default not in ("", None) else "")
-        group.add_argument(flag_of(f), dest=f.name, type=python_type(f), default=default,
-                           choices=f.metadata["choices"], help=help_text.replace("%", "%%"))
+        # The CLI's help formatter shows the default (driftloop.cli_style.HelpFormatter).
+        group.add_argument(flag_of(f), dest=f.name, type=python_type(f), default=default_of(f.name),
+                           choices=f.metadata["choices"], help=f.metadata["help"].replace("%", "%%"))
     group.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", dest="estimator_param_items",
                        help="estimator parameter, repeatable (values parsed as JSON when they can be)")
     group.add_argument("--rollout-policy", dest="rollout_policy_json", default="", metavar="JSON",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from driftloop.cli_style import exit_codes
 from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
 from driftloop.settings import Settings
@@ -16,7 +17,9 @@ from driftloop.settings import Settings
 
 def add_deploy_parser(sub, add_common) -> None:
     deploy = sub.add_parser("deploy", help="serve a version (local gateway or a KServe InferenceService) and "
-                            "steer its traffic")
+                            "steer its traffic",
+                            epilog=exit_codes("the change could not be made (the cluster refused or did not answer, "
+                                              "the version did not become ready in time)"))
     deploy.add_argument("name")
     deploy.add_argument("--version", type=int, help="default: the canary, else production")
     add_serving_arguments(deploy)
@@ -27,7 +30,7 @@ def add_deploy_parser(sub, add_common) -> None:
     action.add_argument("--traffic", type=int, metavar="PERCENT", help="give the canary this share of traffic")
     action.add_argument("--status", action="store_true", help="show what serves and the traffic split")
     deploy.add_argument("--canary-percent", type=int, default=default_of("canary_percent"),
-                        help="a new version's share beside production (default: %(default)s; 100: no canary)")
+                        help="a new version's share beside production (100: no canary)")
     deploy.add_argument("--dry-run", action="store_true", help="print the InferenceService YAML; change nothing")
     add_common(deploy)
 
@@ -63,9 +66,10 @@ def serving_arguments(args: argparse.Namespace) -> dict:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from driftloop.deploy import open_deployment
-    from driftloop.registry import CANARY, PRODUCTION, open_registry
+    from driftloop.models_cli import open_existing_registry
+    from driftloop.registry import CANARY, PRODUCTION
 
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
     aliases = registry.aliases(args.name)
     if args.version is not None and args.version in registry.state(args.name).archived:

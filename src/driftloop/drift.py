@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from driftloop import drift_defaults
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 from driftloop.safe_html import neutralise_evidently_data
@@ -39,11 +40,11 @@ class DriftConfig:
         max_rows: Rows sampled (seeded) from each side before testing; None tests all rows.
     """
 
-    num_method: str = "wasserstein"
-    cat_method: str = "jensenshannon"
+    num_method: str = drift_defaults.NUM_METHOD
+    cat_method: str = drift_defaults.CAT_METHOD
     num_threshold: float | None = None
     cat_threshold: float | None = None
-    drift_share: float = 0.5
+    drift_share: float = drift_defaults.DRIFT_SHARE
     max_rows: int | None = 20_000
 
     def threshold(self, method: str, given: float | None) -> float:

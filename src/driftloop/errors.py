@@ -6,11 +6,15 @@ message as one line and exits non-zero, the HTTP services map it to a 4xx. Anyth
 
 from __future__ import annotations
 
+# The CLI's exit codes (``driftloop <command> --help`` lists them in each epilog).
+EXIT_FAILURE = 1  # the command ran and failed: a run failed, a server did not answer, problems were found
+EXIT_USAGE = 2  # what was typed is wrong: an option, a value, or a file, registry, model or version that is not there
+
 
 class DriftloopError(Exception):
     """Base class for errors caused by input or state the user controls."""
 
-    exit_code: int = 2
+    exit_code: int = EXIT_USAGE
     http_status: int = 400
 
 
@@ -57,4 +61,12 @@ class VersionExistsError(RegistryError):
 class IntegrityError(RegistryError):
     """A stored file does not match the checksum the registry recorded for it."""
 
+    exit_code = EXIT_FAILURE
     http_status = 500
+
+
+class UnavailableError(DriftloopError):
+    """A service or store the command needs did not answer (the monitor, a gateway, S3, Kubeflow Pipelines)."""
+
+    exit_code = EXIT_FAILURE
+    http_status = 503

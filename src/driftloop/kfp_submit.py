@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop import __version__
-from driftloop.errors import ConfigError, DriftloopError
+from driftloop.errors import ConfigError, DriftloopError, UnavailableError
 from driftloop.image import PROJECT_IMAGE, project_image
 
 if TYPE_CHECKING:  # both cost seconds to import; `driftloop schedule list` needs neither
@@ -679,7 +679,7 @@ def _kfp_errors(settings: KfpSettings, action: str) -> Iterator[None]:
     except kfp_server_api.ApiException as exc:
         raise _api_error(settings, action, exc) from None
     except urllib3.exceptions.HTTPError as exc:
-        raise ConfigError(f"cannot reach Kubeflow Pipelines at {settings.host}: {_reason(exc)}") from None
+        raise UnavailableError(f"cannot reach Kubeflow Pipelines at {settings.host}: {_reason(exc)}") from None
     except OSError as exc:  # the token file vanished or is unreadable
         raise ConfigError(f"cannot {action} on Kubeflow Pipelines: {exc.strerror or exc}") from None
 
@@ -689,7 +689,7 @@ def _api_error(settings: KfpSettings, action: str, exc) -> DriftloopError:
     message = _server_message(exc.body)
     detail = f": {message}" if message else ""
     if status == 0:
-        return ConfigError(f"cannot reach Kubeflow Pipelines at {settings.host}: {exc.reason}")
+        return UnavailableError(f"cannot reach Kubeflow Pipelines at {settings.host}: {exc.reason}")
     if status == 401:
         return ConfigError(f"Kubeflow Pipelines at {settings.host} needs a valid token to {action} (401){detail}; "
                            f"set DRIFTLOOP_KFP_TOKEN")

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from driftloop import signing
-from driftloop.errors import ConfigError
+from driftloop.cli_style import exit_codes
+from driftloop.errors import ConfigError, RegistryError
 from driftloop.identity import login_name
 from driftloop.registry import ModelRegistry, open_registry
 from driftloop.settings import Settings
@@ -17,11 +18,13 @@ EXIT_PROBLEMS = 1
 
 
 def add_models_parser(sub, add_common) -> None:
-    models = sub.add_parser("models", help="list, inspect, promote, roll back, verify and reproduce model versions")
+    models = sub.add_parser("models", help="list, inspect, promote, roll back, verify and reproduce model versions",
+                            epilog=exit_codes("see each verb's --help"))
     verbs = models.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = verbs.add_parser(name, help=help_text)
+    def verb(name: str, help_text: str, failure: str = "the registry could not be read or changed (a store "
+             "did not answer, a stored file is corrupt)") -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=help_text, epilog=exit_codes(failure))
         add_common(parser)
         return parser
 
@@ -44,13 +47,15 @@ def add_models_parser(sub, add_common) -> None:
     archive.add_argument("version", type=int)
     history = verb("history", "the audit trail: who did what, when, from which version to which, and why")
     history.add_argument("name")
-    verify = verb("verify", "check the audit chain, every signature and every stored file's checksum")
+    verify = verb("verify", "check the audit chain, every signature and every stored file's checksum",
+                  "problems were found (each is listed)")
     verify.add_argument("name", nargs="?", help="default: every model")
-    reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions")
+    reproduce = verb("reproduce", "retrain a version from its lineage and compare metrics and predictions",
+                     "the retrained model differs (metrics, predictions or data)")
     reproduce.add_argument("name")
     reproduce.add_argument("version", type=int)
     keygen = verbs.add_parser("keygen", help="make the registry's signing key pair: the private key for writers, "
-                              "the public key for readers")
+                              "the public key for readers", epilog=exit_codes("the key files could not be written"))
     keygen.add_argument("--out", required=True, metavar="DIR",
                         help=f"directory for {signing.PRIVATE_KEY_FILE} (mode 0600) and {signing.PUBLIC_KEY_FILE}; "
                         "existing files are never overwritten")
@@ -102,7 +107,7 @@ def run_models(args: argparse.Namespace) -> int:
 
     if args.verb == "keygen":
         return _keygen(args)
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     actor = getattr(args, "actor", None) or login_name()
     verb = args.verb
     if getattr(args, "name", None):
@@ -124,7 +129,7 @@ def run_models(args: argparse.Namespace) -> int:
             return _emit(args, rows, lambda: console.print_versions(args.name, rows, state.approval_policy,
                                                                     time.time()))
         version = registry.get_version(args.name, args.version).to_dict()
-        return _emit(args, version, lambda: console.print_version(version))
+        return _emit(args, version, lambda: console.print_version(version, _gate_decision(registry, version)))
     if verb in {"promote", "rollback", "set-alias", "archive"}:
         entry = _steer(registry, args, actor)
         return _emit(args, entry.to_dict(), lambda: console.print_audit_entry(entry))
@@ -144,6 +149,25 @@ def run_models(args: argparse.Namespace) -> int:
         _emit(args, outcome.to_dict(), lambda: console.print_reproduction(outcome))
         return 0 if outcome.reproduced else EXIT_PROBLEMS
     raise ConfigError(f"unknown verb {verb}")
+
+
+def open_existing_registry(uri: str) -> ModelRegistry:
+    """The registry at ``uri``; a local path that holds no registry is a mistake (a typo), not an empty list."""
+    if "://" not in uri or uri.startswith("file://"):
+        root = Path(uri.removeprefix("file://")).expanduser()
+        if not (root / "models").is_dir():
+            what = "does not exist" if not root.exists() else "holds no registry (no models/ directory)"
+            raise RegistryError(f"no registry at {uri}: the path {what}; pass --registry (or set "
+                                "DRIFTLOOP_REGISTRY) to one that 'driftloop run' has registered models in")
+    return open_registry(uri)
+
+
+def _gate_decision(registry: ModelRegistry, version: dict) -> dict | None:
+    """The gate decision the version was registered with (candidate and champion metrics side by side)."""
+    if "evaluation.json" not in version["files"]:
+        return None
+    evaluation = json.loads(registry.read_file(version["name"], version["version"], "evaluation.json"))
+    return evaluation.get("decision")
 
 
 def _keygen(args: argparse.Namespace) -> int:

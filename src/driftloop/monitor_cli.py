@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from driftloop.errors import ConfigError
+from driftloop.cli_style import exit_codes
+from driftloop.errors import ConfigError, UnavailableError
 from driftloop.http_guard import LABELS, bearer
 from driftloop.settings import Settings
 
@@ -23,7 +24,9 @@ LABELS_TOKEN_HELP = ("file holding the monitor's labels token (default: DRIFTLOO
 def add_monitor_parsers(sub, add_common) -> None:
     monitor = sub.add_parser("monitor", help="the drift monitor: 'serve' (default) runs it, 'status' asks it, "
                              "'resume' lets a model whose retraining stopped after repeated failures trigger again, "
-                             "'ingest-batch' posts a scored table to it as traffic to watch for drift")
+                             "'ingest-batch' posts a scored table to it as traffic to watch for drift",
+                             epilog=exit_codes("the monitor could not start, or (status, ingest-batch) did not "
+                                               "answer"))
     monitor.add_argument("action", nargs="?", choices=["serve", "status", "resume", "ingest-batch"], default="serve")
     monitor.add_argument("--table", help="ingest-batch: the scored table ('driftloop score --with-features'), "
                          "a CSV or Parquet path or s3:// URI")
@@ -49,21 +52,23 @@ def add_monitor_parsers(sub, add_common) -> None:
     monitor.add_argument("--limit", type=int, default=10, help="status: windows to show")
     add_common(monitor)
 
-    feedback = sub.add_parser("feedback", help="post labels from a file to the drift monitor")
+    feedback = sub.add_parser("feedback", help="post labels from a file to the drift monitor",
+                              epilog=exit_codes("the monitor did not answer"))
     feedback.add_argument("--labels", required=True, help="CSV or Parquet path or s3:// URI")
     feedback.add_argument("--id-column", required=True, help="the request id each label belongs to")
     feedback.add_argument("--label-column", required=True)
     feedback.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL")
     feedback.add_argument("--token-file", help=LABELS_TOKEN_HELP)
 
-    replay = sub.add_parser("replay", help="send a table's rows to the gateway as live traffic, labels later")
+    replay = sub.add_parser("replay", help="send a table's rows to the gateway as live traffic, labels later",
+                            epilog=exit_codes("some rows or labels were not accepted (the summary counts them)"))
     replay.add_argument("--data", required=True, help="CSV or Parquet path or s3:// URI")
     replay.add_argument("--labels", help="labels table (else --label-column is read from --data if present)")
     replay.add_argument("--id-column", help="row id: sent as x-request-id and used to join labels")
     replay.add_argument("--label-column", help="label column (in --labels or --data); never sent as a feature")
     replay.add_argument("--timestamp-column", help="rows are sent in this column's order")
     replay.add_argument("--features", help="comma-separated feature columns (default: all other columns)")
-    replay.add_argument("--rate", type=float, default=20.0, help="rows per second (default 20)")
+    replay.add_argument("--rate", type=float, default=20.0, help="rows per second")
     replay.add_argument("--label-delay", type=float, default=5.0, help="seconds before a row's label is posted")
     replay.add_argument("--gateway", default="http://127.0.0.1:8080", help="the gateway's base URL")
     replay.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL (for labels)")
@@ -255,7 +260,7 @@ def _get_json(url: str, params: dict) -> dict:
     try:
         response = httpx.get(url, params=params, timeout=10)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
+        raise UnavailableError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         raise ConfigError(f"the monitor answered {response.status_code}: {response.text[:200]}")
     return response.json()
@@ -265,7 +270,7 @@ def _post_json(url: str, body, token: str | None = None) -> dict:
     try:
         response = httpx.post(url, json=body, headers=bearer(token), timeout=30)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
+        raise UnavailableError(f"cannot reach the monitor at {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         message = response.json().get("error") if "json" in response.headers.get("content-type", "") else None
         raise ConfigError(f"the monitor refused the labels: {message or response.text[:200]}")

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from driftloop.batch import DEFAULT_CHUNK_ROWS
+from driftloop.cli_style import exit_codes
 
 if TYPE_CHECKING:
     from driftloop.batch.score import ScoreSummary
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
 
 def add_score_parser(sub, add_common) -> None:
     score = sub.add_parser("score", help="score a CSV/Parquet table with a registered version (batch scoring), "
-                           "after the checks serving makes")
+                           "after the checks serving makes",
+                           epilog=exit_codes("scoring failed: the version would not load (a checksum, signature or "
+                                             "library check), the table could not be read or written"))
     score.add_argument("--data", required=True, help="the table: CSV or Parquet path or s3:// URI")
     score.add_argument("--model", required=True, help="registered model name")
     which = score.add_mutually_exclusive_group()
@@ -24,7 +27,7 @@ def add_score_parser(sub, add_common) -> None:
     score.add_argument("--output", required=True, help="where the scored table goes: .csv or .parquet path or "
                        "s3:// URI (written whole or not at all)")
     score.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
-                       help=f"rows scored at a time: bounds memory (default {DEFAULT_CHUNK_ROWS})")
+                       help="rows scored at a time: bounds memory")
     score.add_argument("--with-features", action="store_true",
                        help="write the typed feature columns too (what 'driftloop monitor ingest-batch' needs)")
     add_common(score)

@@ -7,38 +7,58 @@ import json
 import logging
 import sys
 
+from driftloop.cli_style import exit_codes
 from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
-from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES
+from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES, EVENTS
 from driftloop.rollout.policy import RolloutPolicy
 from driftloop.settings import Settings
 
+GATEWAY_PORT = 8080  # KServe's own default HTTP port, so clients address the gateway as they would a predictor
+# kserve.model_server.parser's flags (KServe 0.21), named here so a refusal needs no seconds-long KServe import;
+# tests/integration/test_cli_errors.py ties the set to the installed KServe.
+KSERVE_SERVER_OPTIONS = frozenset({
+    "--access_log_format", "--configure_logging", "--enable_docs_url", "--enable_grpc", "--enable_latency_logging",
+    "--enable_predictor_health_check", "--event-loop", "--grpc_max_receive_message_length",
+    "--grpc_max_send_message_length", "--grpc_port", "--http_port", "--log_config_file", "--max_asyncio_workers",
+    "--max_threads", "--model_name", "--predictor_host", "--predictor_protocol", "--predictor_request_retries",
+    "--predictor_request_timeout_seconds", "--predictor_use_ssl", "--protocol", "--ssl_certfile", "--ssl_keyfile",
+    "--timeout-keep-alive", "--workers",
+})
 
-def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
-    # Server flags extend KServe's own parser (--http_port, --workers, …); importing it costs seconds,
-    # so only `driftloop serve` pays for it.
-    parents = []
-    if argv[:1] == ["serve"]:
-        from kserve.model_server import parser as kserve_parser
 
-        parents = [kserve_parser]
-    serve = sub.add_parser("serve", parents=parents, conflict_handler="resolve",
-                           help="serve every registered model's production version and canary (KServe V1/V2)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default: KServe's --http_port, 8080)")
-    serve.add_argument("--logger-url", help="payload log receiver (the drift monitor), e.g. http://127.0.0.1:8090/events; "
-                       "its token from DRIFTLOOP_EVENTS_TOKEN or DRIFTLOOP_EVENTS_TOKEN_FILE")
+def add_serve_parsers(sub, add_common) -> None:
+    # The local gateway's own options; the cluster runtime (python -m driftloop.serving.runtime) keeps KServe's
+    # parser, because the ServingRuntime passes KServe's flags.
+    serve = sub.add_parser("serve", help="serve every registered model's production version and canary (KServe V1/V2)",
+                           description="The local gateway: serves each model's production version and canary from the "
+                           "registry, following its aliases, over KServe's V1 and V2 REST protocols on one port. KServe "
+                           "model-server options (--http_port, --grpc_port, --workers, --ssl_certfile, …) belong to the "
+                           "cluster runtime and are refused here.",
+                           epilog=exit_codes("the gateway could not start (the port is taken, the registry cannot be "
+                                             "read)"))
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback only behind a network "
+                       "policy")
+    serve.add_argument("--port", type=int, default=GATEWAY_PORT, help="HTTP port")
+    serve.add_argument("--logger-url", help="payload log receiver (the drift monitor's /events URL, e.g. "
+                       "http://127.0.0.1:8090/events); none: no payload logging")
+    serve.add_argument("--logger-token-file", metavar="FILE", help=f"the monitor's events token (default: "
+                       f"${EVENTS.env}, or the file ${EVENTS.env}_FILE names)")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
-    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help="larger request bodies are refused (413)")
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
     add_common(serve, with_json=False)
+    serve.set_defaults(refuse_unknown=_refuse_kserve_options)
 
-    rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort")
+    rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort",
+                             epilog=exit_codes("the canary was rolled back (it failed its analysis), or its metrics "
+                                               "could not be read", success="promoted, or held for approval"))
     rollout.add_argument("name")
     rollout.add_argument("--target", choices=SERVE_TARGETS, default=default_of("serve_target"),
-                         help="where the canary serves (default: %(default)s)")
-    rollout.add_argument("--gateway", default="http://127.0.0.1:8080",
-                         help="local: the gateway whose /metrics is read (default: %(default)s)")
+                         help="where the canary serves")
+    rollout.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}",
+                         help="local: the gateway whose /metrics is read")
     rollout.add_argument("--prometheus", help="kserve: the Prometheus to query, e.g. http://prometheus.monitoring:9090")
     rollout.add_argument("--namespace", default=default_of("serving_namespace"),
                          help="kserve: the InferenceService's namespace (default: the kubeconfig context's)")
@@ -47,16 +67,16 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
     rollout.add_argument("--monitor", help="the drift monitor's URL: also compare realised quality")
     defaults = RolloutPolicy()
     rollout.add_argument("--steps", default=",".join(map(str, defaults.steps)),
-                         help="canary percentages, ending at 100 (default: %(default)s)")
-    rollout.add_argument("--interval", type=float, default=defaults.interval, help="seconds per step (default: %(default)s)")
+                         help="canary percentages, ending at 100")
+    rollout.add_argument("--interval", type=float, default=defaults.interval, help="seconds per step")
     rollout.add_argument("--min-requests", type=int, default=defaults.min_requests,
-                         help="canary requests a step needs to count (default: %(default)s)")
+                         help="canary requests a step needs to count")
     rollout.add_argument("--max-error-rate", type=float, default=defaults.max_error_rate,
-                         help="(default: %(default)s)")
+                         help="highest canary error rate (server errors / requests) a step may show")
     rollout.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
-                         help="(default: %(default)s)")
+                         help="highest ratio of canary to stable mean latency")
     rollout.add_argument("--max-inconclusive", type=int, default=defaults.max_inconclusive,
-                         help="(default: %(default)s)")
+                         help="inconclusive observations allowed in total before the rollout aborts")
     rollout.add_argument("--abort", action="store_true", help="take the canary out of service now (stable takes 100%%)")
     add_common(rollout)
 
@@ -64,30 +84,42 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from driftloop.serving.gateway import Gateway
 
-    # KServe's --enable_grpc is ignored: the local gateway speaks REST (V1 and V2) only.
-    if getattr(args, "workers", 1) != 1:
-        raise ConfigError("the local gateway runs one worker process; drop --workers")
     settings = Settings.resolve(args.home, args.registry)
-    port = args.port or getattr(args, "http_port", 8080)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from driftloop.http_guard import EVENTS
-
+    token = EVENTS.token(file=args.logger_token_file) if args.logger_url else None
+    if args.logger_token_file and not args.logger_url:
+        raise ConfigError("--logger-token-file is the token for --logger-url: pass both")
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
-                      max_body_bytes=args.max_body_bytes, namespace=args.namespace,
-                      logger_token=EVENTS.token() if args.logger_url else None)
-    print(f"driftloop gateway on http://{args.host}:{port} serving {settings.registry_uri}", file=sys.stderr)
-    gateway.run(args.host, port)
+                      max_body_bytes=args.max_body_bytes, namespace=args.namespace, logger_token=token)
+    print(f"driftloop gateway on http://{args.host}:{args.port} serving {settings.registry_uri}", file=sys.stderr)
+    gateway.run(args.host, args.port)
     return 0
+
+
+def _refuse_kserve_options(unknown: list[str]) -> str:
+    """The one-line refusal for options ``driftloop serve`` does not take, naming KServe's apart."""
+    given = [option.split("=", 1)[0] for option in unknown if option.startswith("-")]
+    kserve = [flag for flag in given if flag in KSERVE_SERVER_OPTIONS]
+    other = [flag for flag in given if flag not in KSERVE_SERVER_OPTIONS] or \
+        [o for o in unknown if not o.startswith("-")]
+    parts = []
+    if kserve:
+        hint = " (use --port)" if "--http_port" in kserve else ""
+        parts.append(f"{', '.join(kserve)}: KServe model-server option(s) the local gateway does not support{hint}; "
+                     "they belong to the cluster runtime (python -m driftloop.serving.runtime)")
+    if other:
+        parts.append(f"unrecognized arguments: {' '.join(other)}")
+    return "; ".join(parts)
 
 
 def run_rollout_command(args: argparse.Namespace) -> int:
     from driftloop.console import print_rollout_step
     from driftloop.deploy import open_deployment
-    from driftloop.registry import open_registry
+    from driftloop.models_cli import open_existing_registry
     from driftloop.registry.approvals import PENDING_APPROVAL
     from driftloop.rollout import GatewayRequestMetrics, quality_reader, run_rollout
 
-    registry = open_registry(Settings.resolve(args.home, args.registry).registry_uri)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     registry.require_model(args.name)
     deployment = open_deployment(registry, args.target, actor="driftloop rollout", namespace=args.namespace,
                                  deployment_mode=args.deployment_mode, context=args.context)

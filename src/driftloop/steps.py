@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import driftloop
+from driftloop import drift_defaults
 from driftloop.ct_params import default_of
 from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec, infer_spec, load_table
 from driftloop.errors import DataValidationError, DriftloopError, VersionExistsError
@@ -126,8 +127,11 @@ def load_and_validate(
 
 
 def fail_validation(problem: str) -> None:
-    """The step that fails a run whose data failed validation (after the validation step published its report)."""
-    raise DataValidationError(None, problem)
+    """The step that fails a run whose data failed validation (after the validation step published its report).
+
+    ``problem`` is the validation step's error, already worded "data validation failed: …"; said once.
+    """
+    raise DataValidationError(None, problem.removeprefix("data validation failed: "))
 
 
 def _profile_as_far_as_it_goes(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile | None:
@@ -632,7 +636,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def check_drift(reference_uri: str, current_uri: str, spec_json: str, report_path: str,
-                num_method: str = "wasserstein", cat_method: str = "jensenshannon", drift_share: float = 0.5):
+                num_method: str = drift_defaults.NUM_METHOD, cat_method: str = drift_defaults.CAT_METHOD,
+                drift_share: float = drift_defaults.DRIFT_SHARE):
     """The drift component's job: load both tables and compare them feature by feature."""
     from driftloop.drift import DriftConfig
     from driftloop.drift import check_drift as compare

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from driftloop.errors import ConfigError, DataError
+from driftloop.errors import ConfigError, DataError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -188,4 +188,5 @@ def _s3_errors(verb: str, uri: str, settings: S3Settings) -> Iterator[None]:
     except S3Error as exc:
         raise DataError(f"cannot {verb} {uri}: {exc.code}") from None
     except (OSError, HTTPError) as exc:
-        raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
+        raise UnavailableError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") \
+            from None

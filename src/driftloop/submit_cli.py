@@ -12,9 +12,11 @@ import re
 import sys
 from collections.abc import Callable
 
-from driftloop.errors import ConfigError
+from driftloop.cli_style import exit_codes, fail
+from driftloop.errors import EXIT_FAILURE, ConfigError
+from driftloop.kfp_submit import DEFAULT_EXPERIMENT
 
-EXIT_RUN_FAILED = 1
+_KFP_EXIT_CODES = exit_codes("Kubeflow Pipelines refused or did not answer")
 DEFAULT_CLUSTER_REGISTRY = "s3://driftloop/registry"  # the pipeline's own default
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -22,26 +24,29 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def add_submit_parsers(sub, add_run_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """Adds ``submit`` and ``schedule`` to the driftloop parser; ``add_run_options`` is ``run``'s CT options."""
-    submit = sub.add_parser("submit", help="run the CT pipeline on Kubeflow Pipelines")
+    submit = sub.add_parser("submit", help="run the CT pipeline on Kubeflow Pipelines",
+                            epilog=exit_codes("Kubeflow Pipelines refused or did not answer; with --wait: the run "
+                                              "did not succeed, or was still going at --timeout"))
     _add_ct_options(submit, add_run_options)
     submit.add_argument("--run-name", help="run display name (default: driftloop-ct <model> <UTC time>)")
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeds")
-    submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait (default 3600)")
+    submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
     _add_connection(submit)
 
-    schedule = sub.add_parser("schedule", help="recurring CT runs on Kubeflow Pipelines")
+    schedule = sub.add_parser("schedule", help="recurring CT runs on Kubeflow Pipelines", epilog=_KFP_EXIT_CODES)
     actions = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="run the CT pipeline on a cron schedule or at an interval")
+    create = actions.add_parser("create", help="run the CT pipeline on a cron schedule or at an interval",
+                                epilog=_KFP_EXIT_CODES)
     create.add_argument("name", help="the schedule's name (unique in the experiment)")
     create.add_argument("--cron", help="cron expression in UTC, e.g. '0 3 * * *' (daily at 03:00) or @daily")
     create.add_argument("--every", metavar="DURATION", help="interval instead of cron: 90m, 6h, 1d (at least 1m)")
     _add_ct_options(create, add_run_options)
     _add_connection(create)
-    listing = actions.add_parser("list", help="the experiment's schedules")
+    listing = actions.add_parser("list", help="the experiment's schedules", epilog=_KFP_EXIT_CODES)
     _add_connection(listing)
     for verb, text in (("pause", "stop starting runs (runs under way go on)"), ("resume", "start runs again"),
                        ("delete", "delete the schedule (its past runs stay)")):
-        action = actions.add_parser(verb, help=text)
+        action = actions.add_parser(verb, help=text, epilog=_KFP_EXIT_CODES)
         action.add_argument("name", metavar="NAME_OR_ID")
         _add_connection(action)
 
@@ -61,7 +66,8 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="KFP API URL, e.g. http://ml-pipeline.kubeflow:8888 (or $DRIFTLOOP_KFP_HOST); "
                         "the token comes from $DRIFTLOOP_KFP_TOKEN or the in-cluster token file")
     parser.add_argument("--namespace", help="profile namespace on multi-user Kubeflow (or $DRIFTLOOP_KFP_NAMESPACE)")
-    parser.add_argument("--experiment", help="experiment for runs and schedules (default: driftloop)")
+    parser.add_argument("--experiment", help="experiment for runs and schedules (default: "
+                        f"$DRIFTLOOP_KFP_EXPERIMENT, else {DEFAULT_EXPERIMENT})")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
@@ -97,12 +103,9 @@ def _submit(args: argparse.Namespace, settings) -> int:
     if not args.wait or run.state == "SUCCEEDED":
         return 0
     if run.finished:
-        print(f"driftloop: error: run {run.run_id} ended {run.state}" + (f": {run.error}" if run.error else ""),
-              file=sys.stderr)
-    else:
-        print(f"driftloop: error: run {run.run_id} still {run.state} after {args.timeout:g} s; it goes on "
-              f"(see {run.run_url})", file=sys.stderr)
-    return EXIT_RUN_FAILED
+        return fail(f"run {run.run_id} ended {run.state}" + (f": {run.error}" if run.error else ""), EXIT_FAILURE)
+    return fail(f"run {run.run_id} still {run.state} after {args.timeout:g} s; it goes on (see {run.run_url})",
+                EXIT_FAILURE)
 
 
 def _create(args: argparse.Namespace, settings) -> int:
@@ -147,10 +150,13 @@ def _print_schedules(schedules: list, as_json: bool, single: bool = False) -> No
         rows = [s.to_dict() for s in schedules]
         print(json.dumps(rows[0] if single else rows, indent=2))
         return
-    width = max([len("NAME"), *(len(s.name) for s in schedules)])
-    print(f"{'NAME':<{width}}  {'STATE':<7}  {'TRIGGER':<24}  ID")
-    for s in schedules:
-        print(f"{s.name:<{width}}  {'enabled' if s.enabled else 'paused':<7}  {s.trigger:<24}  {s.schedule_id}")
+    from driftloop.tables import Column, Table, print_table
+
+    table = Table("", [Column("name", wrap=True), Column("state"), Column("trigger", wrap=True), Column("id")])
+    for schedule in schedules:
+        table.add_row(schedule.name, "enabled" if schedule.enabled else "paused", schedule.trigger,
+                      schedule.schedule_id)
+    print_table(table)
 
 
 def parse_duration(text: str) -> int:

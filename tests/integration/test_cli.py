@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from driftloop import synthetic
+from tests.table_text import squash, table_columns
 
 from ..conftest import run_cli
 
@@ -73,8 +75,17 @@ def test_text_in_numeric_column(tmp_path, table) -> None:
 
 def test_target_with_one_class(tmp_path, table) -> None:
     frame = table.assign(churned=0)
-    result = run_cli("run", "--home", str(tmp_path), "--data", _write(tmp_path, frame), "--target", "churned")
+    result = run_cli("run", "--home", str(tmp_path), "--data", _write(tmp_path, frame), "--target", "churned",
+                     env={"COLUMNS": "80"})
     _assert_one_line_error(result, "column 'churned'", "single class")
+    assert result.returncode == 1  # the run failed; the command line was fine
+    # Said once (not again under a table of dashes), and what the failed run wrote is listed to look at.
+    assert (result.stdout + result.stderr).count("single class") == 1
+    assert "data validation failed: data validation failed" not in result.stderr
+    assert "FAILED" in result.stdout and "–" not in result.stdout
+    artifacts = table_columns(result.stdout, "CT run #1")
+    assert squash(artifacts["artifact"]).startswith("validation_report")
+    assert Path(re.match(r"/.*?/load-and-validate/report", squash(artifacts["path"])).group(0)).exists()
 
 
 @pytest.mark.parametrize(
@@ -115,4 +126,5 @@ def test_run_on_a_users_csv_prints_summary_and_json(tmp_path, table) -> None:
     [summary] = json.loads(result.stdout)
     assert summary["state"] == "SUCCEEDED" and summary["version"] == 1 and summary["deploy_action"] == "promoted"
     assert "load-and-validate" in result.stderr  # progress went to stderr, JSON alone to stdout
-    assert Path(summary["artifacts"]["model_card"]).exists()
+    assert {"model_card", "evaluation_report", "validation_report"} <= set(summary["artifacts"])
+    assert all(Path(path).exists() for path in summary["artifacts"].values())  # kfp.local's Metrics have no file

@@ -16,8 +16,13 @@ from ..conftest import run_cli
 def files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("drift")
     paths = {"reference": root / "reference.csv", "same": root / "same.parquet", "shifted": root / "shifted.csv",
-             "hostile": root / "hostile.parquet"}
-    synthetic.generate(2000, seed=1).to_csv(paths["reference"], index=False)
+             "hostile": root / "hostile.parquet", "partly": root / "partly.parquet"}
+    reference = synthetic.generate(2000, seed=1)
+    reference.to_csv(paths["reference"], index=False)
+    partly = synthetic.generate(2000, seed=2)  # five of the fourteen features moved far, the rest as they were
+    for column in ("age", "income", "tenure_months", "monthly_spend", "credit_score"):
+        partly[column] = partly[column] * 3 + partly[column].std() * 4
+    partly.to_parquet(paths["partly"], index=False)
     synthetic.generate(2000, seed=2).to_parquet(paths["same"], index=False)
     shifted = synthetic.generate(2000, seed=3, covariate_shift=0.8)
     shifted.to_csv(paths["shifted"], index=False)
@@ -64,6 +69,28 @@ def test_missing_file_is_one_line(files) -> None:
     result = run_cli("drift", "--reference", files["reference"], "--current", "/nope.csv")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "driftloop: error: file not found: /nope.csv"
+
+
+def test_one_default_drift_share_for_the_cli_the_monitor_and_the_component(files) -> None:
+    from driftloop import drift_defaults
+    from driftloop.cli import build_parser
+    from driftloop.components.check_drift import check_drift
+    from driftloop.drift import DriftConfig
+    from driftloop.monitor.config import MonitorConfig
+
+    args = build_parser().parse_args(["drift", "--reference", "r.csv", "--current", "c.csv"])
+    inputs = check_drift.component_spec.inputs
+    assert args.drift_share == MonitorConfig().drift.drift_share == DriftConfig().drift_share == 0.3
+    assert inputs["drift_share"].default == drift_defaults.DRIFT_SHARE
+    assert (inputs["num_method"].default, inputs["cat_method"].default) == (args.num_method, args.cat_method)
+
+
+def test_drift_between_the_default_share_and_a_half_exits_1(files) -> None:
+    """A third of the features drifting is drift by default (the share the monitor retrains at), not at 0.5."""
+    result = _drift(files, "partly", "--json")
+    share = json.loads(result.stdout)["drift_share"]
+    assert 0.3 <= share < 0.5 and result.returncode == 1, (share, result.stderr)
+    assert _drift(files, "partly", "--drift-share", "0.5").returncode == 0
 
 
 def test_drift_component_runs_under_kfp_local(files, tmp_path) -> None:

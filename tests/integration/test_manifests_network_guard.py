@@ -39,7 +39,7 @@ def test_the_monitor_starts_beyond_loopback_only_because_the_guard_is_declared(m
                                                                                overlay) -> None:
     objects = manifests_rendered[overlay]
     container = _container(objects)
-    args = build_parser(container["command"][1:]).parse_args(container["command"][1:])
+    args = build_parser().parse_args(container["command"][1:])
     config = MonitorConfig.from_dict(monitor_yaml(objects))
     token = tmp_path / "labels-token"
     token.write_text("test-labels-token-0123456789abcdef")

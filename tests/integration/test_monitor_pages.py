@@ -9,6 +9,7 @@ with the monitor's own decision records.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from driftloop.serving.gateway import Gateway
 from driftloop.serving.versions import ServedVersion
 from tests.html_checks import MARKER, PAYLOAD, assert_no_script
 from tests.report_pages import ReportPage, svg_texts
+from tests.table_text import table_columns
 
 from ..conftest import ServerThread, register_trained, run_cli
 
@@ -178,13 +180,14 @@ def test_a_hostile_category_value_stays_text_in_both_pages(run) -> None:
 def test_monitor_status_reads_the_store_without_a_monitor(run, tmp_path) -> None:
     offline = run["offline"]
     assert offline.returncode == 0, offline.stderr
-    assert max(len(line) for line in offline.stdout.splitlines()) <= 120  # wrapped to the terminal, not cut
-    rows = [line.split("│")[1:-1] for line in offline.stdout.splitlines() if line.startswith("│")]
-    first_lines = [[cell.strip() for cell in row] for row in rows if row[0].strip()]
-    assert [row[0] for row in first_lines] == [str(r.id) for r in run["records"]]
-    assert [row[-1] for row in first_lines] == [r.report for r in run["records"]]
-    assert [row[-2] for row in first_lines] == ["quiet", "quiet", "trigger"]
-    assert first_lines[0][6] == f"{run['summaries'][0]['quality']['accuracy']:.3f} ({WINDOW})"  # labels that came
+    assert max(len(line) for line in offline.stdout.splitlines()) <= 80  # wrapped to the terminal, not cut
+    columns = table_columns(offline.stdout, "churn: the last")
+    assert columns["window"].split() == [str(r.id) for r in run["records"]]
+    assert columns["decision"].split() == ["quiet", "quiet", "trigger"]
+    accuracy = [cell.strip() for cell in columns["accuracy"].splitlines() if cell.strip()]
+    assert accuracy[0] == f"{run['summaries'][0]['quality']['accuracy']:.4f} ({WINDOW})"  # labels that came
+    reports = re.findall(r"^  report: (.+)$", offline.stdout, re.M)  # each under its window's row
+    assert reports == [r.report for r in run["records"]]
     missing = run_cli("monitor", "status", "--store", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "no monitor store" in missing.stderr and "Traceback" not in missing.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from driftloop import synthetic
 from driftloop.data import load_table, sha256_bytes
-from driftloop.errors import DataError
+from driftloop.errors import DataError, UnavailableError
 
 
 @pytest.fixture(scope="module")
@@ -51,5 +51,5 @@ def test_unreachable_endpoint_is_a_clear_error(s3_server) -> None:
     from driftloop.storage import S3Settings
 
     settings = S3Settings(endpoint="127.0.0.1:9", secure=False, access_key="k", secret_key="s")
-    with pytest.raises(DataError, match="cannot reach S3 endpoint 127.0.0.1:9"):
+    with pytest.raises(UnavailableError, match="cannot reach S3 endpoint 127.0.0.1:9"):
         load_table("s3://training/x.csv", settings)

@@ -77,5 +77,5 @@ def test_deploy_local_and_rollout_abort(home) -> None:
     assert aborted.returncode == 0 and "canary removed; churn: v1 100%" in aborted.stdout
     assert registry.aliases("churn") == {PRODUCTION: 1}
     unreachable = run_cli("rollout", "churn", "--gateway", f"http://127.0.0.1:{free_port()}", "--home", str(home))
-    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
+    assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr  # ran, and failed
     assert "cannot read the gateway's metrics" in unreachable.stderr

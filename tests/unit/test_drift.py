@@ -54,13 +54,15 @@ def test_bad_inputs_are_clear(tables) -> None:
 
 
 def test_rollout_policy_and_gateway_url_mistakes_are_config_errors() -> None:
+    from driftloop.errors import UnavailableError
     from driftloop.rollout import RolloutPolicy, scrape_gateway
 
     with pytest.raises(ConfigError, match="at least one step before 100"):
         RolloutPolicy(steps=(100,))
     with pytest.raises(ConfigError, match="must start with http"):
         scrape_gateway("localhost:8080/metrics", "churn")
-    with pytest.raises(ConfigError, match="cannot read the gateway's metrics"):
+    # A gateway that does not answer is no mistake in the settings: a failure (exit 1, HTTP 503).
+    with pytest.raises(UnavailableError, match="cannot read the gateway's metrics"):
         scrape_gateway("http://127.0.0.1:9/metrics", "churn")
 
 

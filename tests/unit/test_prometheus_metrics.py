@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, UnavailableError
 from driftloop.rollout.metrics import ServingTarget
 from driftloop.rollout.prometheus import FAMILIES, PrometheusError, PrometheusMetrics, counter_increase
 from tests.conftest import free_port
@@ -61,7 +61,7 @@ def test_an_unknown_series_family_is_refused_with_the_choices():
 
 def test_unreachable_prometheus_is_one_line():
     metrics = PrometheusMetrics(f"http://127.0.0.1:{free_port()}", "serving", "churn")
-    with pytest.raises(ConfigError, match=r"^cannot reach Prometheus at http://127\.0\.0\.1:\d+: .*refused"):
+    with pytest.raises(UnavailableError, match=r"^cannot reach Prometheus at http://127\.0\.0\.1:\d+: .*refused"):
         metrics.mark()
 
 

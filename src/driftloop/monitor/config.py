@@ -182,7 +182,7 @@ class MonitorConfig:
     registry: str = ""
     store: str = ""
     window: WindowConfig = WindowConfig()
-    drift: DriftConfig = DriftConfig(drift_share=0.3, max_rows=5000)
+    drift: DriftConfig = DriftConfig(max_rows=5000)  # drift_share: drift_defaults.DRIFT_SHARE
     trigger: TriggerConfig = TriggerConfig()
     retrain: RetrainConfig = RetrainConfig()
     report_rows: int = 2000  # rows per side profiled for the plots of each window's page (not for its numbers)

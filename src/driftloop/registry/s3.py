@@ -32,7 +32,13 @@ import json
 import uuid
 from urllib.parse import urlparse
 
-from driftloop.errors import ConfigError, ModelNotFoundError, RegistryError, VersionExistsError
+from driftloop.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    RegistryError,
+    UnavailableError,
+    VersionExistsError,
+)
 from driftloop.registry.base import (
     MODEL_DIR,
     VERSION_FILE,
@@ -103,7 +109,7 @@ class S3Registry(ModelRegistry):
                 raise
             raise RegistryError(f"registry {self.uri}: {what} failed: {exc.code}") from None
         except (OSError, HTTPError) as exc:
-            raise RegistryError(
+            raise UnavailableError(
                 f"registry {self.uri}: cannot reach S3 endpoint {self.settings.endpoint} ({type(exc).__name__})"
             ) from None
 

@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, UnavailableError
 from driftloop.rollout.metrics import RequestMetrics, ServingTarget, Window
 
 # Counters per (version, outcome) and latency sum/count per version, for one model.
@@ -43,7 +43,7 @@ def scrape_gateway(url: str, model: str) -> Snapshot:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
             text = response.read().decode()
     except (OSError, ValueError) as exc:  # URLError, refused connections and timeouts are OSErrors
-        raise ConfigError(f"cannot read the gateway's metrics at {url}: {getattr(exc, 'reason', exc)}") from None
+        raise UnavailableError(f"cannot read the gateway's metrics at {url}: {getattr(exc, 'reason', exc)}") from None
     return parse_metrics(text, model)
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from driftloop.errors import ConfigError, DriftloopError
+from driftloop.errors import ConfigError, DriftloopError, UnavailableError
 from driftloop.rollout.metrics import RequestMetrics, ServingTarget, Window
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class PrometheusMetrics(RequestMetrics):
         except httpx.TimeoutException:
             raise PrometheusError(f"Prometheus at {self.url} did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+            raise UnavailableError(f"cannot reach Prometheus at {self.url}: {exc}") from None
         if response.status_code in (401, 403):
             raise ConfigError(f"Prometheus at {self.url} refused the query (HTTP {response.status_code}); "
                               f"does it need a bearer token?")

@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from driftloop.errors import ConfigError
+from driftloop.errors import ConfigError, UnavailableError
 from driftloop.rollout.policy import RolloutPolicy
 
 Z_95_ONE_SIDED = 1.645
@@ -28,7 +28,7 @@ def quality_reader(monitor_url: str, model: str) -> Callable[[str], Quality]:
             with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator-given http URL
                 body = json.loads(response.read())
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read realised quality from the monitor at {url}: "
+            raise UnavailableError(f"cannot read realised quality from the monitor at {url}: "
                               f"{getattr(exc, 'reason', exc)}") from None
         return {int(v): q for v, q in (body.get("versions") or {}).items()}
 

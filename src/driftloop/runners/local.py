@@ -196,7 +196,7 @@ def _summarise(params: CTParams, run_dir: Path, log_path: Path, events: list[Tas
     }.items():
         for key, label in names.items():
             uri = ((outputs[task] or {}).get("artifacts") or {}).get(key)
-            if uri:
+            if uri and Path(uri).exists():  # kfp.local keeps Metrics in the executor output, not at their URI
                 summary.artifacts[label] = uri
     if summary.state == "FAILED":
         summary.error = _error_from_log(log_path) or f"task {', '.join(failed) or 'evaluate-model'} failed"

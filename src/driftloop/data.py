@@ -24,6 +24,10 @@ from driftloop.storage import sha256_bytes
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
 
+# What a missing category becomes before encoding: the trained Pipelines impute it, the fast path's input
+# form sends it.
+MISSING_CATEGORY = "__missing__"
+
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 

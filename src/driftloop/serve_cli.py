@@ -31,6 +31,9 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
+    from driftloop.serving.batching import add_batching_flags
+
+    add_batching_flags(serve, "-")
     add_common(serve, with_json=False)
 
     rollout = sub.add_parser("rollout", help="step a model's canary up, judging it against stable; promote or abort")
@@ -71,10 +74,15 @@ def run_serve(args: argparse.Namespace) -> int:
     port = args.port or getattr(args, "http_port", 8080)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from driftloop.http_guard import EVENTS
+    from driftloop.serving.batching import batching_from_args
 
+    try:
+        batching = batching_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
                       max_body_bytes=args.max_body_bytes, namespace=args.namespace,
-                      logger_token=EVENTS.token() if args.logger_url else None)
+                      logger_token=EVENTS.token() if args.logger_url else None, batching=batching)
     print(f"driftloop gateway on http://{args.host}:{port} serving {settings.registry_uri}", file=sys.stderr)
     gateway.run(args.host, port)
     return 0

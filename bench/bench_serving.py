@@ -10,7 +10,8 @@ path is in the model directory):
     with its defaults (sklearnserver itself is not on PyPI);
 (b) ``kserve no-op``: a ``kserve.Model`` that answers without decoding or scoring, same server: the ceiling;
 (c) ``runtime``: ``python -m driftloop.serving.runtime`` on the version's model directory (fast path on),
-    batching off (the default) and on (``--batch_max_rows 64``, with and without a wait);
+    batching off (the default) and on (``--batch_max_rows 64``, with and without a wait), and on the same Pipeline
+    file registered without a fast path (the Pipeline serves), batching off and on;
 (d) ``serve``: ``driftloop serve`` (the local gateway) on the registry, as is, and during a 10 % canary with
     payload logging to a running ``driftloop monitor`` (which shares the two cores; its intake is reported).
 
@@ -51,6 +52,7 @@ BATCHES = (1, 32)
 CONNECTIONS = (1, 8)
 PROTOCOLS = ("V1", "V2")
 SKLEARN_LIKE, NOOP = "(a) sklearn-like", "(b) kserve no-op"
+PIPELINE_ONLY = "churn-pipeline"
 INSTALL_WRK = "apt-get install -y --no-install-recommends wrk"
 LUA = """
 local f = io.open("{body}", "rb")
@@ -151,6 +153,9 @@ def _register(root: Path) -> tuple[str, list[dict]]:
                        holdout_path=str(root / f"holdout{seed}.parquet"))
         if not rows:
             rows = json.loads(frame[spec.feature_names].dropna().head(32).to_json(orient="records"))
+        if seed == 1:  # the same Pipeline file without a fast path: what a version serves when none was accepted
+            registry.register(PIPELINE_ONLY, root / "m1", model_format="sklearn", lineage={}, metrics={},
+                              attachments={"spec.json": spec.to_json().encode()}, actor="bench")
     registry.set_alias(MODEL, PRODUCTION, 1, actor="bench")
     registry.set_alias(MODEL, CANARY, 2, actor="bench", evidence={"canary_traffic_percent": 10})
     for version in (1, 2):
@@ -309,8 +314,11 @@ def main() -> None:
             body_files[key] = root / f"body-{key[0]}-{key[1]}.json"
             body_files[key].write_text(json.dumps(body))
         python, me = sys.executable, str(Path(__file__).resolve())
+        pipeline_dir = LocalRegistry(registry).fetch_model(PIPELINE_ONLY, 1, root / "pipeline-model")
         runtime = [python, "-m", "driftloop.serving.runtime", f"--model_name={MODEL}", f"--model_dir={model_dir}",
                    "--http_port={port}"]
+        runtime_pipeline = [python, "-m", "driftloop.serving.runtime", f"--model_name={MODEL}",
+                            f"--model_dir={pipeline_dir}", "--http_port={port}"]
         serve = [python, "-m", "driftloop", "serve", "--registry", registry, "--port", "{port}",
                  "--poll-interval", "3600"]
         monitor_port = _port()
@@ -323,6 +331,9 @@ def main() -> None:
             Server("(c) runtime, batching", runtime + ["--batch_max_rows", "64"], "max 64 rows, no wait"),
             Server("(c) runtime, batching+wait", runtime + ["--batch_max_rows", "64", "--batch_wait_us", "300"],
                    "max 64 rows, wait 300 µs"),
+            Server("(c) runtime, Pipeline", runtime_pipeline, "no fast path: the Pipeline serves"),
+            Server("(c) runtime, Pipeline, batching", runtime_pipeline + ["--batch_max_rows", "64"],
+                   "no fast path: the Pipeline serves; max 64 rows, no wait"),
             Server("(d) serve", serve),
             Server("(d) serve, canary+logging", serve + ["--logger-url", f"{monitor_url}/events"],
                    "10 % canary, payload log → monitor", logging_to=monitor_url),
@@ -357,7 +368,7 @@ def main() -> None:
                     notes[server.label] = "answers differ from (a) on the check request!"
                 if server.label.startswith(("(c)", "(d)")):
                     on = _metric(port, "driftloop_fast_path{")
-                    notes.setdefault(server.label, ("fast path on" if on >= 1 else "fast path OFF")
+                    notes.setdefault(server.label, ("fast path on" if on >= 1 else "fast path off")
                                      + (f"; {server.note}" if server.note else ""))
                 _wrk(_url(port, "V1"), body_files["V1", 1], root / "warm.lua", 8, 1)  # warm-up
                 for protocol in PROTOCOLS:

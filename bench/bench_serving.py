@@ -250,6 +250,43 @@ def _metric(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+def _decode_costs(spec: dict, rows: list[dict]) -> list[tuple[str, int, float]]:
+    """CPU µs per row that driftloop's decoder spends turning a parsed body into typed columns, per format and
+    size (the median of 5 loops, in this process's CPU time, so other load on the machine barely moves it)."""
+    from kserve.protocol.infer_type import InferRequest
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    from driftloop.data import DatasetSpec
+    from driftloop.serving.payload import columns_from_payload
+
+    typed = DatasetSpec.from_dict(spec)
+    names = typed.feature_names
+    kinds = {f.name: f.kind for f in typed.features}
+    costs = []
+    for n in BATCHES:
+        chunk = rows[:n]
+        v1, v2 = _bodies(chunk, kinds)["V1", n], _bodies(chunk, kinds)["V2", n]
+        formats = {
+            "V1 records": {"instances": chunk},
+            "V1 column lists": v1,
+            "V1 positional": {"instances": [[r[name] for name in names] for r in chunk]},
+            "V2 pd (one tensor per column)": InferRequest.from_inference_request(InferenceRequest(**v2), MODEL),
+            "V2 row-major BYTES": InferRequest.from_inference_request(InferenceRequest(inputs=[
+                {"name": "input-0", "shape": [n, len(names)], "datatype": "BYTES",
+                 "data": [[r[name] for name in names] for r in chunk]}]), MODEL),
+        }
+        for label, body in formats.items():
+            runs = []
+            for _ in range(5):
+                started, loops = time.process_time(), 0
+                while time.process_time() - started < 0.1:
+                    columns_from_payload(body, typed)
+                    loops += 1
+                runs.append((time.process_time() - started) / loops / n * 1e6)
+            costs.append((label, n, sorted(runs)[2]))
+    return costs
+
+
 def _logging_outcome(port: int, drain_seconds: float = 30.0) -> str:
     """What the payload logger did with the load's events: two per request (request and response), delivered to
     the monitor or dropped; waits up to ``drain_seconds`` for its queue to drain once the load has stopped."""
@@ -309,6 +346,7 @@ def main() -> None:
         spec = json.loads((model_dir / "driftloop-model.json").read_text())["spec"]
         kinds = {f["name"]: f["kind"] for f in spec["features"]}
         bodies = _bodies(rows, kinds)
+        decode_costs = _decode_costs(spec, rows)
         body_files = {}
         for key, body in bodies.items():
             body_files[key] = root / f"body-{key[0]}-{key[1]}.json"
@@ -388,11 +426,18 @@ def main() -> None:
                     monitor = None
     load_after = _load()
     _print(console, results, notes, started, load_before, load_after, args.seconds)
+    decoding = Table(title="driftloop's decoder: CPU µs per row, parsed body → typed columns (median of 5)")
+    for column in ("format", "rows/req", "µs/row"):
+        decoding.add_column(column)
+    for label, n, micros in decode_costs:
+        decoding.add_row(label, str(n), f"{micros:.1f}")
+    console.print(decoding)
     if args.json:
         args.json.write_text(json.dumps({
             "date": started.isoformat(timespec="seconds"), "machine": _machine(), "load_before": load_before,
             "load_after": load_after, "seconds": args.seconds, "notes": notes,
-            "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results]}, indent=2))
+            "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
+            "decode_us_per_row": [{"format": f, "rows": n, "us_per_row": u} for f, n, u in decode_costs]}, indent=2))
 
 
 def _print(console: Console, results: list[Result], notes: dict[str, str], started: datetime, load_before: str,

@@ -22,8 +22,11 @@ one; the Pipelines' native pools are limited to one), so the ratio compares the 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -76,7 +79,7 @@ def _case(estimator: str, clean: pd.DataFrame, spec, fresh: pd.DataFrame) -> dic
     pipeline = result.model
     graph, record = compile_fast_path(pipeline, spec, {"holdout": result.holdout_frame,
                                                        "reference_sample": reference_sample(result.train_frame)})
-    row = {"estimator": estimator if estimator != "auto" else f"auto → {result.estimator}",
+    row = {"estimator": estimator if estimator != "auto" else f"auto: {result.estimator}",
            "status": record.status, "checked": record.rows, "max_dp": record.max_abs_diff,
            "labels": record.label_disagreements, "compile": record.compile_seconds}
     if graph is None:
@@ -108,6 +111,13 @@ def _json_value(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _machine() -> str:
+    """The CPU, its cores and the load average (1/5/15 min): figures from a shared machine need them."""
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    return f"{model}, {os.cpu_count()} cores, load {'/'.join(f'{v:.1f}' for v in os.getloadavg())}"
+
+
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f}" if seconds >= 1e-5 else f"{seconds * 1e6:.1f}"
 
@@ -127,16 +137,19 @@ def main() -> None:
     spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     clean, _, spec = validate_table(frame, spec)
     fresh = _served_rows(coerce_to_spec(synthetic.generate(2000, seed=2), spec), spec, seed=3)
+    started = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}"
     rows = []
     with threadpool_limits(limits=1):
         for estimator in args.estimators.split(","):
             rows.append(_case(estimator, clean, spec, fresh))
     table = Table(title=f"Fast path (ONNX, onnxruntime 1 thread) vs Pipeline — synthetic churn, {len(spec.features)} "
-                        f"features, trained on {args.rows:,} rows; CPU µs per row")
+                        f"features, trained on {args.rows:,} rows; CPU µs per row",
+                  caption=f"started {started}; ended with load {_machine().rsplit('load ', 1)[1]}")
     for column in ("estimator", "fast path", "rows checked", "max |Δp|", "labels ≠", "fresh max |Δp|",
                    "1 row: Pipeline", "1 row: ONNX", "ratio", "32 rows: Pipeline", "32 rows: ONNX", "ratio",
                    "V1 request, 1 row: Pipeline → ONNX"):
-        table.add_column(column, justify="left" if column in ("estimator", "fast path") else "right")
+        table.add_column(column, justify="left" if column in ("estimator", "fast path") else "right",
+                         no_wrap=column == "estimator")
     for r in rows:
         if "onnx_1" not in r:
             table.add_row(r["estimator"], f"{r['status']}: {r['reason']}", str(r["checked"]), "", "", "", "", "", "",

@@ -28,10 +28,9 @@ def register_model(
     intended_use: str = "",
     limitations: str = "",
 ) -> int:
-    """Stores the model directory with its spec, reference profile and sample, card, evaluation report and lineage,
-    and the model compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the
-    reference sample;
-    a retried attempt returns the version the first one published.
+    """Stores the model directory with its spec, reference profile and sample, card, evaluation report, lineage and
+    the model compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the reference
+    sample; a retried attempt returns the version the first one published.
 
     Returns:
         model_card: The version's Markdown model card (the registry holds the same text): its number, trigger,

@@ -416,14 +416,14 @@ def register(
         "libraries": library_versions(),
         "model_format": model_format,
     }
+    holdout = pd.read_parquet(holdout_path) if holdout_path and Path(holdout_path).exists() else None
+    graph, fast_path = _compile_fast_path(model_dir, spec, {"holdout": holdout, "reference_sample": sample})
+    lineage[FAST_PATH_KEY] = fast_path.to_dict()
     if not page.facts.model:  # an outcome from before the report carried its facts
         page.facts = RunFacts(model_name, run_name=lineage["run_name"], run_id=run_id or "",
                               data_uri=lineage.get("data_uri", ""), triggered_by=triggered_by,
                               champion_version=decision.champion_version, target=spec.target,
                               classes=[str(c) for c in spec.target_classes] or ["0", "1"])
-    holdout = pd.read_parquet(holdout_path) if holdout_path and Path(holdout_path).exists() else None
-    graph, fast_path = _compile_fast_path(model_dir, spec, {"holdout": holdout, "reference_sample": sample})
-    lineage[FAST_PATH_KEY] = fast_path.to_dict()
     registered_at = utc_now()
     fixed = {
         "spec.json": spec.to_json().encode(),

@@ -99,7 +99,7 @@ def test_a_compiled_form_that_disagrees_is_refused_with_its_figures(estimator, c
     graph, record = compile_fast_path(trained[estimator].model, validated.spec, _checked(trained[estimator]),
                                       convert=convert)
     assert graph is None and record.status == REFUSED and record.file is None
-    assert record.reason.startswith("disagrees with the Pipeline: max |Δp|")
+    assert record.reason.startswith("disagrees with the Pipeline: max |dp|")
     assert record.max_abs_diff > TOLERANCE and record.rows == sum(record.rows_checked.values())
 
 
@@ -108,3 +108,11 @@ def test_a_model_that_does_not_compile_is_refused_with_the_reason(validated) -> 
     graph, record = compile_fast_path(calibrated.model, validated.spec, _checked(calibrated))
     assert graph is None and record.status == REFUSED
     assert record.reason == "not compiled: calibrated models (CalibratedClassifierCV) are not compiled"
+
+
+def test_a_graph_not_checked_on_both_the_holdout_and_the_reference_sample_is_refused(trained, validated) -> None:
+    result = trained["logistic_regression"]
+    graph, record = compile_fast_path(result.model, validated.spec,
+                                      {"holdout": None, "reference_sample": _checked(result)["reference_sample"]})
+    assert graph is None and record.status == REFUSED
+    assert record.reason == "not checked: no holdout rows to check the compiled form against"

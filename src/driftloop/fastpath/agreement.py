@@ -36,6 +36,9 @@ THRESHOLD = 0.5
 ACCEPTED, REFUSED = "accepted", "refused"
 FAST_PATH_LIBRARIES = ("onnxruntime", "skl2onnx", "onnxmltools", "onnx")
 UNSEEN_CATEGORY = "__driftloop_unseen__"
+# The rows a graph must have been checked on to be accepted: what the version was evaluated on and what it is
+# monitored against.
+REQUIRED_SETS = ("holdout", "reference_sample")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ def compile_fast_path(pipeline, spec: DatasetSpec, checked: dict[str, pd.DataFra
     """Compiles ``pipeline`` and checks the graph on every set of rows in ``checked`` (plus edge cases).
 
     Args:
-        checked: Named sets of rows (e.g. ``holdout``, ``reference_sample``) with the spec's feature columns.
+        checked: Named sets of rows with the spec's feature columns; every one of :data:`REQUIRED_SETS` must be
+            there and non-empty, or the graph is refused unchecked.
         convert: ``(pipeline, spec) -> graph bytes``; default :func:`driftloop.fastpath.convert.to_onnx`.
 
     Returns:
@@ -124,8 +128,9 @@ def compile_fast_path(pipeline, spec: DatasetSpec, checked: dict[str, pd.DataFra
         return None, FastPathRecord(REFUSED, reason, None, counts, **figures,
                                     compile_seconds=round(time.perf_counter() - started, 3), libraries=libraries)
 
-    if not sets:
-        return refused("no rows to check the compiled form against")
+    missing = [name for name in REQUIRED_SETS if name not in sets]
+    if missing:
+        return refused(f"not checked: no {' and no '.join(missing)} rows to check the compiled form against")
     try:
         graph = (convert or to_onnx)(pipeline, spec)
     except NotCompilable as exc:
@@ -140,7 +145,8 @@ def compile_fast_path(pipeline, spec: DatasetSpec, checked: dict[str, pd.DataFra
         return refused(f"the compiled form failed to score the rows: {type(exc).__name__}: {first_line(exc)}")
     total = Agreement(sum(r.rows for r in results), max(r.max_abs_diff for r in results),
                       sum(r.label_disagreements for r in results), sum(r.at_threshold for r in results))
-    words = (f"max |Δp| {total.max_abs_diff:.2g} over {total.rows} rows (tolerance {TOLERANCE:g}), "
+    # ASCII: the reason is shown inside JSON (``driftloop models show``, the manifest), which escapes the rest
+    words = (f"max |dp| {total.max_abs_diff:.2g} over {total.rows} rows (tolerance {TOLERANCE:g}), "
              f"{total.label_disagreements} label(s) differ away from the threshold")
     if not total.agrees:
         return refused(f"disagrees with the Pipeline: {words}", total)

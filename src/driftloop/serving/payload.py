@@ -8,6 +8,7 @@ or without, shape ``[n]`` or ``[n, 1]``), or a single row-major ``[n, features]`
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,9 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
         unknown = sorted(t.name for t in payload.inputs if t.name not in names)
         if unknown:
             raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
+        repeated = sorted(name for name, count in Counter(t.name for t in payload.inputs).items() if count > 1)
+        if repeated:  # only one of them would be scored, silently: which one is anyone's guess
+            raise InvalidInput(f"input(s) given more than once: {', '.join(repeated[:10])}")
         columns = {tensor.name: _tensor_column(tensor) for tensor in payload.inputs}
         lengths = {len(column) for column in columns.values()}
         if len(lengths) > 1:

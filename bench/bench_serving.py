@@ -320,6 +320,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per case (default 5)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--markdown", action="store_true", help="also print a compact Markdown table (for docs)")
     parser.add_argument("--serve-kserve", choices=("sklearn", "noop"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -432,12 +433,36 @@ def main() -> None:
     for label, n, micros in decode_costs:
         decoding.add_row(label, str(n), f"{micros:.1f}")
     console.print(decoding)
+    if args.markdown:
+        print(_markdown(results))
     if args.json:
         args.json.write_text(json.dumps({
             "date": started.isoformat(timespec="seconds"), "machine": _machine(), "load_before": load_before,
             "load_after": load_after, "seconds": args.seconds, "notes": notes,
             "results": [{**asdict(r), "rows_per_s": r.rows_per_s} for r in results],
             "decode_us_per_row": [{"format": f, "rows": n, "us_per_row": u} for f, n, u in decode_costs]}, indent=2))
+
+
+def _markdown(results: list[Result]) -> str:
+    """One line per server: single-row req/s and p99 on 1 and 8 connections (V1, V2), 32-row rows/s on 8."""
+    by_case = {(r.server, r.protocol, r.batch, r.connections): r for r in results}
+    head = ("| server | V1 1 row, 1 conn: req/s (p99 ms) | V1 1 row, 8 conns | V2 1 row, 8 conns | "
+            "V1 32 rows, 8 conns: rows/s | V2 32 rows, 8 conns: rows/s | 1 row, 8 conns: × (a) V1 / V2 | "
+            "% of (b) V1 / V2 |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for server in dict.fromkeys(r.server for r in results):
+        def cell(protocol: str, batch: int, connections: int, server: str = server) -> str:
+            r = by_case[server, protocol, batch, connections]
+            return f"{r.rows_per_s:,.0f}" if batch > 1 else f"{r.rps:,.0f} ({r.p99_ms:.0f})"
+
+        ratios, ceiling = [], []
+        for protocol in PROTOCOLS:
+            r, a, b = (by_case[name, protocol, 1, 8] for name in (server, SKLEARN_LIKE, NOOP))
+            ratios.append(f"{r.rps / a.rps:.1f}×")
+            ceiling.append(f"{100 * r.rps / b.rps:.0f} %")
+        lines.append(f"| {server} | {cell('V1', 1, 1)} | {cell('V1', 1, 8)} | {cell('V2', 1, 8)} | "
+                     f"{cell('V1', 32, 8)} | {cell('V2', 32, 8)} | {' / '.join(ratios)} | {' / '.join(ceiling)} |")
+    return "\n".join(lines)
 
 
 def _print(console: Console, results: list[Result], notes: dict[str, str], started: datetime, load_before: str,

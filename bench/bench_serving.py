@@ -15,7 +15,8 @@ path is in the model directory):
 (d) ``serve``: ``driftloop serve`` (the local gateway) on the registry, as is, and during a 10 % canary with
     payload logging to a running ``driftloop monitor`` (which shares the two cores; its intake is reported).
 
-Load: ``wrk`` (Debian's package; ``apt-get install -y --no-install-recommends wrk``), one thread, 1 and 8
+Every server runs for the whole bench and each case is measured on all of them back to back, so a change in the
+machine's load between cases shifts every server alike. Load: ``wrk`` (Debian's package; ``apt-get install -y --no-install-recommends wrk``), one thread, 1 and 8
 connections, POST bodies from a Lua script: single-row and 32-row requests, V1 (KServe's column lists, the one
 body every server here takes) and V2 (one tensor per column, ``content_type: pd``). Every server's first answer
 is checked against the others before it is loaded. Native thread pools are limited to one thread everywhere
@@ -53,6 +54,7 @@ CONNECTIONS = (1, 8)
 PROTOCOLS = ("V1", "V2")
 SKLEARN_LIKE, NOOP = "(a) sklearn-like", "(b) kserve no-op"
 PIPELINE_ONLY = "churn-pipeline"
+DRAIN_SECONDS = 15.0
 INSTALL_WRK = "apt-get install -y --no-install-recommends wrk"
 LUA = """
 local f = io.open("{body}", "rb")
@@ -287,20 +289,24 @@ def _decode_costs(spec: dict, rows: list[dict]) -> list[tuple[str, int, float]]:
     return costs
 
 
-def _logging_outcome(port: int, drain_seconds: float = 30.0) -> str:
-    """What the payload logger did with the load's events: two per request (request and response), delivered to
-    the monitor or dropped; waits up to ``drain_seconds`` for its queue to drain once the load has stopped."""
-    served = _metric(port, "driftloop_requests_total")
-    started = time.monotonic()
+def _drain(port: int, seconds: float) -> tuple[float, float, float]:
+    """Waits up to ``seconds`` for the gateway's payload logger to deliver or drop every event of the requests it
+    served (two per request: request and response); returns (requests, delivered, dropped)."""
+    deadline = time.monotonic() + seconds
     while True:
+        served = _metric(port, "driftloop_requests_total")
         sent = _metric(port, "driftloop_payload_log_sent_total")
         dropped = _metric(port, "driftloop_payload_log_dropped_total")
-        if sent + dropped >= 2 * served or time.monotonic() - started > drain_seconds:
-            break
+        if sent + dropped >= 2 * served or time.monotonic() > deadline:
+            return served, sent, dropped
         time.sleep(0.5)
-    return (f"{served:.0f} requests → {2 * served:.0f} events: {sent:.0f} delivered, {dropped:.0f} dropped, "
-            f"{2 * served - sent - dropped:.0f} still queued {time.monotonic() - started:.0f} s after the load "
-            "stopped (the monitor shares the 2 cores)")
+
+
+def _logging_outcome(port: int) -> str:
+    served, sent, dropped = _drain(port, 2 * DRAIN_SECONDS)
+    return (f"{served:.0f} requests → {2 * served:.0f} events: {sent:.0f} delivered to the monitor, {dropped:.0f} "
+            f"dropped, {2 * served - sent - dropped:.0f} still queued (after each case the bench waited up to "
+            f"{DRAIN_SECONDS:g} s for the queue to drain; the monitor shares the 2 cores)")
 
 
 def _machine() -> str:
@@ -379,29 +385,28 @@ def main() -> None:
         ]
         from driftloop.registry import CANARY
 
-        canary_evidence = {"canary_traffic_percent": 10}
         results: list[Result] = []
         answers: dict[str, list] = {}
         notes: dict[str, str] = {}
         monitor_config = root / "monitor.json"
         monitor_config.write_text(json.dumps({"retrain": {"runner": "none"}}))
-        monitor = None
-        for server in servers:
+        processes: list[subprocess.Popen] = []
+        ports: dict[str, int] = {}
+        try:
+            # Every server runs for the whole bench, idle but for its turn: each case is measured on all of them
+            # back to back, so a change in the machine's load between cases shifts every server alike.
+            processes.append(_start(Server("monitor", [python, "-m", "driftloop", "monitor", "--config",
+                                                       str(monitor_config), "--port", "{port}", "--store",
+                                                       str(root / "monitor"), "--registry", registry]),
+                                    monitor_port, env, root / "monitor.log"))
             reg = LocalRegistry(registry)
-            if server.label.startswith("(d)"):  # the canary only where it is measured
-                if server.logging_to:
-                    reg.set_alias(MODEL, CANARY, 2, actor="bench", evidence=canary_evidence)
-                elif CANARY in reg.aliases(MODEL):
-                    reg.remove_alias(MODEL, CANARY, actor="bench")
-            if server.logging_to:
-                monitor = _start(Server("monitor", [python, "-m", "driftloop", "monitor", "--config",
-                                                    str(monitor_config), "--port", "{port}", "--store",
-                                                    str(root / "monitor"), "--registry", registry]),
-                                 monitor_port, env, root / "monitor.log")
-            port = _port()
-            console.print(f"{server.label} …")
-            process = _start(server, port, env, root / f"server-{len(answers)}.log")
-            try:
+            reg.remove_alias(MODEL, CANARY, actor="bench")  # the gateways read the aliases as they start
+            for server in servers:
+                if server.logging_to:  # the canary only where it is measured
+                    reg.set_alias(MODEL, CANARY, 2, actor="bench", evidence={"canary_traffic_percent": 10})
+                console.print(f"starting {server.label} …")
+                ports[server.label] = port = _port()
+                processes.append(_start(server, port, env, root / f"server-{len(ports)}.log"))
                 answers[server.label] = _answer(port, "V1", bodies["V1", 32])
                 if server.label != NOOP and answers[server.label] != answers[SKLEARN_LIKE]:
                     notes[server.label] = "answers differ from (a) on the check request!"
@@ -410,21 +415,25 @@ def main() -> None:
                     notes.setdefault(server.label, ("fast path on" if on >= 1 else "fast path off")
                                      + (f"; {server.note}" if server.note else ""))
                 _wrk(_url(port, "V1"), body_files["V1", 1], root / "warm.lua", 8, 1)  # warm-up
-                for protocol in PROTOCOLS:
-                    for batch in BATCHES:
-                        for connections in CONNECTIONS:
+            for protocol in PROTOCOLS:
+                for batch in BATCHES:
+                    for connections in CONNECTIONS:
+                        console.print(f"{protocol}, {batch} row(s), {connections} connection(s) …")
+                        for server in servers:
+                            port = ports[server.label]
                             n, duration_us, p50, p99, errors = _wrk(
                                 _url(port, protocol), body_files[protocol, batch], root / "load.lua", connections,
                                 args.seconds)
                             results.append(Result(server.label, protocol, batch, connections,
                                                   n / duration_us * 1e6, p50 / 1000, p99 / 1000, errors))
+                            if server.logging_to:  # its backlog must not load the next server's turn
+                                _drain(port, DRAIN_SECONDS)
+            for server in servers:
                 if server.logging_to:
-                    notes[server.label] += "; " + _logging_outcome(port)
-            finally:
+                    notes[server.label] += "; " + _logging_outcome(ports[server.label])
+        finally:
+            for process in processes:
                 _stop(process)
-                if monitor is not None:
-                    _stop(monitor)
-                    monitor = None
     load_after = _load()
     _print(console, results, notes, started, load_before, load_after, args.seconds)
     decoding = Table(title="driftloop's decoder: CPU µs per row, parsed body → typed columns (median of 5)")

@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000, help="training rows (default 5000)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
     args = parser.parse_args()
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from driftloop import synthetic
     from driftloop.data import coerce_to_spec, infer_spec
@@ -138,10 +138,21 @@ def main() -> None:
     clean, _, spec = validate_table(frame, spec)
     fresh = _served_rows(coerce_to_spec(synthetic.generate(2000, seed=2), spec), spec, seed=3)
     started = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}"
+    # threadpoolctl limits the native pools loaded when the limit is set: load them all first (histogram gradient
+    # boosting's OpenMP comes with its Cython modules; left at 2 threads it spins and costs 10x the CPU time).
+    import xgboost  # noqa: F401
+
+    import driftloop.fastpath.convert  # noqa: F401
+    import driftloop.serving.routed_model  # noqa: F401
+    import driftloop.training  # noqa: F401
+
     rows = []
     with threadpool_limits(limits=1):
         for estimator in args.estimators.split(","):
             rows.append(_case(estimator, clean, spec, fresh))
+        unlimited = [pool["filepath"] for pool in threadpool_info() if pool["num_threads"] != 1]
+    if unlimited:  # loaded during the run, after the limit: the figures would not compare one thread with one
+        raise SystemExit(f"native thread pools were not limited to one thread: {', '.join(unlimited)}")
     table = Table(title=f"Fast path (ONNX, onnxruntime 1 thread) vs Pipeline — synthetic churn, {len(spec.features)} "
                         f"features, trained on {args.rows:,} rows; CPU µs per row",
                   caption=f"started {started}; ended with load {_machine().rsplit('load ', 1)[1]}")

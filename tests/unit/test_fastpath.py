@@ -116,3 +116,17 @@ def test_a_graph_not_checked_on_both_the_holdout_and_the_reference_sample_is_ref
                                       {"holdout": None, "reference_sample": _checked(result)["reference_sample"]})
     assert graph is None and record.status == REFUSED
     assert record.reason == "not checked: no holdout rows to check the compiled form against"
+
+
+def test_histogram_gradient_boosting_keeps_the_encoders_shared_code_for_rare_categories(validated) -> None:
+    """Over 250 categories in a column: the Pipeline's encoder gives the rare ones one shared code, and the graph
+    must too (skl2onnx's own ordinal converter loses the grouping on a multi-column input)."""
+    frame = validated.frame.copy()
+    frame["region"] = [f"r{x}" for x in np.random.default_rng(0).integers(0, 600, len(frame))]
+    result = train_model(frame, validated.spec, "gradient_boosting", seed=1)
+    encoder = result.model.named_steps["preprocess"].named_transformers_["categorical"].steps[-1][1]
+    rare = {c for group in encoder.infrequent_categories_ if group is not None for c in group}
+    assert result.holdout_frame["region"].isin(rare).sum() > 20  # the check sees rows with a shared code
+    graph, record = compile_fast_path(result.model, validated.spec, _checked(result))
+    assert record.status == ACCEPTED, record.reason
+    assert record.max_abs_diff <= TOLERANCE and record.label_disagreements == 0

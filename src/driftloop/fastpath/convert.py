@@ -12,7 +12,10 @@ converted by skl2onnx (XGBoost by onnxmltools), with these differences, each kee
 - estimators that compare float32 in the Pipeline (scikit-learn's forests, XGBoost) get the same float32 cast
   in front, so their thresholds see the same numbers; the rest stays double;
 - histogram gradient boosting gets :mod:`driftloop.fastpath.hist_gradient_boosting`'s converter, which keeps
-  its categorical splits (skl2onnx's reads them as numeric thresholds).
+  its categorical splits (skl2onnx's reads them as numeric thresholds);
+- its ordinal encoder gets driftloop's converter too: one lookup per column of each category's code, taken from
+  the fitted encoder itself, so categories it groups as infrequent (more than 250 in a column) share their code
+  (skl2onnx 1.20's converter looks a column's grouping up by input, not by column, and loses it).
 
 Nothing here decides that the graph is right: :mod:`driftloop.fastpath.agreement` checks it against the
 Pipeline before it is accepted.
@@ -46,6 +49,7 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
     from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OrdinalEncoder
 
     from driftloop.fastpath import hist_gradient_boosting
 
@@ -58,7 +62,7 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
             twin[:-1] if native_trees else twin,  # histogram gradient boosting is appended below
             initial_types=input_types(spec), target_opset={"": OPSET, "ai.onnx.ml": 3},
             options={} if native_trees else {type(estimator): {"zipmap": False}},
-            custom_conversion_functions={SimpleImputer: _convert_imputer},
+            custom_conversion_functions={SimpleImputer: _convert_imputer, OrdinalEncoder: _convert_ordinal_encoder},
             custom_shape_calculators={SimpleImputer: calculate_sklearn_imputer_output_shapes},
         )
         if native_trees:
@@ -138,6 +142,55 @@ def _convert_imputer(scope, operator, container) -> None:
     container.add_node("Where", [is_nan, fill, source], [operator.outputs[0].onnx_name],
                        name=scope.get_unique_operator_name("Where"))
     return None
+
+
+def _convert_ordinal_encoder(scope, operator, container) -> None:
+    """OrdinalEncoder on the one text input as a ``LabelEncoder`` per column, category → the code the fitted
+    encoder gives it (an infrequent one: the shared code), anything else → its ``unknown_value``; float, as
+    skl2onnx's shape calculator declares it."""
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import StringTensorType
+
+    encoder = operator.raw_operator
+    source = operator.inputs[0]
+    if len(operator.inputs) != 1 or not isinstance(source.type, StringTensorType) \
+            or encoder.handle_unknown != "use_encoded_value":
+        raise NotCompilable("the ordinal encoder does not take the one text input with unknown categories encoded")
+    columns = []
+    for j, codes in enumerate(_ordinal_codes(encoder)):
+        categories = encoder.categories_[j]
+        if not all(isinstance(c, str) for c in categories):
+            raise NotCompilable("the ordinal encoder has a category that is not text")
+        index, column = scope.get_unique_variable_name("column_index"), scope.get_unique_variable_name("column")
+        coded, shaped = scope.get_unique_variable_name("coded"), scope.get_unique_variable_name("coded_column")
+        shape = scope.get_unique_variable_name("column_shape")
+        container.add_initializer(index, TensorProto.INT64, [], [j])
+        container.add_initializer(shape, TensorProto.INT64, [2], [-1, 1])
+        container.add_node("ArrayFeatureExtractor", [source.onnx_name, index], [column], op_domain="ai.onnx.ml",
+                           name=scope.get_unique_operator_name("ArrayFeatureExtractor"))
+        container.add_node("LabelEncoder", [column], [coded], op_domain="ai.onnx.ml", op_version=2,
+                           name=scope.get_unique_operator_name("LabelEncoder"),
+                           keys_strings=[c.encode("utf-8") for c in categories],
+                           values_floats=[float(c) for c in codes], default_float=float(encoder.unknown_value))
+        container.add_node("Reshape", [coded, shape], [shaped], name=scope.get_unique_operator_name("Reshape"))
+        columns.append(shaped)
+    container.add_node("Concat", columns, [operator.outputs[0].onnx_name], axis=1,
+                       name=scope.get_unique_operator_name("Concat"))
+
+
+def _ordinal_codes(encoder) -> list[np.ndarray]:
+    """Per column, the code the fitted encoder gives each of its categories, asked of the encoder itself."""
+    import pandas as pd
+
+    firsts = [categories[0] for categories in encoder.categories_]
+    codes = []
+    for j, categories in enumerate(encoder.categories_):
+        rows = np.array([firsts] * len(categories), dtype=object)
+        rows[:, j] = categories
+        names = getattr(encoder, "feature_names_in_", None)
+        codes.append(np.asarray(encoder.transform(pd.DataFrame(rows, columns=names) if names is not None else rows),
+                                dtype=np.float64)[:, j])
+    return codes
 
 
 def _register_xgboost() -> None:

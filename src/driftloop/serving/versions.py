@@ -106,5 +106,6 @@ def _fast_scorer(loaded: model_dir.LoadedModel, spec: DatasetSpec) -> tuple[Onnx
     try:
         scorer = OnnxScorer(loaded.graph, spec)
     except Exception as exc:  # noqa: BLE001 - e.g. an onnxruntime older than the graph's opsets: the Pipeline serves
-        return None, f"the Pipeline: onnxruntime here cannot load the fast path ({type(exc).__name__}: {exc})"
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""  # the start line stays one line
+        return None, f"the Pipeline: onnxruntime here cannot load the fast path ({type(exc).__name__}: {first})"
     return scorer, f"the fast path (ONNX, {record.reason})"

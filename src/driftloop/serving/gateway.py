@@ -34,7 +34,7 @@ class Gateway:
     """Serves the registry's models; :meth:`sync` makes what serves match the aliases.
 
     ``logger_token`` is the monitor's events token the payload logger presents (``DRIFTLOOP_EVENTS_TOKEN``);
-    ``batching`` says how requests that arrive together are scored together (default: each alone).
+    ``batching`` says how requests that arrive together are scored together (default: :class:`Batching`'s).
     """
 
     def __init__(self, registry: ModelRegistry | str, *, logger_url: str | None = None,

@@ -9,7 +9,7 @@ chooses) a Pipeline is trained on the synthetic churn table and compiled as regi
 - single row: one row from a dict of columns (how a decoded request arrives). The Pipeline gets it the way
   serving gives it, as a one-row DataFrame (its construction included); the fast path takes the dict;
 - 32-row batches: per row, the Pipeline from a DataFrame, the fast path from a dict of columns;
-- a one-row V1 request body, decoded and scored as the serving worker does it (``RoutedModel``'s ``_score``) by
+- a one-row V1 request body, decoded and scored as the serving worker does it (``scoring.score_request``) by
   a version that serves the Pipeline and by one that serves the fast path.
 
 Every timing is the median of 5 runs of a loop, in CPU time of this process (``time.process_time``: other load
@@ -70,7 +70,7 @@ def _served_rows(frame: pd.DataFrame, spec, seed: int) -> pd.DataFrame:
 def _case(estimator: str, clean: pd.DataFrame, spec, fresh: pd.DataFrame) -> dict:
     from driftloop.fastpath.agreement import compare, compile_fast_path
     from driftloop.fastpath.scorer import OnnxScorer
-    from driftloop.serving.routed_model import _score
+    from driftloop.serving.scoring import score_request as _score
     from driftloop.serving.versions import ServedVersion
     from driftloop.steps import reference_sample
     from driftloop.training import train_model

@@ -48,6 +48,9 @@ def add_serve_parsers(sub, add_common) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                        help="larger request bodies are refused (413)")
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
+    from driftloop.serving.batching import add_batching_flags
+
+    add_batching_flags(serve, "-")
     add_common(serve, with_json=False)
     serve.set_defaults(refuse_unknown=_refuse_kserve_options)
 
@@ -89,8 +92,15 @@ def run_serve(args: argparse.Namespace) -> int:
     token = EVENTS.token(file=args.logger_token_file) if args.logger_url else None
     if args.logger_token_file and not args.logger_url:
         raise ConfigError("--logger-token-file is the token for --logger-url: pass both")
+    from driftloop.serving.batching import batching_from_args
+
+    try:
+        batching = batching_from_args(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
-                      max_body_bytes=args.max_body_bytes, namespace=args.namespace, logger_token=token)
+                      max_body_bytes=args.max_body_bytes, namespace=args.namespace, logger_token=token,
+                      batching=batching)
     print(f"driftloop gateway on http://{args.host}:{args.port} serving {settings.registry_uri}", file=sys.stderr)
     gateway.run(args.host, args.port)
     return 0

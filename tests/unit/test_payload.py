@@ -94,3 +94,31 @@ def _rest_request(body: dict):
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
     return InferenceRequest(**body)
+
+
+_COLUMNS = [{"name": "age", "shape": [2], "datatype": "FP64", "data": [53, 61.5]},
+            {"name": "region", "shape": [2], "datatype": "BYTES", "data": ["west", None]},
+            {"name": "has_autopay", "shape": [2], "datatype": "BOOL", "data": [True, False]}]
+_N_BY_1 = [{**tensor, "shape": [2, 1], "data": [[v] for v in tensor["data"]]} for tensor in _COLUMNS]
+_PD = {"parameters": {"content_type": "pd"}}
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": _COLUMNS, **_PD}, {"inputs": _COLUMNS}, {"inputs": _N_BY_1, **_PD}, {"inputs": _N_BY_1},
+    {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "BYTES",
+                 "data": [[53, "west", True], [61.5, None, False]]}]},
+], ids=["pd", "tensor-per-column", "n-by-1-pd", "n-by-1", "row-major-mixed"])
+def test_mixed_type_v2_bodies_give_the_rows_v1_records_give(body) -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    frame = frame_from_payload(InferRequest.from_inference_request(_rest_request(body), "m"), SPEC)
+    pd.testing.assert_frame_equal(frame, frame_from_payload({"instances": ROWS}, SPEC))
+
+
+def test_v2_inputs_of_different_lengths_are_refused() -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    body = {"inputs": [{"name": "age", "shape": [2], "datatype": "FP64", "data": [53, 61.5]},
+                       {"name": "income", "shape": [1], "datatype": "FP64", "data": [1000]}]}
+    with pytest.raises(InvalidInput, match="different numbers of rows"):
+        frame_from_payload(InferRequest.from_inference_request(_rest_request(body), "m"), NUMERIC)

@@ -20,6 +20,7 @@ from kserve.model_repository import ModelRepository
 from driftloop.errors import DriftloopError, IntegrityError, RegistryError
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, open_registry
 from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, inference_app
+from driftloop.serving.batching import Batching
 from driftloop.serving.metrics import GatewayMetrics
 from driftloop.serving.payload_logger import PayloadLogger
 from driftloop.serving.routed_model import RoutedModel
@@ -32,12 +33,13 @@ log = logging.getLogger(__name__)
 class Gateway:
     """Serves the registry's models; :meth:`sync` makes what serves match the aliases.
 
-    ``logger_token`` is the monitor's events token the payload logger presents (``DRIFTLOOP_EVENTS_TOKEN``).
+    ``logger_token`` is the monitor's events token the payload logger presents (``DRIFTLOOP_EVENTS_TOKEN``);
+    ``batching`` says how requests that arrive together are scored together (default: :class:`Batching`'s).
     """
 
     def __init__(self, registry: ModelRegistry | str, *, logger_url: str | None = None,
                  poll_interval: float = 1.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 namespace: str = "local", logger_token: str | None = None) -> None:
+                 namespace: str = "local", logger_token: str | None = None, batching: Batching | None = None) -> None:
         self.registry = open_registry(registry) if isinstance(registry, str) else registry
         self.poll_interval = poll_interval
         self.max_body_bytes = max_body_bytes
@@ -46,7 +48,7 @@ class Gateway:
                                if logger_url else None)
         self.server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
         self.models: dict[str, RoutedModel] = {}
-        self.scoring = ScoringWorker()  # one for every model: the machine's cores are the model libraries' to use
+        self.scoring = ScoringWorker(batching)  # one for every model: the machine's cores are the model libraries' to use
         self._failed: set[tuple[str, int]] = set()  # versions that failed to load; not retried
         self.app = self._build_app()
 

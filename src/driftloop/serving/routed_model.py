@@ -12,9 +12,8 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import get_predict_response
 
 from driftloop.serving.metrics import GatewayMetrics
-from driftloop.serving.payload import columns_from_payload
 from driftloop.serving.payload_logger import PayloadLogger
-from driftloop.serving.scoring import ScoringWorker
+from driftloop.serving.scoring import ModelFailed, ScoringWorker
 from driftloop.serving.split import TrafficSplit
 from driftloop.serving.versions import ServedVersion
 
@@ -78,11 +77,11 @@ class RoutedModel(Model):
         labels = (self.name, str(target.version), endpoint)
         started = time.perf_counter()
         try:
-            predictions = await self.scoring.run(_score, target, payload)
+            predictions = await self.scoring.score(target, payload)
         except InvalidInput:
             self.metrics.requests.labels(*labels, "invalid").inc()
             raise
-        except _ModelFailed as exc:  # the model itself failed: a server-side error of this version
+        except ModelFailed as exc:  # the model itself failed: a server-side error of this version
             self.metrics.requests.labels(*labels, "error").inc()
             raise InferenceError(f"{self.name} v{target.version} failed to predict: {exc}") from None
         self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -98,19 +97,6 @@ class RoutedModel(Model):
             self.payload_logger.log(event_id, self.name, target.version, endpoint,
                                     _as_json(payload), _as_json(response))
         return response
-
-
-class _ModelFailed(Exception):
-    """The model raised on input that decoded fine; the message names the exception's type."""
-
-
-def _score(target: ServedVersion, payload: dict | InferRequest):
-    """The worker's job for one request: decode the body (InvalidInput is the caller's mistake), predict."""
-    columns = columns_from_payload(payload, target.spec)
-    try:
-        return target.predict(columns)
-    except Exception as exc:
-        raise _ModelFailed(type(exc).__name__) from exc
 
 
 def _as_json(message) -> dict:

@@ -11,7 +11,8 @@ KServe V1 (records, KServe's column lists, positional lists) and V2, ``/metrics`
 failed and it never takes traffic.
 
 Flags are KServe's own (``kserve.model_server.parser``: ``--http_port``, ``--model_name`` …) plus
-``--model_dir``, ``--host``, ``--max_body_bytes``, ``--verify_key_file`` and ``--require_signatures``.
+``--model_dir``, ``--host``, ``--max_body_bytes``, ``--verify_key_file``, ``--require_signatures``,
+``--batch_max_rows`` and ``--batch_wait_us`` (:class:`~driftloop.serving.scoring.Batching`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kserve.model_server import parser as kserve_parser
 
     from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES
+    from driftloop.serving.batching import add_batching_flags
 
     parser = argparse.ArgumentParser(prog="driftloop-runtime", parents=[kserve_parser], conflict_handler="resolve",
                                      description="driftloop's KServe model server")
@@ -44,15 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--require_signatures", action="store_true", default=None,
                         help="refuse a model whose manifest is not signed by a trusted key "
                              "(or DRIFTLOOP_REQUIRE_SIGNATURES=1)")
+    add_batching_flags(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, _ = build_parser().parse_known_args(argv)  # KServe's runtimes accept flags they do not use
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from driftloop.serving.batching import batching_from_args
     from driftloop.serving.versions import ServedVersion
     from driftloop.signing import Trust
 
+    try:
+        batching = batching_from_args(args)
+    except ValueError as exc:
+        print(f"driftloop-runtime: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_SERVE
     try:
         trust = Trust.from_env(require=args.require_signatures, verify_key_file=args.verify_key_file)
         version = ServedVersion.from_directory(args.model_dir, trust)
@@ -67,10 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from driftloop.serving.app import inference_app
     from driftloop.serving.metrics import GatewayMetrics
     from driftloop.serving.routed_model import RoutedModel
+    from driftloop.serving.scoring import ScoringWorker
 
     metrics = GatewayMetrics()
     server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
-    model = RoutedModel(args.model_name, version, metrics)
+    model = RoutedModel(args.model_name, version, metrics, scoring=ScoringWorker(batching))
     server.register_model(model)
 
     @asynccontextmanager

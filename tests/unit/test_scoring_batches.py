@@ -1,0 +1,126 @@
+"""Requests that arrive together are scored together, and every caller still gets exactly its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from driftloop import synthetic
+from driftloop.serving.batching import Batching
+from driftloop.serving.scoring import ModelFailed, ScoringWorker, score_request
+from driftloop.serving.versions import ServedVersion
+
+POISON_AGE = -999.0  # a row the model below refuses, though it decodes fine
+
+
+class _GatedModel:
+    """The trained Pipeline behind a gate: the first call waits until the test has queued every other request
+    (so they arrive together, deterministically), rows of age POISON_AGE make it raise, and each call's row
+    count is recorded."""
+
+    def __init__(self, pipeline) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[int] = []
+
+        def guard(frame):
+            self.calls.append(len(frame))
+            self.entered.set()
+            self.release.wait(timeout=30)
+            if (frame["age"] == POISON_AGE).any():
+                raise ValueError("age out of the model's domain")
+            return frame
+
+        self.pipeline = Pipeline([("guard", FunctionTransformer(guard)), ("model", pipeline)])
+
+
+def _requests(validated, n: int) -> list[dict]:
+    """n V1 requests of distinct rows, one to three rows each, in assorted body shapes."""
+    rows = json.loads(synthetic.generate(3 * n, seed=21)[validated.spec.feature_names].to_json(orient="records"))
+    bodies = []
+    for i in range(n):
+        chunk = rows[3 * i: 3 * i + 1 + i % 3]
+        if i % 2:  # KServe's column lists, several rows in one instance
+            bodies.append({"instances": [{k: [r[k] for r in chunk] for k in chunk[0]}]})
+        else:
+            bodies.append({"instances": chunk})
+    return bodies
+
+
+async def _score_together(worker: ScoringWorker, gated: _GatedModel, version: ServedVersion, bodies: list) -> list:
+    """Starts the first request, holds the model until every other request is queued, then lets all finish."""
+    first = asyncio.ensure_future(worker.score(version, bodies[0]))
+    await asyncio.to_thread(gated.entered.wait, 30)
+    rest = [asyncio.ensure_future(worker.score(version, body)) for body in bodies[1:]]
+    await asyncio.sleep(0.05)  # every request is on the worker's queue, behind the held one
+    gated.release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+@pytest.fixture
+def gated_version(trained_lr, validated):
+    gated = _GatedModel(trained_lr.model)
+    version = ServedVersion("churn", 1, validated.spec, gated.pipeline)
+    worker = ScoringWorker(Batching(max_rows=64))
+    yield gated, version, worker
+    gated.release.set()
+    worker.shutdown()
+
+
+def test_requests_scored_together_each_get_their_own_predictions(gated_version, trained_lr, validated) -> None:
+    gated, version, worker = gated_version
+    bodies = _requests(validated, 12)
+    alone = [score_request(ServedVersion("churn", 1, validated.spec, trained_lr.model), body).tolist()
+             for body in bodies]
+
+    answers = asyncio.run(_score_together(worker, gated, version, bodies))
+
+    assert [a.tolist() for a in answers] == alone
+    assert [len(a) for a in answers] == [1 + i % 3 for i in range(12)]
+    # The first request went alone; the eleven queued behind it went through the model in one call.
+    assert gated.calls == [1, sum(1 + i % 3 for i in range(1, 12))]
+
+
+def test_a_bad_request_in_a_batch_fails_only_its_caller(gated_version, trained_lr, validated) -> None:
+    gated, version, worker = gated_version
+    bodies = _requests(validated, 8)
+    poisoned = json.loads(json.dumps(bodies[3]))
+    poisoned["instances"][0]["age"] = [POISON_AGE] if isinstance(poisoned["instances"][0]["age"], list) \
+        else POISON_AGE
+    malformed = {"instances": [{"age": "fifty"}]}
+    bodies = [*bodies[:3], poisoned, malformed, *bodies[4:]]
+    plain = ServedVersion("churn", 1, validated.spec, trained_lr.model)
+
+    answers = asyncio.run(_score_together(worker, gated, version, bodies))
+
+    assert isinstance(answers[3], ModelFailed) and "ValueError" in str(answers[3])
+    assert isinstance(answers[4], InvalidInput)
+    for i, (body, answer) in enumerate(zip(bodies, answers)):
+        if i not in (3, 4):
+            assert isinstance(answer, np.ndarray), answer
+            assert answer.tolist() == score_request(plain, body).tolist()
+
+
+def test_batching_off_scores_every_request_alone(trained_lr, validated) -> None:
+    gated = _GatedModel(trained_lr.model)
+    version = ServedVersion("churn", 1, validated.spec, gated.pipeline)
+    worker = ScoringWorker()  # the default
+    try:
+        answers = asyncio.run(_score_together(worker, gated, version, _requests(validated, 4)))
+    finally:
+        gated.release.set()
+        worker.shutdown()
+    assert len(answers) == 4 and gated.calls == [1, 2, 3, 1]
+
+
+@pytest.mark.parametrize(("max_rows", "wait_us"), [(0, 0), (8, -1)])
+def test_a_nonsensical_batching_policy_is_refused(max_rows: int, wait_us: int) -> None:
+    with pytest.raises(ValueError, match="batch"):
+        Batching(max_rows=max_rows, wait_us=wait_us)

@@ -3,7 +3,12 @@
 HTTP API (FastAPI):
 
 * ``POST /events`` — KServe payload-log CloudEvents (from the local gateway or KServe's logger);
-  request and response are joined by ``ce-id`` and every row is stored.
+  request and response are joined by ``ce-id`` and every row is stored. One binary-mode event half per
+  POST (KServe's agent; 202), or a structured-mode batch with ``content-type:
+  application/cloudevents-batch+json`` (driftloop's gateway with batching on; 202 with
+  ``{"accepted": N, "rejected": [...]}`` once the whole batch is on disk).
+* A store of KServe's blob logger (``logger.storage``) is read by polling instead, when the config names it
+  (``kserve_store``: monitor/kserve_store.py).
 * ``POST /feedback`` — delayed labels: ``{"id": ..., "label": ..., "row": 0}``, a list of them, or
   ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``).
 * ``GET /status`` — counters, the latest windows with drift and realised quality, the trigger state
@@ -44,15 +49,17 @@ from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.monitor.guard import protect, report_file
-from driftloop.monitor.ingest import CheckpointError, Ingest, JournalError
-from driftloop.monitor.labels import LabelStore, row_key
+from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
+from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.retention import Retention
 from driftloop.monitor.retrain import TrainingTable, assemble_training_data
+from driftloop.monitor.rows import Chunk, Rows, assemble
 from driftloop.monitor.store import RowStore
 from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
 from driftloop.runners import make_runner
+from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
@@ -89,7 +96,7 @@ class Monitor:
                                   on_drop=lambda outcome, n: self.metrics.events.labels(outcome).inc(n))
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
-        self.recent: dict[str, deque[pd.DataFrame]] = {}
+        self.recent: dict[str, deque[Chunk]] = {}  # a canary's recent traffic, as it came in
         self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
         retrain = self.config.retrain
         runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
@@ -147,20 +154,59 @@ class Monitor:
             raise EventError(str(exc)) from None
         self.metrics.events.labels("accepted").inc()
 
-    def _on_rows(self, model: str, rows: pd.DataFrame) -> None:
-        """A pair joined (or was replayed at start-up): its rows join the open window and recent traffic."""
+    async def receive_batch(self, body: bytes) -> dict:
+        """Takes a CloudEvents batch; returns once all of it is on disk, with how many halves were taken.
+
+        Raises:
+            EventError: the batch is malformed (400; nothing of it was kept).
+            JournalError: it could not be written (503; nothing was kept).
+        """
+        try:
+            result = await self.ingest.batch(body)
+        except JournalError:
+            raise
+        except (EventError, DriftloopError) as exc:
+            self.events_rejected += 1
+            self.metrics.events.labels("rejected").inc()
+            raise EventError(str(exc)) from None
+        return self._count_batch(result)
+
+    def _count_batch(self, result: BatchResult) -> dict:
+        """Counts a batch's halves; its pairs whose request or response did not decode are named."""
+        accepted = result.halves - len(result.rejected)
+        self.events_received += result.halves
+        self.events_rejected += len(result.rejected)
+        self.metrics.events.labels("accepted").inc(accepted)
+        if result.rejected:
+            self.metrics.events.labels("rejected").inc(len(result.rejected))
+        return {"accepted": accepted, "rows": sum(len(r) for r in result.rows), "rejected": result.rejected[:20]}
+
+    def _on_rows(self, model: str, rows: Rows) -> None:
+        """A pair joined (or was replayed at start-up): its rows join the open window and recent traffic.
+        Called for every prediction, so it only appends: DataFrames are built when rows are used."""
         self.metrics.rows.labels(model).inc(len(rows))
-        recent = self._recent_frame(model, rows)
         with self._rows_lock:
-            self.buffers.setdefault(model, WindowBuffer(self.config.window)).add(rows)
-            self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
+            buffer = self.buffers.get(model)
+            if buffer is None:
+                buffer = self.buffers[model] = WindowBuffer(self.config.window)
+            buffer.add(rows)
+            recent = self.recent.get(model)
+            if recent is None:
+                recent = self.recent[model] = deque(maxlen=KEEP_RECENT_BATCHES)
+            recent.append(rows)
 
     def _recent_frame(self, model: str, rows: pd.DataFrame) -> pd.DataFrame:
         versions = rows["version"].astype(int).to_numpy()
         predictions = np.empty(len(rows), dtype=object)
-        for version in np.unique(versions):  # one for a joined pair; a few for rows put back at start-up
+        for version in np.unique(versions):
             chosen = versions == version
-            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], self._spec_for(model, int(version)))
+            try:
+                spec = self._spec_for(model, int(version))
+            except DriftloopError as exc:  # a version since deleted from the registry: its predictions as sent
+                log.warning("monitor: predictions of %s v%s compared as sent: %s", model, version, exc)
+                predictions[chosen] = [normalise_label(p) for p in rows["prediction"].to_numpy()[chosen]]
+                continue
+            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], spec)
         return pd.DataFrame({
             "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
             "version": versions, "prediction": predictions, "received_at": rows["received_at"].to_numpy()})
@@ -183,7 +229,7 @@ class Monitor:
             frames = list(self.recent.get(model, ()))
         if not frames:
             return realised_quality(pd.DataFrame(), self.labels) | {"versions": {}}
-        rows = pd.concat(frames, ignore_index=True)
+        rows = self._recent_frame(model, assemble(frames))
         if since is not None:
             rows = rows[rows["received_at"] >= pd.Timestamp(since).tz_convert("UTC")]
         quality = realised_quality(rows, self.labels)
@@ -217,10 +263,7 @@ class Monitor:
             self.buffers[model] = buffer
         recent = self.store.newest(model, RECENT_ROWS_AT_START)
         if not recent.empty:
-            try:
-                self.recent[model] = deque([self._recent_frame(model, recent)], maxlen=KEEP_RECENT_BATCHES)
-            except DriftloopError as exc:  # a version since deleted from the registry
-                log.warning("monitor: recent traffic of %s not restored: %s", model, exc)
+            self.recent[model] = deque([recent], maxlen=KEEP_RECENT_BATCHES)
 
     def _restore_trigger(self, model: str, summaries: list[dict]) -> None:
         """The coordinator rebuilds the trigger state from the audit trail; the signals of the last windows
@@ -351,6 +394,8 @@ class Monitor:
         @app.post("/events")
         async def events(request: Request) -> JSONResponse:
             try:
+                if _media_type(request.headers.get("content-type")) == BATCH_CONTENT_TYPE:
+                    return JSONResponse(status_code=202, content=await self.receive_batch(await request.body()))
                 await self.receive(dict(request.headers), await request.body())
             except JournalError as exc:
                 return _error(503, str(exc))
@@ -410,6 +455,10 @@ class Monitor:
                 await self.tick()
             except Exception:  # noqa: BLE001 - keep watching; the log and the buffers hold the rows meanwhile
                 log.exception("monitor: tick failed")
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def _error(status: int, message: str) -> JSONResponse:

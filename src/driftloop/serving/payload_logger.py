@@ -22,6 +22,8 @@ from driftloop.serving.metrics import GatewayMetrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+# CloudEvents' JSON batch format (structured mode): one POST, a JSON array of events, each with its body in "data".
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 log = logging.getLogger(__name__)
 
 

@@ -1,0 +1,219 @@
+"""Monitor ingest at full speed: KServe-agent-style binary CloudEvents from ``wrk``, windows and drift analysis on.
+
+``driftloop monitor`` (its defaults: windows of 1000 rows, a drift verdict and an HTML report per window,
+every event half fsync'd to the ingest log before its 202; retrains off) runs in its own process on
+127.0.0.1. ``wrk`` (Debian's package; a Lua script, so no Python load generator shares the cores it measures)
+posts one request and one response event per prediction, with the headers KServe's agent sends (``ce-id``
+shared by the pair, ``ce-type``, ``ce-source`` = pod name, ``ce-inferenceservicename``, ``ce-namespace``,
+``ce-component``, an empty ``ce-endpoint``, ``ce-annotations`` naming ``driftloop.io/model-version``,
+``ce-metadata``, ``ce-time``; kserve pkg/logger/worker.go). Single-row V1 requests, as the gateway's
+fast path serves them.
+
+Modes (each run alternates through them, so they share the machine's conditions):
+
+* ``before`` — the monitor of ``--baseline`` (its ``src`` extracted with ``git archive``), binary events.
+* ``after`` — this checkout, binary events (KServe's agent; the default).
+* ``after, batched`` — this checkout, ``application/cloudevents-batch+json`` posts of ``--batch`` predictions
+  (2 × batch events) each: what driftloop's gateway sends with ``--payload-log-batch``.
+
+Printed per mode: events/s and predictions (rows)/s while ``wrk`` ran, p50/p99 answer latency, non-2xx
+answers, and the rows in the monitor's Parquet parts after a clean shutdown against the predictions whose
+both halves were acknowledged (lost rows must be 0).
+
+    .venv/bin/python bench/bench_monitor_ingest.py [--seconds 15] [--connections 8] [--runs 2]
+                                                   [--baseline 92317d3] [--batch 64] [--modes before,after,batched]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench_monitor import baseline_source, monitor_process, monitor_status, prepare, rows_on_disk
+from rich.console import Console
+from rich.table import Table
+
+BASELINE = "92317d3"  # main when the ingest work began (#15): a DataFrame per event pair
+MODEL = "churn"
+
+# One Lua state per wrk thread; every request() call sends the next half of the current pair, or (batched)
+# a CloudEvents batch of `batch` pairs. Ids are unique per thread and run.
+_LUA = r"""
+local bodies = {ROWS}
+local answers = {ANSWERS}
+local batch = BATCH
+local counter = 0
+local prefix = ""
+local threads = 0
+local done_pairs = 0
+
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+
+function init(args)
+  prefix = "w" .. tid .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1000000000))
+end
+
+local function headers(kind, id)
+  return {
+    ["ce-specversion"] = "1.0", ["ce-id"] = id, ["ce-type"] = "org.kubeflow.serving.inference." .. kind,
+    ["ce-source"] = "churn-predictor-00001-deployment-6d9f7c-x2k4p", ["ce-inferenceservicename"] = "churn",
+    ["ce-namespace"] = "ml", ["ce-component"] = "predictor", ["ce-endpoint"] = "",
+    ["ce-annotations"] = '{"driftloop.io/model-version":"1"}', ["ce-metadata"] = "{}",
+    ["ce-time"] = "2026-11-28T08:00:00.000000Z", ["content-type"] = "application/json",
+  }
+end
+
+local function esc(s)
+  return (s:gsub('\\', '\\\\'):gsub('"', '\\"'))
+end
+
+function request()
+  if batch == 0 then
+    local pair = math.floor(counter / 2)
+    local half = counter % 2
+    counter = counter + 1
+    local id = prefix .. "-" .. pair
+    local i = pair % #bodies + 1
+    if half == 0 then
+      return wrk.format("POST", "/events", headers("request", id), bodies[i])
+    end
+    return wrk.format("POST", "/events", headers("response", id), answers[i])
+  end
+  local parts = {}
+  for k = 1, batch do
+    local pair = counter
+    counter = counter + 1
+    local id = prefix .. "-" .. pair
+    local i = pair % #bodies + 1
+    local common = '"specversion":"1.0","id":"' .. id .. '","source":"driftloop-gateway",' ..
+      '"inferenceservicename":"churn","namespace":"local","component":"predictor","endpoint":"default",' ..
+      '"modelversion":"1","datacontenttype":"application/json"'
+    parts[#parts + 1] = '{' .. common .. ',"type":"org.kubeflow.serving.inference.request","data":' .. bodies[i] .. '}'
+    parts[#parts + 1] = '{' .. common .. ',"type":"org.kubeflow.serving.inference.response","data":' .. answers[i] .. '}'
+  end
+  return wrk.format("POST", "/events", {["content-type"] = "application/cloudevents-batch+json"},
+                    "[" .. table.concat(parts, ",") .. "]")
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+                         '"p50_us": %d, "p99_us": %d}\n', summary.requests, summary.duration, non2xx,
+                         summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+                         latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def lua_script(rows: list[dict], predictions: list[int], batch: int) -> str:
+    def lua_strings(values: list[bytes]) -> str:
+        return "{" + ",".join(json.dumps(v.decode()) for v in values) + "}"
+
+    bodies = [json.dumps({"instances": [row]}, separators=(",", ":")).encode() for row in rows]
+    answers = [json.dumps({"predictions": [p]}, separators=(",", ":")).encode() for p in predictions]
+    return (_LUA.replace("{ROWS}", lua_strings(bodies)).replace("{ANSWERS}", lua_strings(answers))
+            .replace("BATCH", str(batch)))
+
+
+def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
+    """One wrk thread (the monitor gets the other core), ``connections`` connections."""
+    completed = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+                                "-s", str(script), url], capture_output=True, text=True, check=True)
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("WRKJSON "))
+    return json.loads(line.removeprefix("WRKJSON "))
+
+
+def run_mode(label: str, src: Path | None, registry: str, script: Path, seconds: float, connections: int,
+             batch: int, store: Path, config: Path) -> dict:
+    with monitor_process(src, registry, store, config) as monitor:
+        wrk = run_wrk(monitor, script, seconds, connections)
+        status = monitor_status(monitor)
+    ok = wrk["requests"] - wrk["non2xx"]
+    events = ok if batch == 0 else ok * 2 * batch
+    # Binary halves alternate per connection, so a cut-off pair is at most one half per connection.
+    predictions = events // 2
+    return {"label": label, "seconds": wrk["duration_us"] / 1e6, "posts": wrk["requests"], "non2xx": wrk["non2xx"],
+            "socket_errors": wrk["socket_errors"], "events": events, "predictions": predictions,
+            "p50_ms": wrk["p50_us"] / 1000, "p99_ms": wrk["p99_us"] / 1000, "disk_rows": rows_on_disk(store),
+            "windows": sum(len(m.get("windows", [])) for m in status.get("models", {}).values()),
+            "connections": connections}
+
+
+def table(results: list[dict], seconds: float, connections: int, batch: int) -> Table:
+    out = Table(title=f"monitor ingest with windows (1000 rows) and drift analysis + reports on: wrk, {connections} "
+                      f"connections, {seconds:g} s per run; single-row predictions; batched = {batch} predictions "
+                      "per POST; best run of each")
+    for column in ("mode", "events/s", "rows/s", "runs (rows/s)", "p50 ms", "p99 ms", "non-2xx",
+                   "rows acknowledged", "rows on disk", "lost rows", "rows/s vs before"):
+        out.add_column(column, justify="right")
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    before = None
+    for label in labels:
+        runs = [r for r in results if r["label"] == label]
+        rates = [r["disk_rows"] / r["seconds"] for r in runs]
+        best = runs[rates.index(max(rates))]
+        if label.startswith("before"):
+            before = max(rates)
+        # Both halves of every acknowledged prediction are in; at most one half per connection was cut off.
+        lost = sum(max(0, r["predictions"] - connections - r["disk_rows"]) for r in runs)
+        out.add_row(label, f"{best['events'] / best['seconds']:,.0f}", f"{max(rates):,.0f}",
+                    " / ".join(f"{x:,.0f}" for x in rates), f"{best['p50_ms']:.1f}", f"{best['p99_ms']:.1f}",
+                    str(sum(r["non2xx"] + r["socket_errors"] for r in runs)), f"{best['predictions']:,}",
+                    f"{best['disk_rows']:,}", f"{lost:,}", f"{max(rates) / before:.1f}×" if before else "")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64, help="predictions per batched POST")
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--modes", default="before,after,batched")
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    console = Console(width=200)
+    load_before = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        registry, rows, predictions = prepare(root)
+        config = root / "monitor.json"
+        config.write_text(json.dumps({"retrain": {"runner": "none"}}))
+        scripts = {0: root / "single.lua", args.batch: root / "batched.lua"}
+        for batch, path in scripts.items():
+            path.write_text(lua_script(rows, predictions, batch))
+        plan = []
+        if "before" in modes:
+            (root / "baseline").mkdir()
+            plan.append((f"before ({args.baseline}), binary", baseline_source(args.baseline, root / "baseline"), 0))
+        if "after" in modes:
+            plan.append(("after, binary (KServe agent)", None, 0))
+        if "batched" in modes:
+            plan.append((f"after, batched ({args.batch}/POST)", None, args.batch))
+        results = []
+        for run in range(args.runs):
+            for i, (label, src, batch) in enumerate(plan):
+                store = root / f"store-{run}-{i}"
+                results.append(run_mode(label, src, registry, scripts[batch], args.seconds, args.connections, batch,
+                                        store, config))
+                time.sleep(1)
+    console.print(table(results, args.seconds, args.connections, args.batch))
+    console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+                  f"{os.cpu_count()} cores shared by wrk and the monitor; load average before {load_before}, "
+                  f"after {'/'.join(f'{v:.1f}' for v in os.getloadavg())}; python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,14 +30,18 @@ import argparse
 import json
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_monitor import baseline_source, monitor_process, monitor_status, prepare, rows_on_disk
+from _net import wait_for_port
+from bench_monitor import baseline_source, monitor_status, prepare, rows_on_disk
 from rich.console import Console
 from rich.table import Table
 
@@ -126,6 +130,37 @@ def lua_script(rows: list[dict], predictions: list[int], batch: int) -> str:
             .replace("BATCH", str(batch)))
 
 
+@contextmanager
+def monitor_process(src: Path | None, registry: str, store: Path, config: Path):
+    """``driftloop monitor`` as a user runs it (from ``src``, a baseline's source tree, or this checkout); yields
+    its URL and a function giving the CPU seconds it has used; stopped with SIGTERM (a clean shutdown)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "_TOKEN" not in k}  # loopback, no tokens: as in the tests
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    command = [sys.executable, "-m", "driftloop", "monitor", "--config", str(config), "--port", str(port),
+               "--store", str(store), "--registry", registry, "--home", str(store.parent)]
+    process = subprocess.Popen(command, env=env, cwd=store.parent, stdout=subprocess.DEVNULL,
+                               stderr=open(store.parent / f"{store.name}.log", "w"))  # noqa: SIM115
+
+    def cpu_seconds() -> float:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    try:
+        wait_for_port(port, timeout=180)
+        yield f"http://127.0.0.1:{port}", cpu_seconds
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            print("the monitor did not stop within 180 s; killed", file=sys.stderr)
+            process.kill()
+
+
 def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
     """One wrk thread (the monitor gets the other core), ``connections`` connections."""
     completed = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
@@ -136,8 +171,11 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int) -> dict:
 
 def run_mode(label: str, src: Path | None, registry: str, script: Path, seconds: float, connections: int,
              batch: int, store: Path, config: Path) -> dict:
-    with monitor_process(src, registry, store, config) as monitor:
+    with monitor_process(src, registry, store, config) as (monitor, cpu_seconds):
+        time.sleep(2)  # let start-up finish
+        cpu_before = cpu_seconds()
         wrk = run_wrk(monitor, script, seconds, connections)
+        cpu = cpu_seconds() - cpu_before
         status = monitor_status(monitor)
     ok = wrk["requests"] - wrk["non2xx"]
     events = ok if batch == 0 else ok * 2 * batch
@@ -147,6 +185,7 @@ def run_mode(label: str, src: Path | None, registry: str, script: Path, seconds:
             "socket_errors": wrk["socket_errors"], "events": events, "predictions": predictions,
             "p50_ms": wrk["p50_us"] / 1000, "p99_ms": wrk["p99_us"] / 1000, "disk_rows": rows_on_disk(store),
             "windows": sum(len(m.get("windows", [])) for m in status.get("models", {}).values()),
+            "cpu": cpu,
             "connections": connections}
 
 
@@ -154,7 +193,7 @@ def table(results: list[dict], seconds: float, connections: int, batch: int) -> 
     out = Table(title=f"monitor ingest with windows (1000 rows) and drift analysis + reports on: wrk, {connections} "
                       f"connections, {seconds:g} s per run; single-row predictions; batched = {batch} predictions "
                       "per POST; best run of each")
-    for column in ("mode", "events/s", "rows/s", "runs (rows/s)", "p50 ms", "p99 ms", "non-2xx",
+    for column in ("mode", "events/s", "rows/s", "runs (rows/s)", "monitor CPU µs/row", "p50 ms", "p99 ms", "non-2xx",
                    "rows acknowledged", "rows on disk", "lost rows", "rows/s vs before"):
         out.add_column(column, justify="right")
     labels = list(dict.fromkeys(r["label"] for r in results))
@@ -168,7 +207,8 @@ def table(results: list[dict], seconds: float, connections: int, batch: int) -> 
         # Both halves of every acknowledged prediction are in; at most one half per connection was cut off.
         lost = sum(max(0, r["predictions"] - connections - r["disk_rows"]) for r in runs)
         out.add_row(label, f"{best['events'] / best['seconds']:,.0f}", f"{max(rates):,.0f}",
-                    " / ".join(f"{x:,.0f}" for x in rates), f"{best['p50_ms']:.1f}", f"{best['p99_ms']:.1f}",
+                    " / ".join(f"{x:,.0f}" for x in rates),
+                    f"{min(r['cpu'] / max(r['disk_rows'], 1) for r in runs) * 1e6:,.0f}", f"{best['p50_ms']:.1f}", f"{best['p99_ms']:.1f}",
                     str(sum(r["non2xx"] + r["socket_errors"] for r in runs)), f"{best['predictions']:,}",
                     f"{best['disk_rows']:,}", f"{lost:,}", f"{max(rates) / before:.1f}×" if before else "")
     return out
@@ -211,7 +251,8 @@ def main() -> None:
                 time.sleep(1)
     console.print(table(results, args.seconds, args.connections, args.batch))
     console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores shared by wrk and the monitor; load average before {load_before}, "
+                  f"{os.cpu_count()} cores shared by wrk and the monitor (monitor CPU per row is the figure other load "
+                  f"disturbs least); load average before {load_before}, "
                   f"after {'/'.join(f'{v:.1f}' for v in os.getloadavg())}; python {sys.version.split()[0]}")
 
 

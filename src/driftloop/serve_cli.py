@@ -28,6 +28,10 @@ def add_serve_parsers(sub, add_common, argv: list[str]) -> None:
     serve.add_argument("--port", type=int, help="HTTP port (default: KServe's --http_port, 8080)")
     serve.add_argument("--logger-url", help="payload log receiver (the drift monitor), e.g. http://127.0.0.1:8090/events; "
                        "its token from DRIFTLOOP_EVENTS_TOKEN or DRIFTLOOP_EVENTS_TOKEN_FILE")
+    serve.add_argument("--payload-log-batch", type=int, default=0, metavar="N",
+                       help="post up to N payload events per request as one CloudEvents batch "
+                            "(application/cloudevents-batch+json; driftloop's monitor only). Default 0: one "
+                            "binary-mode event per request, as KServe's agent sends them")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     serve.add_argument("--namespace", default="local", help="namespace named in payload log events")
@@ -67,6 +71,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # KServe's --enable_grpc is ignored: the local gateway speaks REST (V1 and V2) only.
     if getattr(args, "workers", 1) != 1:
         raise ConfigError("the local gateway runs one worker process; drop --workers")
+    if args.payload_log_batch < 0 or (args.payload_log_batch and not args.logger_url):
+        raise ConfigError("--payload-log-batch takes a number of events >= 0, and needs --logger-url")
     settings = Settings.resolve(args.home, args.registry)
     port = args.port or getattr(args, "http_port", 8080)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -74,7 +80,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
                       max_body_bytes=args.max_body_bytes, namespace=args.namespace,
-                      logger_token=EVENTS.token() if args.logger_url else None)
+                      logger_token=EVENTS.token() if args.logger_url else None,
+                      logger_batch=args.payload_log_batch)
     print(f"driftloop gateway on http://{args.host}:{port} serving {settings.registry_uri}", file=sys.stderr)
     gateway.run(args.host, port)
     return 0

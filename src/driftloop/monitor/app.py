@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
 KEEP_RECENT_BATCHES = 20_000  # logged requests kept per model for /quality (a canary's recent traffic)
 RECENT_ROWS_AT_START = 20_000  # stored rows put back into /quality's recent traffic after a restart
+# Events that name no version or endpoint (KServe's agent sends an empty endpoint) are attributed with the
+# aliases as read at most this long ago: reading the audit trail for every event cost more than the event.
+ALIASES_MAX_AGE = 1.0
 
 
 class Monitor:
@@ -97,6 +100,7 @@ class Monitor:
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[Chunk]] = {}  # a canary's recent traffic, as it came in
+        self._aliases: dict[str, tuple[float, dict[str, int]]] = {}  # model → (time.monotonic(), aliases)
         self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
         retrain = self.config.retrain
         runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
@@ -131,10 +135,18 @@ class Monitor:
         return Reference.load(self.registry, model, version)
 
     def _version_for(self, model: str, endpoint: str) -> int | None:
-        return self.registry.aliases(model).get(CANARY if endpoint == "canary" else PRODUCTION)
+        return self._recent_aliases(model).get(CANARY if endpoint == "canary" else PRODUCTION)
 
     def _endpoint_for(self, model: str, version: int) -> str:
-        return "canary" if self.registry.aliases(model).get(CANARY) == version else "default"
+        return "canary" if self._recent_aliases(model).get(CANARY) == version else "default"
+
+    def _recent_aliases(self, model: str) -> dict[str, int]:
+        read_at, aliases = self._aliases.get(model, (-ALIASES_MAX_AGE, {}))
+        now = time.monotonic()
+        if now - read_at >= ALIASES_MAX_AGE:
+            aliases = self.registry.aliases(model)
+            self._aliases[model] = (now, aliases)
+        return aliases
 
     async def receive(self, headers: dict[str, str], body: bytes) -> None:
         """Takes one event half; returns once it is on disk.

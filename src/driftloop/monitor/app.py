@@ -50,6 +50,7 @@ from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.monitor.guard import protect, report_file
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
+from driftloop.monitor.kserve_store import KServeStoreSource
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.retention import Retention
@@ -110,6 +111,8 @@ class Monitor:
                                               self._assemble, self.metrics, self.root / "reports")
         self.ingest = Ingest(self.root, self.joiner, self.store, self.labels, self._on_rows, sync=sync,
                              on_commit=self._on_commit, on_failure=self.metrics.log_failures.inc)
+        self.kserve_store = (KServeStoreSource(self.config.kserve_store, self.ingest)
+                             if self.config.kserve_store.uri else None)
         self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
                                    checkpoint=lambda: self.ingest.checkpoint)
         self._reports: asyncio.Queue | None = None
@@ -376,6 +379,7 @@ class Monitor:
             "events_received": self.events_received, "events_rejected": self.events_rejected,
             "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_added,
             "labels": len(self.labels), "store": str(self.root), "ingest": self.ingest.status(),
+            "kserve_store": self.kserve_store.status() if self.kserve_store else None,
             "models": {m: self._model_status(m, limit) for m in models},
         }
 
@@ -395,6 +399,8 @@ class Monitor:
         async def lifespan(app: FastAPI):
             self._reports = asyncio.Queue()
             tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports())]
+            if self.kserve_store is not None:
+                tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield
             for task in tasks:
                 task.cancel()

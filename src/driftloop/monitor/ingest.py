@@ -142,9 +142,11 @@ class Ingest:
         self.replayed = 0
         self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint
         self._unfinished: list[Path] = []  # parts of a failed checkpoint not removed yet
-        # Objects of a store (KServe's blob logger) whose records are in: the log and the checkpoints keep it,
-        # so an object is taken exactly once across restarts (monitor/kserve_store.py decides what to forget).
+        # Objects of a store (KServe's blob logger) whose records are in, with their last-modified times, and
+        # the time before which every object counts as taken: the log and the checkpoints keep both, so an
+        # object is taken exactly once across restarts (monitor/kserve_store.py decides what to forget).
         self.sources: dict[str, float] = {}
+        self.sources_before = 0.0
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class Ingest:
         """Puts the waiting halves of the last checkpoint back, applies the log's records after it, and starts
         the log; returns how many records were replayed."""
         make_dirs(self.directory)
-        waiting, self.sources = _read_snapshot(self.directory, self.checkpoint)
+        waiting, self.sources, self.sources_before = _read_snapshot(self.directory, self.checkpoint)
         for headers, body, at in waiting:
             self._apply_replayed(EventHalf(headers, body, at))
         highest = self.checkpoint
@@ -256,6 +258,17 @@ class Ingest:
             self.sources[batch.source] = batch.source_time
         return result
 
+    def taken(self, source: str, modified: float) -> bool:
+        """Whether the store object ``source`` (last modified at ``modified``) was taken in already."""
+        with self._lock:
+            return modified < self.sources_before or source in self.sources
+
+    def forget_sources(self, before: float) -> None:
+        """Objects last modified before ``before`` count as taken from now on; their keys are dropped."""
+        with self._lock:
+            self.sources_before = max(self.sources_before, before)
+            self.sources = {k: t for k, t in self.sources.items() if t >= self.sources_before}
+
     def _take(self, rows: Rows) -> None:
         self.store.add(rows.model, rows)
         self.on_rows(rows.model, rows)
@@ -282,7 +295,7 @@ class Ingest:
                 if seq == self.checkpoint:
                     return False
                 rows, labels = self.store.take(), self.labels.take()
-                waiting, sources = self.joiner.pending_halves(), dict(self.sources)
+                waiting, sources = self.joiner.pending_halves(), (dict(self.sources), self.sources_before)
             written: list[Path] = []
             try:
                 written += self.store.write(rows, seq)
@@ -337,25 +350,28 @@ def _latest_checkpoint(directory: Path) -> int:
 
 
 def _write_snapshot(directory: Path, seq: int, waiting: list[tuple[dict, bytes, float]],
-                    sources: dict[str, float]) -> None:
+                    sources: tuple[dict[str, float], float]) -> None:
     data = b"".join(encode_frame(i + 1, EventHalf(h, b, at).encode()) for i, (h, b, at) in enumerate(waiting))
-    data += encode_frame(len(waiting) + 1, orjson.dumps({"k": "s", "sources": sources}) + b"\n")
+    taken, before = sources
+    data += encode_frame(len(waiting) + 1, orjson.dumps({"k": "s", "sources": taken, "before": before}) + b"\n")
     write_durably(directory / _CHECKPOINT.format(seq), lambda tmp: tmp.write_bytes(data))
 
 
-def _read_snapshot(directory: Path, seq: int) -> tuple[list[tuple[dict, bytes, float]], dict[str, float]]:
-    """The halves a checkpoint left waiting, and the store objects taken in up to it."""
+def _read_snapshot(directory: Path, seq: int) -> tuple[list[tuple[dict, bytes, float]], dict[str, float], float]:
+    """The halves a checkpoint left waiting, the store objects taken in up to it and the time before which
+    every object counts as taken."""
     path = directory / _CHECKPOINT.format(seq)
     if not path.exists():
-        return [], {}
-    halves, sources = [], {}
+        return [], {}, 0.0
+    halves, sources, before = [], {}, 0.0
     for _, payload in read_frames(path.read_bytes(), path.name):
         if payload.startswith(b'{"k":"s"'):
-            sources = orjson.loads(payload.partition(b"\n")[0])["sources"]
+            record = orjson.loads(payload.partition(b"\n")[0])
+            sources, before = record["sources"], record["before"]
             continue
         half = decode(payload)
         halves.append((half.headers, half.body, half.at))
-    return halves, sources
+    return halves, sources, before
 
 
 __all__ = ["BatchResult", "CheckpointError", "EventBatch", "EventHalf", "Ingest", "JournalError", "LabelBatch"]

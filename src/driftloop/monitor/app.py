@@ -36,10 +36,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
@@ -48,7 +51,7 @@ from driftloop.monitor.analysis import Reference, analyse, class_values, write_r
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
-from driftloop.monitor.guard import protect, report_file
+from driftloop.monitor.guard import EVENTS_PATH, protect, report_file
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
 from driftloop.monitor.kserve_store import KServeStoreSource
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
@@ -409,18 +412,9 @@ class Monitor:
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
         protect(app, self.config)  # body limit, JSON only, tokens, security headers (monitor/guard.py)
 
-        @app.post("/events")
-        async def events(request: Request) -> JSONResponse:
-            try:
-                if _media_type(request.headers.get("content-type")) == BATCH_CONTENT_TYPE:
-                    return JSONResponse(status_code=202, content=await self.receive_batch(await request.body()))
-                await self.receive(dict(request.headers), await request.body())
-            except JournalError as exc:
-                return _error(503, str(exc))
-            except EventError as exc:
-                log.info("monitor: rejected event: %s", exc)
-                return _error(400, str(exc))
-            return JSONResponse(status_code=202, content={"accepted": True})
+        # Called for every event half: a plain ASGI endpoint, without FastAPI's per-request machinery (still
+        # behind the guards protect() installs around the whole app).
+        app.router.routes.insert(0, Route(EVENTS_PATH, _EventsEndpoint(self), methods=["POST"]))
 
         @app.post("/feedback")
         async def feedback(request: Request) -> JSONResponse:
@@ -473,6 +467,40 @@ class Monitor:
                 await self.tick()
             except Exception:  # noqa: BLE001 - keep watching; the log and the buffers hold the rows meanwhile
                 log.exception("monitor: tick failed")
+
+
+class _EventsEndpoint:
+    """``POST /events``: a binary-mode event half, or a CloudEvents batch → 202 once on disk; 400 / 503."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            if _media_type(headers.get("content-type")) == BATCH_CONTENT_TYPE:
+                status, content = 202, await self.monitor.receive_batch(body)
+            else:
+                await self.monitor.receive(headers, body)
+                status, content = 202, {"accepted": True}
+        except JournalError as exc:
+            status, content = 503, {"error": str(exc)}
+        except EventError as exc:
+            log.info("monitor: rejected event: %s", exc)
+            status, content = 400, {"error": str(exc)}
+        answer = orjson.dumps(content)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def _media_type(value: str | None) -> str:

@@ -368,6 +368,12 @@ class Monitor:
     async def _render_reports(self) -> None:
         while True:
             record, rows, reference = await self._reports.get()
+            # A report takes about a second of CPU (Evidently): when windows close faster than that, only the
+            # newest waiting window of a model gets one (its verdict is there either way), so ingestion keeps up.
+            newer = self._drain_reports(record.model)
+            if newer:
+                self.metrics.reports_skipped.labels(record.model).inc(len(newer))
+                record, rows, reference = newer[-1]
             path = self.root / "reports" / record.model / f"window-{record.id:06d}.html"
             try:
                 await asyncio.to_thread(write_report, rows, record.predictions, reference, self.config.drift,
@@ -375,6 +381,16 @@ class Monitor:
                 record.report = path.name
             except Exception:  # noqa: BLE001 - a report is a view; its failure must not stop the monitor
                 log.exception("monitor: report for window %d failed", record.id)
+
+    def _drain_reports(self, model: str) -> list[tuple[WindowRecord, pd.DataFrame, Reference]]:
+        """Takes the waiting report requests of ``model``; those of other models stay, in order."""
+        waiting = []
+        while not self._reports.empty():
+            waiting.append(self._reports.get_nowait())
+        for item in waiting:
+            if item[0].model != model:
+                self._reports.put_nowait(item)
+        return [item for item in waiting if item[0].model == model]
 
     def status(self, model: str | None = None, limit: int = 10) -> dict:
         models = [model] if model else sorted(set(self.windows) | set(self.buffers) | set(self.coordinator.models()))

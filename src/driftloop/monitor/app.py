@@ -41,17 +41,16 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
-from driftloop.http_guard import parse_json
+from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
-from driftloop.monitor.guard import EVENTS_PATH, protect, report_file
+from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
 from driftloop.monitor.kserve_store import KServeStoreSource
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
@@ -413,7 +412,7 @@ class Monitor:
 
     # ---- HTTP -------------------------------------------------------------------------------------
 
-    def _build_app(self) -> FastAPI:
+    def _build_app(self) -> ASGIApp:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             self._reports = asyncio.Queue()
@@ -428,9 +427,6 @@ class Monitor:
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
         protect(app, self.config)  # body limit, JSON only, tokens, security headers (monitor/guard.py)
 
-        # Called for every event half: a plain ASGI endpoint, without FastAPI's per-request machinery (still
-        # behind the guards protect() installs around the whole app).
-        app.router.routes.insert(0, Route(EVENTS_PATH, _EventsEndpoint(self), methods=["POST"]))
 
         @app.post("/feedback")
         async def feedback(request: Request) -> JSONResponse:
@@ -474,7 +470,9 @@ class Monitor:
         async def metrics() -> Response:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-        return app
+        # /events is called for every event half: served beside FastAPI, behind the same guards, without
+        # FastAPI's and Starlette's per-request layers (they cost more than taking the event in).
+        return _EventsFirst(app, protect_endpoint(_EventsEndpoint(self), self.config))
 
     async def _tick_forever(self) -> None:
         while True:
@@ -483,6 +481,22 @@ class Monitor:
                 await self.tick()
             except Exception:  # noqa: BLE001 - keep watching; the log and the buffers hold the rows meanwhile
                 log.exception("monitor: tick failed")
+
+
+class _EventsFirst:
+    """``POST /events`` to the events endpoint, everything else (and the lifespan) to the FastAPI app."""
+
+    def __init__(self, api: FastAPI, events: ASGIApp) -> None:
+        self.api, self.events = api, events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == EVENTS_PATH:
+            if scope["method"] != "POST":
+                await send_error(send, 405, "POST events to /events")
+                return
+            await self.events(scope, receive, send)
+            return
+        await self.api(scope, receive, send)
 
 
 class _EventsEndpoint:

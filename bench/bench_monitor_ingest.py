@@ -16,12 +16,20 @@ Modes (each run alternates through them, so they share the machine's conditions)
 * ``after, batched`` — this checkout, ``application/cloudevents-batch+json`` posts of ``--batch`` predictions
   (2 × batch events) each: what driftloop's gateway sends with ``--payload-log-batch``.
 
-Printed per mode: events/s and predictions (rows)/s while ``wrk`` ran, p50/p99 answer latency, non-2xx
-answers, and the rows in the monitor's Parquet parts after a clean shutdown against the predictions whose
-both halves were acknowledged (lost rows must be 0).
+Printed per mode: events/s and predictions (rows)/s while ``wrk`` ran, the monitor's CPU per row (from
+/proc: the figure other load on the machine disturbs least), p50/p99 answer latency, non-2xx answers, and the
+rows in the monitor's Parquet parts after a clean shutdown against the predictions whose both halves were
+acknowledged (lost rows must be 0).
 
-    .venv/bin/python bench/bench_monitor_ingest.py [--seconds 15] [--connections 8] [--runs 2]
+``--joint SECONDS``: the joint run instead. ``driftloop serve`` (this checkout, payload logging to the monitor,
+once with single binary events and once with ``--payload-log-batch``) driven by ``wrk`` at full speed with
+single-row V1 requests for SECONDS; then how many events were still queued in the gateway's payload logger
+when the load stopped, how long the queue took to drain, the events dropped
+(``driftloop_payload_log_dropped_total``) and the rows on disk against the predictions served.
+
+    .venv/bin/python bench/bench_monitor_ingest.py [--seconds 15] [--warmup 20] [--connections 8] [--runs 2]
                                                    [--baseline 92317d3] [--batch 64] [--modes before,after,batched]
+    .venv/bin/python bench/bench_monitor_ingest.py --joint 60 [--batch 64]
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _net import wait_for_port
-from bench_monitor import baseline_source, monitor_status, prepare, rows_on_disk
+from bench_monitor import baseline_source, gateway_counters, monitor_status, prepare, rows_on_disk
 from rich.console import Console
 from rich.table import Table
 
@@ -194,6 +202,89 @@ def run_mode(label: str, src: Path | None, registry: str, script: Path, seconds:
             "connections": connections}
 
 
+_PREDICT_LUA = r"""
+local bodies = {ROWS}
+local counter = 0
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/models/churn:predict", {["content-type"] = "application/json"},
+                    bodies[counter % #bodies + 1])
+end
+function done(summary, latency, requests)
+  io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+                         '"p50_us": %d, "p99_us": %d}\n', summary.requests, summary.duration, summary.errors.status,
+                         summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+                         latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@contextmanager
+def gateway_process(registry: str, logger_url: str, batch: int, log: Path):
+    """``driftloop serve`` with payload logging to ``logger_url``; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if "_TOKEN" not in k}
+    command = [sys.executable, "-m", "driftloop", "serve", "--registry", registry, "--port", str(port),
+               "--logger-url", logger_url, "--payload-log-batch", str(batch), "--poll-interval", "3600"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))  # noqa: SIM115
+    try:
+        wait_for_port(port, timeout=180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_joint(registry: str, rows: list[dict], seconds: float, connections: int, batch: int, root: Path,
+              config: Path) -> dict:
+    script = root / "predict.lua"
+    bodies = "{" + ",".join(json.dumps(json.dumps({"instances": [r]}, separators=(",", ":"))) for r in rows) + "}"
+    script.write_text(_PREDICT_LUA.replace("{ROWS}", bodies))
+    store = root / f"joint-{batch}"
+    with monitor_process(None, registry, store, config) as (monitor, _):
+        with gateway_process(registry, f"{monitor}/events", batch, root / f"gateway-{batch}.log") as gateway:
+            warm = run_wrk(f"{gateway}/v1/models/churn:predict", script, 5, connections)  # not measured
+            wrk = run_wrk(f"{gateway}/v1/models/churn:predict", script, seconds, connections)
+            stopped = time.monotonic()
+            counters = gateway_counters(gateway)
+            served = wrk["requests"] - wrk["non2xx"]
+            # Every prediction served is two events, each sent or dropped once the logger's queue is empty.
+            logged = 2 * (warm["requests"] - warm["non2xx"] + served)
+            queued = logged - sum(counters.values())
+            while sum(counters.values()) < logged and time.monotonic() - stopped < 300:
+                time.sleep(0.05)
+                counters = gateway_counters(gateway)
+            drained = time.monotonic() - stopped
+    predictions = int(sum(counters.values()) // 2)
+    return {"batch": batch, "seconds": wrk["duration_us"] / 1e6, "served": served, "p99_ms": wrk["p99_us"] / 1000,
+            "queued": max(0, int(queued)), "drained": drained, "counters": counters, "predictions": predictions,
+            "disk_rows": rows_on_disk(store)}
+
+
+def joint_table(results: list[dict], connections: int) -> Table:
+    out = Table(title=f"joint run: driftloop serve at full speed (wrk, {connections} connections, single-row V1) "
+                      "logging every prediction to the monitor (windows, drift analysis and reports on), both on "
+                      "the same 2 cores")
+    for column in ("payload log", "s", "gateway req/s", "p99 ms", "events queued at stop", "drain s",
+                   "events sent", "events dropped", "predictions logged", "rows on disk", "lost rows"):
+        out.add_column(column, justify="right")
+    for r in results:
+        counters = r["counters"]
+        dropped = ", ".join(f"{k.removeprefix('dropped: ')} {v:,.0f}" for k, v in counters.items()
+                            if k.startswith("dropped") and v) or "0"
+        sent = counters.get("sent", 0)
+        out.add_row("binary events" if r["batch"] == 0 else f"batched ({r['batch']}/POST)", f"{r['seconds']:.0f}",
+                    f"{r['served'] / r['seconds']:,.0f}", f"{r['p99_ms']:.1f}", f"{r['queued']:,}",
+                    f"{r['drained']:.2f}", f"{sent:,.0f}", dropped, f"{r['predictions']:,}", f"{r['disk_rows']:,}",
+                    f"{max(0, int(sent // 2) - r['disk_rows']):,}")
+    return out
+
+
 def table(results: list[dict], seconds: float, connections: int, batch: int) -> Table:
     out = Table(title=f"monitor ingest with windows (1000 rows) and drift analysis + reports on: wrk, {connections} "
                       f"connections, {seconds:g} s measured per run after a warm-up; single-row predictions; batched "
@@ -229,6 +320,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="predictions per batched POST")
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--modes", default="before,after,batched")
+    parser.add_argument("--joint", type=float, default=0.0, metavar="SECONDS",
+                        help="the joint run (gateway feeding the monitor) for SECONDS instead of the monitor alone")
     args = parser.parse_args()
     modes = args.modes.split(",")
     console = Console(width=200)
@@ -238,6 +331,13 @@ def main() -> None:
         registry, rows, predictions = prepare(root)
         config = root / "monitor.json"
         config.write_text(json.dumps({"retrain": {"runner": "none"}}))
+        if args.joint:
+            joint = [run_joint(registry, rows, args.joint, args.connections, batch, root, config)
+                     for batch in (0, args.batch)]
+            console.print(joint_table(joint, args.connections))
+            console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores; load average before "
+                          f"{load_before}, after {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
+            return
         scripts = {0: root / "single.lua", args.batch: root / "batched.lua"}
         for batch, path in scripts.items():
             path.write_text(lua_script(rows, predictions, batch))

@@ -12,13 +12,14 @@ HTTP API (FastAPI):
 * ``POST /feedback`` — delayed labels: ``{"id": ..., "label": ..., "row": 0}``, a list of them, or
   ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``).
 * ``GET /status`` — counters, the latest windows with drift and realised quality, the trigger state
-  and the retrains; ``GET /windows/{model}``; ``GET /reports/{model}/{file}`` — a window's HTML report.
+  and the retrains; ``GET /windows/{model}``; ``GET /reports/{model}/window-NNNNNN.html`` — a window's
+  page; ``GET /reports/{model}/index.html`` — the model's trend and windows (monitor/pages.py).
 * ``GET /quality/{model}?since=ISO`` — realised quality per version (the canary analysis asks this).
 * ``GET /metrics`` — Prometheus: drift share, per-feature scores, accuracy, retrains.
 
 What arrives is on disk before it is acknowledged (monitor/ingest.py: an fsync'd log, replayed at
 start-up). A background loop checkpoints it into the Parquet store, closes windows, analyses them one at a
-time in a worker thread (drift verdict first, the HTML report after), hands each verdict to the retrain
+time in a worker thread (drift verdict first, the window's page after), hands each verdict to the retrain
 coordinator (monitor/coordinator.py: trigger policy, retrains, their audit entries) and applies retention.
 """
 
@@ -39,28 +40,36 @@ import numpy as np
 import orjson
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
 from driftloop.http_guard import parse_json, send_error
-from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
+from driftloop.monitor.analysis import Reference, analyse, class_values
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
-from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file
+from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file, valid_model_name
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
 from driftloop.monitor.kserve_store import KServeStoreSource
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.metrics import MonitorMetrics
+from driftloop.monitor.pages import Pages
 from driftloop.monitor.retention import Retention
 from driftloop.monitor.retrain import TrainingTable, assemble_training_data
 from driftloop.monitor.rows import Chunk, Rows, assemble
 from driftloop.monitor.store import RowStore
-from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
+from driftloop.monitor.windows import (
+    WindowBuffer,
+    WindowRecord,
+    read_summaries,
+    realised_quality,
+    summaries_path,
+)
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.reports.drift_window import INDEX_FILE
 from driftloop.runners import make_runner
 from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE
 
@@ -117,10 +126,12 @@ class Monitor:
                              if self.config.kserve_store.uri else None)
         self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
                                    checkpoint=lambda: self.ingest.checkpoint)
+        self.pages = Pages(self.root / "reports", registry, self.config.trigger, self.config.report_rows)
         self._reports: asyncio.Queue | None = None
+        self._summaries_lock = threading.Lock()  # summaries are appended at close and by the page worker
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
-        summaries = self._window_summaries()
+        summaries = read_summaries(self.root)
         self._next_window = max((s["id"] for ss in summaries.values() for s in ss), default=0) + 1
         for model in self.store.models():
             self._refill(model, summaries.get(model, []))
@@ -254,18 +265,6 @@ class Monitor:
 
     # ---- start-up ---------------------------------------------------------------------------------
 
-    def _window_summaries(self) -> dict[str, list[dict]]:
-        summaries: dict[str, list[dict]] = {}
-        for path in sorted((self.root / "windows").glob("*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    summary = json.loads(line)
-                    int(summary["id"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line after a crash
-                summaries.setdefault(summary.get("model") or path.stem, []).append(summary)
-        return summaries
-
     def _refill(self, model: str, summaries: list[dict]) -> None:
         """Puts stored rows that no window took yet back into the open window, and recent stored rows into
         /quality's traffic: a restart must not reset a window or a canary's evidence."""
@@ -334,9 +333,9 @@ class Monitor:
         decision = await asyncio.to_thread(self.coordinator.on_window, model, production, record, earlier, now)
         if decision is not None:
             record.decision = {"action": decision.action, "reason": decision.reason}
-        # Shown once decided; the report follows when rendered.
+        # Shown once decided; the page follows when rendered (and the summary again, naming it).
         self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
-        if reference is not None and self._reports is not None:
+        if self._reports is not None:
             self._reports.put_nowait((record, rows, reference))
         self._append_summary(record)
         return record
@@ -359,27 +358,46 @@ class Monitor:
     # ---- reports and persistence ------------------------------------------------------------------
 
     def _append_summary(self, record: WindowRecord) -> None:
-        path = self.root / "windows" / f"{record.model}.jsonl"
+        path = summaries_path(self.root, record.model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record.summary(), default=str) + "\n")
+        line = json.dumps(record.summary(self.labels), default=str) + "\n"
+        with self._summaries_lock, open(path, "a") as handle:
+            handle.write(line)
 
     async def _render_reports(self) -> None:
         while True:
             record, rows, reference = await self._reports.get()
-            # A report takes about a second of CPU (Evidently): when windows close faster than that, only the
-            # newest waiting window of a model gets one (its verdict is there either way), so ingestion keeps up.
+            # A window's page costs far more than its verdict: when windows close faster than pages are written,
+            # only the newest waiting window of a model gets one (its verdict is there either way), so ingestion
+            # keeps up.
             newer = self._drain_reports(record.model)
             if newer:
                 self.metrics.reports_skipped.labels(record.model).inc(len(newer))
                 record, rows, reference = newer[-1]
-            path = self.root / "reports" / record.model / f"window-{record.id:06d}.html"
-            try:
-                await asyncio.to_thread(write_report, rows, record.predictions, reference, self.config.drift,
-                                        self.config.report_rows, path)
-                record.report = path.name
-            except Exception:  # noqa: BLE001 - a report is a view; its failure must not stop the monitor
-                log.exception("monitor: report for window %d failed", record.id)
+            await asyncio.to_thread(self._publish, record, rows, reference)
+
+    def _publish(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> None:
+        """Writes the window's page (when it was analysed), rewrites the pages of recent windows whose realised
+        quality moved and the model's index, then the summaries: the new window's, naming its page, and theirs."""
+        model, refreshed = record.model, []
+        try:
+            if reference is not None:
+                retrain = next((r.to_dict() for r in self.coordinator.retrains(model)
+                                if r.windows and r.windows[-1] == record.id), None)
+                self.pages.write_window(record, rows, reference, self.labels, retrain)
+            recent = list(self.windows.get(model, ()))[-self.config.trigger.n - 1:-1]
+            refreshed = self.pages.refresh(recent, self.labels)
+            self.pages.write_index(model, self._summaries(model, self.labels))
+        except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
+            log.exception("monitor: pages for window %d of %s failed", record.id, model)
+        for window in [*refreshed, record]:
+            self._append_summary(window)
+
+    def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
+        """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
+        by_id = {s["id"]: s for s in read_summaries(self.root).get(model, [])[-KEEP_WINDOWS:]}
+        by_id |= {w.id: w.summary(labels) for w in self.windows.get(model, ())}
+        return [by_id[i] for i in sorted(by_id)][-KEEP_WINDOWS:]
 
     def _drain_reports(self, model: str) -> list[tuple[WindowRecord, pd.DataFrame, Reference]]:
         """Takes the waiting report requests of ``model``; those of other models stay, in order."""
@@ -451,6 +469,12 @@ class Monitor:
 
         @app.get("/reports/{model}/{name}")
         async def report(model: str, name: str) -> Response:
+            if name == INDEX_FILE:  # rendered now: realised accuracy as the labels stand
+                known = valid_model_name(model) and (model in self.windows or summaries_path(self.root, model).is_file())
+                if not known:
+                    return _error(404, f"no windows for model '{model}' yet")
+                summaries = await asyncio.to_thread(self._summaries, model, self.labels)
+                return HTMLResponse(await asyncio.to_thread(self.pages.index, model, summaries))  # CSP: protect's
             path = report_file(self.root / "reports", model, name)  # only files the monitor wrote
             if path is None:
                 return _error(404, f"no report '{name}' for model '{model}'")

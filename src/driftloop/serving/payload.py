@@ -8,6 +8,7 @@ or without), or a single row-major 2-D numeric tensor in feature order.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,9 @@ def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
         unknown = sorted(t.name for t in payload.inputs if t.name not in spec.feature_names)
         if unknown:
             raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
+        repeated = sorted(name for name, count in Counter(t.name for t in payload.inputs).items() if count > 1)
+        if repeated:  # a table keeps one of them, silently: which value would be scored is anyone's guess
+            raise InvalidInput(f"input(s) given more than once: {', '.join(repeated[:10])}")
         try:
             return payload.as_dataframe()
         except (ValueError, TypeError) as exc:

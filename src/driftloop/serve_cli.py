@@ -44,6 +44,10 @@ def add_serve_parsers(sub, add_common) -> None:
                        "http://127.0.0.1:8090/events); none: no payload logging")
     serve.add_argument("--logger-token-file", metavar="FILE", help=f"the monitor's events token (default: "
                        f"${EVENTS.env}, or the file ${EVENTS.env}_FILE names)")
+    serve.add_argument("--payload-log-batch", type=int, default=0, metavar="N",
+                       help="post up to N payload events per request as one CloudEvents batch "
+                            "(application/cloudevents-batch+json; driftloop's monitor only); 0: one binary-mode "
+                            "event per request, as KServe's agent sends them")
     serve.add_argument("--poll-interval", type=float, default=1.0, help="seconds between registry checks")
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                        help="larger request bodies are refused (413)")
@@ -87,6 +91,8 @@ def add_serve_parsers(sub, add_common) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from driftloop.serving.gateway import Gateway
 
+    if args.payload_log_batch < 0 or (args.payload_log_batch and not args.logger_url):
+        raise ConfigError("--payload-log-batch takes a number of events >= 0, and needs --logger-url")
     settings = Settings.resolve(args.home, args.registry)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     token = EVENTS.token(file=args.logger_token_file) if args.logger_url else None
@@ -100,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     gateway = Gateway(settings.registry_uri, logger_url=args.logger_url, poll_interval=args.poll_interval,
                       max_body_bytes=args.max_body_bytes, namespace=args.namespace, logger_token=token,
-                      batching=batching)
+                      logger_batch=args.payload_log_batch, batching=batching)
     print(f"driftloop gateway on http://{args.host}:{args.port} serving {settings.registry_uri}", file=sys.stderr)
     gateway.run(args.host, args.port)
     return 0

@@ -69,9 +69,9 @@ def test_serve_help_lists_only_what_the_gateway_honours() -> None:
     shown = run_cli("serve", "--help", env=COLUMNS_80)
     assert shown.returncode == 0
     options = re.findall(r"^  (--[\w-]+)", shown.stdout, re.M)
-    assert options == ["--host", "--port", "--logger-url", "--logger-token-file", "--poll-interval",
-                       "--max-body-bytes", "--namespace", "--batch-max-rows", "--batch-wait-us", "--home",
-                       "--registry"]
+    assert options == ["--host", "--port", "--logger-url", "--logger-token-file", "--payload-log-batch",
+                       "--poll-interval", "--max-body-bytes", "--namespace", "--batch-max-rows", "--batch-wait-us",
+                       "--home", "--registry"]
     assert "(default: 127.0.0.1)" in shown.stdout and "(default: 8080)" in shown.stdout
     assert "exit codes:" in shown.stdout and len(shown.stdout.splitlines()) < 60
 

@@ -63,14 +63,14 @@ def test_rows_from_kserves_agent_take_the_version_from_ce_annotations() -> None:
     annotations = '{"driftloop.io/model-version": "2"}'
     assert joiner.add(_kserve_event("a", REQUEST_TYPE, annotations), orjson.dumps({"instances": [{"x": 1.0}]})) is None
     rows = joiner.add(_kserve_event("a", RESPONSE_TYPE, annotations), orjson.dumps({"predictions": [1]}))
-    assert rows["version"].tolist() == [2] and rows["endpoint"].tolist() == ["canary"]
+    assert rows.frame()["version"].tolist() == [2] and rows.frame()["endpoint"].tolist() == ["canary"]
 
 
 def test_without_any_version_the_endpoint_alias_decides_and_a_bad_annotation_is_refused() -> None:
     joiner = EventJoiner(lambda model, version: SPEC, lambda model, endpoint: 7)
     joiner.add(_kserve_event("b", REQUEST_TYPE, None), orjson.dumps({"instances": [{"x": 1.0}]}))
     rows = joiner.add(_kserve_event("b", RESPONSE_TYPE, None), orjson.dumps({"predictions": [0]}))
-    assert rows["version"].tolist() == [7]
+    assert rows.frame()["version"].tolist() == [7]
     joiner.add(_kserve_event("c", REQUEST_TYPE, '{"driftloop.io/model-version": "v2"}'),
                orjson.dumps({"instances": [{"x": 1.0}]}))
     with pytest.raises(EventError, match="not a version number"):

@@ -3,7 +3,12 @@
 HTTP API (FastAPI):
 
 * ``POST /events`` — KServe payload-log CloudEvents (from the local gateway or KServe's logger);
-  request and response are joined by ``ce-id`` and every row is stored.
+  request and response are joined by ``ce-id`` and every row is stored. One binary-mode event half per
+  POST (KServe's agent; 202), or a structured-mode batch with ``content-type:
+  application/cloudevents-batch+json`` (driftloop's gateway with batching on; 202 with
+  ``{"accepted": N, "rejected": [...]}`` once the whole batch is on disk).
+* A store of KServe's blob logger (``logger.storage``) is read by polling instead, when the config names it
+  (``kserve_store``: monitor/kserve_store.py).
 * ``POST /feedback`` — delayed labels: ``{"id": ..., "label": ..., "row": 0}``, a list of them, or
   ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``).
 * ``GET /status`` — counters, the latest windows with drift and realised quality, the trigger state
@@ -32,25 +37,29 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
-from driftloop.http_guard import parse_json
+from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, class_values
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
-from driftloop.monitor.guard import protect, report_file, valid_model_name
-from driftloop.monitor.ingest import CheckpointError, Ingest, JournalError
-from driftloop.monitor.labels import LabelStore, row_key
+from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file, valid_model_name
+from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
+from driftloop.monitor.kserve_store import KServeStoreSource
+from driftloop.monitor.labels import LabelStore, normalise_label, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.pages import Pages
 from driftloop.monitor.retention import Retention
 from driftloop.monitor.retrain import TrainingTable, assemble_training_data
+from driftloop.monitor.rows import Chunk, Rows, assemble
 from driftloop.monitor.store import RowStore
 from driftloop.monitor.windows import (
     WindowBuffer,
@@ -62,11 +71,15 @@ from driftloop.monitor.windows import (
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
 from driftloop.reports.drift_window import INDEX_FILE
 from driftloop.runners import make_runner
+from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
 KEEP_RECENT_BATCHES = 20_000  # logged requests kept per model for /quality (a canary's recent traffic)
 RECENT_ROWS_AT_START = 20_000  # stored rows put back into /quality's recent traffic after a restart
+# Events that name no version or endpoint (KServe's agent sends an empty endpoint) are attributed with the
+# aliases as read at most this long ago: reading the audit trail for every event cost more than the event.
+ALIASES_MAX_AGE = 1.0
 
 
 class Monitor:
@@ -98,7 +111,8 @@ class Monitor:
                                   on_drop=lambda outcome, n: self.metrics.events.labels(outcome).inc(n))
         self.buffers: dict[str, WindowBuffer] = {}
         self.windows: dict[str, deque[WindowRecord]] = {}
-        self.recent: dict[str, deque[pd.DataFrame]] = {}
+        self.recent: dict[str, deque[Chunk]] = {}  # a canary's recent traffic, as it came in
+        self._aliases: dict[str, tuple[float, dict[str, int]]] = {}  # model → (time.monotonic(), aliases)
         self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
         retrain = self.config.retrain
         runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
@@ -108,6 +122,8 @@ class Monitor:
                                               self._assemble, self.metrics, self.root / "reports")
         self.ingest = Ingest(self.root, self.joiner, self.store, self.labels, self._on_rows, sync=sync,
                              on_commit=self._on_commit, on_failure=self.metrics.log_failures.inc)
+        self.kserve_store = (KServeStoreSource(self.config.kserve_store, self.ingest)
+                             if self.config.kserve_store.uri else None)
         self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
                                    checkpoint=lambda: self.ingest.checkpoint)
         self.pages = Pages(self.root / "reports", registry, self.config.trigger, self.config.report_rows)
@@ -135,10 +151,18 @@ class Monitor:
         return Reference.load(self.registry, model, version)
 
     def _version_for(self, model: str, endpoint: str) -> int | None:
-        return self.registry.aliases(model).get(CANARY if endpoint == "canary" else PRODUCTION)
+        return self._recent_aliases(model).get(CANARY if endpoint == "canary" else PRODUCTION)
 
     def _endpoint_for(self, model: str, version: int) -> str:
-        return "canary" if self.registry.aliases(model).get(CANARY) == version else "default"
+        return "canary" if self._recent_aliases(model).get(CANARY) == version else "default"
+
+    def _recent_aliases(self, model: str) -> dict[str, int]:
+        read_at, aliases = self._aliases.get(model, (-ALIASES_MAX_AGE, {}))
+        now = time.monotonic()
+        if now - read_at >= ALIASES_MAX_AGE:
+            aliases = self.registry.aliases(model)
+            self._aliases[model] = (now, aliases)
+        return aliases
 
     async def receive(self, headers: dict[str, str], body: bytes) -> None:
         """Takes one event half; returns once it is on disk.
@@ -158,20 +182,59 @@ class Monitor:
             raise EventError(str(exc)) from None
         self.metrics.events.labels("accepted").inc()
 
-    def _on_rows(self, model: str, rows: pd.DataFrame) -> None:
-        """A pair joined (or was replayed at start-up): its rows join the open window and recent traffic."""
+    async def receive_batch(self, body: bytes) -> dict:
+        """Takes a CloudEvents batch; returns once all of it is on disk, with how many halves were taken.
+
+        Raises:
+            EventError: the batch is malformed (400; nothing of it was kept).
+            JournalError: it could not be written (503; nothing was kept).
+        """
+        try:
+            result = await self.ingest.batch(body)
+        except JournalError:
+            raise
+        except (EventError, DriftloopError) as exc:
+            self.events_rejected += 1
+            self.metrics.events.labels("rejected").inc()
+            raise EventError(str(exc)) from None
+        return self._count_batch(result)
+
+    def _count_batch(self, result: BatchResult) -> dict:
+        """Counts a batch's halves; its pairs whose request or response did not decode are named."""
+        accepted = result.halves - len(result.rejected)
+        self.events_received += result.halves
+        self.events_rejected += len(result.rejected)
+        self.metrics.events.labels("accepted").inc(accepted)
+        if result.rejected:
+            self.metrics.events.labels("rejected").inc(len(result.rejected))
+        return {"accepted": accepted, "rows": sum(len(r) for r in result.rows), "rejected": result.rejected[:20]}
+
+    def _on_rows(self, model: str, rows: Rows) -> None:
+        """A pair joined (or was replayed at start-up): its rows join the open window and recent traffic.
+        Called for every prediction, so it only appends: DataFrames are built when rows are used."""
         self.metrics.rows.labels(model).inc(len(rows))
-        recent = self._recent_frame(model, rows)
         with self._rows_lock:
-            self.buffers.setdefault(model, WindowBuffer(self.config.window)).add(rows)
-            self.recent.setdefault(model, deque(maxlen=KEEP_RECENT_BATCHES)).append(recent)
+            buffer = self.buffers.get(model)
+            if buffer is None:
+                buffer = self.buffers[model] = WindowBuffer(self.config.window)
+            buffer.add(rows)
+            recent = self.recent.get(model)
+            if recent is None:
+                recent = self.recent[model] = deque(maxlen=KEEP_RECENT_BATCHES)
+            recent.append(rows)
 
     def _recent_frame(self, model: str, rows: pd.DataFrame) -> pd.DataFrame:
         versions = rows["version"].astype(int).to_numpy()
         predictions = np.empty(len(rows), dtype=object)
-        for version in np.unique(versions):  # one for a joined pair; a few for rows put back at start-up
+        for version in np.unique(versions):
             chosen = versions == version
-            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], self._spec_for(model, int(version)))
+            try:
+                spec = self._spec_for(model, int(version))
+            except DriftloopError as exc:  # a version since deleted from the registry: its predictions as sent
+                log.warning("monitor: predictions of %s v%s compared as sent: %s", model, version, exc)
+                predictions[chosen] = [normalise_label(p) for p in rows["prediction"].to_numpy()[chosen]]
+                continue
+            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], spec)
         return pd.DataFrame({
             "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
             "version": versions, "prediction": predictions, "received_at": rows["received_at"].to_numpy()})
@@ -194,7 +257,7 @@ class Monitor:
             frames = list(self.recent.get(model, ()))
         if not frames:
             return realised_quality(pd.DataFrame(), self.labels) | {"versions": {}}
-        rows = pd.concat(frames, ignore_index=True)
+        rows = self._recent_frame(model, assemble(frames))
         if since is not None:
             rows = rows[rows["received_at"] >= pd.Timestamp(since).tz_convert("UTC")]
         quality = realised_quality(rows, self.labels)
@@ -216,10 +279,7 @@ class Monitor:
             self.buffers[model] = buffer
         recent = self.store.newest(model, RECENT_ROWS_AT_START)
         if not recent.empty:
-            try:
-                self.recent[model] = deque([self._recent_frame(model, recent)], maxlen=KEEP_RECENT_BATCHES)
-            except DriftloopError as exc:  # a version since deleted from the registry
-                log.warning("monitor: recent traffic of %s not restored: %s", model, exc)
+            self.recent[model] = deque([recent], maxlen=KEEP_RECENT_BATCHES)
 
     def _restore_trigger(self, model: str, summaries: list[dict]) -> None:
         """The coordinator rebuilds the trigger state from the audit trail; the signals of the last windows
@@ -307,6 +367,13 @@ class Monitor:
     async def _render_reports(self) -> None:
         while True:
             record, rows, reference = await self._reports.get()
+            # A window's page costs far more than its verdict: when windows close faster than pages are written,
+            # only the newest waiting window of a model gets one (its verdict is there either way), so ingestion
+            # keeps up.
+            newer = self._drain_reports(record.model)
+            if newer:
+                self.metrics.reports_skipped.labels(record.model).inc(len(newer))
+                record, rows, reference = newer[-1]
             await asyncio.to_thread(self._publish, record, rows, reference)
 
     def _publish(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> None:
@@ -332,12 +399,23 @@ class Monitor:
         by_id |= {w.id: w.summary(labels) for w in self.windows.get(model, ())}
         return [by_id[i] for i in sorted(by_id)][-KEEP_WINDOWS:]
 
+    def _drain_reports(self, model: str) -> list[tuple[WindowRecord, pd.DataFrame, Reference]]:
+        """Takes the waiting report requests of ``model``; those of other models stay, in order."""
+        waiting = []
+        while not self._reports.empty():
+            waiting.append(self._reports.get_nowait())
+        for item in waiting:
+            if item[0].model != model:
+                self._reports.put_nowait(item)
+        return [item for item in waiting if item[0].model == model]
+
     def status(self, model: str | None = None, limit: int = 10) -> dict:
         models = [model] if model else sorted(set(self.windows) | set(self.buffers) | set(self.coordinator.models()))
         return {
             "events_received": self.events_received, "events_rejected": self.events_rejected,
             "events_orphaned": self.joiner.orphaned, "rows_stored": self.store.rows_added,
             "labels": len(self.labels), "store": str(self.root), "ingest": self.ingest.status(),
+            "kserve_store": self.kserve_store.status() if self.kserve_store else None,
             "models": {m: self._model_status(m, limit) for m in models},
         }
 
@@ -352,11 +430,13 @@ class Monitor:
 
     # ---- HTTP -------------------------------------------------------------------------------------
 
-    def _build_app(self) -> FastAPI:
+    def _build_app(self) -> ASGIApp:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             self._reports = asyncio.Queue()
             tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports())]
+            if self.kserve_store is not None:
+                tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield
             for task in tasks:
                 task.cancel()
@@ -365,16 +445,6 @@ class Monitor:
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
         protect(app, self.config)  # body limit, JSON only, tokens, security headers (monitor/guard.py)
 
-        @app.post("/events")
-        async def events(request: Request) -> JSONResponse:
-            try:
-                await self.receive(dict(request.headers), await request.body())
-            except JournalError as exc:
-                return _error(503, str(exc))
-            except EventError as exc:
-                log.info("monitor: rejected event: %s", exc)
-                return _error(400, str(exc))
-            return JSONResponse(status_code=202, content={"accepted": True})
 
         @app.post("/feedback")
         async def feedback(request: Request) -> JSONResponse:
@@ -424,7 +494,9 @@ class Monitor:
         async def metrics() -> Response:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-        return app
+        # /events is called for every event half: served beside FastAPI, behind the same guards, without
+        # FastAPI's and Starlette's per-request layers (they cost more than taking the event in).
+        return _EventsFirst(app, protect_endpoint(_EventsEndpoint(self), self.config))
 
     async def _tick_forever(self) -> None:
         while True:
@@ -433,6 +505,60 @@ class Monitor:
                 await self.tick()
             except Exception:  # noqa: BLE001 - keep watching; the log and the buffers hold the rows meanwhile
                 log.exception("monitor: tick failed")
+
+
+class _EventsFirst:
+    """``POST /events`` to the events endpoint, everything else (and the lifespan) to the FastAPI app."""
+
+    def __init__(self, api: FastAPI, events: ASGIApp) -> None:
+        self.api, self.events = api, events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == EVENTS_PATH:
+            if scope["method"] != "POST":
+                await send_error(send, 405, "POST events to /events")
+                return
+            await self.events(scope, receive, send)
+            return
+        await self.api(scope, receive, send)
+
+
+class _EventsEndpoint:
+    """``POST /events``: a binary-mode event half, or a CloudEvents batch → 202 once on disk; 400 / 503."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            if _media_type(headers.get("content-type")) == BATCH_CONTENT_TYPE:
+                status, content = 202, await self.monitor.receive_batch(body)
+            else:
+                await self.monitor.receive(headers, body)
+                status, content = 202, {"accepted": True}
+        except JournalError as exc:
+            status, content = 503, {"error": str(exc)}
+        except EventError as exc:
+            log.info("monitor: rejected event: %s", exc)
+            status, content = 400, {"error": str(exc)}
+        answer = orjson.dumps(content)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -14,6 +14,7 @@ Example (the cluster's ConfigMap in manifests/base holds the same)::
     max_body_bytes: 8388608
     retention: {rows_days: 90, rows_bytes: 3221225472, labels_days: 90, labels_bytes: 536870912,
                 reports_days: 30, reports_bytes: 536870912}
+    kserve_store: {uri: s3://driftloop/payload-logs, poll_seconds: 5}   # KServe's logger.storage, polled
 """
 
 from __future__ import annotations
@@ -175,6 +176,29 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class KServeStoreConfig:
+    """Payload logs KServe's agent writes to object storage (the InferenceService's ``logger.url: s3://…`` with
+    ``logger.storage``), read instead of, or besides, events posted to ``/events`` (monitor/kserve_store.py).
+
+    Attributes:
+        uri: The logger's ``s3://bucket/prefix``; every object under it is read once. "" turns it off.
+        poll_seconds: How often the prefix is listed.
+        forget_after_seconds: Objects last modified this long before the newest one seen are not looked at
+            again (an object must be listed within this time of being written).
+    """
+
+    uri: str = ""
+    poll_seconds: float = 5.0
+    forget_after_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.uri and not (self.uri.startswith("s3://") and len(self.uri) > len("s3://")):
+            raise ConfigError(f"kserve_store uri must be an s3://bucket/prefix URI, got '{self.uri}'")
+        if self.poll_seconds <= 0 or self.forget_after_seconds <= 0:
+            raise ConfigError("kserve_store poll_seconds and forget_after_seconds must be > 0")
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """Everything the monitor needs; see the module docstring for the file format."""
 
@@ -189,6 +213,7 @@ class MonitorConfig:
     auth: AuthConfig = AuthConfig()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies are refused (413)
     retention: RetentionConfig = RetentionConfig()
+    kserve_store: KServeStoreConfig = KServeStoreConfig()
 
     def __post_init__(self) -> None:
         if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int) \
@@ -198,7 +223,7 @@ class MonitorConfig:
     @classmethod
     def from_dict(cls, values: dict) -> MonitorConfig:
         sections = {"window": WindowConfig, "drift": DriftConfig, "trigger": TriggerConfig, "retrain": RetrainConfig,
-                    "auth": AuthConfig, "retention": RetentionConfig}
+                    "auth": AuthConfig, "retention": RetentionConfig, "kserve_store": KServeStoreConfig}
         kwargs = {}
         for key, value in (values or {}).items():
             if key in sections:

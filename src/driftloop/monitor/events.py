@@ -1,7 +1,15 @@
-"""Joining KServe payload-log CloudEvents (request + response, shared ``ce-id``) into scored rows."""
+"""Joining KServe payload-log CloudEvents (request + response, shared ``ce-id``) into scored rows.
+
+Events arrive in CloudEvents' binary mode (one half per POST, attributes in ``ce-*`` headers: KServe's agent,
+and driftloop's gateway by default), as a structured-mode batch (``application/cloudevents-batch+json``: a JSON
+array of events, attributes as members, the body in ``data``; driftloop's gateway with batching on), or as
+records of KServe's blob-storage logger (monitor/kserve_store.py). All become the same (headers, body) halves.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 import time
@@ -10,18 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-import pandas as pd
 from kserve.errors import InvalidInput
 
 from driftloop.data import DatasetSpec
 from driftloop.model_dir import VERSION_ANNOTATION
-from driftloop.serving.payload import frame_from_payload
-from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
+from driftloop.monitor.rows import Rows
+from driftloop.serving.payload import columns_from_payload
+from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE
 
 # A version number as events carry it: digits, few enough to be a version (int() of thousands of digits raises).
 _VERSION_NUMBER = re.compile(r"[0-9]{1,9}")
-# Columns every stored row carries besides the model's features.
-META_COLUMNS = ("event_id", "row", "model", "version", "endpoint", "prediction", "received_at")
+MAX_BATCH_EVENTS = 20_000  # events in one structured batch (the body limit bounds their bytes)
+UNPARSED = object()  # "the body was not decoded yet"
 
 
 class EventError(ValueError):
@@ -38,6 +46,7 @@ class _Pending:
     first_seen: float
     headers: dict[str, str]
     bodies: dict[str, bytes] = field(default_factory=dict)  # "request" / "response" → the half's raw body
+    parsed: dict[str, object] = field(default_factory=dict)  # … and its decoded JSON
 
     @property
     def size(self) -> int:
@@ -77,11 +86,18 @@ class EventJoiner:
     _pending_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, headers: dict[str, str], body: bytes, now: float | None = None) -> pd.DataFrame | None:
-        """Takes one event; returns its rows once both halves have arrived."""
+    def add(self, headers: dict[str, str], body: bytes, now: float | None = None,
+            payload: object = UNPARSED) -> Rows | None:
+        """Takes one event; returns its rows once both halves have arrived.
+
+        ``payload`` is the body already decoded (the receiver checked it), so it is not parsed twice.
+        """
         now = time.time() if now is None else now
         headers = {k.lower(): v for k, v in headers.items()}
-        event_id, event_type, payload = parse_event(headers, body)
+        if payload is UNPARSED:
+            event_id, event_type, payload = parse_event(headers, body)
+        else:
+            event_id, event_type = headers["ce-id"], headers["ce-type"]
         # The two halves of one event can arrive at once (the logger keeps several in flight and the
         # monitor decodes in worker threads): exactly one of them must complete the pair.
         with self._lock:
@@ -90,13 +106,12 @@ class EventJoiner:
             half = "request" if event_type == REQUEST_TYPE else "response"
             self._pending_bytes += len(body) - len(pending.bodies.get(half, b""))
             pending.bodies[half] = body
+            pending.parsed[half] = payload
             if len(pending.bodies) < 2:
                 self._evict(event_id)
                 return None
             self._remove(event_id)
-        request = payload if half == "request" else orjson.loads(pending.bodies["request"])
-        response = payload if half == "response" else orjson.loads(pending.bodies["response"])
-        return self._rows(event_id, pending.headers, request, response, now)
+        return self._rows(event_id, pending.headers, pending.parsed["request"], pending.parsed["response"], now)
 
     def pending_halves(self) -> list[tuple[dict[str, str], bytes, float]]:
         """Every half still waiting for its partner as (headers, body, first seen), oldest first: fed back
@@ -145,7 +160,7 @@ class EventJoiner:
             self.orphaned += count
             self.on_drop(outcome, count)
 
-    def _rows(self, event_id: str, headers: dict[str, str], request, response, now: float) -> pd.DataFrame:
+    def _rows(self, event_id: str, headers: dict[str, str], request, response, now: float) -> Rows:
         model = headers.get("ce-inferenceservicename", "")
         endpoint = headers.get("ce-endpoint") or ""
         number = logged_version(headers)
@@ -156,19 +171,19 @@ class EventJoiner:
         endpoint = endpoint or self.endpoint_for(model, number)
         spec = self.spec_for(model, number)
         try:
-            frame = frame_from_payload(request, spec)
+            if not isinstance(request, dict):  # a V2 InferRequest never comes out of JSON
+                raise InvalidInput("request body must be a JSON object")
+            features = columns_from_payload(request, spec)
         except InvalidInput as exc:
             raise EventError(f"event {event_id}: request does not decode: {exc}") from None
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             # A body of the wrong shape anywhere inside: the sender's mistake, never the monitor's failure.
             raise EventError(f"event {event_id}: request does not decode ({type(exc).__name__})") from None
         predictions = _predictions(response)
-        if len(predictions) != len(frame):
-            raise EventError(f"event {event_id}: {len(frame)} rows but {len(predictions)} predictions")
-        frame = frame.assign(event_id=event_id, row=range(len(frame)), model=model, version=number,
-                             endpoint=endpoint, prediction=predictions,
-                             received_at=pd.Timestamp(now, unit="s", tz="UTC"))
-        return frame
+        n_rows = len(next(iter(features.values()))) if features else 0
+        if len(predictions) != n_rows:
+            raise EventError(f"event {event_id}: {n_rows} rows but {len(predictions)} predictions")
+        return Rows(model, number, endpoint, event_id, features, predictions, now)
 
 
 def parse_event(headers: dict[str, str], body: bytes) -> tuple[str, str, object]:
@@ -177,13 +192,65 @@ def parse_event(headers: dict[str, str], body: bytes) -> tuple[str, str, object]
     Raises:
         EventError: it is not a KServe payload event, or its body is not JSON.
     """
-    event_id, event_type = headers.get("ce-id"), headers.get("ce-type")
-    if not event_id or event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
-        raise EventError(f"not a KServe payload event (ce-id {event_id!r}, ce-type {event_type!r})")
+    event_id, event_type = _attributes(headers)
     try:
         return event_id, event_type, orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise EventError(f"event {event_id}: body is not JSON ({exc})") from None
+
+
+def parse_batch(body: bytes) -> list[tuple[dict[str, str], bytes, object]]:
+    """The events of a structured-mode CloudEvents batch (``application/cloudevents-batch+json``) as
+    binary-mode halves: (``ce-*`` headers, body bytes, decoded body). Nothing is taken unless all are good.
+
+    Raises:
+        EventError: the body is not a JSON array of KServe payload events with JSON data.
+    """
+    try:
+        events = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"a {BATCH_CONTENT_TYPE} body must be a JSON array of events ({exc})") from None
+    if not isinstance(events, list) or not events:
+        raise EventError(f"a {BATCH_CONTENT_TYPE} body must be a non-empty JSON array of events")
+    if len(events) > MAX_BATCH_EVENTS:
+        raise EventError(f"batch of {len(events)} events is larger than the limit of {MAX_BATCH_EVENTS}")
+    return [_structured(event, i) for i, event in enumerate(events)]
+
+
+def _structured(event: object, index: int) -> tuple[dict[str, str], bytes, object]:
+    if not isinstance(event, dict):
+        raise EventError(f"batch event {index} is not a JSON object")
+    headers = {}
+    for name, value in event.items():
+        if name in ("data", "data_base64", "datacontenttype"):
+            continue
+        if not isinstance(value, str | int | bool) or not name.isalnum():  # attribute names: [a-z0-9]
+            raise EventError(f"batch event {index}: attribute {str(name)[:40]!r} is not a CloudEvents attribute")
+        headers[f"ce-{name.lower()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    headers["content-type"] = str(event.get("datacontenttype") or "application/json")
+    if "data" in event:
+        payload = event["data"]
+        body = orjson.dumps(payload)
+    elif isinstance(event.get("data_base64"), str):
+        try:
+            body = base64.b64decode(event["data_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise EventError(f"batch event {index}: data_base64 is not base64") from None
+        payload = UNPARSED
+    else:
+        raise EventError(f"batch event {index} has no data")
+    if payload is UNPARSED:
+        payload = parse_event(headers, body)[2]
+    else:
+        _attributes(headers)
+    return headers, body, payload
+
+
+def _attributes(headers: dict[str, str]) -> tuple[str, str]:
+    event_id, event_type = headers.get("ce-id"), headers.get("ce-type")
+    if not event_id or event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
+        raise EventError(f"not a KServe payload event (ce-id {event_id!r}, ce-type {event_type!r})")
+    return event_id, event_type
 
 
 def event_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from driftloop.http_guard import EVENTS, LABELS, Role, check_exposure, install_guards, send_error
+from driftloop.http_guard import EVENTS, LABELS, Role, check_exposure, guard_asgi, install_guards, send_error
 from driftloop.monitor.config import MonitorConfig
 
 EVENTS_PATH = "/events"
@@ -31,6 +31,11 @@ def tokens(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
 def protect(app: FastAPI, config: MonitorConfig, environ: Mapping[str, str] | None = None) -> None:
     """Body limit, JSON content type, bearer tokens and security headers in front of the monitor's app."""
     install_guards(app, max_body_bytes=config.max_body_bytes, tokens=tokens(environ))
+
+
+def protect_endpoint(endpoint: ASGIApp, config: MonitorConfig, environ: Mapping[str, str] | None = None) -> ASGIApp:
+    """The same guards as :func:`protect` around one plain ASGI endpoint (``/events``)."""
+    return guard_asgi(endpoint, max_body_bytes=config.max_body_bytes, tokens=tokens(environ))
 
 
 def check_monitor_exposure(host: str, config: MonitorConfig, environ: Mapping[str, str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Durable ingestion: an event half or a label batch is acknowledged only once it is on disk.
 
-Every ``/events`` half and ``/feedback`` batch is appended to the ingest log (monitor/journal.py) and
+Every ``/events`` half (or batch of halves) and ``/feedback`` batch is appended to the ingest log (monitor/journal.py) and
 fsync'd, with group commit, before the monitor answers; then it is applied in log order — halves go to the
 joiner, joined rows to the row store's buffer and the windows, labels to the label store. A checkpoint (each
 tick) writes the buffered rows and labels as Parquet parts named with the log position ``S`` they cover,
@@ -21,17 +21,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import pandas as pd
 
 from driftloop.errors import DriftloopError
 from driftloop.monitor.disk import make_dirs, remove_durably, write_durably
-from driftloop.monitor.events import EventJoiner, event_headers, parse_event
+from driftloop.monitor.events import (
+    UNPARSED,
+    EventError,
+    EventJoiner,
+    event_headers,
+    parse_batch,
+    parse_event,
+)
 from driftloop.monitor.journal import Journal, JournalError, encode_frame, read_frames, read_log
 from driftloop.monitor.labels import LabelStore, parse_labels
+from driftloop.monitor.rows import Rows
 from driftloop.monitor.store import RowStore
 
 log = logging.getLogger(__name__)
@@ -50,9 +57,35 @@ class EventHalf:
     headers: dict[str, str]
     body: bytes
     at: float
+    payload: object = field(default=UNPARSED, compare=False, repr=False)  # the body decoded, when it was
 
     def encode(self) -> bytes:
         return orjson.dumps({"k": "e", "at": self.at, "h": self.headers}) + b"\n" + self.body
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Many payload event halves taken in at once: a CloudEvents batch from driftloop's gateway, or the records
+    of one object KServe's logger wrote to a store (``source`` names it, so it is never taken twice)."""
+
+    halves: list[EventHalf]
+    at: float
+    source: str | None = None
+    source_time: float = 0.0  # the object's last-modified time (seconds since the epoch)
+
+    def encode(self) -> bytes:
+        meta = {"k": "b", "at": self.at, "h": [h.headers for h in self.halves],
+                "n": [len(h.body) for h in self.halves], "o": self.source, "ot": self.source_time}
+        return orjson.dumps(meta) + b"\n" + b"".join(h.body for h in self.halves)
+
+
+@dataclass
+class BatchResult:
+    """What became of a batch's halves: rows of the pairs it completed, and the halves refused."""
+
+    halves: int = 0
+    rows: list[Rows] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # one line per refused half
 
 
 @dataclass(frozen=True)
@@ -67,11 +100,17 @@ class LabelBatch:
         return orjson.dumps({"k": "l", "at": self.at, "keys": self.keys, "labels": self.labels}) + b"\n"
 
 
-def decode(payload: bytes) -> EventHalf | LabelBatch:
+def decode(payload: bytes) -> EventHalf | EventBatch | LabelBatch:
     meta, _, body = payload.partition(b"\n")  # orjson never writes a raw newline
     record = orjson.loads(meta)
     if record["k"] == "e":
         return EventHalf(record["h"], body, record["at"])
+    if record["k"] == "b":
+        halves, offset = [], 0
+        for headers, length in zip(record["h"], record["n"], strict=True):
+            halves.append(EventHalf(headers, body[offset:offset + length], record["at"]))
+            offset += length
+        return EventBatch(halves, record["at"], record.get("o"), record.get("ot") or 0.0)
     return LabelBatch(record["keys"], record["labels"], record["at"])
 
 
@@ -91,7 +130,7 @@ class Ingest:
     """
 
     def __init__(self, root: str | Path, joiner: EventJoiner, store: RowStore, labels: LabelStore,
-                 on_rows: Callable[[str, pd.DataFrame], None], *, sync: bool = True,
+                 on_rows: Callable[[str, Rows], None], *, sync: bool = True,
                  on_commit: Callable[[int], None] = lambda n: None, on_failure: Callable[[], None] = lambda: None) -> None:
         self.directory = Path(root) / "ingest"
         self.joiner, self.store, self.labels, self.on_rows = joiner, store, labels, on_rows
@@ -103,6 +142,11 @@ class Ingest:
         self.replayed = 0
         self._checkpointed_at = 0.0  # time.monotonic() of the last checkpoint
         self._unfinished: list[Path] = []  # parts of a failed checkpoint not removed yet
+        # Objects of a store (KServe's blob logger) whose records are in, with their last-modified times, and
+        # the time before which every object counts as taken: the log and the checkpoints keep both, so an
+        # object is taken exactly once across restarts (monitor/kserve_store.py decides what to forget).
+        self.sources: dict[str, float] = {}
+        self.sources_before = 0.0
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -117,7 +161,8 @@ class Ingest:
         """Puts the waiting halves of the last checkpoint back, applies the log's records after it, and starts
         the log; returns how many records were replayed."""
         make_dirs(self.directory)
-        for headers, body, at in _read_snapshot(self.directory, self.checkpoint):
+        waiting, self.sources, self.sources_before = _read_snapshot(self.directory, self.checkpoint)
+        for headers, body, at in waiting:
             self._apply_replayed(EventHalf(headers, body, at))
         highest = self.checkpoint
         for seq, payload in read_log(self.directory):
@@ -140,7 +185,7 @@ class Ingest:
 
     # ---- receiving ---------------------------------------------------------------------------------
 
-    async def event(self, headers: dict[str, str], body: bytes) -> pd.DataFrame | None:
+    async def event(self, headers: dict[str, str], body: bytes) -> Rows | None:
         """Logs one event half and applies it; returns the pair's rows once both halves are in.
 
         Raises:
@@ -149,11 +194,26 @@ class Ingest:
         """
         headers = event_headers(headers)
         if len(body) > PARSE_INLINE_BYTES:  # refused before it is logged; a large body off the event loop
-            await asyncio.to_thread(parse_event, headers, body)
+            payload = (await asyncio.to_thread(parse_event, headers, body))[2]
         else:
-            parse_event(headers, body)
-        half = EventHalf(headers, body, time.time())
+            payload = parse_event(headers, body)[2]
+        half = EventHalf(headers, body, time.time(), payload)
         return await asyncio.wrap_future(self.journal.submit(half.encode(), half))
+
+    async def batch(self, body: bytes) -> BatchResult:
+        """Logs a CloudEvents batch as one record and applies its halves; returns once it is on disk.
+
+        Raises:
+            EventError: the batch is malformed (nothing of it was kept).
+            JournalError: the log could not be written (nothing was kept).
+        """
+        halves = await asyncio.to_thread(parse_batch, body) if len(body) > PARSE_INLINE_BYTES else parse_batch(body)
+        at = time.time()
+        return await self.submit_batch(EventBatch([EventHalf(h, b, at, p) for h, b, p in halves], at))
+
+    async def submit_batch(self, batch: EventBatch) -> BatchResult:
+        """Logs and applies halves taken in together (a gateway's batch, a store object's records)."""
+        return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
 
     async def feedback(self, items: list) -> int:
         """Logs and applies one batch of labels; returns how many."""
@@ -163,25 +223,55 @@ class Ingest:
         batch = LabelBatch(keys, labels, time.time())
         return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
 
-    def _apply(self, seq: int, item: EventHalf | LabelBatch):
+    def _apply(self, seq: int, item: EventHalf | EventBatch | LabelBatch):
         return self._apply_item(item, seq)
 
-    def _apply_item(self, item: EventHalf | LabelBatch, seq: int | None = None):
+    def _apply_item(self, item: EventHalf | EventBatch | LabelBatch, seq: int | None = None):
         # Under the lock, with ``applied``: a checkpoint's snapshot holds exactly the records up to its seq.
         with self._lock:
             try:
                 if isinstance(item, LabelBatch):
                     self.labels.apply(item.keys, item.labels, item.at)
                     return len(item.keys)
-                rows = self.joiner.add(item.headers, item.body, now=item.at)
+                if isinstance(item, EventBatch):
+                    return self._apply_batch(item)
+                rows = self.joiner.add(item.headers, item.body, item.at, item.payload)
                 if rows is not None:
-                    model = str(rows["model"].iloc[0])
-                    self.store.add(model, rows)
-                    self.on_rows(model, rows)
+                    self._take(rows)
                 return rows
             finally:
                 if seq is not None:
                     self.applied = seq
+
+    def _apply_batch(self, batch: EventBatch) -> BatchResult:
+        result = BatchResult(len(batch.halves))
+        for half in batch.halves:
+            try:
+                rows = self.joiner.add(half.headers, half.body, batch.at, half.payload)
+            except (EventError, DriftloopError) as exc:  # one bad pair must not cost the others their rows
+                result.rejected.append(str(exc))
+                continue
+            if rows is not None:
+                self._take(rows)
+                result.rows.append(rows)
+        if batch.source is not None:
+            self.sources[batch.source] = batch.source_time
+        return result
+
+    def taken(self, source: str, modified: float) -> bool:
+        """Whether the store object ``source`` (last modified at ``modified``) was taken in already."""
+        with self._lock:
+            return modified < self.sources_before or source in self.sources
+
+    def forget_sources(self, before: float) -> None:
+        """Objects last modified before ``before`` count as taken from now on; their keys are dropped."""
+        with self._lock:
+            self.sources_before = max(self.sources_before, before)
+            self.sources = {k: t for k, t in self.sources.items() if t >= self.sources_before}
+
+    def _take(self, rows: Rows) -> None:
+        self.store.add(rows.model, rows)
+        self.on_rows(rows.model, rows)
 
     # ---- checkpoints -------------------------------------------------------------------------------
 
@@ -205,12 +295,12 @@ class Ingest:
                 if seq == self.checkpoint:
                     return False
                 rows, labels = self.store.take(), self.labels.take()
-                waiting = self.joiner.pending_halves()
+                waiting, sources = self.joiner.pending_halves(), (dict(self.sources), self.sources_before)
             written: list[Path] = []
             try:
                 written += self.store.write(rows, seq)
                 written += self.labels.write(labels, seq)
-                _write_snapshot(self.directory, seq, waiting)
+                _write_snapshot(self.directory, seq, waiting, sources)
             except OSError as exc:
                 self.store.put_back(rows)
                 self.labels.put_back(labels)
@@ -259,20 +349,29 @@ def _latest_checkpoint(directory: Path) -> int:
     return max(seqs, default=0)
 
 
-def _write_snapshot(directory: Path, seq: int, waiting: list[tuple[dict, bytes, float]]) -> None:
+def _write_snapshot(directory: Path, seq: int, waiting: list[tuple[dict, bytes, float]],
+                    sources: tuple[dict[str, float], float]) -> None:
     data = b"".join(encode_frame(i + 1, EventHalf(h, b, at).encode()) for i, (h, b, at) in enumerate(waiting))
+    taken, before = sources
+    data += encode_frame(len(waiting) + 1, orjson.dumps({"k": "s", "sources": taken, "before": before}) + b"\n")
     write_durably(directory / _CHECKPOINT.format(seq), lambda tmp: tmp.write_bytes(data))
 
 
-def _read_snapshot(directory: Path, seq: int) -> list[tuple[dict, bytes, float]]:
+def _read_snapshot(directory: Path, seq: int) -> tuple[list[tuple[dict, bytes, float]], dict[str, float], float]:
+    """The halves a checkpoint left waiting, the store objects taken in up to it and the time before which
+    every object counts as taken."""
     path = directory / _CHECKPOINT.format(seq)
     if not path.exists():
-        return []
-    halves = []
+        return [], {}, 0.0
+    halves, sources, before = [], {}, 0.0
     for _, payload in read_frames(path.read_bytes(), path.name):
+        if payload.startswith(b'{"k":"s"'):
+            record = orjson.loads(payload.partition(b"\n")[0])
+            sources, before = record["sources"], record["before"]
+            continue
         half = decode(payload)
         halves.append((half.headers, half.body, half.at))
-    return halves
+    return halves, sources, before
 
 
-__all__ = ["CheckpointError", "EventHalf", "Ingest", "JournalError", "LabelBatch"]
+__all__ = ["BatchResult", "CheckpointError", "EventBatch", "EventHalf", "Ingest", "JournalError", "LabelBatch"]

@@ -36,6 +36,9 @@ class MonitorMetrics:
                                     "requests were answered 503 and nothing of them was kept)", registry=r)
         self.checkpoints = Counter("driftloop_monitor_checkpoints", "Checkpoints: buffered rows and labels "
                                    "written to the Parquet store (outcome ok or failed)", ["outcome"], registry=r)
+        self.reports_skipped = Counter("driftloop_monitor_reports_skipped", "Windows that got no page because a "
+                                       "newer window of the model closed while it waited for one",
+                                       ["model"], registry=r)
         self.retention_files = Counter("driftloop_monitor_retention_deleted", "Files (rows, reports) or labels "
                                        "deleted by retention", ["kind"], registry=r)
         self.retention_bytes = Counter("driftloop_monitor_retention_deleted_bytes", "Bytes freed by retention",

@@ -26,6 +26,7 @@ from driftloop.monitor.disk import (
     remove_durably,
     write_durably,
 )
+from driftloop.monitor.rows import Chunk, assemble
 
 COMPACT_PARTS = 32  # a day with more parts than this is merged into one (past days always are)
 _TAGGED = re.compile(r"part-s(\d{16})-[0-9a-f]+\.parquet")
@@ -47,30 +48,30 @@ class RowStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._buffers: dict[str, list[pd.DataFrame]] = {}
+        self._buffers: dict[str, list[Chunk]] = {}
         self._lock = threading.Lock()  # the buffers
         self._disk = threading.Lock()  # the set of parts: a reader never sees a merge half done
         self.rows_added = 0  # rows this process took in (each on disk already, in the ingest log)
         self.rows_written = 0  # rows this process has written as parts
 
-    def add(self, model: str, rows: pd.DataFrame) -> None:
+    def add(self, model: str, rows: Chunk) -> None:
         with self._lock:
             self._buffers.setdefault(model, []).append(rows)
             self.rows_added += len(rows)
 
-    def take(self) -> dict[str, list[pd.DataFrame]]:
+    def take(self) -> dict[str, list[Chunk]]:
         """Everything buffered, for a checkpoint to write (:meth:`put_back` if the write fails)."""
         with self._lock:
             taken, self._buffers = self._buffers, {}
         return taken
 
-    def put_back(self, taken: dict[str, list[pd.DataFrame]]) -> None:
+    def put_back(self, taken: dict[str, list[Chunk]]) -> None:
         """Returns rows a failed checkpoint could not write, ahead of those buffered since."""
         with self._lock:
             for model, frames in taken.items():
                 self._buffers[model] = frames + self._buffers.get(model, [])
 
-    def write(self, taken: dict[str, list[pd.DataFrame]], tag: int) -> list[Path]:
+    def write(self, taken: dict[str, list[Chunk]], tag: int) -> list[Path]:
         """Writes taken rows as durable parts named with ``tag``; returns their paths.
 
         Raises:
@@ -81,7 +82,7 @@ class RowStore:
         try:
             with self._disk:
                 for model, frames in taken.items():
-                    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                    rows = assemble(frames)  # one DataFrame per checkpoint, not one per event
                     if rows.empty:
                         continue
                     for day, part in rows.groupby(rows["received_at"].dt.strftime("%Y-%m-%d")):
@@ -121,9 +122,9 @@ class RowStore:
             frames = [pd.read_parquet(p) for p in parts]
         with self._lock:
             frames += list(self._buffers.get(model, []))
-        if not frames:
-            return pd.DataFrame()
-        rows = pd.concat(frames, ignore_index=True)
+        rows = assemble(frames)
+        if rows.empty:
+            return rows
         return rows[rows["received_at"] >= since].reset_index(drop=True) if since is not None else rows
 
     def newest(self, model: str, limit: int) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from driftloop.monitor.config import WindowConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
+from driftloop.monitor.rows import Chunk, assemble
 
 
 class WindowBuffer:
@@ -25,10 +26,10 @@ class WindowBuffer:
     def __init__(self, config: WindowConfig, now: float | None = None) -> None:
         self.config = config
         self.opened_at = time.time() if now is None else now
-        self._frames: list[pd.DataFrame] = []
+        self._frames: list[Chunk] = []
         self.rows = 0
 
-    def add(self, rows: pd.DataFrame) -> None:
+    def add(self, rows: Chunk) -> None:
         self._frames.append(rows)
         self.rows += len(rows)
 
@@ -41,7 +42,7 @@ class WindowBuffer:
 
     def take(self, now: float | None = None) -> tuple[pd.DataFrame, float]:
         """The window's first ``rows`` rows and when it opened; the rest starts the next window."""
-        frame = pd.concat(self._frames, ignore_index=True)
+        frame = assemble(self._frames)
         opened_at = self.opened_at
         window, rest = frame.iloc[: self.config.rows], frame.iloc[self.config.rows:]
         self._frames = [rest] if len(rest) else []

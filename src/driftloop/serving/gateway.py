@@ -35,17 +35,20 @@ class Gateway:
 
     ``logger_token`` is the monitor's events token the payload logger presents (``DRIFTLOOP_EVENTS_TOKEN``);
     ``batching`` says how requests that arrive together are scored together (default: :class:`Batching`'s).
+    ``logger_batch`` > 0 posts up to that many events per request as a CloudEvents batch (driftloop's monitor
+    only; KServe-style single events otherwise).
     """
 
     def __init__(self, registry: ModelRegistry | str, *, logger_url: str | None = None,
                  poll_interval: float = 1.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 namespace: str = "local", logger_token: str | None = None, batching: Batching | None = None) -> None:
+                 namespace: str = "local", logger_token: str | None = None, logger_batch: int = 0,
+                 batching: Batching | None = None) -> None:
         self.registry = open_registry(registry) if isinstance(registry, str) else registry
         self.poll_interval = poll_interval
         self.max_body_bytes = max_body_bytes
         self.metrics = GatewayMetrics()
-        self.payload_logger = (PayloadLogger(logger_url, self.metrics, namespace, token=logger_token)
-                               if logger_url else None)
+        self.payload_logger = (PayloadLogger(logger_url, self.metrics, namespace, token=logger_token,
+                                             batch=logger_batch) if logger_url else None)
         self.server = ModelServer(registered_models=ModelRepository(), enable_grpc=False, workers=1)
         self.models: dict[str, RoutedModel] = {}
         self.scoring = ScoringWorker(batching)  # one for every model: the machine's cores are the model libraries' to use

@@ -3,7 +3,12 @@
 For every prediction two events go to the receiver (the drift monitor): the request and the
 response, sharing one ``ce-id``. Events wait in a bounded queue and a background task posts them,
 so a slow or dead receiver never slows or fails a prediction; what cannot be queued or delivered is
-dropped and counted in ``driftloop_payload_log_dropped_total``. With a token (the monitor's events token,
+dropped and counted in ``driftloop_payload_log_dropped_total``.
+
+By default each event is one binary-mode POST, exactly as KServe's agent sends it. With ``batch`` > 0
+(``driftloop serve --payload-log-batch N``; only driftloop's monitor takes it) the senders post whatever is
+queued, up to ``batch`` events, as one CloudEvents JSON batch (``application/cloudevents-batch+json``, each
+event in structured mode with its body in ``data``); the monitor answers once the whole batch is on disk. With a token (the monitor's events token,
 ``DRIFTLOOP_EVENTS_TOKEN``) every event carries ``Authorization: Bearer …``; KServe's own agent cannot, which
 is why a cluster admits its events by network identity instead.
 """
@@ -22,6 +27,8 @@ from driftloop.serving.metrics import GatewayMetrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+# CloudEvents' JSON batch format (structured mode): one POST, a JSON array of events, each with its body in "data".
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 log = logging.getLogger(__name__)
 
 
@@ -50,12 +57,20 @@ class LoggedEvent:
             "content-type": "application/json",
         }
 
+    def structured(self, namespace: str, source: str) -> bytes:
+        """The event in CloudEvents' JSON format (the body, already JSON, is embedded as ``data``)."""
+        attributes = {"specversion": "1.0", "id": self.event_id, "type": self.event_type, "source": source,
+                      "inferenceservicename": self.model, "namespace": namespace, "component": "predictor",
+                      "endpoint": self.endpoint, "modelversion": str(self.version),
+                      "datacontenttype": "application/json"}
+        return orjson.dumps(attributes)[:-1] + b',"data":' + self.body + b"}"
+
 
 class PayloadLogger:
     """Queues events and delivers them in the background."""
 
     def __init__(self, url: str, metrics: GatewayMetrics, namespace: str = "local", queue_size: int = 10_000,
-                 timeout: float = 2.0, senders: int = 4, token: str | None = None) -> None:
+                 timeout: float = 2.0, senders: int = 4, token: str | None = None, batch: int = 0) -> None:
         self.url = url
         self._auth = bearer(token)  # the monitor's events token (http_guard.EVENTS); never logged
         self.namespace = namespace
@@ -63,6 +78,7 @@ class PayloadLogger:
         self.timeout = timeout
         self._queue: asyncio.Queue[LoggedEvent] = asyncio.Queue(maxsize=queue_size)
         self.senders = senders
+        self.batch = batch  # events per POST at most; 0: one binary-mode event per POST
         self._tasks: list[asyncio.Task] = []
         self._client: aiohttp.ClientSession | None = None
 
@@ -73,7 +89,13 @@ class PayloadLogger:
         # Several events in flight: one at a time caps delivery at one receiver round trip per event,
         # far below what the gateway serves (the queue then fills and events are dropped).
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._deliver_forever()) for _ in range(self.senders)]
+        deliver = self._deliver_batches_forever if self.batch > 0 else self._deliver_forever
+        self._tasks = [loop.create_task(deliver()) for _ in range(self.senders)]
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be sent."""
+        return self._queue.qsize()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -108,6 +130,40 @@ class PayloadLogger:
             except Exception:  # noqa: BLE001 - the logger must outlive anything a receiver does
                 log.exception("payload logger: unexpected error")
                 self.metrics.payload_log_dropped.labels("internal").inc()
+
+
+    async def _deliver_batches_forever(self) -> None:
+        while True:
+            events = [await self._queue.get()]
+            while len(events) < self.batch and not self._queue.empty():  # what is queued now; no waiting
+                events.append(self._queue.get_nowait())
+            try:
+                source = f"http://driftloop-gateway/v1/models/{events[0].model}"
+                body = b"[" + b",".join(e.structured(self.namespace, source) for e in events) + b"]"
+                headers = {"content-type": BATCH_CONTENT_TYPE} | self._auth
+                async with self._client.post(self.url, data=body, headers=headers) as response:
+                    answer = await response.read()
+                    if response.status >= 300:
+                        self.metrics.payload_log_dropped.labels("receiver_error").inc(len(events))
+                        continue
+                accepted = _accepted(answer, len(events))
+                self.metrics.payload_log_sent.inc(accepted)
+                if accepted < len(events):  # halves the receiver could not decode
+                    self.metrics.payload_log_dropped.labels("receiver_rejected").inc(len(events) - accepted)
+            except (TimeoutError, aiohttp.ClientError):
+                self.metrics.payload_log_dropped.labels("receiver_unreachable").inc(len(events))
+            except Exception:  # noqa: BLE001 - the logger must outlive anything a receiver does
+                log.exception("payload logger: unexpected error")
+                self.metrics.payload_log_dropped.labels("internal").inc(len(events))
+
+
+def _accepted(answer: bytes, sent: int) -> int:
+    """How many events of a batch the monitor took (its 202 says ``{"accepted": N, ...}``)."""
+    try:
+        accepted = orjson.loads(answer).get("accepted", sent)
+    except (orjson.JSONDecodeError, AttributeError):
+        return sent
+    return accepted if isinstance(accepted, int) and 0 <= accepted <= sent else sent
 
 
 def _jsonable(value):

@@ -57,3 +57,25 @@ def assert_payload_is_inert_data(document: str, payload: str = PAYLOAD) -> None:
     statements = [line.strip() for line in data.strip().splitlines()]
     values = [json.loads(s.split(" = ", 1)[1].removesuffix(";")) for s in statements]
     assert payload in [s for v in values for s in _strings(v)], "the payload is not in the report's data"
+
+
+def assert_no_script(document: str) -> None:
+    """A page of driftloop's own (no script of its own): no script element, and the payload's marker in no
+    attribute value a browser could act on; hostile values appear, if at all, as text."""
+    parser = _Scripts()
+    parser.feed(document)
+    parser.close()
+    assert parser.scripts == [] and "<script" not in document.lower(), "the page has a script element"
+    attributes = _Attributes()
+    attributes.feed(document)
+    attributes.close()
+    assert not [v for v in attributes.values if MARKER in v], "the payload landed in an attribute"
+
+
+class _Attributes(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.values: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.values += [v or "" for _, v in attrs]

@@ -107,7 +107,7 @@ class ReportPage(HTMLParser):
             if tag in ("h1", "h2", "h3"):
                 self.headings.append((tag, text))
             elif tag == "title":
-                self.title = text
+                self.title = self.title or text  # the document's; an SVG <title> is a tooltip
             elif tag == "dt":
                 self._fact_label = text
             elif tag == "dd":

@@ -270,19 +270,27 @@ def print_drift(result) -> None:
 
 
 def print_monitor_status(status: dict, url: str) -> None:
-    """The monitor's latest windows per model: drift, prediction drift, realised quality, trigger state."""
+    """The monitor's latest windows per model: drift, prediction drift, realised quality, trigger state. A status
+    read from the store (``offline``) has the windows as last written, without the live counters."""
     console = _stdout()
-    console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} rows "
-                  f"stored, {status['labels']} labels, {status['events_rejected']} rejected")
+    if status.get("offline"):
+        console.print(f"[bold]driftloop monitor store[/] {status['store']} (read offline: windows as last written, "
+                      "realised accuracy as of then)")
+    else:
+        console.print(f"[bold]driftloop monitor[/] {url}: {status['events_received']} events, {status['rows_stored']} "
+                      f"rows stored, {status['labels']} labels, {status['events_rejected']} rejected")
     if ingest := status.get("ingest"):
         console.print(f"ingest log: record {ingest['applied']} applied, checkpoint {ingest['checkpoint']}, "
                       f"{ingest['replayed_at_start']} replayed at start, {ingest['pending_halves']} halves waiting")
     for model, state in status["models"].items():
         aliases = ", ".join(f"{a} v{v}" for a, v in sorted(state["aliases"].items())) or "nothing serving"
-        table = Table(title=f"{model} ({aliases}); {state['open_window_rows']} rows in the open window")
+        open_rows = state.get("open_window_rows")
+        title = (f"{model}: the last {len(state['windows'])} windows in the store" if status.get("offline")
+                 else f"{model} ({aliases}); {open_rows} rows in the open window")
+        table = Table(title=title)
         for column in ("window", "rows", "ref", "drift share", "drifted features", "prediction", "accuracy",
                        "decision", "report"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # long values wrap onto more lines, never cut
         for w in state["windows"]:
             quality = w.get("quality") or {}
             accuracy = quality.get("accuracy")

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -33,7 +34,8 @@ def add_monitor_parsers(sub, add_common) -> None:
                          help="declare that the network admits only the right callers (the network-guard "
                               "manifests), so the monitor may bind beyond loopback without tokens "
                               "(auth.network_guard: true in the config says the same)")
-    monitor.add_argument("--store", help="rows, labels, windows and reports (default <home>/monitor)")
+    monitor.add_argument("--store", help="rows, labels, windows and reports (default <home>/monitor); status: "
+                         "read the windows from this store, no running monitor needed")
     monitor.add_argument("--window-rows", type=int, help="close a window after this many rows")
     monitor.add_argument("--window-seconds", type=float, help="… or after this many seconds")
     monitor.add_argument("--url", default=DEFAULT_MONITOR, help="status: the monitor's base URL")
@@ -151,13 +153,34 @@ def _resume(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from driftloop.console import print_monitor_status
 
-    params = {"limit": args.limit} | ({"model": args.model} if args.model else {})
-    status = _get_json(f"{args.url.rstrip('/')}/status", params)
+    if args.store:
+        status = _stored_status(Path(args.store), args.model, args.limit)
+    else:
+        params = {"limit": args.limit} | ({"model": args.model} if args.model else {})
+        status = _get_json(f"{args.url.rstrip('/')}/status", params)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
         print_monitor_status(status, args.url)
     return 0
+
+
+def _stored_status(store: Path, model: str | None, limit: int) -> dict:
+    """The status a monitor would give, from the window summaries it left in ``store`` (the monitor may be
+    stopped); the live counters and the trigger state are not there."""
+    from driftloop.monitor.windows import SUMMARIES_DIR, read_summaries
+
+    if not (store / SUMMARIES_DIR).is_dir():
+        why = "it has no windows/ directory" if store.is_dir() else "it does not exist"
+        raise ConfigError(f"no monitor store at {store} ({why}); give the directory the monitor was started "
+                          "with (--store)")
+    summaries = read_summaries(store)
+    if model is not None and model not in summaries:
+        raise ConfigError(f"no windows of model '{model}' in {store}")
+    models = [model] if model else sorted(summaries)
+    return {"offline": True, "store": str(store),
+            "models": {m: {"aliases": {}, "windows": summaries[m][-max(1, limit):], "trigger": None, "retrains": []}
+                       for m in models}}
 
 
 def run_feedback(args: argparse.Namespace) -> int:

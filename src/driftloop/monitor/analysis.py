@@ -9,13 +9,12 @@ against the registry's checksums before they are loaded, as in serving.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 from driftloop.data import DatasetSpec, coerce_to_spec
-from driftloop.drift import DriftConfig, check_drift, compare_column, prepare, render_report
+from driftloop.drift import DriftConfig, check_drift, compare_column
 from driftloop.monitor.labels import normalise_label
 from driftloop.monitor.windows import WindowRecord
 from driftloop.registry import ModelRegistry
@@ -63,19 +62,10 @@ def analyse(record: WindowRecord, rows: pd.DataFrame, reference: Reference, conf
     record.drift_share, record.dataset_drift = result.drift_share, result.dataset_drift
     record.drifted_features = result.drifted_features
     record.feature_scores = {f.column: f.score for f in result.features}
+    record.feature_tests = [asdict(f) for f in result.features]
+    record.drift_threshold, record.reference_rows = config.drift_share, result.n_reference
     current = pd.Series(record.predictions, name=PREDICTION)
     prediction = compare_column(reference.sample[PREDICTION], current, "categorical", config)
     record.prediction_drift = {"method": prediction.method, "score": prediction.score,
                                "threshold": prediction.threshold, "drifted": prediction.drifted}
     record.reference_accuracy = reference.accuracy
-
-
-def write_report(rows: pd.DataFrame, predictions: list[str], reference: Reference, config: DriftConfig,
-                 max_rows: int, path: Path) -> Path:
-    """The window's Evidently HTML report: every feature and the prediction, against the reference."""
-    sampled = replace(config, max_rows=max_rows)
-    current = rows[reference.spec.feature_names].copy()
-    current[PREDICTION] = predictions
-    ref = prepare(reference.sample, reference.spec, sampled, extra=(PREDICTION,))
-    cur = prepare(current, reference.spec, sampled, extra=(PREDICTION,))
-    return render_report(ref, cur, reference.spec, sampled, path, extra_columns={PREDICTION: "categorical"})

@@ -7,13 +7,14 @@ HTTP API (FastAPI):
 * ``POST /feedback`` — delayed labels: ``{"id": ..., "label": ..., "row": 0}``, a list of them, or
   ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``).
 * ``GET /status`` — counters, the latest windows with drift and realised quality, the trigger state
-  and the retrains; ``GET /windows/{model}``; ``GET /reports/{model}/{file}`` — a window's HTML report.
+  and the retrains; ``GET /windows/{model}``; ``GET /reports/{model}/window-NNNNNN.html`` — a window's
+  page; ``GET /reports/{model}/index.html`` — the model's trend and windows (monitor/pages.py).
 * ``GET /quality/{model}?since=ISO`` — realised quality per version (the canary analysis asks this).
 * ``GET /metrics`` — Prometheus: drift share, per-feature scores, accuracy, retrains.
 
 What arrives is on disk before it is acknowledged (monitor/ingest.py: an fsync'd log, replayed at
 start-up). A background loop checkpoints it into the Parquet store, closes windows, analyses them one at a
-time in a worker thread (drift verdict first, the HTML report after), hands each verdict to the retrain
+time in a worker thread (drift verdict, then the window's page), hands each verdict to the retrain
 coordinator (monitor/coordinator.py: trigger policy, retrains, their audit entries) and applies retention.
 """
 
@@ -33,25 +34,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
 from driftloop.http_guard import parse_json
-from driftloop.monitor.analysis import Reference, analyse, class_values, write_report
+from driftloop.monitor.analysis import Reference, analyse, class_values
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
-from driftloop.monitor.guard import protect, report_file
+from driftloop.monitor.guard import protect, report_file, valid_model_name
 from driftloop.monitor.ingest import CheckpointError, Ingest, JournalError
 from driftloop.monitor.labels import LabelStore, row_key
 from driftloop.monitor.metrics import MonitorMetrics
+from driftloop.monitor.pages import Pages
 from driftloop.monitor.retention import Retention
 from driftloop.monitor.retrain import TrainingTable, assemble_training_data
 from driftloop.monitor.store import RowStore
-from driftloop.monitor.windows import WindowBuffer, WindowRecord, realised_quality
+from driftloop.monitor.windows import (
+    WindowBuffer,
+    WindowRecord,
+    read_summaries,
+    realised_quality,
+    summaries_path,
+)
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
+from driftloop.reports.drift_window import INDEX_FILE
 from driftloop.runners import make_runner
 
 log = logging.getLogger(__name__)
@@ -101,10 +110,10 @@ class Monitor:
                              on_commit=self._on_commit, on_failure=self.metrics.log_failures.inc)
         self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
                                    checkpoint=lambda: self.ingest.checkpoint)
-        self._reports: asyncio.Queue | None = None
+        self.pages = Pages(self.root / "reports", registry, self.config.trigger, self.config.report_rows)
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
-        summaries = self._window_summaries()
+        summaries = read_summaries(self.root)
         self._next_window = max((s["id"] for ss in summaries.values() for s in ss), default=0) + 1
         for model in self.store.models():
             self._refill(model, summaries.get(model, []))
@@ -191,18 +200,6 @@ class Monitor:
 
     # ---- start-up ---------------------------------------------------------------------------------
 
-    def _window_summaries(self) -> dict[str, list[dict]]:
-        summaries: dict[str, list[dict]] = {}
-        for path in sorted((self.root / "windows").glob("*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    summary = json.loads(line)
-                    int(summary["id"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line after a crash
-                summaries.setdefault(summary.get("model") or path.stem, []).append(summary)
-        return summaries
-
     def _refill(self, model: str, summaries: list[dict]) -> None:
         """Puts stored rows that no window took yet back into the open window, and recent stored rows into
         /quality's traffic: a restart must not reset a window or a canary's evidence."""
@@ -274,11 +271,10 @@ class Monitor:
         decision = await asyncio.to_thread(self.coordinator.on_window, model, production, record, earlier, now)
         if decision is not None:
             record.decision = {"action": decision.action, "reason": decision.reason}
-        # Shown once decided; the report follows when rendered.
         self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
-        if reference is not None and self._reports is not None:
-            self._reports.put_nowait((record, rows, reference))
-        self._append_summary(record)
+        refreshed = await asyncio.to_thread(self._write_pages, record, rows, reference)
+        for window in [*refreshed, record]:  # their summaries now carry the realised quality their pages show
+            self._append_summary(window)
         return record
 
     def _refresh_quality(self, model: str, record: WindowRecord) -> None:
@@ -299,21 +295,32 @@ class Monitor:
     # ---- reports and persistence ------------------------------------------------------------------
 
     def _append_summary(self, record: WindowRecord) -> None:
-        path = self.root / "windows" / f"{record.model}.jsonl"
+        path = summaries_path(self.root, record.model)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
-            handle.write(json.dumps(record.summary(), default=str) + "\n")
+            handle.write(json.dumps(record.summary(self.labels), default=str) + "\n")
 
-    async def _render_reports(self) -> None:
-        while True:
-            record, rows, reference = await self._reports.get()
-            path = self.root / "reports" / record.model / f"window-{record.id:06d}.html"
-            try:
-                await asyncio.to_thread(write_report, rows, record.predictions, reference, self.config.drift,
-                                        self.config.report_rows, path)
-                record.report = path.name
-            except Exception:  # noqa: BLE001 - a report is a view; its failure must not stop the monitor
-                log.exception("monitor: report for window %d failed", record.id)
+    def _write_pages(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> list[WindowRecord]:
+        """The window's page (when it was analysed), the pages of recent windows whose realised quality moved,
+        and the model's index. Returns the recent windows whose pages were rewritten."""
+        model, refreshed = record.model, []
+        try:
+            if reference is not None:
+                retrain = next((r.to_dict() for r in self.coordinator.retrains(model)
+                                if r.windows and r.windows[-1] == record.id), None)
+                self.pages.write_window(record, rows, reference, self.labels, retrain)
+            recent = list(self.windows.get(model, ()))[-self.config.trigger.n - 1:-1]
+            refreshed = self.pages.refresh(recent, self.labels)
+            self.pages.write_index(model, self._summaries(model, self.labels))
+        except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
+            log.exception("monitor: pages for window %d of %s failed", record.id, model)
+        return refreshed
+
+    def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
+        """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
+        by_id = {s["id"]: s for s in read_summaries(self.root).get(model, [])[-KEEP_WINDOWS:]}
+        by_id |= {w.id: w.summary(labels) for w in self.windows.get(model, ())}
+        return [by_id[i] for i in sorted(by_id)][-KEEP_WINDOWS:]
 
     def status(self, model: str | None = None, limit: int = 10) -> dict:
         models = [model] if model else sorted(set(self.windows) | set(self.buffers) | set(self.coordinator.models()))
@@ -338,8 +345,7 @@ class Monitor:
     def _build_app(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
-            self._reports = asyncio.Queue()
-            tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports())]
+            tasks = [asyncio.create_task(self._tick_forever())]
             yield
             for task in tasks:
                 task.cancel()
@@ -382,6 +388,11 @@ class Monitor:
 
         @app.get("/reports/{model}/{name}")
         async def report(model: str, name: str) -> Response:
+            if name == INDEX_FILE:  # rendered now: realised accuracy as the labels stand
+                if not valid_model_name(model) or model not in self.windows and not summaries_path(self.root, model).is_file():
+                    return _error(404, f"no windows for model '{model}' yet")
+                summaries = await asyncio.to_thread(self._summaries, model, self.labels)
+                return HTMLResponse(await asyncio.to_thread(self.pages.index, model, summaries))  # CSP: protect's
             path = report_file(self.root / "reports", model, name)  # only files the monitor wrote
             if path is None:
                 return _error(404, f"no report '{name}' for model '{model}'")

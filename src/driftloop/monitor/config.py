@@ -185,7 +185,7 @@ class MonitorConfig:
     drift: DriftConfig = DriftConfig(drift_share=0.3, max_rows=5000)
     trigger: TriggerConfig = TriggerConfig()
     retrain: RetrainConfig = RetrainConfig()
-    report_rows: int = 2000  # rows per side in each window's HTML report (the verdict uses drift.max_rows)
+    report_rows: int = 2000  # rows per side profiled for the plots of each window's page (not for its numbers)
     auth: AuthConfig = AuthConfig()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies are refused (413)
     retention: RetentionConfig = RetentionConfig()

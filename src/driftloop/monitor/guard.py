@@ -17,7 +17,7 @@ from driftloop.monitor.config import MonitorConfig
 EVENTS_PATH = "/events"
 # The write endpoints and the role whose token each requires.
 WRITE_ROLES: dict[str, Role] = {EVENTS_PATH: EVENTS, "/feedback": LABELS}
-# What the monitor writes under <store>/reports/<model>/ (analysis.write_report's callers name them so).
+# What the monitor writes under <store>/reports/<model>/ (monitor/pages.py's window_file names them so).
 _REPORT_NAME = re.compile(r"window-\d{6,}\.html")
 # Model names as the registry accepts them; anything else (``..``, ``.``, slashes) names no report.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
@@ -38,9 +38,14 @@ def check_monitor_exposure(host: str, config: MonitorConfig, environ: Mapping[st
     check_exposure(host, WRITE_ROLES, tokens(environ), config.auth.network_guard)
 
 
+def valid_model_name(model: str) -> bool:
+    """Whether ``model`` can name a model (and so a directory of the store): never ``..``, ``.`` or a path."""
+    return bool(_MODEL_NAME.fullmatch(model)) and model not in (".", "..")
+
+
 def report_file(reports: Path, model: str, name: str) -> Path | None:
     """The window report ``name`` of ``model`` if the monitor wrote one; never a path outside ``reports``."""
-    if not _MODEL_NAME.fullmatch(model) or model in (".", "..") or not _REPORT_NAME.fullmatch(name):
+    if not valid_model_name(model) or not _REPORT_NAME.fullmatch(name):
         return None
     root = reports.resolve()
     path = (root / model / name).resolve()

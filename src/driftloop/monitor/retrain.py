@@ -118,7 +118,7 @@ PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rol
 # A version that passed its canary analysis and waits for a person (the approval policy).
 PENDING_APPROVAL = approvals.PENDING_APPROVAL
 # Entries that take a canary out of service: aborted by analysis, failed to start, rejected, approval timed out.
-_TAKEN_OUT = ("rollout-abort", "rollout-failed", approvals.REJECT, approvals.APPROVAL_EXPIRED)
+TAKEN_OUT = ("rollout-abort", "rollout-failed", approvals.REJECT, approvals.APPROVAL_EXPIRED)
 
 
 def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
@@ -133,7 +133,7 @@ def rollout_outcome(registry: ModelRegistry, model: str, version: int) -> str:
     if state.aliases.get(CANARY) == version:
         return CANARY_SERVING
     for entry in reversed(registry.history(model)):
-        if entry.action in _TAKEN_OUT and version in (entry.from_version, entry.to_version):
+        if entry.action in TAKEN_OUT and version in (entry.from_version, entry.to_version):
             return ROLLED_BACK
         if entry.action == "promote" and entry.to_version == version:
             return PROMOTED

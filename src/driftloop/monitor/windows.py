@@ -8,8 +8,10 @@ arrive after the window has closed and quality is recomputed whenever it is aske
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -63,16 +65,24 @@ class WindowRecord:
     dataset_drift: bool | None = None
     drifted_features: list[str] = field(default_factory=list)
     feature_scores: dict[str, float] = field(default_factory=dict)
+    # Each feature's test as decided on (column, kind, method, score, threshold, drifted), the share of drifted
+    # features at which the dataset counts as drifted, and the reference sample's rows: what the page shows.
+    feature_tests: list[dict] = field(default_factory=list)
+    drift_threshold: float | None = None
+    reference_rows: int | None = None
     prediction_drift: dict | None = None
     reference_accuracy: float | None = None
     quality_dropped: bool = False
-    report: str | None = None  # file name under the monitor's reports directory, once rendered
+    report: str | None = None  # the window's page under <store>/reports/<model>/, once written
     error: str | None = None  # why the analysis could not run
     decision: dict | None = None  # what the trigger policy made of this window
     # For realised quality (not part of the summary).
     keys: list[str] = field(default_factory=list, repr=False)
     versions: list[int] = field(default_factory=list, repr=False)
     predictions: list[str] = field(default_factory=list, repr=False)
+    # For re-rendering the page as labels arrive: the plots' profiles, and the labelled rows it shows.
+    profiles: tuple[dict, dict] | None = field(default=None, repr=False)
+    page_labelled: int = field(default=0, repr=False)
 
     @classmethod
     def open(cls, window_id: int, model: str, rows: pd.DataFrame, opened_at: float, reference_version: int,
@@ -98,11 +108,37 @@ class WindowRecord:
         return bool(self.dataset_drift) or self.quality_dropped
 
     def summary(self, labels: LabelStore | None = None) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k not in ("keys", "versions", "predictions")}
+        data = {k: v for k, v in asdict(self).items() if k not in _NOT_SUMMARISED}
         if labels is not None:
             data["quality"] = self.quality(labels)
         data["signal"] = self.signal
         return data
+
+
+_NOT_SUMMARISED = ("keys", "versions", "predictions", "profiles", "page_labelled")
+SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
+
+
+def summaries_path(store_root: str | Path, model: str) -> Path:
+    return Path(store_root) / SUMMARIES_DIR / f"{model}.jsonl"
+
+
+def read_summaries(store_root: str | Path) -> dict[str, list[dict]]:
+    """Every model's window summaries as the monitor last wrote them, oldest window first.
+
+    A window's summary is written when it closes and again when its realised quality or page changes; the
+    last line of an id is its summary. A torn last line (a crash mid-write) is skipped.
+    """
+    summaries: dict[str, dict[int, dict]] = {}
+    for path in sorted((Path(store_root) / SUMMARIES_DIR).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                summary = json.loads(line)
+                window_id = int(summary["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            summaries.setdefault(summary.get("model") or path.stem, {})[window_id] = summary
+    return {model: [by_id[i] for i in sorted(by_id)] for model, by_id in summaries.items()}
 
 
 def realised_quality(rows: pd.DataFrame, labels: LabelStore) -> dict:

@@ -1,4 +1,5 @@
-"""Inline SVG charts: curves on the unit square (ROC, precision–recall, reliability) and small distribution plots.
+"""Inline SVG charts: curves on the unit square (ROC, precision–recall, reliability), small distribution plots
+and trends across the drift monitor's windows.
 
 Each chart is a standalone, well-formed SVG element (it parses as XML) with its text escaped; no script, no
 external reference.
@@ -125,11 +126,115 @@ def share_bars(reference: dict[str, float], current: dict[str, float], most: int
     for i, name in enumerate(names):
         y0 = i * row_height + 2
         label = name if len(name) <= 12 else name[:11] + "…"
-        parts.append(f'<text x="{label_width - 4}" y="{y0 + 12}" font-size="11" text-anchor="end">{e(label)}</text>')
+        parts.append(f'<text x="{label_width - 4}" y="{y0 + 12}" font-size="11" text-anchor="end">{e(label)}'
+                     f'<title>{e(name)}: {reference.get(name, 0):.1%} → {current.get(name, 0):.1%}</title></text>')
         for j, (shares, colour) in enumerate(((reference, REFERENCE_COLOUR), (current, CURRENT_COLOUR))):
             w = bar_width * shares.get(name, 0) / top_share
             parts.append(f'<rect x="{label_width}" y="{y0 + j * 7}" width="{max(w, 0.5):.1f}" height="6" '
                          f'fill="{colour}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# Colours of model versions in trend charts (version n takes the n-th, cycling); colour-blind-safe (Okabe–Ito).
+VERSION_COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000", "#f0e442")
+
+
+def version_colour(version: int | None) -> str:
+    return MUTED if version is None else VERSION_COLOURS[(int(version) - 1) % len(VERSION_COLOURS)]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One line of a trend panel: points ``(x position, value, colour, tooltip)``, each coloured on its own
+    (by the version that served), joined in order by a thin line."""
+
+    label: str
+    points: list[tuple[int, float, str, str]]
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A strip of the trend chart on the scale [``low``, 1], with an optional horizontal guide (a threshold)."""
+
+    title: str
+    trends: list[Trend]
+    guide: float | None = None
+    guide_label: str = ""
+    low: float = 0.0
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line across every panel at an x position (between windows when it ends in .5)."""
+
+    x: float
+    label: str
+    colour: str
+    dashed: bool = False
+
+
+def trend_chart(panels: list[Panel], x_labels: list[str], marks: list[Mark], *, width: int = 760,
+                panel_height: int = 110, x_title: str = "window") -> str:
+    """Panels stacked on one x axis (one slot per window), three ticks on y, each point with a tooltip
+    (an SVG ``<title>``), and labelled vertical marks (retrains, promotions, rollbacks) across all panels."""
+    left, right, gap = 52, 16, 26
+    top = 16 + 14 * min(len(marks), 3)  # room for the marks' labels, staggered over three rows
+    slots = max(len(x_labels), 1)
+    inner = width - left - right
+    step = inner / slots
+    height = top + len(panels) * (panel_height + gap) + 30
+
+    def x(position: float) -> float:
+        return left + (position + 0.5) * step
+
+    parts = [f'<svg xmlns="{NS}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{e(", ".join(p.title for p in panels))} per {e(x_title)}" '
+             'font-family="system-ui, sans-serif">']
+    for index, panel in enumerate(panels):
+        y0 = top + index * (panel_height + gap) + 14
+
+        def y(v: float, y0: float = y0, low: float = panel.low) -> float:
+            return y0 + (1 - (max(_clip(v), low) - low) / (1 - low)) * panel_height
+
+        parts.append(f'<text x="{left}" y="{y0 - 4}" font-size="12" font-weight="600">{e(panel.title)}</text>')
+        for t in (panel.low, (panel.low + 1) / 2, 1.0):
+            parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + inner}" y2="{y(t):.1f}" stroke="{GRID}"/>')
+            parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end" '
+                         f'fill="{MUTED}">{t:.2f}</text>')
+        parts.append(f'<rect x="{left}" y="{y0}" width="{inner}" height="{panel_height}" fill="none" '
+                     f'stroke="{AXIS}"/>')
+        if panel.guide is not None and _finite(panel.guide):
+            parts.append(f'<line x1="{left}" y1="{y(panel.guide):.1f}" x2="{left + inner}" y2="{y(panel.guide):.1f}" '
+                         f'stroke="{MUTED}" stroke-dasharray="5 4"/>')
+            parts.append(f'<text x="{left + inner - 4}" y="{y(panel.guide) - 4:.1f}" font-size="11" '
+                         f'text-anchor="end" fill="{MUTED}">{e(panel.guide_label)}</text>')
+        for trend in panel.trends:
+            points = [(x(px), y(py), colour, tip) for px, py, colour, tip in trend.points if _finite(py)]
+            dash = ' stroke-dasharray="6 4"' if trend.dashed else ""
+            if len(points) > 1:
+                path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _, _ in points)
+                parts.append(f'<polyline points="{path}" fill="none" stroke="{AXIS}" stroke-width="1.4"{dash}/>')
+            for px, py, colour, tip in points:
+                shape = (f'<rect x="{px - 3.5:.1f}" y="{py - 3.5:.1f}" width="7" height="7" fill="{colour}">'
+                         if trend.dashed else f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}">')
+                parts.append(shape + f"<title>{e(tip)}</title>" + ("</rect>" if trend.dashed else "</circle>"))
+    bottom = top + len(panels) * (panel_height + gap) - gap + 14
+    for i, mark in enumerate(marks):
+        mx = x(mark.x)
+        dash = ' stroke-dasharray="3 3"' if mark.dashed else ""
+        parts.append(f'<line x1="{mx:.1f}" y1="{top - 2 - 14 * (i % 3)}" x2="{mx:.1f}" y2="{bottom}" '
+                     f'stroke="{mark.colour}" stroke-width="1.6"{dash}/>')
+        parts.append(f'<text x="{mx + 3:.1f}" y="{top - 4 - 14 * (i % 3)}" font-size="11" '
+                     f'fill="{mark.colour}">{e(mark.label)}</text>')
+    every = max(1, -(-slots // 24))  # at most about 24 labels on the axis
+    for i, label in enumerate(x_labels):
+        if i % every == 0:
+            parts.append(f'<text x="{x(i):.1f}" y="{bottom + 14}" font-size="11" text-anchor="middle" '
+                         f'fill="{MUTED}">{e(label)}</text>')
+    parts.append(f'<text x="{left + inner / 2:.1f}" y="{bottom + 28}" font-size="12" text-anchor="middle">'
+                 f'{e(x_title)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

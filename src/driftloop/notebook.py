@@ -117,11 +117,13 @@ def drift_trend(summaries: Sequence[dict], drift_share: float | None = None) -> 
 
     Args:
         summaries: Window summaries as the monitor writes them (``<store>/windows/<model>.jsonl``).
-        drift_share: The share at which a window counts as drifted, drawn as a line when given.
+        drift_share: The share of drifted features at which a window counts as drifted, drawn as a line
+            (default: the threshold the newest window was judged by, when its summary records it).
     """
     windows = sorted((w for w in summaries if w.get("closed_at") is not None), key=lambda w: w["closed_at"])
     if not windows:
         raise ValueError("no closed windows to plot")
+    drift_share = drift_share if drift_share is not None else windows[-1].get("drift_threshold")
     figure = _figure(11, 4.2)
     axes = figure.subplots()
     at = [datetime.fromtimestamp(w["closed_at"], UTC) for w in windows]

@@ -50,7 +50,7 @@ def run_demo(home: Path) -> tuple[str, Path]:
     from driftloop.loop_demo import DemoOptions, run_demo
 
     settings = api.Settings.resolve(home=str(home), registry=str(home / "registry"))
-    options = DemoOptions(train_rows=1500, clean_rows=500, window_rows=250, rate=100.0, timeout=300.0)
+    options = DemoOptions(train_rows=1500, clean_rows=500, window_rows=250, rate=100.0, timeout=600.0)
     started = time.monotonic()
     summary = run_demo(settings, options, on_event=lambda e: print(f"  {e.seconds:6.1f} s  {e.source:<8} {e.text}",
                                                                   flush=True))
@@ -72,7 +72,7 @@ def pages(registry_uri: str, store: Path, model: str, scratch: Path) -> list[Sho
     card = scratch / "model-card.html"
     card.write_text(markdown_page(registry.read_file(model, newest, "model_card.md").decode(),
                                   f"Model card: {model} v{newest}"))
-    return [Shot(evaluation, "evaluation.png", 1500), Shot(card, "model-card.png", 1800), drift_page(store, model)]
+    return [Shot(evaluation, "evaluation.png", 1900), Shot(card, "model-card.png", 1800), drift_page(store, model)]
 
 
 def markdown_page(markdown: str, title: str) -> str:

@@ -153,6 +153,10 @@ def drift_trend(summaries: Sequence[dict], drift_share: float | None = None) -> 
     model = windows[-1].get("model", "")
     figure.suptitle(f"Drift of {model}: {len(windows)} windows, against production "
                     f"v{windows[-1].get('reference_version')}", fontsize=12)
+    from matplotlib.dates import DateFormatter
+
+    one_day = (at[-1] - at[0]).total_seconds() < 86_400
+    axes.xaxis.set_major_formatter(DateFormatter("%H:%M" if one_day else "%Y-%m-%d %H:%M", tz=UTC))
     figure.autofmt_xdate()
     return _png(figure)
 

@@ -107,7 +107,14 @@ def roc_comparison(page: EvaluationPage) -> Image:
         axes.legend(loc="lower right" if axes is roc else "lower left", fontsize=9)
     name = f"{page.facts.model} v{page.facts.version}" if numbered else f"{page.facts.model} (candidate)"
     against = f"against {champion} on the same holdout" if len(curves) > 1 else "on the holdout (no champion)"
-    figure.suptitle(f"{name} {against}: {rows} rows", fontsize=12)
+    title = f"{name} {against}: {rows} rows"
+    decision = page.decision
+    if decision.recent_candidate and decision.recent_champion:  # a drift retrain: the recent rows decided
+        metric = decision.metric
+        title += (f"\nthe gate decided on the {decision.n_recent} most recent rows: {metric} "
+                  f"{_score(decision.recent_candidate.get(metric))} vs "
+                  f"{_score(decision.recent_champion.get(metric))}")
+    figure.suptitle(title, fontsize=12)
     return _png(figure)
 
 
@@ -155,8 +162,9 @@ def drift_trend(summaries: Sequence[dict], drift_share: float | None = None) -> 
                     f"v{windows[-1].get('reference_version')}", fontsize=12)
     from matplotlib.dates import DateFormatter
 
-    one_day = (at[-1] - at[0]).total_seconds() < 86_400
-    axes.xaxis.set_major_formatter(DateFormatter("%H:%M" if one_day else "%Y-%m-%d %H:%M", tz=UTC))
+    span = (at[-1] - at[0]).total_seconds()
+    axes.xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if span < 3600 else "%H:%M" if span < 86_400
+                                                 else "%Y-%m-%d %H:%M", tz=UTC))
     figure.autofmt_xdate()
     return _png(figure)
 

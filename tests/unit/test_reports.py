@@ -427,3 +427,35 @@ def test_validation_page_escapes_names_values_and_uris() -> None:
     assert "&lt;b&gt;user&lt;/b&gt;" in document
     assert page.banner.kind == "fail"
     assert [r[0].text for r in page.table_under("Features").rows] == ["age", EVIL]
+
+
+# --- the drift monitor's index ------------------------------------------------------------------------------
+
+def test_drift_index_marks_promotions_and_rollbacks_between_the_windows_they_fell_between() -> None:
+    from driftloop.reports.drift_index import Event, IndexPage, drift_index_html
+
+    def window(i: int, version: int, share: float) -> dict:
+        return {"id": i, "model": "churn", "opened_at": 1000.0 * i, "closed_at": 1000.0 * i + 900, "n_rows": 500,
+                "reference_version": version, "rows_by_version": {str(version): 500}, "drift_share": share,
+                "drift_threshold": 0.3, "feature_tests": [{"column": "age", "drifted": share >= 0.3}] * 4,
+                "drifted_features": ["age"] * round(share * 4), "prediction_drift": None, "error": None,
+                "quality": {"labelled": 0, "accuracy": None, "by_version": {}}, "decision": {"action": "quiet"},
+                "report": f"window-{i:06d}.html"}
+
+    windows = [window(1, 1, 0.0), window(2, 1, 0.5), window(3, 2, 0.25)]
+    events = [Event("promotion", "v1 promoted", 10.0),  # before the first window: not on the chart
+              Event("trigger", "retrain", 2950.0, window=2), Event("promotion", "v2 promoted", 2950.0),
+              Event("rollback", "v2 rolled back", 3950.0)]
+    page = ReportPage(drift_index_html(IndexPage("churn", windows, events, {"window-000001.html"})))
+    chart = next(svg for svg in page.svgs() if "Drift share" in svg.get("aria-label", ""))
+    ns = "{http://www.w3.org/2000/svg}"
+    centres = {t.text: float(t.get("x")) for t in chart.iter(f"{ns}text") if t.text in ("1", "2", "3")}
+    marks = {t.text: float(t.get("x")) - 3 for t in chart.iter(f"{ns}text") if t.get("fill") in
+             ("#bc4c00", "#1a7f37", "#cf222e")}
+    assert set(marks) == {"retrain", "v2 promoted", "v2 rolled back"}
+    assert marks["retrain"] == pytest.approx(centres["2"], abs=0.1)  # on the window that triggered
+    assert marks["v2 promoted"] == pytest.approx((centres["2"] + centres["3"]) / 2, abs=0.1)
+    assert marks["v2 rolled back"] > centres["3"]  # after the last window
+    table = page.table_under("Windows")
+    assert [r[0].text for r in table.rows] == ["#3", "#2", "#1"]
+    assert [href for href, _ in page.links] == ["window-000001.html"]  # only pages that still exist are linked

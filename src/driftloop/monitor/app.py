@@ -14,7 +14,7 @@ HTTP API (FastAPI):
 
 What arrives is on disk before it is acknowledged (monitor/ingest.py: an fsync'd log, replayed at
 start-up). A background loop checkpoints it into the Parquet store, closes windows, analyses them one at a
-time in a worker thread (drift verdict, then the window's page), hands each verdict to the retrain
+time in a worker thread (drift verdict first, the window's page after), hands each verdict to the retrain
 coordinator (monitor/coordinator.py: trigger policy, retrains, their audit entries) and applies retention.
 """
 
@@ -111,6 +111,8 @@ class Monitor:
         self.retention = Retention(self.config.retention, self.store, self.labels, self.root / "reports", self.metrics,
                                    checkpoint=lambda: self.ingest.checkpoint)
         self.pages = Pages(self.root / "reports", registry, self.config.trigger, self.config.report_rows)
+        self._reports: asyncio.Queue | None = None
+        self._summaries_lock = threading.Lock()  # summaries are appended at close and by the page worker
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
         summaries = read_summaries(self.root)
@@ -271,10 +273,11 @@ class Monitor:
         decision = await asyncio.to_thread(self.coordinator.on_window, model, production, record, earlier, now)
         if decision is not None:
             record.decision = {"action": decision.action, "reason": decision.reason}
+        # Shown once decided; the page follows when rendered (and the summary again, naming it).
         self.windows.setdefault(model, deque(maxlen=KEEP_WINDOWS)).append(record)
-        refreshed = await asyncio.to_thread(self._write_pages, record, rows, reference)
-        for window in [*refreshed, record]:  # their summaries now carry the realised quality their pages show
-            self._append_summary(window)
+        if self._reports is not None:
+            self._reports.put_nowait((record, rows, reference))
+        self._append_summary(record)
         return record
 
     def _refresh_quality(self, model: str, record: WindowRecord) -> None:
@@ -297,12 +300,18 @@ class Monitor:
     def _append_summary(self, record: WindowRecord) -> None:
         path = summaries_path(self.root, record.model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record.summary(self.labels), default=str) + "\n")
+        line = json.dumps(record.summary(self.labels), default=str) + "\n"
+        with self._summaries_lock, open(path, "a") as handle:
+            handle.write(line)
 
-    def _write_pages(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> list[WindowRecord]:
-        """The window's page (when it was analysed), the pages of recent windows whose realised quality moved,
-        and the model's index. Returns the recent windows whose pages were rewritten."""
+    async def _render_reports(self) -> None:
+        while True:
+            record, rows, reference = await self._reports.get()
+            await asyncio.to_thread(self._publish, record, rows, reference)
+
+    def _publish(self, record: WindowRecord, rows: pd.DataFrame, reference: Reference | None) -> None:
+        """Writes the window's page (when it was analysed), rewrites the pages of recent windows whose realised
+        quality moved and the model's index, then the summaries: the new window's, naming its page, and theirs."""
         model, refreshed = record.model, []
         try:
             if reference is not None:
@@ -314,7 +323,8 @@ class Monitor:
             self.pages.write_index(model, self._summaries(model, self.labels))
         except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
             log.exception("monitor: pages for window %d of %s failed", record.id, model)
-        return refreshed
+        for window in [*refreshed, record]:
+            self._append_summary(window)
 
     def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
         """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
@@ -345,7 +355,8 @@ class Monitor:
     def _build_app(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
-            tasks = [asyncio.create_task(self._tick_forever())]
+            self._reports = asyncio.Queue()
+            tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports())]
             yield
             for task in tasks:
                 task.cancel()
@@ -389,7 +400,8 @@ class Monitor:
         @app.get("/reports/{model}/{name}")
         async def report(model: str, name: str) -> Response:
             if name == INDEX_FILE:  # rendered now: realised accuracy as the labels stand
-                if not valid_model_name(model) or model not in self.windows and not summaries_path(self.root, model).is_file():
+                known = valid_model_name(model) and (model in self.windows or summaries_path(self.root, model).is_file())
+                if not known:
                     return _error(404, f"no windows for model '{model}' yet")
                 summaries = await asyncio.to_thread(self._summaries, model, self.labels)
                 return HTMLResponse(await asyncio.to_thread(self.pages.index, model, summaries))  # CSP: protect's

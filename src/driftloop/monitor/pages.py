@@ -8,11 +8,13 @@ is rewritten after every window and rendered afresh when the monitor serves it.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from driftloop.errors import DriftloopError
 from driftloop.monitor.analysis import PREDICTION, Reference
 from driftloop.monitor.config import TriggerConfig
 from driftloop.monitor.disk import write_durably
@@ -24,6 +26,7 @@ from driftloop.registry import PRODUCTION, ModelRegistry
 from driftloop.reports.drift_index import Event, IndexPage, drift_index_html
 from driftloop.reports.drift_window import INDEX_FILE, WindowPage, window_report_html
 
+log = logging.getLogger(__name__)
 TRIGGERS = ("retrain-triggered", "retrain-blocked")  # audit entries of a trigger (blocked: triggered, no run)
 
 
@@ -82,7 +85,11 @@ class Pages:
         """The model's index page from its window summaries (oldest first)."""
         directory = self.reports / model
         existing = {p.name for p in directory.glob("window-*.html")} if directory.is_dir() else set()
-        history = self.registry.history(model) if model in self.registry.list_models() else []
+        try:
+            history = self.registry.history(model) if model in self.registry.list_models() else []
+        except DriftloopError as exc:  # an untrusted or unreadable trail: the windows are still worth showing
+            log.warning("monitor: the index of %s shows no audit events: %s", model, exc)
+            history = []
         return drift_index_html(IndexPage(model, summaries, events(history), existing,
                                           datetime.now(UTC).isoformat(timespec="seconds")))
 

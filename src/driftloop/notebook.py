@@ -63,8 +63,9 @@ def embed(page: str | bytes | os.PathLike, height: int = 640) -> HTML:
         page = Path(page).read_bytes()
     document = page.decode() if isinstance(page, bytes) else page
     sandbox = "allow-scripts" if "<script" in document else ""
-    return HTML(f'<iframe srcdoc="{html.escape(document)}" sandbox="{sandbox}" width="100%" height="{height}" '
-                f'style="border: 1px solid #d1d9e0; border-radius: 6px"></iframe>')
+    # In a <div>: IPython warns about a bare <iframe> (it means one with a src, for which IFrame is meant).
+    return HTML(f'<div><iframe srcdoc="{html.escape(document)}" sandbox="{sandbox}" width="100%" '
+                f'height="{height}" style="border: 1px solid #d1d9e0; border-radius: 6px"></iframe></div>')
 
 
 def evaluation_page(registry: ModelRegistry, model: str, version: int) -> EvaluationPage:

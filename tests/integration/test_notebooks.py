@@ -47,7 +47,8 @@ def _execute(name: str, parameters: dict, kernel_specs: Path, workdir: Path, env
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    committed = (NOTEBOOKS / name).read_bytes()
+    notebook = nbformat.reads(committed.decode(), as_version=4)
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     cell.source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     manager = AsyncKernelManager(kernel_name=KERNEL,
@@ -61,6 +62,7 @@ def _execute(name: str, parameters: dict, kernel_specs: Path, workdir: Path, env
     finally:
         if os.environ.get("NOTEBOOK_OUTPUT_DIR"):  # keep the executed notebook to look at
             nbformat.write(notebook, Path(os.environ["NOTEBOOK_OUTPUT_DIR"]) / name)
+    assert (NOTEBOOKS / name).read_bytes() == committed, f"running {name} rewrote the tracked notebook"
     return notebook
 
 

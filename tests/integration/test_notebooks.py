@@ -63,6 +63,8 @@ def _execute(name: str, parameters: dict, kernel_specs: Path, workdir: Path, env
         if os.environ.get("NOTEBOOK_OUTPUT_DIR"):  # keep the executed notebook to look at
             nbformat.write(notebook, Path(os.environ["NOTEBOOK_OUTPUT_DIR"]) / name)
     assert (NOTEBOOKS / name).read_bytes() == committed, f"running {name} rewrote the tracked notebook"
+    stderr = [o.text for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, f"{name} showed warnings or errors: {stderr}"
     return notebook
 
 

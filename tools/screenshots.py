@@ -3,8 +3,8 @@
 The closed-loop demo (``driftloop.loop_demo``: v1 trained, served, the world drifts, the monitor retrains,
 the canary is promoted) runs in a temporary home; then headless Chromium (Debian's ``chromium``) renders three
 pages into docs/images/: the evaluation page of the drift retrain, its model card (the registry's Markdown,
-rendered with the reports' own stylesheet) and the drift monitor's page for the model (its index when the
-monitor writes one, else the report of the window that triggered the retrain). The PNGs are reduced to a
+rendered with the reports' own stylesheet) and the drift monitor's page for the model (its index as the monitor
+serves it, else the report of the window that triggered the retrain). The PNGs are reduced to a
 256-colour palette, which keeps them small and looks the same for pages of flat colours and text.
 """
 
@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = REPO_ROOT / "docs" / "images"
 INSTALL_HINT = "apt-get install -y --no-install-recommends chromium"
 WIDTH = 1200
+MARGIN = 300  # pixels rendered below what is kept
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def pages(registry_uri: str, store: Path, model: str, scratch: Path) -> list[Sho
     card = scratch / "model-card.html"
     card.write_text(markdown_page(registry.read_file(model, newest, "model_card.md").decode(),
                                   f"Model card: {model} v{newest}"))
-    return [Shot(evaluation, "evaluation.png", 1900), Shot(card, "model-card.png", 1800), drift_page(store, model)]
+    return [Shot(evaluation, "evaluation.png", 1900), Shot(card, "model-card.png", 1800),
+            drift_page(store, model, registry, scratch)]
 
 
 def markdown_page(markdown: str, title: str) -> str:
@@ -85,11 +87,18 @@ def markdown_page(markdown: str, title: str) -> str:
     return page(title, body)
 
 
-def drift_page(store: Path, model: str) -> Shot:
-    """The monitor's index page of the model, else the report of the window that triggered the retrain."""
+def drift_page(store: Path, model: str, registry, scratch: Path) -> Shot:
+    """The monitor's index page of the model as it serves it now (the file on disk was written at the last
+    window, before the promotion that ended the demo), else the report of the window that triggered the retrain."""
     reports = store / "reports" / model
-    index = reports / "index.html"
-    if index.is_file():
+    if (reports / "index.html").is_file():
+        from driftloop.monitor.config import TriggerConfig
+        from driftloop.monitor.pages import Pages
+        from driftloop.monitor.windows import read_summaries
+
+        index = scratch / "drift-index.html"
+        pages = Pages(store / "reports", registry, TriggerConfig(), max_rows=0)  # the index reads neither
+        index.write_text(pages.index(model, read_summaries(store)[model]))
         return Shot(index, "drift-index.png", 1300)
     summaries = [json.loads(line) for line in (store / "windows" / f"{model}.jsonl").read_text().splitlines()
                  if line.strip()]
@@ -102,24 +111,26 @@ def drift_page(store: Path, model: str) -> Shot:
 
 
 def screenshot(chromium: str, shot: Shot, output: Path, profile: Path) -> Path:
-    """Renders the top ``shot.height`` pixels of the page at WIDTH and saves a palette PNG."""
+    """Renders the page at WIDTH and saves its top ``shot.height`` pixels as a palette PNG."""
     raw = profile / f"raw-{shot.name}"
+    # Taller than kept, then cropped: on a busy machine the last rows of the viewport were sometimes half painted.
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--hide-scrollbars", "--no-first-run", f"--user-data-dir={profile}", "--force-device-scale-factor=1",
-               f"--window-size={WIDTH},{shot.height}", "--virtual-time-budget=5000",
-               f"--screenshot={raw}", shot.page.as_uri()]
+               "--run-all-compositor-stages-before-draw", f"--window-size={WIDTH},{shot.height + MARGIN}",
+               "--virtual-time-budget=5000", f"--screenshot={raw}", shot.page.as_uri()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0 or not raw.is_file():
         raise SystemExit(f"screenshots: chromium failed on {shot.page.name}: "
                          f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return optimise(raw, output / shot.name)
+    return optimise(raw, output / shot.name, shot.height)
 
 
-def optimise(source: Path, target: Path) -> Path:
+def optimise(source: Path, target: Path, height: int) -> Path:
+    """The top ``height`` pixels as a 256-colour palette PNG."""
     from PIL import Image
 
     with Image.open(source) as image:
-        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+        image.convert("RGB").crop((0, 0, WIDTH, height)).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
     return target
 
 

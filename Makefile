@@ -42,6 +42,7 @@ lock:
 
 bench: setup
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_ct_run.py
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_monitor.py

@@ -10,6 +10,7 @@ from driftloop.image import PROJECT_IMAGE
 def register_model(
     model: Input[Model],
     dataset: Input[Dataset],
+    holdout: Input[Dataset],
     spec_json: str,
     outcome_json: str,
     registry_uri: str,
@@ -27,8 +28,9 @@ def register_model(
     intended_use: str = "",
     limitations: str = "",
 ) -> int:
-    """Stores the model directory with its spec, reference profile and sample, card, evaluation report and lineage;
-    a retried attempt returns the version the first one published.
+    """Stores the model directory with its spec, reference profile and sample, card, evaluation report, lineage and
+    the model compiled for the fast scoring path when it agrees with the Pipeline on the holdout and the reference
+    sample; a retried attempt returns the version the first one published.
 
     Returns:
         model_card: The version's Markdown model card (the registry holds the same text): its number, trigger,
@@ -45,7 +47,7 @@ def register_model(
         "triggered_by": triggered_by, "intended_use": intended_use, "limitations": limitations,
     }
     version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
-                                   trained=model.metadata)
+                                   trained=model.metadata, holdout_path=holdout.path)
     Path(model_card.path).write_text(card)
     model_card.metadata.update({"model": model_name, "version": version.version})
     return version.version

@@ -14,7 +14,7 @@ from driftloop.runners.local import RunSummary, TaskEvent, run_ct_pipeline
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
 
-__all__ = ["CTParams", "RunSummary", "Settings", "TaskEvent", "compile_pipeline", "demo_params",
+__all__ = ["CTParams", "RunSummary", "Settings", "TaskEvent", "compile_batch_score_pipeline", "compile_pipeline", "demo_params",
            "generate_demo_data", "infer", "planned_spec", "run"]
 
 
@@ -93,7 +93,21 @@ def compile_pipeline(output: str | Path | None = None, image: str | None = None)
     target = Path(output) if output else IR_PATH
     if target.is_dir():
         raise ConfigError(f"{target} is a directory; give a .yaml file path")
+    target.parent.mkdir(parents=True, exist_ok=True)
     return compile_ct_pipeline(target, image or project_image())
+
+
+def compile_batch_score_pipeline(output: str | Path | None = None, image: str | None = None) -> Path:
+    """Compiles the batch-scoring pipeline to Kubeflow IR YAML, its step on ``image`` (default as
+    :func:`compile_pipeline`)."""
+    from driftloop.image import project_image
+    from driftloop.pipelines.batch_score_pipeline import IR_PATH, compile_batch_score_pipeline
+
+    target = Path(output) if output else IR_PATH
+    if target.is_dir():
+        raise ConfigError(f"{target} is a directory; give a .yaml file path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return compile_batch_score_pipeline(target, image or project_image())
 
 
 # The cluster backend: CT runs and schedules on Kubeflow Pipelines (kfp is imported only when called).

@@ -68,19 +68,24 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from driftloop.drift_cli import add_drift_parser
     from driftloop.models_cli import add_models_parser
     from driftloop.monitor_cli import add_monitor_parsers
+    from driftloop.score_cli import add_score_parser
     from driftloop.serve_cli import add_serve_parsers
 
     add_models_parser(sub, _add_common)
     add_deploy_parser(sub, _add_common)
     add_drift_parser(sub)
+    add_score_parser(sub, _add_common)
     add_monitor_parsers(sub, _add_common)
     add_serve_parsers(sub, _add_common, list(sys.argv[1:] if argv is None else argv))
     from driftloop.submit_cli import add_submit_parsers
 
     add_submit_parsers(sub, _add_run_options)
 
-    comp = sub.add_parser("compile", help="compile the cluster CT pipeline to Kubeflow IR YAML")
+    comp = sub.add_parser("compile", help="compile the cluster CT pipeline and the batch-scoring pipeline to "
+                          "Kubeflow IR YAML")
     comp.add_argument("--output", "-o", help="output file (default: pipelines/ct_pipeline.yaml)")
+    comp.add_argument("--batch-output", help="the batch-scoring pipeline's file (default: "
+                      "batch_score_pipeline.yaml beside --output, else pipelines/batch_score_pipeline.yaml)")
     comp.add_argument("--image", help="the image every step runs on (default $DRIFTLOOP_IMAGE, else the project "
                       "image of this version)")
     return parser
@@ -105,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
-        from driftloop.api import compile_pipeline
+        from driftloop.api import compile_batch_score_pipeline, compile_pipeline
 
         print(compile_pipeline(args.output, args.image))
+        batch_output = args.batch_output or (Path(args.output).with_name("batch_score_pipeline.yaml")
+                                             if args.output else None)
+        print(compile_batch_score_pipeline(batch_output, args.image))
         return 0
     if args.command == "spec":
         return _cmd_spec(args)
@@ -120,6 +128,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return {"monitor": monitor_cli.run_monitor, "feedback": monitor_cli.run_feedback,
                 "replay": monitor_cli.run_replay}[args.command](args)
+    if args.command == "score":
+        from driftloop.score_cli import run_score
+
+        return run_score(args)
     if args.command == "drift":
         from driftloop.drift_cli import run_drift
 

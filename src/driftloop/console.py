@@ -343,6 +343,13 @@ def print_demo_summary(summary) -> None:
     loop.add_row("triggers", ", ".join(f"{n} {action}" for action, n in counts.items()) or "none")
     loop.add_row("drift onset → promoted", "-" if summary.onset_to_promotion_seconds is None
                  else f"{summary.onset_to_promotion_seconds:.1f} s")
+    if summary.after_promotion:
+        shares = ", ".join("-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
+                           for w in summary.after_promotion)
+        quiet = not any(w["signal"] for w in summary.after_promotion) and not summary.retrains_after_promotion
+        loop.add_row("after promotion", f"drift share {shares}; "
+                     + ("[green]alarm cleared, no further retrain[/]" if quiet else
+                        f"[red]still signalling ({summary.retrains_after_promotion} further retrains)[/]"))
     traffic = summary.traffic or {}
     loop.add_row("traffic", f"{traffic.get('sent', 0)} rows at {traffic.get('rate', 0)}/s, "
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")

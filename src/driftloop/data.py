@@ -24,6 +24,10 @@ from driftloop.storage import sha256_bytes
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
 
+# What a missing category becomes before encoding: the trained Pipelines impute it, the fast path's input
+# form sends it.
+MISSING_CATEGORY = "__missing__"
+
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -111,6 +115,22 @@ def _jsonable(value):
     return value.item() if hasattr(value, "item") else value
 
 
+CSV, PARQUET = "CSV", "Parquet"
+TABLE_FORMATS = {".csv": CSV, ".parquet": PARQUET, ".pq": PARQUET}  # file suffix -> table format
+
+
+def table_format(uri: str) -> str:
+    """:data:`CSV` or :data:`PARQUET`, by the file's suffix.
+
+    Raises:
+        DataError: any other suffix.
+    """
+    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise DataError(f"unsupported file type '{suffix or '(none)'}' for {uri}: use .csv or .parquet")
+    return TABLE_FORMATS[suffix]
+
+
 def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataFrame, str]:
     """Loads a CSV or Parquet table from a local path or ``s3://`` URI.
 
@@ -120,19 +140,16 @@ def load_table(uri: str, s3: storage.S3Settings | None = None) -> tuple[pd.DataF
     Raises:
         DataError: missing, unreadable, empty or unparsable file, or an unsupported extension.
     """
-    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
-    if suffix not in {".csv", ".parquet", ".pq"}:
-        raise DataError(f"unsupported file type '{suffix or '(none)'}' for {uri}: use .csv or .parquet")
+    kind = table_format(uri)
     raw = storage.read_bytes(uri, s3)
     if not raw:
         raise DataError(f"file is empty: {uri}")
     try:
-        if suffix == ".csv":
+        if kind == CSV:
             frame = pd.read_csv(io.BytesIO(raw))
         else:
             frame = _read_parquet(raw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
-        kind = "CSV" if suffix == ".csv" else "Parquet"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot parse {uri} as {kind}: {first_line}") from None
     if frame.empty:
@@ -289,8 +306,10 @@ def _infer_kind(column: pd.Series, force_categorical: bool) -> FeatureKind:
     return "categorical"
 
 
-def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec, first_row: int = 1) -> pd.DataFrame:
     """Returns a copy whose feature columns have the spec's types.
+
+    ``first_row`` is the number errors give the frame's first row (a chunk of a larger table starts later).
 
     Numeric → float, categorical → str (nulls kept), boolean → object holding True/False (nulls kept).
 
@@ -304,15 +323,16 @@ def coerce_to_spec(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
             raise DataValidationError(feature.name, "column is missing")
         column = out[feature.name]
         if feature.kind == "numeric":
-            out[feature.name] = _to_numeric(column, feature.name)
+            out[feature.name] = _to_numeric(column, feature.name, first_row)
         elif feature.kind == "categorical":
-            out[feature.name] = column.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            values = column.astype(object)  # text, missing values kept as they are (vectorised: batch scoring)
+            out[feature.name] = values.where(values.isna(), values.astype(str))
         else:
             out[feature.name] = _to_boolean(column, feature.name)
     return out
 
 
-def _to_numeric(column: pd.Series, name: str) -> pd.Series:
+def _to_numeric(column: pd.Series, name: str, first_row: int = 1) -> pd.Series:
     if pd.api.types.is_bool_dtype(column):
         return column.astype(float)
     if pd.api.types.is_numeric_dtype(column):
@@ -322,7 +342,7 @@ def _to_numeric(column: pd.Series, name: str) -> pd.Series:
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise DataValidationError(
-            name, f"text in a numeric column ({int(bad.sum())} values, e.g. {column.iloc[row]!r} in row {row + 1})"
+            name, f"text in a numeric column ({int(bad.sum())} values, e.g. {column.iloc[row]!r} in row {row + first_row})"
         )
     return converted.astype(float)
 

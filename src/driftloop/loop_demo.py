@@ -45,6 +45,8 @@ class DemoOptions:
         rate: Live rows per second sent to the gateway.
         window_rows: Rows per monitor window.
         timeout: Seconds after the drift onset before the demo gives up waiting for the loop.
+        after_windows: Windows to watch after a promotion, judged against the promoted version's reference:
+            they show whether the alarm cleared (the same shift must not trigger a second retrain).
     """
 
     train_rows: int = 3000
@@ -55,12 +57,15 @@ class DemoOptions:
     covariate_shift: float = 0.6
     concept_shift: float = 0.6
     seed: int = 7
+    after_windows: int = 2
 
     def __post_init__(self) -> None:
         if self.train_rows < 500 or self.clean_rows < self.window_rows or self.window_rows < 200:
             raise ConfigError("demo needs train rows >= 500, window rows >= 200 and clean rows >= window rows")
         if self.rate <= 0 or self.timeout <= 0:
             raise ConfigError("demo rate and timeout must be > 0")
+        if self.after_windows < 0:
+            raise ConfigError("demo after-windows must be >= 0")
 
 
 @dataclass
@@ -80,6 +85,10 @@ class DemoSummary:
     promoted_at: str | None = None
     onset_to_promotion_seconds: float | None = None
     promoted_version: int | None = None
+    # The windows after the promotion, against the promoted version's reference: id, drift share, signal,
+    # the monitor's decision. Quiet windows and no second trigger mean the reference moved with the world.
+    after_promotion: list[dict] = field(default_factory=list)
+    retrains_after_promotion: int = 0
     traffic: dict = field(default_factory=dict)
     registry: str = ""
     summary_path: str = ""
@@ -208,6 +217,9 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
         while watcher.retrain_running() and time.monotonic() < settle:
             time.sleep(1.0)
             watcher.poll()
+        if watcher.promoted_version and options.after_windows:
+            timeline.add("demo", f"watching {options.after_windows} windows against v{watcher.promoted_version}")
+            _watch_after_promotion(watcher, options, sender)
         stop.set()
         sender.join(timeout=30)
         watcher.poll()
@@ -221,17 +233,33 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
         summary.promoted_at = watcher.promoted_at.isoformat()
         summary.promoted_version = watcher.promoted_version
         summary.onset_to_promotion_seconds = round((watcher.promoted_at - onset_at[0]).total_seconds(), 1)
+        summary.after_promotion = watcher.windows_after_promotion()
+        summary.retrains_after_promotion = sum(
+            t["action"] == "retrain-triggered" and datetime.fromisoformat(t["at"]) > watcher.promoted_at
+            for t in watcher.triggers)
     path = workdir / "summary.json"
     summary.summary_path = str(path)
     path.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     return summary
 
 
+def _watch_after_promotion(watcher: Watcher, options: DemoOptions, sender: threading.Thread) -> None:
+    """Keeps the drifted traffic flowing until ``after_windows`` windows against the promoted version are
+    decided (or the traffic runs out, or twice their expected time has passed)."""
+    expected = options.after_windows * options.window_rows / options.rate
+    deadline = time.monotonic() + 2 * expected + 30
+    while (len(watcher.windows_after_promotion()) < options.after_windows and sender.is_alive()
+           and time.monotonic() < deadline):
+        time.sleep(1.0)
+        watcher.poll()
+
+
 def _traffic(options: DemoOptions) -> pd.DataFrame:
-    """Clean rows, then enough drifted rows to outlast the loop; one minute apart in event time."""
+    """Clean rows, then enough drifted rows to outlast the loop and the windows after it; one minute apart in
+    event time."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clean = synthetic.generate(options.clean_rows, options.seed + 1, start=start, id_offset=1_000_000)
-    drifted_rows = int(options.rate * (options.timeout + 60))
+    drifted_rows = int(options.rate * (options.timeout + 60)) + 2 * options.after_windows * options.window_rows
     drifted = synthetic.generate(drifted_rows, options.seed + 2, covariate_shift=options.covariate_shift,
                                  concept_shift=options.concept_shift,
                                  start=start + timedelta(minutes=options.clean_rows), id_offset=2_000_000)
@@ -256,6 +284,7 @@ class Watcher:
     def __init__(self, monitor: str, registry, known_entries: int, timeline: Timeline) -> None:
         self.monitor, self.registry, self.timeline = monitor, registry, timeline
         self.seen_windows: set[int] = set()
+        self.decided: list[dict] = []  # every decided window's summary, in order
         self.seen_entries = known_entries
         self.triggers: list[dict] = []
         self.promoted_at: datetime | None = None
@@ -271,6 +300,7 @@ class Watcher:
         for window in (status.get("models", {}).get(MODEL) or {}).get("windows", []):
             if window["id"] not in self.seen_windows and window.get("decision") is not None:
                 self.seen_windows.add(window["id"])
+                self.decided.append(window)
                 self.timeline.add("monitor", _describe_window(window))
         entries = self.registry.history(MODEL)
         for entry in entries[self.seen_entries:]:
@@ -297,6 +327,14 @@ class Watcher:
 
     def outcome(self) -> str | None:
         return self._outcome
+
+    def windows_after_promotion(self) -> list[dict]:
+        """Decided windows judged against the promoted version's reference (rows it served)."""
+        if not self.promoted_version:
+            return []
+        return [{"id": w["id"], "drift_share": w.get("drift_share"), "signal": w.get("signal"),
+                 "rows_by_version": w.get("rows_by_version"), "decision": (w.get("decision") or {}).get("action")}
+                for w in self.decided if w.get("reference_version") == self.promoted_version]
 
     def retrain_running(self) -> bool:
         """A retrain was triggered and its ``retrain-finished`` entry has not arrived yet."""

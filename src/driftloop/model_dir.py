@@ -5,6 +5,9 @@ serving needs (layout 2)::
 
     model.joblib            the fitted Pipeline: exactly one .joblib, which KServe's sklearn runtime can load
                             where its scikit-learn matches
+    model.onnx              optional: the Pipeline compiled for the fast scoring path, present only when it was
+                            proven to agree with the Pipeline (the figures are the lineage's ``fast_path``;
+                            see :mod:`driftloop.fastpath`)
     driftloop-model.json    the manifest: model, version, format, dataset spec, the libraries that trained
                             it, every file's sha256, the lineage, and the writer's Ed25519 signature over
                             all of that (canonical JSON with the slot empty; see :mod:`driftloop.signing`)
@@ -34,6 +37,8 @@ from driftloop.signing import MANIFEST_DOMAIN, SignatureCheck, SigningKey, Trust
 LAYOUT = 2
 MANIFEST_FILE = "driftloop-model.json"
 MODEL_FILENAME = "model.joblib"
+ONNX_FILENAME = "model.onnx"  # the fast scoring path's graph, covered by the manifest's hashes like the rest
+FAST_PATH_KEY = "fast_path"  # the lineage entry (hence the manifest's) that says whether and why it serves
 SKLEARN_FORMAT = "sklearn"
 XGBOOST_FORMAT = "xgboost-pipeline"
 MODEL_FORMATS = (SKLEARN_FORMAT, XGBOOST_FORMAT)
@@ -163,6 +168,7 @@ class LoadedModel:
     pipeline: Any
     manifest: ModelManifest
     signature: SignatureCheck = SignatureCheck("unsigned")
+    graph: bytes | None = None  # model.onnx, when the directory holds one (checked like every file)
 
 
 def load(directory: str | Path, installed: dict[str, str | None] | None = None,
@@ -187,7 +193,8 @@ def load(directory: str | Path, installed: dict[str, str | None] | None = None,
     check_libraries(manifest, installed)
     import joblib  # only once the files are known to be the ones registered and signed
 
-    return LoadedModel(joblib.load(Path(directory) / MODEL_FILENAME), manifest, signature)
+    graph = (Path(directory) / ONNX_FILENAME).read_bytes() if ONNX_FILENAME in manifest.files else None
+    return LoadedModel(joblib.load(Path(directory) / MODEL_FILENAME), manifest, signature, graph)
 
 
 def _minor(version: str) -> tuple[str, ...]:

@@ -22,8 +22,11 @@ LABELS_TOKEN_HELP = ("file holding the monitor's labels token (default: DRIFTLOO
 
 def add_monitor_parsers(sub, add_common) -> None:
     monitor = sub.add_parser("monitor", help="the drift monitor: 'serve' (default) runs it, 'status' asks it, "
-                             "'resume' lets a model whose retraining stopped after repeated failures trigger again")
-    monitor.add_argument("action", nargs="?", choices=["serve", "status", "resume"], default="serve")
+                             "'resume' lets a model whose retraining stopped after repeated failures trigger again, "
+                             "'ingest-batch' posts a scored table to it as traffic to watch for drift")
+    monitor.add_argument("action", nargs="?", choices=["serve", "status", "resume", "ingest-batch"], default="serve")
+    monitor.add_argument("--table", help="ingest-batch: the scored table ('driftloop score --with-features'), "
+                         "a CSV or Parquet path or s3:// URI")
     monitor.add_argument("--config", help="monitor settings file (YAML or JSON; see docs) — windows, drift "
                          "tests, trigger policy, retrain runner")
     monitor.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -38,8 +41,9 @@ def add_monitor_parsers(sub, add_common) -> None:
                          "read the windows from this store, no running monitor needed")
     monitor.add_argument("--window-rows", type=int, help="close a window after this many rows")
     monitor.add_argument("--window-seconds", type=float, help="… or after this many seconds")
-    monitor.add_argument("--url", default=DEFAULT_MONITOR, help="status: the monitor's base URL")
-    monitor.add_argument("--model", help="status: only this model; resume: the model (default: the config's)")
+    monitor.add_argument("--url", default=DEFAULT_MONITOR, help="status, ingest-batch: the monitor's base URL")
+    monitor.add_argument("--model", help="status: only this model; resume: the model (default: the config's); "
+                         "ingest-batch: the model that scored the table")
     monitor.add_argument("--reason", help="resume: what was fixed (recorded in the audit trail)")
     monitor.add_argument("--actor", help="resume: who is acting (default: the login name)")
     monitor.add_argument("--limit", type=int, default=10, help="status: windows to show")
@@ -73,6 +77,8 @@ def run_monitor(args: argparse.Namespace) -> int:
         return _status(args)
     if args.action == "resume":
         return _resume(args)
+    if args.action == "ingest-batch":
+        return _ingest_batch(args)
 
     from driftloop.monitor.app import Monitor
     from driftloop.monitor.config import AuthConfig, MonitorConfig, WindowConfig
@@ -181,6 +187,25 @@ def _stored_status(store: Path, model: str | None, limit: int) -> dict:
     return {"offline": True, "store": str(store),
             "models": {m: {"aliases": {}, "windows": summaries[m][-max(1, limit):], "trigger": None, "retrains": []}
                        for m in models}}
+
+
+def _ingest_batch(args: argparse.Namespace) -> int:
+    from driftloop.batch.monitor_feed import feed_monitor
+    from driftloop.http_guard import EVENTS
+    from driftloop.registry import open_registry
+
+    if not args.table or not args.model:
+        raise ConfigError("ingest-batch needs --table (a scored table) and --model")
+    settings = Settings.resolve(args.home, args.registry)
+    summary = feed_monitor(args.table, args.model, open_registry(settings.registry_uri), args.url,
+                           token=EVENTS.token())
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(f"{summary.rows} rows of {args.table} posted to {args.url} as {summary.events} batch events of "
+              f"{args.model} {', '.join(f'v{v}' for v in summary.versions)} ({summary.seconds:.1f}s); the monitor "
+              "windows them with its served traffic")
+    return 0
 
 
 def run_feedback(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ from driftloop.evaluation import (
     evaluate_model,
     non_finite_metrics,
 )
-from driftloop.model_dir import SKLEARN_FORMAT, library_versions, model_format_of
+from driftloop.model_dir import (
+    FAST_PATH_KEY,
+    ONNX_FILENAME,
+    SKLEARN_FORMAT,
+    library_versions,
+    model_format_of,
+)
 from driftloop.profile import ReferenceProfile, build_profile
 from driftloop.registry import PRODUCTION, ModelVersion, open_registry
 from driftloop.registry.base import utc_now
@@ -339,11 +346,17 @@ def register(
     lineage: dict,
     actor: str = "ct-pipeline",
     trained: dict | None = None,
+    holdout_path: str = "",
 ) -> tuple[ModelVersion, str]:
     """Registers the candidate as a new immutable version with its spec, profile, sample and card.
 
     ``trained`` is what the train step recorded about the model (its artifact's metadata): the estimator
     fitted, the format it is served as, and ``auto``'s leaderboard; they go into lineage.
+
+    The Pipeline is also compiled for the fast scoring path (:mod:`driftloop.fastpath`) and checked against
+    itself on the holdout (``holdout_path``) and the reference sample: an agreeing graph is stored as
+    ``model.onnx`` beside ``model.joblib``, covered by the manifest's hashes and signature, and lineage's
+    ``fast_path`` (hence the manifest) holds the agreement figures, or why the version serves the Pipeline.
 
     Idempotent per pipeline run: when ``lineage["run_id"]`` already registered a version (a retried
     step whose first attempt published before it died), that version is returned, not a second one.
@@ -403,6 +416,9 @@ def register(
         "libraries": library_versions(),
         "model_format": model_format,
     }
+    holdout = pd.read_parquet(holdout_path) if holdout_path and Path(holdout_path).exists() else None
+    graph, fast_path = _compile_fast_path(model_dir, spec, {"holdout": holdout, "reference_sample": sample})
+    lineage[FAST_PATH_KEY] = fast_path.to_dict()
     if not page.facts.model:  # an outcome from before the report carried its facts
         page.facts = RunFacts(model_name, run_name=lineage["run_name"], run_id=run_id or "",
                               data_uri=lineage.get("data_uri", ""), triggered_by=triggered_by,
@@ -423,11 +439,12 @@ def register(
         return {**fixed, "model_card.md": cards[number].encode(),
                 "evaluation.html": evaluation_report_html(page).encode()}
 
-    version = _publish_numbered(
-        registry, model_name, attachments_for, model_dir=Path(model_dir), model_format=model_format,
-        lineage=lineage, metrics=evaluation.metrics, actor=actor, reason="gate passed: " + "; ".join(decision.reasons),
-        spec=spec.to_dict(),
-    )
+    with tempfile.TemporaryDirectory(prefix="driftloop-register-") as tmp:
+        version = _publish_numbered(
+            registry, model_name, attachments_for, model_dir=_model_directory(Path(model_dir), Path(tmp), graph),
+            model_format=model_format, lineage=lineage, metrics=evaluation.metrics, actor=actor,
+            reason="gate passed: " + "; ".join(decision.reasons), spec=spec.to_dict(),
+        )
     return version, cards[version.version]
 
 
@@ -448,6 +465,25 @@ def _publish_numbered(registry, name: str, attachments_for, **register_args) -> 
         except VersionExistsError:
             number += 1  # a concurrent writer (or an abandoned claim) holds it
     raise DriftloopError(f"could not find a free version number for '{name}' after {MAX_NUMBER_ATTEMPTS} attempts")
+
+
+def _compile_fast_path(model_dir: str, spec: DatasetSpec, checked: dict[str, pd.DataFrame | None]):
+    """The Pipeline's compiled graph (None when refused) and the record of why, for lineage."""
+    from driftloop.fastpath.agreement import compile_fast_path
+    from driftloop.training import load_model
+
+    return compile_fast_path(load_model(model_dir), spec, checked)
+
+
+def _model_directory(source: Path, workdir: Path, graph: bytes | None) -> Path:
+    """The directory the registry stores: the train step's files (its artifact is left as it is) plus the
+    accepted graph; a graph the source happens to hold is never carried over unchecked."""
+    directory = workdir / "model"
+    shutil.copytree(source, directory)
+    (directory / ONNX_FILENAME).unlink(missing_ok=True)
+    if graph is not None:
+        (directory / ONNX_FILENAME).write_bytes(graph)
+    return directory
 
 
 def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | None]:

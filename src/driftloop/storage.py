@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -106,17 +107,10 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
         DataError: the file or object does not exist or cannot be read.
     """
     if is_s3_uri(uri):
-        from minio.error import S3Error
-        from urllib3.exceptions import HTTPError
-
         bucket, key = split_s3_uri(uri)
         settings = s3 or S3Settings.from_env()
-        try:
+        with _s3_errors("read", uri, settings):
             response = settings.client().get_object(bucket, key)
-        except S3Error as exc:
-            raise DataError(f"cannot read {uri}: {exc.code}") from None
-        except (OSError, HTTPError) as exc:
-            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
         try:
             return response.read()
         finally:
@@ -140,17 +134,10 @@ def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
         DataError: the object or file cannot be written.
     """
     if is_s3_uri(uri):
-        from minio.error import S3Error
-        from urllib3.exceptions import HTTPError
-
         bucket, key = split_s3_uri(uri)
         settings = s3 or S3Settings.from_env()
-        try:
+        with _s3_errors("write", uri, settings):
             settings.client().put_object(bucket, key, io.BytesIO(data), len(data))
-        except S3Error as exc:
-            raise DataError(f"cannot write {uri}: {exc.code}") from None
-        except (OSError, HTTPError) as exc:
-            raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None
         return uri
     path = Path(uri.removeprefix("file://"))
     try:
@@ -161,3 +148,44 @@ def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror}") from None
     return str(path)
+
+
+def download_file(uri: str, path: str | Path, s3: S3Settings | None = None) -> Path:
+    """Streams the object at an ``s3://`` URI to a local file (never whole in memory).
+
+    Raises:
+        DataError: the object does not exist or cannot be read.
+    """
+    bucket, key = split_s3_uri(uri)
+    settings = s3 or S3Settings.from_env()
+    with _s3_errors("read", uri, settings):
+        settings.client().fget_object(bucket, key, str(path))
+    return Path(path)
+
+
+def upload_file(path: str | Path, uri: str, s3: S3Settings | None = None) -> str:
+    """Uploads a local file to an ``s3://`` URI: one PUT, or a multipart upload for a large file (minio picks
+    the part size), so the object appears whole or not at all.
+
+    Raises:
+        DataError: the object cannot be written.
+    """
+    bucket, key = split_s3_uri(uri)
+    settings = s3 or S3Settings.from_env()
+    with _s3_errors("write", uri, settings):
+        settings.client().fput_object(bucket, key, str(path))
+    return uri
+
+
+@contextmanager
+def _s3_errors(verb: str, uri: str, settings: S3Settings) -> Iterator[None]:
+    """S3 failures as one line that names the object (never the credentials)."""
+    from minio.error import S3Error
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except S3Error as exc:
+        raise DataError(f"cannot {verb} {uri}: {exc.code}") from None
+    except (OSError, HTTPError) as exc:
+        raise DataError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") from None

@@ -30,11 +30,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from driftloop.ct_params import AUTO, default_of
-from driftloop.data import DatasetSpec
+from driftloop.data import MISSING_CATEGORY, DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 from driftloop.model_dir import MODEL_FILENAME
-
-MISSING_CATEGORY = "__missing__"
 
 
 def _logistic_regression(seed: int) -> Any:

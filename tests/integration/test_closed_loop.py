@@ -41,3 +41,9 @@ def test_drift_triggers_a_retrain_whose_canary_is_promoted_with_lineage(tmp_path
     assert promote.to_version == 2 and "quality: canary accuracy" in json.dumps(promote.evidence)
     finished = [e for e in history if e.action == "retrain-finished"]
     assert finished and finished[-1].evidence["state"] == "promoted"
+    # The reference moved with the world: the windows after the promotion, judged against v2's reference,
+    # are quiet, and the same shift starts no second retrain.
+    watched = summary["after_promotion"]
+    assert len(watched) >= 2, summary["events"][-5:]
+    assert not any(w["signal"] for w in watched) and all(w["drift_share"] < 0.3 for w in watched), watched
+    assert summary["retrains_after_promotion"] == 0

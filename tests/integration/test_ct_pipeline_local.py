@@ -108,14 +108,17 @@ def test_second_run_is_compared_with_the_champion_and_deployed_as_canary(loop) -
 def test_registered_model_serves_dict_instances(loop, tmp_path) -> None:
     registry = LocalRegistry(loop["settings"].registry_uri)
     model_dir = registry.fetch_model("churn-it", 2, tmp_path / "m")
-    # Self-contained: exactly one .joblib (what KServe's sklearn runtime loads) and driftloop's manifest.
-    assert sorted(p.name for p in model_dir.iterdir()) == ["driftloop-model.json", "model.joblib"]
+    # Self-contained: exactly one .joblib (what KServe's sklearn runtime loads), driftloop's manifest, and the
+    # fast path's graph, which register accepted after checking it on the run's holdout and reference sample.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["driftloop-model.json", "model.joblib", "model.onnx"]
     manifest = json.loads((model_dir / "driftloop-model.json").read_text())
     assert (manifest["model"], manifest["version"]) == ("churn-it", 2)
     # v2 is an XGBoost Pipeline: only driftloop's runtime serves that format (KServe's sklearn one has no xgboost).
     assert manifest["lineage"]["estimator"] == "xgboost" and manifest["model_format"] == "xgboost-pipeline"
     assert manifest["libraries"]["scikit-learn"] == importlib.metadata.version("scikit-learn")
     assert manifest["spec"]["target"] == "churned" and manifest["lineage"]["run_id"]
+    fast_path = manifest["lineage"]["fast_path"]
+    assert fast_path["status"] == "accepted" and fast_path["rows_checked"]["holdout"] > 0, fast_path
     model = joblib.load(model_dir / "model.joblib")
     rows = loop["drifted"].drop(columns=["churned"]).head(5).to_dict(orient="records")
     predictions = model.predict(pd.DataFrame(rows))

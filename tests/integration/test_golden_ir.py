@@ -8,9 +8,17 @@ from pathlib import Path
 import yaml
 
 from driftloop.image import PROJECT_IMAGE
-from driftloop.pipelines.ct_pipeline import IR_PATH, compile_ct_pipeline
+from driftloop.pipelines import batch_score_pipeline
+from driftloop.pipelines.ct_pipeline import (
+    IR_PATH,
+    S3_SECRET,
+    SIGNING_SECRET,
+    VERIFY_CONFIG_MAP,
+    compile_ct_pipeline,
+)
 
 REGENERATE = "make compile   (or: .venv/bin/python pipelines/ct_pipeline.py)"
+REGENERATE_BATCH = "make compile   (or: .venv/bin/python pipelines/batch_score_pipeline.py)"
 
 
 def _normalise(text: str) -> str:
@@ -80,3 +88,37 @@ def test_compile_with_another_image_puts_it_on_every_step(tmp_path: Path) -> Non
     image = "registry.example.com/team/driftloop@sha256:" + "a" * 64
     ir = next(yaml.safe_load_all(compile_ct_pipeline(tmp_path / "ct.yaml", image).read_text()))
     assert {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()} == {image}
+
+
+# --- the batch-scoring pipeline ---------------------------------------------------------------------------------
+
+def test_committed_batch_score_ir_is_up_to_date(tmp_path: Path) -> None:
+    fresh = batch_score_pipeline.compile_batch_score_pipeline(tmp_path / "batch.yaml").read_text()
+    committed = batch_score_pipeline.IR_PATH.read_text()
+    assert _normalise(fresh) == _normalise(committed), \
+        f"pipelines/batch_score_pipeline.yaml is stale; regenerate: {REGENERATE_BATCH}"
+
+
+def test_the_batch_step_reads_with_the_s3_secret_and_the_verify_key_and_never_the_signing_key() -> None:
+    ir, platform = yaml.safe_load_all(batch_score_pipeline.IR_PATH.read_text())
+    (executor,) = ir["deploymentSpec"]["executors"].values()
+    assert executor["container"]["image"] == PROJECT_IMAGE
+    assert "pip install" not in " ".join(executor["container"]["command"])
+    (task,) = ir["root"]["dag"]["tasks"].values()
+    assert "retryPolicy" in task and not task.get("cachingOptions", {}).get("enableCache")
+    (config,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    assert [s["secretName"] for s in config["secretAsEnv"]] == [S3_SECRET]
+    assert [c["configMapName"] for c in config["configMapAsEnv"]] == [VERIFY_CONFIG_MAP]
+    assert SIGNING_SECRET not in str(config)
+
+
+def test_the_batch_pipelines_defaults_are_the_components_and_the_librarys() -> None:
+    from driftloop.batch import DEFAULT_CHUNK_ROWS
+    from driftloop.components.score_table import score_table
+
+    ir = next(yaml.safe_load_all(batch_score_pipeline.IR_PATH.read_text()))
+    pipeline_inputs = ir["root"]["inputDefinitions"]["parameters"]
+    component_inputs = score_table.component_spec.inputs
+    for name, spec in pipeline_inputs.items():
+        assert spec.get("defaultValue") == component_inputs[name].default, name
+    assert pipeline_inputs["chunk_rows"]["defaultValue"] == DEFAULT_CHUNK_ROWS

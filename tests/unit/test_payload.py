@@ -73,13 +73,18 @@ def test_every_v2_shape_gives_the_same_rows(body) -> None:
     assert frame["age"].tolist() == [53.0, 61.5] and frame["income"].tolist() == [1000.0, 2000.0]
 
 
-def test_v2_refuses_an_unknown_input_and_an_oversized_one_before_decoding() -> None:
+def test_v2_refuses_an_unknown_or_repeated_input_and_an_oversized_one_before_decoding() -> None:
     from kserve.protocol.infer_type import InferRequest
 
     unknown = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [1]},
                           {"name": "zip", "shape": [1], "datatype": "FP64", "data": [1]}]}
     with pytest.raises(InvalidInput, match="unknown feature\\(s\\): zip"):
         frame_from_payload(InferRequest.from_inference_request(_rest_request(unknown), "m"), NUMERIC)
+    repeated = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [1]},
+                           {"name": "income", "shape": [1], "datatype": "FP64", "data": [1]},
+                           {"name": "age", "shape": [1], "datatype": "FP64", "data": [99]}]}
+    with pytest.raises(InvalidInput, match="input\\(s\\) given more than once: age"):
+        frame_from_payload(InferRequest.from_inference_request(_rest_request(repeated), "m"), NUMERIC)
     huge = {"inputs": [{"name": "age", "shape": [MAX_INSTANCES + 1], "datatype": "FP64", "data": [1.0]}]}
     with pytest.raises(InvalidInput, match="the limit is"):
         frame_from_payload(InferRequest.from_inference_request(_rest_request(huge), "m"), NUMERIC)

@@ -114,6 +114,7 @@ def run_ct_pipeline(
     home: str | Path,
     registry_uri: str | None = None,
     on_event: Callable[[TaskEvent], None] | None = None,
+    warm_tasks: bool = True,
 ) -> RunSummary:
     """Runs the CT pipeline locally and summarises it.
 
@@ -122,10 +123,13 @@ def run_ct_pipeline(
         home: driftloop's working directory; runs go to ``<home>/runs``.
         registry_uri: The registry (replaces ``params.registry_uri``); defaults to ``<home>/registry``.
         on_event: Called for each task event (progress display).
+        warm_tasks: Start each task in a pre-warmed process (:mod:`driftloop.runners.warm_tasks`); False runs
+            kfp.local's own launcher, a fresh interpreter per task (the benchmark's anchor).
     """
-    from driftloop.runners import warm_tasks
+    from driftloop.runners import warm_tasks as warm
 
-    warm_tasks.prestart()  # its imports overlap with kfp's and the pipeline's compilation
+    if warm_tasks:
+        warm.prestart()  # its imports overlap with kfp's and the pipeline's compilation
     from kfp import local
 
     from driftloop.pipelines.ct_pipeline import build_ct_pipeline
@@ -134,7 +138,7 @@ def run_ct_pipeline(
     params = params.with_values(registry_uri=registry_uri or str(home / "registry"))
     pipeline_root = home / "runs"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    kfp_local_compat.install()
+    kfp_local_compat.install(warm_tasks=warm_tasks)
     pipeline = build_ct_pipeline(with_exit_handler=False)
     before = {p.name for p in pipeline_root.iterdir()}
     log_path = pipeline_root / f".pipeline-{time.time_ns()}.log"

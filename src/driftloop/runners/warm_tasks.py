@@ -24,7 +24,10 @@ EXECUTOR_MODULE = "kfp.dsl.executor_main"
 # What every CT task imports; the forkserver imports them once, before it forks any task.
 PRELOAD = ["pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.compose", "sklearn.preprocessing",
            "sklearn.linear_model", "sklearn.ensemble", "sklearn.metrics", "xgboost", "joblib", EXECUTOR_MODULE,
-           "driftloop.steps", "driftloop.training", "driftloop.evaluation", "driftloop.reports"]
+           "driftloop.steps", "driftloop.training", "driftloop.evaluation", "driftloop.reports",
+           # the register step compiles and checks the fast path: skl2onnx, onnxmltools, onnxruntime (~3 s)
+           "driftloop.fastpath.convert", "driftloop.fastpath.agreement", "skl2onnx", "onnxruntime",
+           "onnxmltools.convert.xgboost.operator_converters.XGBoost"]
 _CONTEXT: multiprocessing.context.BaseContext | None = None
 _LOCK = threading.Lock()
 

@@ -28,6 +28,10 @@ class GatewayMetrics:
             "driftloop_serving_version", "Version served per endpoint (default | canary)", ["model", "endpoint"],
             registry=self.registry,
         )
+        self.fast_path = Gauge(
+            "driftloop_fast_path", "1 when the endpoint's version scores with its verified ONNX form, 0 when with "
+            "its Pipeline", ["model", "endpoint"], registry=self.registry,
+        )
         self.load_failures = Counter(
             "driftloop_model_load_failures", "Versions that failed to load (checksum, unpickling)", ["model", "version"],
             registry=self.registry,

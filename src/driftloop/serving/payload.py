@@ -8,6 +8,7 @@ or without), or a single row-major 2-D numeric tensor in feature order.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,12 @@ MAX_INSTANCES = 10_000
 
 def frame_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> pd.DataFrame:
     """The request's rows as a DataFrame with the spec's features, typed; raises InvalidInput."""
+    return pd.DataFrame(columns_from_payload(payload, spec), columns=spec.feature_names)
+
+
+def columns_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> dict[str, Any]:
+    """The request's rows as typed columns, feature name → values (what a DataFrame would be built from; the
+    fast scoring path takes them as they are); raises InvalidInput."""
     if isinstance(payload, InferRequest):
         frame = _frame_from_v2(payload, spec)
         _check_size(len(frame))
@@ -133,6 +140,9 @@ def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
         unknown = sorted(t.name for t in payload.inputs if t.name not in spec.feature_names)
         if unknown:
             raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
+        repeated = sorted(name for name, count in Counter(t.name for t in payload.inputs).items() if count > 1)
+        if repeated:  # a table keeps one of them, silently: which value would be scored is anyone's guess
+            raise InvalidInput(f"input(s) given more than once: {', '.join(repeated[:10])}")
         try:
             return payload.as_dataframe()
         except (ValueError, TypeError) as exc:
@@ -150,7 +160,7 @@ def _frame_from_v2(payload: InferRequest, spec: DatasetSpec) -> pd.DataFrame:
     return pd.DataFrame(array, columns=spec.feature_names)
 
 
-def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> pd.DataFrame:
+def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> dict[str, Any]:
     missing = [name for name in spec.feature_names if name not in columns]
     if missing:
         raise InvalidInput(f"missing feature(s): {', '.join(missing)}")
@@ -163,7 +173,7 @@ def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> pd.DataF
         to_value = convert[feature.kind]
         values = [to_value(v, feature.name) for v in columns[feature.name]]
         typed[feature.name] = np.asarray(values, dtype=np.float64) if feature.kind == "numeric" else values
-    return pd.DataFrame(typed, columns=spec.feature_names)
+    return typed
 
 
 def _is_null(value: Any) -> bool:

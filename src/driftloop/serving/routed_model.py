@@ -12,7 +12,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import get_predict_response
 
 from driftloop.serving.metrics import GatewayMetrics
-from driftloop.serving.payload import frame_from_payload
+from driftloop.serving.payload import columns_from_payload
 from driftloop.serving.payload_logger import PayloadLogger
 from driftloop.serving.scoring import ScoringWorker
 from driftloop.serving.split import TrafficSplit
@@ -53,6 +53,8 @@ class RoutedModel(Model):
         self.metrics.canary_percent.labels(self.name).set(self.split.percent)
         self.metrics.serving_version.labels(self.name, "default").set(self.stable.version)
         self.metrics.serving_version.labels(self.name, "canary").set(self.canary.version if self.canary else 0)
+        self.metrics.fast_path.labels(self.name, "default").set(self.stable.fast is not None)
+        self.metrics.fast_path.labels(self.name, "canary").set(self.canary is not None and self.canary.fast is not None)
 
     def load(self) -> bool:
         return self.ready
@@ -104,9 +106,9 @@ class _ModelFailed(Exception):
 
 def _score(target: ServedVersion, payload: dict | InferRequest):
     """The worker's job for one request: decode the body (InvalidInput is the caller's mistake), predict."""
-    frame = frame_from_payload(payload, target.spec)
+    columns = columns_from_payload(payload, target.spec)
     try:
-        return target.predict(frame)
+        return target.predict(columns)
     except Exception as exc:
         raise _ModelFailed(type(exc).__name__) from exc
 

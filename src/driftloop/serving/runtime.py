@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = inference_app("driftloop runtime", server, metrics, lifespan, args.max_body_bytes)
     print(f"driftloop-runtime: serving {version.name} v{version.version} as '{args.model_name}' on "
-          f"http://{args.host}:{args.http_port}", file=sys.stderr, flush=True)
+          f"http://{args.host}:{args.http_port}, scoring with {version.serves_with}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning", timeout_graceful_shutdown=5)
     return 0
 

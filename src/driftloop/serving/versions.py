@@ -1,9 +1,11 @@
-"""A registry version loaded for serving: its signature and every file's sha256 checked first, then the Pipeline."""
+"""A registry version loaded for serving: its signature and every file's sha256 checked first, then the Pipeline —
+and its fast scoring path (the compiled graph), where the version's metadata says it was proven to agree."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,20 +14,31 @@ import pandas as pd
 
 from driftloop import model_dir
 from driftloop.data import DatasetSpec
+from driftloop.fastpath.agreement import FastPathRecord
+from driftloop.fastpath.scorer import OnnxScorer
 from driftloop.registry import ModelRegistry
 from driftloop.signing import Trust
 
 log = logging.getLogger(__name__)
+NO_FAST_PATH = "registered without a fast path"
 
 
 @dataclass(frozen=True)
 class ServedVersion:
-    """One loaded version: the Pipeline and the spec it was trained on."""
+    """One loaded version: the Pipeline and the spec it was trained on, and the scorer of its fast path when it
+    has an accepted one (``serves_with`` says which path serves and why, in words)."""
 
     name: str
     version: int
     spec: DatasetSpec
     pipeline: object
+    fast: OnnxScorer | None = None
+    serves_with: str = f"the Pipeline: {NO_FAST_PATH}"
+
+    @property
+    def scoring_path(self) -> str:
+        """``onnx`` (the verified fast path) or ``pipeline``."""
+        return "onnx" if self.fast is not None else "pipeline"
 
     @classmethod
     def load(cls, registry: ModelRegistry, name: str, version: int) -> ServedVersion:
@@ -55,7 +68,10 @@ class ServedVersion:
         its manifest's signature checked with ``trust`` (default: the environment's keys and policy)."""
         loaded = model_dir.load(directory, trust=trust)
         manifest = loaded.manifest
-        return cls(manifest.model, manifest.version, DatasetSpec.from_dict(manifest.spec), loaded.pipeline)
+        spec = DatasetSpec.from_dict(manifest.spec)
+        fast, why = _fast_scorer(loaded, spec)
+        log.info("%s v%s scores with %s", manifest.model, manifest.version, why)
+        return cls(manifest.model, manifest.version, spec, loaded.pipeline, fast, why)
 
     def warm_up(self) -> None:
         """Scores one row with every feature missing, so the first caller does not pay for lazy imports and
@@ -67,6 +83,57 @@ class ServedVersion:
             log.warning("%s v%s: warm-up prediction failed (%s: %s)", self.name, self.version, type(exc).__name__,
                         str(exc).splitlines()[0][:200] if str(exc) else "")
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class predictions (0/1) for typed feature rows, as KServe's sklearn runtime returns them."""
+    def predict(self, rows: pd.DataFrame | Mapping[str, Sequence]) -> np.ndarray:
+        """Class predictions (0/1) for typed feature rows (a DataFrame, or typed columns as the request decoder
+        makes them), as KServe's sklearn runtime returns them: from the fast path when it was accepted (the same
+        answers, proven at registration), else from the Pipeline."""
+        if self.fast is not None:
+            return self.fast.predict(rows)
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self.spec.feature_names)
         return self.pipeline.predict(frame[self.spec.feature_names])
+
+    def predict_with_probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The class predictions :meth:`predict` gives, and both class probabilities per row ([n, 2], the spec's
+        class order), for batch scoring: from the fast path when it was accepted, else the Pipeline's
+        preprocessing runs once for both, then its estimator's
+        ``predict_proba`` and ``predict`` (what ``Pipeline.predict`` calls on the same features) — except where
+        that ``predict`` is itself the likelier class of ``predict_proba`` (scikit-learn's tree ensembles), which
+        is then taken from the probabilities already computed instead of computing them twice."""
+        features = frame[self.spec.feature_names]
+        if self.fast is not None:  # the answers the gateway gives (proven equal to the Pipeline's at registration)
+            probabilities = self.fast.predict_proba(features)
+            return np.argmax(probabilities, axis=1), probabilities
+        if not hasattr(self.pipeline, "steps"):  # a bare estimator in a hand-made model directory
+            return self.pipeline.predict(features), self.pipeline.predict_proba(features)
+        transformed = self.pipeline[:-1].transform(features)
+        estimator = self.pipeline[-1]
+        probabilities = estimator.predict_proba(transformed)
+        if _predicts_the_likelier_class(estimator):
+            return estimator.classes_[np.argmax(probabilities, axis=1)], probabilities
+        return estimator.predict(transformed), probabilities
+
+
+def _predicts_the_likelier_class(estimator: object) -> bool:
+    """Whether the estimator's ``predict`` is ``classes_[argmax(predict_proba)]`` by its own code
+    (``HistGradientBoostingClassifier.predict``, ``ForestClassifier.predict`` in scikit-learn)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+
+    return isinstance(estimator, (HistGradientBoostingClassifier, RandomForestClassifier))
+
+
+def _fast_scorer(loaded: model_dir.LoadedModel, spec: DatasetSpec) -> tuple[OnnxScorer | None, str]:
+    """The fast path's scorer when the manifest accepted it and this runtime can load it; and what serves, why."""
+    recorded = loaded.manifest.lineage.get(model_dir.FAST_PATH_KEY)
+    if not recorded:
+        return None, f"the Pipeline: {NO_FAST_PATH}"
+    record = FastPathRecord.from_dict(recorded)
+    if not record.accepted:
+        return None, f"the Pipeline: the fast path was refused at registration ({record.reason})"
+    if loaded.graph is None:
+        return None, f"the Pipeline: the fast path was accepted but {model_dir.ONNX_FILENAME} is not in the directory"
+    try:
+        scorer = OnnxScorer(loaded.graph, spec)
+    except Exception as exc:  # noqa: BLE001 - e.g. an onnxruntime older than the graph's opsets: the Pipeline serves
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""  # the start line stays one line
+        return None, f"the Pipeline: onnxruntime here cannot load the fast path ({type(exc).__name__}: {first})"
+    return scorer, f"the fast path (ONNX, {record.reason})"

@@ -6,7 +6,7 @@ UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast lint compile lock bench image clean
+.PHONY: setup demo test test-fast lint compile lock bench notebooks screenshots image clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,7 @@ test-fast: setup
 	$(BIN)/python -m pytest tests/unit -q
 
 lint: setup
-	$(BIN)/ruff check src components pipelines tests bench
+	$(BIN)/ruff check src components pipelines tests bench tools
 
 compile: setup
 	$(BIN)/driftloop compile
@@ -48,6 +48,17 @@ bench: setup
 	$(BIN)/python bench/bench_monitor.py
 	$(BIN)/python bench/bench_models.py
 	$(BIN)/python bench/bench_drift_retrain.py
+
+# The notebooks executed from temporary copies (01 with its closed loop, then 03 on what that left), written
+# with their outputs to docs/notebooks/ as .ipynb and HTML; the tracked notebooks are only read. 02 needs a
+# Kubeflow Pipelines API and is left out. A few minutes.
+notebooks: setup
+	$(BIN)/python tools/render_notebooks.py
+
+# PNGs of the evaluation page, the model card and the drift monitor's page from a small demo run, in
+# docs/images/, by headless Chromium (Debian: apt-get install -y --no-install-recommends chromium). A few minutes.
+screenshots: setup
+	$(BIN)/python tools/screenshots.py
 
 # Needs a Docker engine (not on the development machine). IMAGE names it (default: the project image of
 # this package version); the image bakes the name in as DRIFTLOOP_IMAGE. Push it, then pin it by digest.

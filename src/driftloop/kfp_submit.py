@@ -42,6 +42,9 @@ TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"})
 # kfp's own in-cluster token: a projected ServiceAccount token that the kubelet rotates.
 KFP_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 KFP_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+# Inside a pod (a Kubeflow notebook server, the monitor on the cluster) the KFP API is a Service away, as kfp's own
+# Client assumes when it finds itself in a cluster; the environment variables below still win.
+IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow:8888"
 MIN_INTERVAL_SECONDS = 60
 _PAGE_SIZE = 100
 _COMPILE_LOCK = threading.Lock()  # the KFP compiler keeps module-level state; one compile at a time
@@ -95,14 +98,15 @@ class KfpSettings:
                  environ: Mapping[str, str] | None = None, **options: Any) -> KfpSettings:
         """Resolves settings from arguments first, then the environment.
 
-        ``DRIFTLOOP_KFP_HOST`` (or kfp's ``KF_PIPELINES_ENDPOINT``), ``DRIFTLOOP_KFP_NAMESPACE``,
-        ``DRIFTLOOP_KFP_EXPERIMENT``, ``DRIFTLOOP_KFP_UI`` (or ``KF_PIPELINES_UI_ENDPOINT``),
+        ``DRIFTLOOP_KFP_HOST`` (or kfp's ``KF_PIPELINES_ENDPOINT``; inside a pod, :data:`IN_CLUSTER_HOST`),
+        ``DRIFTLOOP_KFP_NAMESPACE``, ``DRIFTLOOP_KFP_EXPERIMENT``, ``DRIFTLOOP_KFP_UI`` (or ``KF_PIPELINES_UI_ENDPOINT``),
         ``DRIFTLOOP_KFP_SERVICE_ACCOUNT``, ``DRIFTLOOP_IMAGE``. The token is ``DRIFTLOOP_KFP_TOKEN``; without it, the file named
         by ``KF_PIPELINES_SA_TOKEN_PATH`` or, when present, ``/var/run/secrets/kubeflow/pipelines/token``
         (the token Kubeflow mounts into pods for multi-user access), re-read on every request.
         """
         env = os.environ if environ is None else environ
-        host = host or env.get("DRIFTLOOP_KFP_HOST") or env.get("KF_PIPELINES_ENDPOINT")
+        host = (host or env.get("DRIFTLOOP_KFP_HOST") or env.get("KF_PIPELINES_ENDPOINT")
+                or (IN_CLUSTER_HOST if env.get("KUBERNETES_SERVICE_HOST") else None))
         if not host:
             raise ConfigError("no Kubeflow Pipelines host: pass --host or set DRIFTLOOP_KFP_HOST "
                               "(e.g. http://ml-pipeline.kubeflow:8888)")

@@ -171,6 +171,16 @@ def test_runs_need_what_a_pod_can_read(kfp_api) -> None:
     assert kfp_api.requests == []
 
 
+def test_the_host_comes_from_the_environment_and_inside_a_pod_defaults_to_the_cluster_service() -> None:
+    in_a_pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}  # what the kubelet sets in every container
+    assert KfpSettings.from_env(environ=in_a_pod).host == kfp_submit.IN_CLUSTER_HOST
+    assert KfpSettings.from_env(environ=in_a_pod | {"KF_PIPELINES_ENDPOINT": "http://kfp.example:80"}).host == \
+        "http://kfp.example:80"
+    assert KfpSettings.from_env(environ=in_a_pod | {"DRIFTLOOP_KFP_HOST": "http://127.0.0.1:8888"}).host == \
+        "http://127.0.0.1:8888"
+    assert KfpSettings.from_env("http://given:8888", environ=in_a_pod).host == "http://given:8888"
+
+
 # --- recurring runs -----------------------------------------------------------------------------------
 
 def test_schedules_are_created_one_run_at_a_time_without_catch_up(kfp_api) -> None:

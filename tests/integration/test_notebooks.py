@@ -9,6 +9,8 @@ executed notebooks are saved there.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 import re
@@ -45,7 +47,8 @@ def _execute(name: str, parameters: dict, kernel_specs: Path, workdir: Path, env
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    committed = (NOTEBOOKS / name).read_bytes()
+    notebook = nbformat.reads(committed.decode(), as_version=4)
     (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     cell.source = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
     manager = AsyncKernelManager(kernel_name=KERNEL,
@@ -59,6 +62,9 @@ def _execute(name: str, parameters: dict, kernel_specs: Path, workdir: Path, env
     finally:
         if os.environ.get("NOTEBOOK_OUTPUT_DIR"):  # keep the executed notebook to look at
             nbformat.write(notebook, Path(os.environ["NOTEBOOK_OUTPUT_DIR"]) / name)
+    assert (NOTEBOOKS / name).read_bytes() == committed, f"running {name} rewrote the tracked notebook"
+    stderr = [o.text for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, f"{name} showed warnings or errors: {stderr}"
     return notebook
 
 
@@ -76,6 +82,16 @@ def _text(cell) -> str:
 
 def _outputs(notebook) -> list[str]:
     return [_text(c) for c in notebook.cells if c.cell_type == "code"]
+
+
+def _outputs_of_type(notebook, mime: str) -> list[str]:
+    return [o.data[mime] for c in notebook.cells for o in c.get("outputs", []) if mime in o.get("data", {})]
+
+
+def _embedded_pages(notebook) -> list[str]:
+    """The pages shown inline, as the iframe's browser gets them (``srcdoc`` unescaped)."""
+    return [html.unescape(m) for out in _outputs_of_type(notebook, "text/html")
+            for m in re.findall(r'<iframe srcdoc="([^"]*)"', out)]
 
 
 def _cell_showing(notebook, pattern: str) -> str:
@@ -128,6 +144,15 @@ def test_quickstart_trains_v1_detects_drift_and_deploys_v2_as_canary(quickstart)
     report = home / "reports" / "drift-reference-vs-drifted.html"
     assert f"drift report: {report}" in "\n".join(_outputs(notebook))
     assert report.stat().st_size > 10_000
+    # Shown inline although the file lies outside the notebook's directory: the pages are embedded whole.
+    pages = _embedded_pages(notebook)
+    assert report.read_text() in pages
+    evaluation = (home / "registry" / "models" / "churn" / "versions" / "2" / "evaluation.html").read_text()
+    assert evaluation in pages and "Evaluation of churn v2" in evaluation  # the registry's copy, named by version
+    (roc,) = _outputs_of_type(notebook, "image/png")  # the ROC comparison of v2 against v1
+    assert len(base64.b64decode(roc)) > 10_000
+    (card,) = _outputs_of_type(notebook, "text/markdown")
+    assert card.startswith("# Model card: churn v2") and "champion v1" in card
     second = _cell_showing(notebook, r"vs champion v1")
     assert "canary" in second and "champion (production)" in second
     aliases = _cell_showing(notebook, r"aliases: ")
@@ -176,6 +201,9 @@ def test_inspect_shows_versions_lineage_audit_trail_card_and_drift_reports(quick
     windows = _cell_showing(notebook, r"drift share")
     assert "age, income, support_calls" in windows and "trigger" in windows and "0.58" in windows
     assert "window-000003.html" in outputs
+    assert "<html>report</html>" in _embedded_pages(notebook)  # the newest report, inline
+    assert "<h1>Evaluation of churn v1" in "".join(_embedded_pages(notebook))  # production's evaluation page
+    assert len(_outputs_of_type(notebook, "image/png")) == 2  # v1's ROC curves and the drift trend
     assert "policy: promotions need no approval" in outputs and "nothing waits for approval" in outputs
 
 
@@ -202,10 +230,23 @@ def test_inspect_says_so_when_no_monitor_has_run_and_shows_what_waits_for_approv
     outputs = "\n".join(_outputs(notebook))
     assert "churn v2 -" in outputs and "parent_version" in outputs
     assert "No drift monitor windows or reports for 'churn' yet" in outputs
+    assert "<h1>Evaluation of churn v2" in "".join(_embedded_pages(notebook))
+    assert len(_outputs_of_type(notebook, "image/png")) == 1  # v2's ROC curves against v1's, and no trend
     assert "policy: approval required: by alice; timeout 1d" in outputs
     waiting = _cell_showing(notebook, r"registered by")
     assert re.search(r"<th>2</th>\s*<td>1</td>\s*<td>0.0 h</td>", waiting), waiting
     assert "<td>ct-pipeline</td>" in waiting and "<td>manual</td>" in waiting and "<td>local</td>" in waiting
+
+
+def test_notebooks_find_the_checkouts_home_from_any_working_directory(tmp_path, monkeypatch) -> None:
+    from driftloop.notebook import default_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DRIFTLOOP_HOME", raising=False)
+    assert default_home() == REPO_ROOT / ".driftloop"  # where `make demo` keeps its state
+    monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "elsewhere"))
+    assert default_home() == tmp_path / "elsewhere"
+    assert default_home("mine") == tmp_path / "mine"
 
 
 # --- 02: Kubeflow Pipelines (a recording fake of its API) -----------------------------------------------
@@ -220,12 +261,12 @@ def kfp_api():
 
 def test_submit_notebook_compiles_submits_and_manages_a_schedule(kfp_api, kernel_specs, tmp_path) -> None:
     notebook = _execute("02_submit_to_kubeflow.ipynb", {
-        "kfp_host": kfp_api.url, "namespace": "", "experiment": "notebook-test",
+        "kfp_host": "", "namespace": "", "experiment": "notebook-test",
         "data_uri": "s3://datasets/churn.parquet", "registry_uri": "s3://driftloop/registry",
         "target": "churned", "id_column": "customer_id", "timestamp_column": "event_time", "model_name": "churn",
         "estimator": "random_forest", "wait": True, "wait_timeout": 60, "schedule_name": "churn-nightly",
         "schedule_cron": "0 3 * * *", "cleanup": True,
-    }, kernel_specs, tmp_path, env={"DRIFTLOOP_KFP_TOKEN": TOKEN})
+    }, kernel_specs, tmp_path, env={"DRIFTLOOP_KFP_TOKEN": TOKEN, "DRIFTLOOP_KFP_HOST": kfp_api.url})
 
     # What the API received: one upload, one run with the notebook's parameters, a schedule paused and deleted.
     assert {r.headers.get("authorization") for r in kfp_api.requests} == {f"Bearer {TOKEN}"}
@@ -247,6 +288,7 @@ def test_submit_notebook_compiles_submits_and_manages_a_schedule(kfp_api, kernel
 
     # What the user saw.
     outputs = "\n".join(_outputs(notebook))
+    assert f"KFP API:    {kfp_api.url}" in outputs  # from DRIFTLOOP_KFP_HOST: the notebook does not override it
     assert "token:      DRIFTLOOP_KFP_TOKEN" in outputs and TOKEN not in json.dumps(notebook)
     assert "driftloop-ct:" in outputs and "min_gate_value" in outputs
     assert run_id in outputs and f"{kfp_api.url}/#/runs/details/{run_id}" in outputs

@@ -43,9 +43,12 @@ lock:
 bench: setup
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_ct_run.py
-	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_fastpath.py
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_monitor.py
+	$(BIN)/python bench/bench_monitor_ingest.py
+	$(BIN)/python bench/bench_batch_scoring.py
 	$(BIN)/python bench/bench_models.py
 	$(BIN)/python bench/bench_drift_retrain.py
 

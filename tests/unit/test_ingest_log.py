@@ -99,3 +99,18 @@ def test_a_failed_write_acknowledges_nothing_and_keeps_nothing(tmp_path) -> None
     asyncio.run(send_pairs(ingest, ["kept"]))  # the log moved on to a new segment
     open_ingest(tmp_path).close()
     assert stored(tmp_path) == (["kept"], ["kept:0"])
+
+
+def test_a_pair_refused_after_it_was_logged_is_refused_again_at_restart_and_the_monitor_starts(tmp_path) -> None:
+    from driftloop.monitor.events import EventError
+
+    first = open_ingest(tmp_path)
+    asyncio.run(send_pairs(first, ["a"]))
+    headers, _ = half("odd", REQUEST_TYPE)
+    asyncio.run(first.event(headers, orjson.dumps({"instances": [{"x": 1.0}, {"x": 2.0}]})))
+    with pytest.raises(EventError):  # two rows, one prediction: the sender hears 400, the record is in the log
+        asyncio.run(first.event(*half("odd", RESPONSE_TYPE)))
+    # A crash: no checkpoint. The restart replays the log, refuses the pair again and goes on.
+    second = open_ingest(tmp_path)
+    second.close()
+    assert stored(tmp_path)[0] == ["a"]

@@ -180,7 +180,7 @@ class Ingest:
     def _apply_replayed(self, item: EventHalf | LabelBatch, seq: int | None = None) -> None:
         try:
             self._apply_item(item, seq)
-        except DriftloopError as exc:  # as it was when it first arrived: the sender was told
+        except (EventError, DriftloopError) as exc:  # as it was when it first arrived: the sender was told
             log.debug("monitor: replayed record refused again: %s", exc)
 
     # ---- receiving ---------------------------------------------------------------------------------

@@ -396,7 +396,8 @@ class Monitor:
     def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
         """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
         by_id = {s["id"]: s for s in read_summaries(self.root).get(model, [])[-KEEP_WINDOWS:]}
-        by_id |= {w.id: w.summary(labels) for w in self.windows.get(model, ())}
+        # A copy first: this runs in a worker thread while the event loop may append a closing window.
+        by_id |= {w.id: w.summary(labels) for w in list(self.windows.get(model, ()))}
         return [by_id[i] for i in sorted(by_id)][-KEEP_WINDOWS:]
 
     def _drain_reports(self, model: str) -> list[tuple[WindowRecord, pd.DataFrame, Reference]]:

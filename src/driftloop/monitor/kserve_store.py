@@ -49,6 +49,8 @@ _HEADERS = {"id": "ce-id", "reqType": "ce-type", "inferenceService": "ce-inferen
             "contentType": "content-type"}
 
 
+MAX_READ_TRIES = 5  # passes an unreadable object is tried before it is taken as empty (and counted refused)
+
 class RecordError(DataError):
     """An object that does not hold KServe logger records."""
 
@@ -142,6 +144,7 @@ class KServeStoreSource:
         self.bucket, self.prefix = split_s3_uri(config.uri)
         self.s3 = s3
         self.objects_taken = self.objects_refused = 0
+        self._read_failures: dict[str, int] = {}  # key -> failed reads so far (an object is tried MAX_READ_TRIES times)
         self.newest_seen = 0.0
 
     def _client(self):
@@ -178,14 +181,23 @@ class KServeStoreSource:
         once on disk). Returns how many objects were taken."""
         taken = 0
         for item in await asyncio.to_thread(self.list_new):
-            data = await asyncio.to_thread(self.read, item)
             at = time.time()
             try:
+                data = await asyncio.to_thread(self.read, item)
                 halves = records_to_halves(data, item.key, at)
             except RecordError as exc:  # taken as empty: looked at once, never again
                 log.warning("monitor: %s", exc)
                 halves = []
                 self.objects_refused += 1
+            except Exception as exc:  # noqa: BLE001 - one unreadable object must not hold back the newer ones
+                failures = self._read_failures[item.key] = self._read_failures.get(item.key, 0) + 1
+                log.warning("monitor: cannot read %s (try %d of %d): %s: %s", item.key, failures, MAX_READ_TRIES,
+                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                if failures < MAX_READ_TRIES:
+                    continue  # tried again next pass
+                halves = []  # given up: taken as empty, so it is not read for ever
+                self.objects_refused += 1
+            self._read_failures.pop(item.key, None)
             result = await self.ingest.submit_batch(EventBatch(halves, at, item.key, item.modified))
             for reason in result.rejected:
                 log.info("monitor: %s: %s", item.key, reason)

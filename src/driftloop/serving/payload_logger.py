@@ -22,13 +22,15 @@ from dataclasses import dataclass
 import aiohttp
 import orjson  # KServe's own JSON library: the hot path serialises every request twice
 
-from driftloop.http_guard import bearer
+from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES, bearer
 from driftloop.serving.metrics import GatewayMetrics
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 # CloudEvents' JSON batch format (structured mode): one POST, a JSON array of events, each with its body in "data".
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+# A batch stays well under the receiver's default body limit (a larger one would be refused whole with 413).
+BATCH_MAX_BYTES = DEFAULT_MAX_BODY_BYTES // 2
 log = logging.getLogger(__name__)
 
 
@@ -132,14 +134,27 @@ class PayloadLogger:
                 self.metrics.payload_log_dropped.labels("internal").inc()
 
 
+    def _encode(self, event) -> bytes:
+        return event.structured(self.namespace, f"http://driftloop-gateway/v1/models/{event.model}")
+
     async def _deliver_batches_forever(self) -> None:
+        carried: tuple[object, bytes] | None = None  # an event that did not fit the last batch's byte budget
         while True:
-            events = [await self._queue.get()]
+            event = carried[0] if carried else await self._queue.get()
+            encoded = [carried[1] if carried else self._encode(event)]
+            events, carried = [event], None
+            size = len(encoded[0])
             while len(events) < self.batch and not self._queue.empty():  # what is queued now; no waiting
-                events.append(self._queue.get_nowait())
+                event = self._queue.get_nowait()
+                item = self._encode(event)
+                if size + len(item) + 1 > BATCH_MAX_BYTES:  # stay under the receiver's body limit
+                    carried = (event, item)
+                    break
+                events.append(event)
+                encoded.append(item)
+                size += len(item) + 1
             try:
-                source = f"http://driftloop-gateway/v1/models/{events[0].model}"
-                body = b"[" + b",".join(e.structured(self.namespace, source) for e in events) + b"]"
+                body = b"[" + b",".join(encoded) + b"]"
                 headers = {"content-type": BATCH_CONTENT_TYPE} | self._auth
                 async with self._client.post(self.url, data=body, headers=headers) as response:
                     answer = await response.read()

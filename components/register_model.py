@@ -11,6 +11,7 @@ def register_model(
     model: Input[Model],
     dataset: Input[Dataset],
     holdout: Input[Dataset],
+    recent: Input[Dataset],
     spec_json: str,
     outcome_json: str,
     registry_uri: str,
@@ -47,7 +48,7 @@ def register_model(
         "triggered_by": triggered_by, "intended_use": intended_use, "limitations": limitations,
     }
     version, card = steps.register(model.path, dataset.path, spec_json, outcome_json, registry_uri, model_name, lineage,
-                                   trained=model.metadata, holdout_path=holdout.path)
+                                   trained=model.metadata, holdout_path=holdout.path, recent_path=recent.path)
     Path(model_card.path).write_text(card)
     model_card.metadata.update({"model": model_name, "version": version.version})
     return version.version

@@ -115,6 +115,7 @@ def build_ct_pipeline(with_exit_handler: bool = True, image: str = PROJECT_IMAGE
                 with dsl.If(evaluated.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
                     registered = _step(
                         register_model, p, model=trained.outputs["model"], dataset=validated.outputs["dataset"],
+                        recent=validated.outputs["recent"],
                         holdout=trained.outputs["holdout"],
                         spec_json=validated.outputs["spec_json"], outcome_json=evaluated.outputs["outcome_json"],
                         data_sha256=validated.outputs["data_sha256"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

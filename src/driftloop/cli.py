@@ -52,11 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the closed loop, unattended, on generated data: train, serve, drift, "
                           "retrain, canary, promote",
                           epilog=exit_codes("the loop did not end in a promoted version"))
-    demo.add_argument("--rows", type=int, default=3000, help="rows v1 is trained on")
-    demo.add_argument("--clean-rows", type=int, default=1000, help="live rows before the drift starts")
-    demo.add_argument("--rate", type=float, default=50.0, help="live rows per second")
-    demo.add_argument("--window-rows", type=int, default=500, help="rows per monitor window")
-    demo.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the loop after the drift")
+    from driftloop.loop_demo_options import DemoOptions
+
+    pace = DemoOptions()  # the defaults are the demo's own
+    demo.add_argument("--rows", type=int, default=pace.train_rows, help="rows v1 is trained on")
+    demo.add_argument("--clean-rows", type=int, default=pace.clean_rows, help="live rows before the drift starts")
+    demo.add_argument("--rate", type=float, default=pace.rate, help="live rows per second")
+    demo.add_argument("--window-rows", type=int, default=pace.window_rows, help="rows per monitor window")
+    demo.add_argument("--timeout", type=float, default=pace.timeout, help="seconds to wait for the loop after the drift")
+    demo.add_argument("--after-windows", type=int, default=pace.after_windows,
+                      help="windows watched after a promotion (the alarm should clear)")
     _add_common(demo)
 
     spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table", epilog=exit_codes())
@@ -230,7 +235,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     settings = Settings.resolve(args.home, args.registry)
     options = DemoOptions(train_rows=args.rows, clean_rows=args.clean_rows, rate=args.rate,
-                          window_rows=args.window_rows, timeout=args.timeout)
+                          window_rows=args.window_rows, timeout=args.timeout, after_windows=args.after_windows)
     summary = run_demo(settings, options, on_event=None if args.json else print_demo_event)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))

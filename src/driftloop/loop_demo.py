@@ -26,46 +26,15 @@ import httpx
 import pandas as pd
 
 from driftloop import synthetic
-from driftloop.errors import ConfigError, DriftloopError
+from driftloop.drift_defaults import DRIFT_SHARE
+from driftloop.errors import DriftloopError
 from driftloop.http_guard import LABELS
+from driftloop.loop_demo_options import DemoOptions
 from driftloop.registry import PRODUCTION, open_registry
 from driftloop.replay import ReplayPlan, ReplaySummary, replay
 from driftloop.settings import Settings
 
 MODEL = "churn"
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """Sizes and speeds of the demo (the defaults finish in a few minutes on 2 cores).
-
-    Attributes:
-        train_rows: Rows of the reference world v1 is trained on.
-        clean_rows: Live rows before the drift starts.
-        rate: Live rows per second sent to the gateway.
-        window_rows: Rows per monitor window.
-        timeout: Seconds after the drift onset before the demo gives up waiting for the loop.
-        after_windows: Windows to watch after a promotion, judged against the promoted version's reference:
-            they show whether the alarm cleared (the same shift must not trigger a second retrain).
-    """
-
-    train_rows: int = 3000
-    clean_rows: int = 1000
-    rate: float = 50.0
-    window_rows: int = 500
-    timeout: float = 240.0
-    covariate_shift: float = 0.6
-    concept_shift: float = 0.6
-    seed: int = 7
-    after_windows: int = 2
-
-    def __post_init__(self) -> None:
-        if self.train_rows < 500 or self.clean_rows < self.window_rows or self.window_rows < 200:
-            raise ConfigError("demo needs train rows >= 500, window rows >= 200 and clean rows >= window rows")
-        if self.rate <= 0 or self.timeout <= 0:
-            raise ConfigError("demo rate and timeout must be > 0")
-        if self.after_windows < 0:
-            raise ConfigError("demo after-windows must be >= 0")
 
 
 @dataclass
@@ -102,7 +71,7 @@ def monitor_config(gateway: str, monitor: str, options: DemoOptions) -> dict:
     return {
         "model": MODEL,
         "window": {"rows": options.window_rows, "seconds": 30, "min_rows": options.window_rows // 2},
-        "drift": {"drift_share": 0.3, "max_rows": 5000},
+        "drift": {"drift_share": DRIFT_SHARE},
         "trigger": {"m": 2, "n": 3, "cooldown_seconds": 600, "max_failures": 2, "quality_drop": 0.05,
                     "min_labels": options.window_rows // 2},
         "retrain": {
@@ -329,12 +298,14 @@ class Watcher:
         return self._outcome
 
     def windows_after_promotion(self) -> list[dict]:
-        """Decided windows judged against the promoted version's reference (rows it served)."""
+        """Decided windows served by the promoted version alone and judged against its reference (a window that
+        straddles the promotion holds the old version's answers, whose realised quality is the old one's)."""
         if not self.promoted_version:
             return []
         return [{"id": w["id"], "drift_share": w.get("drift_share"), "signal": w.get("signal"),
                  "rows_by_version": w.get("rows_by_version"), "decision": (w.get("decision") or {}).get("action")}
-                for w in self.decided if w.get("reference_version") == self.promoted_version]
+                for w in self.decided if w.get("reference_version") == self.promoted_version
+                and set(w.get("rows_by_version") or {}) == {str(self.promoted_version)}]
 
     def retrain_running(self) -> bool:
         """A retrain was triggered and its ``retrain-finished`` entry has not arrived yet."""

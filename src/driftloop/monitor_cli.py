@@ -197,12 +197,12 @@ def _stored_status(store: Path, model: str | None, limit: int) -> dict:
 def _ingest_batch(args: argparse.Namespace) -> int:
     from driftloop.batch.monitor_feed import feed_monitor
     from driftloop.http_guard import EVENTS
-    from driftloop.registry import open_registry
+    from driftloop.models_cli import open_existing_registry
 
     if not args.table or not args.model:
         raise ConfigError("ingest-batch needs --table (a scored table) and --model")
     settings = Settings.resolve(args.home, args.registry)
-    summary = feed_monitor(args.table, args.model, open_registry(settings.registry_uri), args.url,
+    summary = feed_monitor(args.table, args.model, open_existing_registry(settings.registry_uri), args.url,
                            token=EVENTS.token())
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))

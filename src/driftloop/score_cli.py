@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def add_score_parser(sub, add_common) -> None:
     score = sub.add_parser("score", help="score a CSV/Parquet table with a registered version (batch scoring), "
                            "after the checks serving makes",
-                           epilog=exit_codes("scoring failed: the version would not load (a checksum, signature or "
-                                             "library check), the table could not be read or written"))
+                           epilog=exit_codes("scoring failed while running (a store did not answer)",
+                                             (2, "… or the version failed its checks (checksum, signature, "
+                                                 "library versions), or the table could not be read or written")))
     score.add_argument("--data", required=True, help="the table: CSV or Parquet path or s3:// URI")
     score.add_argument("--model", required=True, help="registered model name")
     which = score.add_mutually_exclusive_group()
@@ -35,13 +36,13 @@ def add_score_parser(sub, add_common) -> None:
 
 def run_score(args: argparse.Namespace) -> int:
     from driftloop.batch.score import score_table
+    from driftloop.models_cli import open_existing_registry
     from driftloop.settings import Settings
 
-    settings = Settings.resolve(args.home, args.registry)
+    registry = open_existing_registry(Settings.resolve(args.home, args.registry).registry_uri)
     with _ProgressBar(enabled=sys.stderr.isatty() and not args.json) as progress:
-        summary = score_table(args.data, args.output, settings.registry_uri, args.model, version=args.version,
-                              alias=args.alias, chunk_rows=args.chunk_rows, with_features=args.with_features,
-                              on_progress=progress)
+        summary = score_table(args.data, args.output, registry, args.model, version=args.version, alias=args.alias,
+                              chunk_rows=args.chunk_rows, with_features=args.with_features, on_progress=progress)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -81,14 +82,13 @@ class _ProgressBar:
 
 def print_score_summary(summary: ScoreSummary) -> None:
     """One row: the version, rows, seconds (loading the version; scoring the table), rows/s and where the scored
-    table is."""
-    from rich.console import Console
-    from rich.table import Table
+    table is (wrapped, never cut: the shared table helper)."""
+    from driftloop.tables import Column, Table, print_table
 
-    table = Table(title="batch scoring")
-    numbers = {"rows", "load s", "score s", "rows/s"}
-    for column in ("model", "version", "rows", "load s", "score s", "rows/s", "row id", "output"):
-        table.add_column(column, justify="right" if column in numbers else "left")
+    table = Table("batch scoring", [
+        Column("model", wrap=True), Column("version"), Column("rows", right=True), Column("load s", right=True),
+        Column("score s", right=True), Column("rows/s", right=True), Column("row id", wrap=True),
+        Column("output", wrap=True)])
     table.add_row(summary.model, f"v{summary.version}", f"{summary.rows:,}", f"{summary.load_seconds:.1f}",
                   f"{summary.seconds:.1f}", f"{summary.rows_per_second:,.0f}", summary.id_column, summary.output)
-    Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+    print_table(table, sys.stdout)

@@ -25,6 +25,7 @@ KSERVE_SERVER_OPTIONS = frozenset({
     "--predictor_request_timeout_seconds", "--predictor_use_ssl", "--protocol", "--ssl_certfile", "--ssl_keyfile",
     "--timeout-keep-alive", "--workers",
 })
+KSERVE_SWITCHES = frozenset({"--enable_predictor_health_check"})  # the KServe options above that take no value
 
 
 def add_serve_parsers(sub, add_common) -> None:
@@ -114,10 +115,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _refuse_kserve_options(unknown: list[str]) -> str:
     """The one-line refusal for options ``driftloop serve`` does not take, naming KServe's apart."""
-    given = [option.split("=", 1)[0] for option in unknown if option.startswith("-")]
-    kserve = [flag for flag in given if flag in KSERVE_SERVER_OPTIONS]
-    other = [flag for flag in given if flag not in KSERVE_SERVER_OPTIONS] or \
-        [o for o in unknown if not o.startswith("-")]
+    kserve, other = [], []
+    tokens = iter(unknown)
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        if flag in KSERVE_SERVER_OPTIONS:
+            kserve.append(flag)
+            if "=" not in token and flag not in KSERVE_SWITCHES:
+                next(tokens, None)  # its value: not a stray argument
+        else:
+            other.append(token)
     parts = []
     if kserve:
         hint = " (use --port)" if "--http_port" in kserve else ""

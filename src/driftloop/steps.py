@@ -351,8 +351,13 @@ def register(
     actor: str = "ct-pipeline",
     trained: dict | None = None,
     holdout_path: str = "",
+    recent_path: str = "",
 ) -> tuple[ModelVersion, str]:
     """Registers the candidate as a new immutable version with its spec, profile, sample and card.
+
+    A drift retrain's reference sample — what the monitor measures drift against once the version serves — is
+    the new world it was trained and judged for (:func:`reference_sample`, with the recent slice at
+    ``recent_path``), so the alarm that triggered it clears.
 
     ``trained`` is what the train step recorded about the model (its artifact's metadata): the estimator
     fitted, the format it is served as, and ``auto``'s leaderboard; they go into lineage.
@@ -388,7 +393,8 @@ def register(
         return published, registry.read_file(model_name, published.version, "model_card.md").decode()
     frame = pd.read_parquet(dataset_path)
     profile = build_profile(frame, spec)
-    sample = reference_sample(frame)
+    recent = _read_optional_table(recent_path)
+    sample = reference_sample(frame, recent)
     trained = trained or {}
     model_format = trained.get("model_format") or SKLEARN_FORMAT
     train_rows = trained.get("train_rows")
@@ -507,15 +513,30 @@ def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | 
 MIN_LIVE_REFERENCE_ROWS = 200
 
 
-def reference_sample(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows a version's drift is measured against: for a drift retrain with enough labelled live rows, those
-    rows — the world it was trained for, so the alarm that triggered it clears once it serves; otherwise a sample
-    of all its training rows."""
+def reference_sample(frame: pd.DataFrame, recent: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows a version's drift is measured against.
+
+    For a drift retrain with enough labelled live rows, the newest of the new world: the recent slice it was
+    judged on and the newer half of the live rows it was trained on (oldest first in the table). The live rows
+    date from the first window that signalled, which may have opened before the drift began, so their older half
+    can still be the old world; measured against them, the alarm would not clear. Otherwise a sample of all its
+    training rows.
+    """
     if SOURCE_COLUMN in frame.columns:
         live = frame[frame[SOURCE_COLUMN] == LIVE]
-        if len(live) >= MIN_LIVE_REFERENCE_ROWS:
-            frame = live
+        judged_on = recent.assign(**{SOURCE_COLUMN: LIVE}) if recent is not None else live.iloc[:0]
+        newest = pd.concat([live.iloc[len(live) // 2:], judged_on], ignore_index=True)
+        if len(newest) >= MIN_LIVE_REFERENCE_ROWS:
+            return newest.sample(n=min(len(newest), REFERENCE_SAMPLE_ROWS), random_state=0)
     return frame.sample(n=min(len(frame), REFERENCE_SAMPLE_ROWS), random_state=0)
+
+
+def _read_optional_table(path: str) -> pd.DataFrame | None:
+    """The table at ``path``; None when there is no path or it holds no rows (no recent slice)."""
+    if not path or not Path(path).exists():
+        return None
+    table = pd.read_parquet(path)
+    return table if len(table) else None
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -100,6 +100,14 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def split_object_uri(uri: str) -> tuple[str, str]:
+    """Splits ``s3://bucket/key`` of one object into ``(bucket, key)``; a URI without a key is refused."""
+    bucket, key = split_s3_uri(uri)
+    if not key or key.endswith("/"):
+        raise ConfigError(f"{uri} names no object: give s3://bucket/path/to/file")
+    return bucket, key
+
+
 def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
     """Reads the whole object at ``uri`` (a local path or ``s3://``).
 
@@ -107,7 +115,7 @@ def read_bytes(uri: str, s3: S3Settings | None = None) -> bytes:
         DataError: the file or object does not exist or cannot be read.
     """
     if is_s3_uri(uri):
-        bucket, key = split_s3_uri(uri)
+        bucket, key = split_object_uri(uri)
         settings = s3 or S3Settings.from_env()
         with _s3_errors("read", uri, settings):
             response = settings.client().get_object(bucket, key)
@@ -134,7 +142,7 @@ def write_bytes(uri: str, data: bytes, s3: S3Settings | None = None) -> str:
         DataError: the object or file cannot be written.
     """
     if is_s3_uri(uri):
-        bucket, key = split_s3_uri(uri)
+        bucket, key = split_object_uri(uri)
         settings = s3 or S3Settings.from_env()
         with _s3_errors("write", uri, settings):
             settings.client().put_object(bucket, key, io.BytesIO(data), len(data))
@@ -156,7 +164,7 @@ def download_file(uri: str, path: str | Path, s3: S3Settings | None = None) -> P
     Raises:
         DataError: the object does not exist or cannot be read.
     """
-    bucket, key = split_s3_uri(uri)
+    bucket, key = split_object_uri(uri)
     settings = s3 or S3Settings.from_env()
     with _s3_errors("read", uri, settings):
         settings.client().fget_object(bucket, key, str(path))
@@ -170,7 +178,7 @@ def upload_file(path: str | Path, uri: str, s3: S3Settings | None = None) -> str
     Raises:
         DataError: the object cannot be written.
     """
-    bucket, key = split_s3_uri(uri)
+    bucket, key = split_object_uri(uri)
     settings = s3 or S3Settings.from_env()
     with _s3_errors("write", uri, settings):
         settings.client().fput_object(bucket, key, str(path))
@@ -187,6 +195,8 @@ def _s3_errors(verb: str, uri: str, settings: S3Settings) -> Iterator[None]:
         yield
     except S3Error as exc:
         raise DataError(f"cannot {verb} {uri}: {exc.code}") from None
-    except (OSError, HTTPError) as exc:
+    except (ConnectionError, TimeoutError, HTTPError) as exc:
         raise UnavailableError(f"cannot reach S3 endpoint {settings.endpoint} for {uri}: {type(exc).__name__}") \
             from None
+    except OSError as exc:  # the local side of a download or upload: a full disk, a permission
+        raise DataError(f"cannot {verb} {uri}: {exc.strerror or type(exc).__name__}") from None

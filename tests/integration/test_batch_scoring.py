@@ -23,6 +23,7 @@ from driftloop.serving.gateway import Gateway
 from driftloop.serving.versions import ServedVersion
 
 from ..conftest import ServerThread, register_trained, run_cli
+from ..table_text import squash, table_columns
 
 UNSEEN_PLAN = "platinum"  # a category the model never saw in training
 
@@ -120,8 +121,8 @@ def test_cli_scores_by_alias_and_names_every_missing_feature_column_in_one_line(
     out = tmp_path / "scored.parquet"
     assert main(["score", "--data", str(world["tmp"] / "table.csv"), "--model", "churn", "--alias", "production",
                  "--output", str(out), "--registry", registry, "--chunk-rows", "1000"]) == 0
-    printed = capsys.readouterr().out
-    assert "rows/s" in printed and "3,000" in printed and str(out) in printed
+    columns = table_columns(capsys.readouterr().out, "batch scoring")
+    assert squash(columns["rows"]) == "3,000" and squash(columns["output"]) == str(out)  # wrapped, never cut
     assert len(pd.read_parquet(out)) == 3000
 
     partial = tmp_path / "partial.csv"

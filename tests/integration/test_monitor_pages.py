@@ -105,7 +105,7 @@ def test_the_window_page_header_says_which_window_what_it_was_compared_with_and_
     quality = run["summaries"][0]["quality"]
     assert quality["labelled"] == WINDOW  # the labels posted for it, shown once they arrived
     assert page.facts["Realised accuracy"] == (f"{quality['accuracy']:.4f} on {WINDOW} labelled rows "
-                                               f"(holdout {holdout:.4f}, Δ "
+                                               f"(expected {holdout:.4f}, Δ "
                                                f"{quality['accuracy'] - holdout:+.4f})".replace("-", "\u2212"))
     assert page.facts["Decision"] == "no retrain: too few windows signal" and page.banner.kind == "pass"
     _, last = _page(run, 2)

@@ -23,7 +23,7 @@ from driftloop import storage
 from driftloop.batch.score import PREDICTION_COLUMN, VERSION_COLUMN
 from driftloop.batch.tables import TableReader, local_copy
 from driftloop.data import DatasetSpec
-from driftloop.errors import DataError, DriftloopError
+from driftloop.errors import DataError, UnavailableError
 from driftloop.registry import ModelRegistry
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 
@@ -57,7 +57,7 @@ def feed_monitor(table_uri: str, model: str, registry: ModelRegistry, monitor_ur
 
     Raises:
         DataError: the table is not a scored table with features, or holds a class the version does not know.
-        DriftloopError: the monitor refused an event or cannot be reached (what was acknowledged stays).
+        UnavailableError: the monitor refused an event or cannot be reached (what was acknowledged stays).
     """
     started = time.perf_counter()
     specs: dict[int, DatasetSpec] = {}
@@ -117,10 +117,10 @@ def _post(client: httpx.Client, event: LoggedEvent, token: str | None, uri: str)
         headers = event.headers(namespace="driftloop-batch", source=source) | bearer(token)
         answer = client.post("/events", content=event.body, headers=headers)
     except httpx.HTTPError as exc:
-        raise DriftloopError(f"cannot reach the monitor at {client.base_url}: {type(exc).__name__}") from None
+        raise UnavailableError(f"cannot reach the monitor at {client.base_url}: {type(exc).__name__}") from None
     if answer.status_code >= 300:
         try:
             reason = answer.json().get("error", answer.text)
         except ValueError:
             reason = answer.text
-        raise DriftloopError(f"the monitor refused event {event.event_id} ({answer.status_code}): {reason}")
+        raise UnavailableError(f"the monitor refused event {event.event_id} ({answer.status_code}): {reason}")

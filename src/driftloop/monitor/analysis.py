@@ -9,12 +9,14 @@ against the registry's checksums before they are loaded, as in serving.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 from driftloop.data import DatasetSpec, coerce_to_spec
 from driftloop.drift import DriftConfig, check_drift, compare_column
+from driftloop.errors import DriftloopError
 from driftloop.monitor.labels import normalise_label
 from driftloop.monitor.windows import WindowRecord
 from driftloop.registry import ModelRegistry
@@ -41,8 +43,20 @@ class Reference:
                                 served.spec)
         sample = sample[served.spec.feature_names].copy()
         sample[PREDICTION] = class_values(served.predict(sample), served.spec)
-        accuracy = registry.get_version(model, version).metrics.get("accuracy")
-        return cls(model, version, served.spec, sample, None if accuracy is None else float(accuracy))
+        accuracy = expected_accuracy(registry, model, version)
+        return cls(model, version, served.spec, sample, accuracy)
+
+
+def expected_accuracy(registry: ModelRegistry, model: str, version: int) -> float | None:
+    """The accuracy a version's realised quality is held to: for a drift retrain, what it scored on the recent rows
+    its gate judged it on (the world it serves; its holdout is drawn from the old one), else its holdout accuracy."""
+    try:
+        decision = json.loads(registry.read_file(model, version, "evaluation.json")).get("decision") or {}
+    except (DriftloopError, ValueError):  # a version from before evaluation.json, or a damaged one: the holdout's
+        decision = {}
+    recent = (decision.get("recent_candidate") or {}).get("accuracy")
+    accuracy = recent if recent is not None else registry.get_version(model, version).metrics.get("accuracy")
+    return None if accuracy is None else float(accuracy)
 
 
 def class_values(predictions, spec: DatasetSpec) -> list[str]:

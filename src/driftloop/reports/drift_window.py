@@ -102,15 +102,16 @@ def decision_text(window: dict) -> str:
 
 
 def accuracy_text(window: dict) -> str:
-    """Realised accuracy on the labelled rows against the reference version's holdout accuracy."""
+    """Realised accuracy on the labelled rows against the accuracy the reference version is held to (its
+    holdout's, or a drift retrain's on the recent rows its gate judged it on)."""
     quality = window.get("quality") or {}
     accuracy, labelled = quality.get("accuracy"), quality.get("labelled") or 0
     holdout = window.get("reference_accuracy")
     if accuracy is None:
-        return f"no labels yet (holdout {number(holdout)})" if holdout is not None else "no labels yet"
+        return f"no labels yet (expected {number(holdout)})" if holdout is not None else "no labels yet"
     text = f"{number(accuracy)} on {count(labelled)} labelled rows"
     if holdout is not None:
-        text += f" (holdout {number(holdout)}, Δ {signed(accuracy - holdout)})"
+        text += f" (expected {number(holdout)}, Δ {signed(accuracy - holdout)})"
     return text
 
 

@@ -418,7 +418,7 @@ def print_demo_summary(summary) -> None:
     if summary.after_promotion:
         shares = ", ".join("-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
                            for w in summary.after_promotion)
-        quiet = not any(w["signal"] for w in summary.after_promotion) and not summary.retrains_after_promotion
+        quiet = not any(w["dataset_drift"] for w in summary.after_promotion) and not summary.retrains_after_promotion
         loop.add_row("after promotion", f"drift share {shares}; "
                      + ("[green]alarm cleared, no further retrain[/]" if quiet else
                         f"[red]still signalling ({summary.retrains_after_promotion} further retrains)[/]"))

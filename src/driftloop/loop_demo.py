@@ -302,7 +302,8 @@ class Watcher:
         straddles the promotion holds the old version's answers, whose realised quality is the old one's)."""
         if not self.promoted_version:
             return []
-        return [{"id": w["id"], "drift_share": w.get("drift_share"), "signal": w.get("signal"),
+        return [{"id": w["id"], "drift_share": w.get("drift_share"), "dataset_drift": w.get("dataset_drift"),
+                 "signal": w.get("signal"),
                  "rows_by_version": w.get("rows_by_version"), "decision": (w.get("decision") or {}).get("action")}
                 for w in self.decided if w.get("reference_version") == self.promoted_version
                 and set(w.get("rows_by_version") or {}) == {str(self.promoted_version)}]

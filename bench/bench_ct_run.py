@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[5000, 100000])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=140)  # a table, not a terminal: never cut a column
     table = Table(title=f"local CT run wall time (fastest of {args.repeats}; load average "
                         f"{os.getloadavg()[0]:.1f} at start)")
     for column in ("rows", "estimator", "task processes", "run s", *(t.split("-")[0] for t in TASKS), "vs anchor"):

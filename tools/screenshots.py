@@ -11,7 +11,6 @@ serves it, else the report of the window that triggered the retrain). The PNGs a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -100,8 +99,9 @@ def drift_page(store: Path, model: str, registry, scratch: Path) -> Shot:
         pages = Pages(store / "reports", registry, TriggerConfig(), max_rows=0)  # the index reads neither
         index.write_text(pages.index(model, read_summaries(store)[model]))
         return Shot(index, "drift-index.png", 1300)
-    summaries = [json.loads(line) for line in (store / "windows" / f"{model}.jsonl").read_text().splitlines()
-                 if line.strip()]
+    from driftloop.monitor.windows import read_summaries
+
+    summaries = read_summaries(store).get(model, [])
     triggered = [w for w in summaries if (w.get("decision") or {}).get("action") == "trigger"]
     drifted = [w for w in summaries if w.get("dataset_drift")]
     window = (triggered or drifted or summaries)[-1 if not triggered else 0]

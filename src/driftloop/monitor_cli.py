@@ -14,9 +14,11 @@ import httpx
 from driftloop.cli_style import exit_codes
 from driftloop.errors import ConfigError, UnavailableError
 from driftloop.http_guard import LABELS, bearer
+from driftloop.serve_cli import GATEWAY_PORT
 from driftloop.settings import Settings
 
-DEFAULT_MONITOR = "http://127.0.0.1:8090"
+MONITOR_PORT = 8090
+DEFAULT_MONITOR = f"http://127.0.0.1:{MONITOR_PORT}"
 LABELS_TOKEN_HELP = ("file holding the monitor's labels token (default: DRIFTLOOP_LABELS_TOKEN or the file "
                      "DRIFTLOOP_LABELS_TOKEN_FILE names)")
 
@@ -33,7 +35,7 @@ def add_monitor_parsers(sub, add_common) -> None:
     monitor.add_argument("--config", help="monitor settings file (YAML or JSON; see docs) — windows, drift "
                          "tests, trigger policy, retrain runner")
     monitor.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    monitor.add_argument("--port", type=int, default=8090)
+    monitor.add_argument("--port", type=int, default=MONITOR_PORT)
     monitor.add_argument("--events-port", type=int, help="receive POST /events on this port only (and nothing "
                          "else there), so a NetworkPolicy can admit predictor pods to it alone")
     monitor.add_argument("--trust-network-policy", action="store_true",
@@ -70,7 +72,7 @@ def add_monitor_parsers(sub, add_common) -> None:
     replay.add_argument("--features", help="comma-separated feature columns (default: all other columns)")
     replay.add_argument("--rate", type=float, default=20.0, help="rows per second")
     replay.add_argument("--label-delay", type=float, default=5.0, help="seconds before a row's label is posted")
-    replay.add_argument("--gateway", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    replay.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}", help="the gateway's base URL")
     replay.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL (for labels)")
     replay.add_argument("--token-file", help=LABELS_TOKEN_HELP)
     replay.add_argument("--model", default="churn")

@@ -115,6 +115,7 @@ def test_the_batch_step_reads_with_the_s3_secret_and_the_verify_key_and_never_th
 def test_the_batch_pipelines_defaults_are_the_components_and_the_librarys() -> None:
     from driftloop.batch import DEFAULT_CHUNK_ROWS
     from driftloop.components.score_table import score_table
+    from driftloop.registry import PRODUCTION
 
     ir = next(yaml.safe_load_all(batch_score_pipeline.IR_PATH.read_text()))
     pipeline_inputs = ir["root"]["inputDefinitions"]["parameters"]
@@ -122,3 +123,5 @@ def test_the_batch_pipelines_defaults_are_the_components_and_the_librarys() -> N
     for name, spec in pipeline_inputs.items():
         assert spec.get("defaultValue") == component_inputs[name].default, name
     assert pipeline_inputs["chunk_rows"]["defaultValue"] == DEFAULT_CHUNK_ROWS
+    # KFP ships only the function's source, so its literals stand; these tie them to the library's definitions.
+    assert pipeline_inputs["alias"]["defaultValue"] == PRODUCTION

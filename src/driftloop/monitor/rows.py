@@ -91,8 +91,4 @@ def _frame(run: Sequence[Rows]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def row_count(chunks: Iterable[Chunk]) -> int:
-    return sum(len(c) for c in chunks)
-
-
-__all__ = ["META_COLUMNS", "Chunk", "Rows", "assemble", "row_count"]
+__all__ = ["META_COLUMNS", "Chunk", "Rows", "assemble"]

@@ -147,6 +147,8 @@ class ScoringWorker:
         """Decodes the job's body; a body that does not decode is answered at once (only its caller fails)."""
         if job.future.done():  # the caller went away
             return False
+        if job.columns is not None:  # held over from the last batch, already decoded
+            return True
         try:
             job.columns = decode(job.version, job.payload)
         except Exception as exc:  # noqa: BLE001 - InvalidInput, or anything else, goes to this caller alone

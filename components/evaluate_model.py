@@ -23,17 +23,18 @@ def evaluate_model(
     triggered_by: str,
     run_id: str,
     run_name: str,
-    gate_metric: str = "roc_auc",
+    gate_metric: str = "auto",
     min_gate_value: float = 0.6,
     max_regression: float = 0.01,
 ) -> NamedTuple("EvaluateOutputs", passed=bool, outcome_json=str):
     """Scores candidate and champion on the same holdout; the gate decides whether to deploy.
 
     Returns:
-        metrics: ROC AUC, average precision, accuracy, precision, recall, F1, log loss, Brier (and the champion's,
-            prefixed ``champion_``); a metric that is not a finite number (ROC AUC of a one-class holdout) is left
-            out, as the report says.
-        classification: Confusion matrix and ROC curve for the dashboard.
+        metrics: The task's scores — binary: ROC AUC, average precision, accuracy, precision, recall, F1, log loss,
+            Brier; multi-class: accuracy, macro and weighted F1, macro recall, log loss and per-class recall;
+            regression: RMSE, MAE, R² — and the champion's, prefixed ``champion_``; a metric that is not a finite
+            number (ROC AUC of a one-class holdout) is left out, as the report says.
+        classification: Confusion matrix (and the ROC curve, binary) for the dashboard; empty for a regression.
         report: The decision page: run and data, verdict (with a warning when the candidate is worse than the
             champion but passes), candidate and champion side by side with their difference, curves, confusion matrices.
         passed: The gate's decision.
@@ -52,5 +53,7 @@ def evaluate_model(
         metrics.log_metric(name, value)
     if roc is not None:
         classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["threshold"])
-    classification.log_confusion_matrix(["0", "1"], result.evaluation.confusion_matrix)
+    confusion = steps.dashboard_confusion(result)
+    if confusion is not None:
+        classification.log_confusion_matrix(*confusion)
     return (result.decision.passed, result.outcome_json())

@@ -18,7 +18,7 @@ def train_model(
     estimator_params: dict = {},
     test_size: float = 0.25,
     seed: int = 42,
-    gate_metric: str = "roc_auc",
+    gate_metric: str = "auto",
     calibration: str = "none",
 ):
     """Fits a seeded scikit-learn Pipeline: a pinned estimator, or ``auto`` — a linear model, gradient boosting

@@ -21,11 +21,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from driftloop.errors import ConfigError
+from driftloop.tasks import ALL_GATE_METRICS, INFER, TASKS
 
 # Choices, named once; training.ESTIMATORS and evaluation.GATE_METRICS are tested to match them.
-ESTIMATOR_NAMES = ("logistic_regression", "random_forest", "gradient_boosting", "xgboost")
+ESTIMATOR_NAMES = ("logistic_regression", "ridge", "random_forest", "gradient_boosting", "xgboost")
 AUTO = "auto"  # fit a few candidates, keep the best on a validation split (training.AUTO_CANDIDATES)
-GATE_METRIC_NAMES = ("roc_auc", "accuracy", "f1")
+GATE_METRIC_NAMES = (INFER, *ALL_GATE_METRICS)  # auto: the task's own (tasks.GATE_METRICS)
 SERVE_TARGETS = ("local", "kserve")
 DEPLOYMENT_MODES = ("Serverless", "Standard")
 DEFAULT_CLUSTER_REGISTRY = "s3://driftloop/registry"
@@ -113,19 +114,26 @@ class CTParams:
                             check=_spec_json, cli=False)
     recent_uri: str = _param("", "drift retrains: the newest labelled rows, held back from training; how much the new "
                              "world weighs is chosen on them, and the gate compares with the champion there", cli=False)
+    task: str = _param(INFER, "binary, multiclass or regression; auto: from the target (a few labels: "
+                       "classification, many numbers: regression)", choices=(INFER, *TASKS))
     id_column: str = _param("", "row id column, kept out of the features")
     timestamp_column: str = _param("", "event time column, kept out of the features")
-    estimator: str = _param(AUTO, "the model to fit; auto: the best of a linear model, gradient boosting and XGBoost "
-                            "on a validation split", choices=(AUTO, *ESTIMATOR_NAMES))
+    estimator: str = _param(AUTO, "the model to fit (logistic_regression: classification, ridge: regression); auto: "
+                            "the best of a linear model, gradient boosting and XGBoost on a validation split",
+                            choices=(AUTO, *ESTIMATOR_NAMES))
     estimator_params: dict = _param({}, "estimator parameters", cli=False)
     calibration: str = _param("none", "calibrate the final model's probabilities (sigmoid or isotonic; 4x the fit "
                               "time); the evaluation report shows reliability either way",
                               choices=("none", "sigmoid", "isotonic"))
     test_size: float = _param(0.25, "share of rows held out for the gate", check=_between(0.05, 0.5))
     seed: int = _param(42, "random seed of the split and the estimator")
-    gate_metric: str = _param("roc_auc", "the metric the gate judges", choices=GATE_METRIC_NAMES)
-    min_gate_value: float = _param(0.6, "the candidate's gate metric must reach this", check=_between(0.0, 1.0))
-    max_regression: float = _param(0.01, "largest allowed drop of the gate metric against the champion",
+    gate_metric: str = _param(INFER, "the metric the gate judges; auto: the task's (roc_auc, f1_macro, rmse)",
+                              choices=GATE_METRIC_NAMES)
+    min_gate_value: float = _param(0.6, "a score gate metric must reach this (an error metric — rmse, mae, "
+                                   "log_loss — must beat a model that ignores the features)",
+                                   check=_between(0.0, 1.0))
+    max_regression: float = _param(0.01, "largest allowed drop of the gate metric against the champion (error "
+                                   "metrics: a fraction of the champion's)",
                                    check=_between(0.0, 1.0))
     canary_percent: int = _param(10, "traffic share of a new version at its first rollout step (100: no canary)",
                                  check=_between(0, 100))
@@ -164,6 +172,29 @@ class CTParams:
         if problems:
             raise ConfigError(problems[0])
 
+    def _task_for_checks(self) -> str:
+        """The declared task, else one the estimator fits (ridge: regression), for checks made before the data."""
+        if self.task != INFER:
+            return self.task
+        return "regression" if self.estimator == "ridge" else "binary"
+
+    def _task_problems(self) -> list[str]:
+        """A gate metric or estimator that cannot fit the declared task (the data decides when it is auto)."""
+        from driftloop.tasks import GATE_METRICS, is_classification
+
+        if self.task == INFER:
+            return []
+        found = []
+        if self.gate_metric != INFER and self.gate_metric not in GATE_METRICS[self.task]:
+            found.append(f"gate_metric '{self.gate_metric}' does not fit a {self.task} target; use one of "
+                         f"{', '.join(GATE_METRICS[self.task])}")
+        linear = "logistic_regression" if is_classification(self.task) else "ridge"
+        if self.estimator in ("logistic_regression", "ridge") and self.estimator != linear:
+            found.append(f"estimator '{self.estimator}' does not fit a {self.task} target; its linear model is {linear}")
+        if self.calibration != "none" and not is_classification(self.task):
+            found.append("calibration is for classifiers' probabilities; a regression takes 'none'")
+        return found
+
     def problems(self) -> list[str]:
         """Every parameter that fails its check, as ``name: what is wrong`` lines."""
         found = [f"{f.name} is required" for f in dataclasses.fields(self)
@@ -181,9 +212,10 @@ class CTParams:
             )
 
             try:
-                make_estimator(self.estimator, self.estimator_params, self.seed)
+                make_estimator(self.estimator, self.estimator_params, self.seed, self._task_for_checks())
             except ConfigError as exc:
                 found.append(f"estimator_params: {exc}")
+        found.extend(self._task_problems())
         if self.serve_target == "local" and self.rollout_prometheus:
             found.append("rollout_prometheus is for serve_target 'kserve'; locally the analysis reads the gateway "
                          "(rollout_gateway)")

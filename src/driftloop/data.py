@@ -11,7 +11,7 @@ import io
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -20,6 +20,7 @@ import pandas as pd
 from driftloop import storage
 from driftloop.errors import DataError, DataValidationError
 from driftloop.storage import sha256_bytes
+from driftloop.tasks import BINARY, INFER, check_task, infer_task, is_classification
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "boolean")
@@ -45,13 +46,15 @@ class DatasetSpec:
     """The shape of a training table.
 
     Attributes:
-        target: Name of the binary label column.
+        target: Name of the label column: class labels, or the amount a regression predicts.
         features: The model's input columns, in order.
         id_column: Optional row identifier (joins late labels; never a feature).
         timestamp_column: Optional event time (orders replays; never a feature).
-        target_classes: The two label values, negative first; the model predicts their index.
+        target_classes: The class labels, sorted (binary: negative first); the model predicts their index. Empty for
+            regression.
         ignored: Columns left out of the features, with the reason.
         notes: What inference was unsure about, per column (shown before a run; never changes the spec).
+        task: binary, multiclass or regression (:mod:`driftloop.tasks`); specs from before tasks are binary.
     """
 
     target: str
@@ -61,6 +64,11 @@ class DatasetSpec:
     target_classes: tuple = ()
     ignored: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    task: str = BINARY
+
+    @property
+    def is_classification(self) -> bool:
+        return is_classification(self.task)
 
     @property
     def feature_names(self) -> list[str]:
@@ -94,6 +102,7 @@ class DatasetSpec:
                 target_classes=tuple(data.get("target_classes") or ()),
                 ignored=dict(data.get("ignored") or {}),
                 notes=dict(data.get("notes") or {}),
+                task=check_task(data.get("task") or BINARY),
             )
         except (KeyError, TypeError) as exc:
             raise DataError(f"invalid dataset spec: missing or malformed field {exc}") from None
@@ -106,8 +115,11 @@ class DatasetSpec:
             raise DataError(f"invalid dataset spec JSON: {exc.msg} at line {exc.lineno}") from None
 
     def with_target_classes(self, classes: Iterable) -> DatasetSpec:
-        return DatasetSpec(self.target, self.features, self.id_column, self.timestamp_column, tuple(classes),
-                           dict(self.ignored), dict(self.notes))
+        return replace(self, target_classes=tuple(classes))
+
+    def with_task(self, task: str) -> DatasetSpec:
+        """This spec for ``task`` (regression has no classes; a classification's are filled in by validation)."""
+        return replace(self, task=check_task(task), target_classes=() if task != self.task else self.target_classes)
 
 
 def _jsonable(value):
@@ -179,6 +191,7 @@ def infer_spec(
     timestamp_column: str | None = None,
     categorical: Iterable[str] = (),
     exclude: Iterable[str] = (),
+    task: str = INFER,
 ) -> DatasetSpec:
     """Proposes a spec from a table's columns, trusting the file where it says something and saying where it
     guessed.
@@ -188,7 +201,8 @@ def infer_spec(
     ``categorical`` (a few distinct integers are noted as likely codes); other text is categorical. Identifiers —
     unique integers that count up or are named like an id, high-cardinality text — are left out with the reason,
     and so are dates and times; when no timestamp column is given and exactly one date/time column exists, it
-    becomes the timestamp column.
+    becomes the timestamp column. The task comes from the target (:func:`driftloop.tasks.infer_task`) unless
+    ``task`` names it.
     """
     if target not in frame.columns:
         raise DataValidationError(target, f"target column not found; columns are {list(frame.columns)}")
@@ -202,7 +216,13 @@ def infer_spec(
         timestamp_column = times[0]
         del ignored[timestamp_column]
         notes[timestamp_column] = "ISO date/time: taken as the timestamp column (orders replays; never a feature)"
-    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored, notes)
+    if task == INFER:
+        task, note = infer_task(frame[target])
+        if note:
+            notes[target] = note
+    else:
+        check_task(task)
+    return DatasetSpec(target, tuple(features), id_column, timestamp_column, (), ignored, notes, task)
 
 
 def infer_features(

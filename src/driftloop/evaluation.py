@@ -1,4 +1,11 @@
-"""Evaluation on a holdout and the promotion gate against the current champion."""
+"""Evaluation on a holdout and the promotion gate against the current champion, in the task's terms.
+
+Binary: ROC AUC and its curves, a 2×2 confusion matrix at the threshold, reliability. Multi-class: macro and
+weighted F1, per-class precision/recall, multi-class log loss and a k×k confusion matrix. Regression: RMSE, MAE,
+R², residuals and the error by decile of the prediction. Error metrics (RMSE, MAE, log loss) are held to a
+baseline that knows nothing of the features — the holdout's mean, median or class shares — since a minimum in
+[0, 1] means nothing in the target's units.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +17,32 @@ import pandas as pd
 
 from driftloop.data import DatasetSpec
 from driftloop.errors import ConfigError
+from driftloop.tasks import (
+    ALL_GATE_METRICS,
+    BINARY,
+    INFER,
+    LOWER_IS_BETTER,
+    MULTICLASS,
+    REGRESSION,
+    class_label,
+    higher_is_better,
+)
 
-GATE_METRICS = ("roc_auc", "accuracy", "f1")
-# Scores where a smaller value is the better model; for every other score, larger is better.
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+GATE_METRICS = ALL_GATE_METRICS
 MAX_ROC_POINTS = 101
+MAX_RESIDUAL_POINTS = 500  # predicted-vs-actual points kept for the report (an even sample of the holdout)
+DECILES = 10
 
 
 @dataclass
 class Evaluation:
-    """Holdout metrics, confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``, and thinned curves."""
+    """Holdout metrics and what the report draws, by task.
+
+    Binary: confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold`` and thinned ROC, PR and reliability
+    curves. Multi-class: the k×k confusion matrix (rows: true class, columns: predicted, in ``classes`` order) and
+    ``per_class`` scores. Regression: ``residuals`` (an even sample of predicted and actual values) and
+    ``error_by_decile`` (per tenth of the predictions, sorted: their range, mean actual and predicted, MAE).
+    """
 
     metrics: dict[str, float]
     confusion_matrix: list[list[int]]
@@ -28,21 +51,39 @@ class Evaluation:
     calibration_curve: dict[str, list[float]] = field(default_factory=dict)
     pr_curve: dict[str, list[float]] = field(default_factory=dict)  # recall, precision (empty before #13)
     threshold: float = 0.5  # a row is predicted positive when its probability reaches this
+    task: str = BINARY
+    classes: list = field(default_factory=list)  # class labels, in the model's index order
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> precision, recall, f1, support
+    residuals: dict[str, list[float]] = field(default_factory=dict)  # predicted, actual
+    error_by_decile: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Evaluation:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float = 0.5) -> Evaluation:
-    """Scores ``model`` on ``holdout`` (which carries the target column)."""
+    """Scores ``model`` on ``holdout`` (which carries the target column) in the terms of the spec's task."""
+    from driftloop.training import encode_target, model_output
+
+    y = encode_target(holdout, spec)
+    output = model_output(model, holdout, spec)
+    if spec.task == REGRESSION:
+        return _evaluate_regression(y, output)
+    if spec.task == MULTICLASS:
+        return _evaluate_multiclass(y, output, spec)
+    return _evaluate_binary(y, output[:, 1], threshold)
+
+
+def _evaluate_binary(y: np.ndarray, proba: np.ndarray, threshold: float) -> Evaluation:
     # Imported here: the register and deploy steps use this module's dataclasses and should not pay
     # scikit-learn's import (seconds per pipeline task) for them.
     from sklearn import metrics as skm
 
-    from driftloop.training import encode_target, predict_positive_proba
-
-    y = encode_target(holdout, spec)
-    proba = predict_positive_proba(model, holdout, spec)
     predicted = (proba >= threshold).astype(int)
     metrics = {**scores(y, proba, threshold), "n_holdout": float(len(y))}
     confusion = skm.confusion_matrix(y, predicted, labels=[0, 1]).tolist()
@@ -51,8 +92,56 @@ def evaluate_model(model, holdout: pd.DataFrame, spec: DatasetSpec, threshold: f
     # sklearn's first threshold is +inf; KFP and JSON need a finite number.
     finite = np.where(np.isfinite(thresholds), thresholds, 1.0)
     roc = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": finite[keep].tolist()}
-    return Evaluation({k: round(v, 6) for k, v in metrics.items()}, confusion, roc, reliability(y, proba),
-                      precision_recall(y, proba), threshold)
+    return Evaluation(_rounded(metrics), confusion, roc, reliability(y, proba), precision_recall(y, proba), threshold)
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in metrics.items()}
+
+
+def _evaluate_multiclass(y: np.ndarray, proba: np.ndarray, spec: DatasetSpec) -> Evaluation:
+    from sklearn import metrics as skm
+
+    k = proba.shape[1]
+    predicted = np.argmax(proba, axis=1)
+    metrics = {**multiclass_scores(y, proba), "n_holdout": float(len(y))}
+    confusion = skm.confusion_matrix(y, predicted, labels=list(range(k))).tolist()
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, predicted, labels=list(range(k)),
+                                                                         zero_division=0)
+    classes = [_jsonable(c) for c in spec.target_classes]
+    per_class = {str(class_label(i, classes)): {"precision": round(float(precision[i]), 6),
+                                                "recall": round(float(recall[i]), 6),
+                                                "f1": round(float(f1[i]), 6), "support": int(support[i])}
+                 for i in range(k)}
+    return Evaluation(_rounded(metrics), confusion, {}, task=MULTICLASS, classes=classes, per_class=per_class)
+
+
+def _evaluate_regression(y: np.ndarray, predicted: np.ndarray) -> Evaluation:
+    metrics = {**regression_scores(y, predicted), "n_holdout": float(len(y))}
+    keep = _thin(len(y), MAX_RESIDUAL_POINTS)
+    residuals = {"predicted": [round(float(v), 6) for v in predicted[keep]],
+                 "actual": [round(float(v), 6) for v in y[keep]]}
+    return Evaluation(_rounded(metrics), [], {}, task=REGRESSION, residuals=residuals,
+                      error_by_decile=error_by_decile(y, predicted))
+
+
+def error_by_decile(y: np.ndarray, predicted: np.ndarray, bins: int = DECILES) -> list[dict[str, float]]:
+    """Per tenth of the rows sorted by prediction: the predictions' range, the mean actual and predicted value,
+    the MAE and the rows — where a regression is wrong (its largest predictions too low, say) at a glance."""
+    order = np.argsort(predicted, kind="stable")
+    out = []
+    for i, part in enumerate(np.array_split(order, min(bins, len(order)))):
+        if len(part) == 0:
+            continue
+        p, a = predicted[part], y[part]
+        out.append({"decile": i + 1, "low": round(float(p.min()), 6), "high": round(float(p.max()), 6),
+                    "mean_actual": round(float(a.mean()), 6), "mean_predicted": round(float(p.mean()), 6),
+                    "mae": round(float(np.abs(a - p).mean()), 6), "count": int(len(part))})
+    return out
+
+
+def _jsonable(value):
+    return value.item() if hasattr(value, "item") else value
 
 
 def precision_recall(y: np.ndarray, proba: np.ndarray) -> dict[str, list[float]]:
@@ -105,8 +194,57 @@ def scores(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str
     }
 
 
+def multiclass_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Every quality score of class probabilities ([n, k]) against class indices, and the log loss of a baseline
+    that predicts the holdout's class shares for every row (what an error metric's gate floor is)."""
+    from sklearn import metrics as skm
+
+    k = proba.shape[1]
+    predicted = np.argmax(proba, axis=1)
+    labels = list(range(k))
+    shares = np.bincount(y, minlength=k) / max(len(y), 1)
+    return {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "f1_macro": float(skm.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)),
+        "f1_weighted": float(skm.f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)),
+        "recall_macro": float(skm.recall_score(y, predicted, labels=labels, average="macro", zero_division=0)),
+        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1), labels=labels)),
+        "baseline_log_loss": float(skm.log_loss(y, np.tile(np.clip(shares, 1e-15, 1), (len(y), 1)), labels=labels)),
+    }
+
+
+def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² of predictions, and the same errors of baselines that ignore the features (the mean and
+    the median of the rows scored)."""
+    error = predicted - y
+    variance = float(np.mean((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(error ** 2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": float(1 - np.mean(error ** 2) / variance) if variance > 0 else float("nan"),
+        "baseline_rmse": float(np.sqrt(variance)),
+        "baseline_mae": float(np.mean(np.abs(y - np.median(y)))),
+    }
+
+
+def task_scores(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """Every score of ``task`` for a model's output (:func:`driftloop.training.model_output`) against ``y``."""
+    if task == REGRESSION:
+        return regression_scores(y, output)
+    if task == MULTICLASS:
+        return multiclass_scores(y, output)
+    return scores(y, output[:, 1])
+
+
+def score_model(metric: str, model, frame: pd.DataFrame, spec: DatasetSpec) -> float:
+    """One score by name of ``model`` on ``frame`` (what ``auto`` and the recency weighting choose by)."""
+    from driftloop.training import encode_target, model_output
+
+    return task_scores(spec.task, encode_target(frame, spec), model_output(model, frame, spec))[metric]
+
+
 def score_proba(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    """One score by name (what ``auto`` chooses an estimator by)."""
+    """One binary score by name, of positive-class probabilities."""
     return scores(y, proba)[metric]
 
 
@@ -128,9 +266,11 @@ class GateThresholds:
     """When a candidate may replace the champion.
 
     Attributes:
-        metric: The metric the gate judges ("roc_auc", "accuracy" or "f1").
-        min_value: The candidate's metric must reach this.
-        max_regression: The candidate may trail the champion's metric by at most this much.
+        metric: The metric the gate judges (one of the task's, :data:`driftloop.tasks.GATE_METRICS`).
+        min_value: A score (higher is better) must reach this; an error metric (RMSE, MAE, log loss) must
+            instead beat the baseline that ignores the features.
+        max_regression: The candidate may trail the champion's score by at most this much; for an error metric,
+            a fraction of the champion's error (0.01: at most 1 % worse).
     """
 
     metric: str = "roc_auc"
@@ -138,7 +278,7 @@ class GateThresholds:
     max_regression: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.metric not in GATE_METRICS:
+        if self.metric not in (INFER, *GATE_METRICS):
             raise ConfigError(f"gate metric must be one of {', '.join(GATE_METRICS)}, got '{self.metric}'")
         if not 0.0 <= self.min_value <= 1.0:
             raise ConfigError(f"gate minimum must be within [0, 1], got {self.min_value}")
@@ -183,31 +323,58 @@ def decide_gate(
     name = thresholds.metric
     value = candidate[name]
     reasons: list[str] = []
-    passed = True
-    if not value >= thresholds.min_value:  # also catches NaN
-        passed = False
-        reasons.append(f"{name} {value:.4f} is below the minimum {thresholds.min_value:.4f}")
-    else:
-        reasons.append(f"{name} {value:.4f} reaches the minimum {thresholds.min_value:.4f}")
+    passed = _reaches_floor(name, value, candidate, thresholds, reasons)
     label = f"champion v{champion_version}" if champion_version is not None else "champion"
     if champion is None:
         reasons.append("no champion in production: nothing to compare against")
         if recent_candidate is not None:
-            reasons.append(f"recent rows ({n_recent}): {name} {recent_candidate[name]:.4f}")
+            reasons.append(f"recent rows ({n_recent}): {name} {recent_candidate[name]:.4g}")
     elif recent_candidate is not None and recent_champion is not None:
         passed = _compare(recent_candidate[name], recent_champion[name], f"on the {n_recent} most recent rows",
                           name, label, thresholds, reasons) and passed
-        delta = value - champion[name]
-        reasons.append(f"holdout (old and new rows mixed): {name} {value:.4f} vs {label} {champion[name]:.4f}, "
-                       f"Δ {delta:+.4f} (reported; the recent rows decide)")
+        reasons.append(f"holdout (old and new rows mixed): {name} {value:.4g} vs {label} {champion[name]:.4g}, "
+                       f"Δ {value - champion[name]:+.4g} (reported; the recent rows decide)")
     else:
         passed = _compare(value, champion[name], "on the holdout", name, label, thresholds, reasons) and passed
     return GateDecision(passed, reasons, name, candidate, champion, champion_version, asdict(thresholds),
                         recent_candidate, recent_champion, n_recent)
 
 
+def _reaches_floor(name: str, value: float, candidate: dict[str, float], thresholds: GateThresholds,
+                   reasons: list[str]) -> bool:
+    """A score must reach the minimum; an error metric must beat its baseline (when the candidate has one)."""
+    if higher_is_better(name):
+        if not value >= thresholds.min_value:  # also catches NaN
+            reasons.append(f"{name} {value:.4f} is below the minimum {thresholds.min_value:.4f}")
+            return False
+        reasons.append(f"{name} {value:.4f} reaches the minimum {thresholds.min_value:.4f}")
+        return True
+    baseline = candidate.get(f"baseline_{name}")
+    if baseline is None:
+        if not math.isfinite(value):
+            reasons.append(f"{name} is not a finite number")
+            return False
+        reasons.append(f"{name} {value:.4g} (no baseline to hold it to)")
+        return True
+    if not value < baseline:  # also catches NaN
+        reasons.append(f"{name} {value:.4g} does not beat the baseline {baseline:.4g} of a model that ignores "
+                       "the features")
+        return False
+    reasons.append(f"{name} {value:.4g} beats the baseline {baseline:.4g} of a model that ignores the features")
+    return True
+
+
 def _compare(value: float, champion: float, where: str, name: str, label: str, thresholds: GateThresholds,
              reasons: list[str]) -> bool:
+    if not higher_is_better(name):
+        worse = (value - champion) / champion if champion > 0 else (0.0 if value <= champion else float("inf"))
+        if worse > thresholds.max_regression:
+            reasons.append(f"{where}: {name} {value:.4g} is {worse:.1%} worse than {label} ({champion:.4g}), "
+                           f"more than the allowed {thresholds.max_regression:.1%}")
+            return False
+        reasons.append(f"{where}: {name} {value:.4g} vs {label} {champion:.4g}: {-worse:+.1%} better, "
+                       f"within the allowed {thresholds.max_regression:.1%} worse")
+        return True
     delta = value - champion
     if delta < -thresholds.max_regression:
         reasons.append(f"{where}: {name} {value:.4f} trails {label} ({champion:.4f}) by {-delta:.4f}, "

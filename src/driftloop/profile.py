@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.data import DatasetSpec
+from driftloop.tasks import BINARY
 
 MAX_CATEGORIES = 200
 
@@ -74,6 +75,6 @@ def build_profile(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile:
             fp.categories = {str(k): round(float(v), 6) for k, v in shares.items()}
         features[feature.name] = fp
     positive_rate = None
-    if spec.target in frame.columns and spec.target_classes:
+    if spec.target in frame.columns and spec.task == BINARY and spec.target_classes:
         positive_rate = float((frame[spec.target] == spec.target_classes[-1]).mean())
     return ReferenceProfile(len(frame), features, positive_rate)

@@ -16,14 +16,8 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from driftloop.data import LIVE, SOURCE_COLUMN, DatasetSpec
-from driftloop.training import (
-    TrainResult,
-    choose_estimator,
-    encode_target,
-    fit_pipeline,
-    predict_positive_proba,
-    split_holdout,
-)
+from driftloop.tasks import gate_metric_for, higher_is_better
+from driftloop.training import TrainResult, choose_estimator, fit_pipeline, split_holdout
 
 LIVE_WEIGHTS = (1.0, 3.0, 10.0)
 REFERENCE_WINDOWS = ("all", "recent")  # every reference row, or the newest 2 × (live rows) of them
@@ -51,25 +45,25 @@ def train_for_recent(frame: pd.DataFrame, spec: DatasetSpec, recent: pd.DataFram
     trained on (the recent slice judges the new world). ``auto`` chooses its estimator on the plain training
     part, then the strategies vary only what the rows weigh.
     """
-    from driftloop.evaluation import score_proba
+    from driftloop.evaluation import score_model
 
+    gate_metric = gate_metric_for(spec.task, gate_metric)
     live = frame[SOURCE_COLUMN] == LIVE
     reference_train, holdout = split_holdout(frame[~live].reset_index(drop=True), spec, test_size, seed)
     train = pd.concat([reference_train, frame[live]], ignore_index=True)
     leaderboard = []
     if estimator == "auto":
         estimator, params, leaderboard = choose_estimator(train, spec, seed, gate_metric)
-    y_recent = encode_target(recent, spec)
     tried: list[tuple[Strategy, object]] = []
     for window in REFERENCE_WINDOWS:
         rows = _window(train, spec, window)
         for weight in LIVE_WEIGHTS:
             weighted = rows.assign(_driftloop_weight=(rows[SOURCE_COLUMN] == LIVE).map({True: weight, False: 1.0}))
             model = fit_pipeline(weighted, spec, estimator, params, seed)
-            value = score_proba(gate_metric, y_recent, predict_positive_proba(model, recent, spec))
+            value = score_model(gate_metric, model, recent, spec)
             tried.append((Strategy(weight, window, gate_metric, round(float(value), 6), len(rows)), model))
-    higher_is_better = gate_metric != "log_loss"
-    best_strategy, best_model = max(tried, key=lambda t: t[0].value if higher_is_better else -t[0].value)
+    sign = 1 if higher_is_better(gate_metric) else -1
+    best_strategy, best_model = max(tried, key=lambda t: sign * t[0].value)  # first wins a tie
     strategies = [Strategy(**{**asdict(s), "chosen": s is best_strategy}) for s, _ in tried]
     if calibration != "none":
         rows = _window(train, spec, best_strategy.reference_window)

@@ -12,7 +12,7 @@ import numpy as np
 from driftloop.data import DatasetSpec, load_table
 from driftloop.evaluation import evaluate_model
 from driftloop.registry import ModelRegistry
-from driftloop.training import load_model, predict_positive_proba, train_model
+from driftloop.training import load_model, model_output, train_model
 from driftloop.validation import validate_table
 
 METRIC_TOLERANCE = 1e-9
@@ -62,8 +62,8 @@ def reproduce(registry: ModelRegistry, name: str, version: int) -> Reproduction:
             result.problems.append(f"{metric}: registered {registered} but reproduced {again}")
     with tempfile.TemporaryDirectory() as tmp:
         original = load_model(registry.fetch_model(name, version, Path(tmp)))
-    diff = np.abs(predict_positive_proba(original, trained.holdout_frame, spec)
-                  - predict_positive_proba(trained.model, trained.holdout_frame, spec))
+    diff = np.abs(model_output(original, trained.holdout_frame, spec)
+                  - model_output(trained.model, trained.holdout_frame, spec))
     result.max_prediction_diff = float(diff.max()) if len(diff) else 0.0
     if result.max_prediction_diff > PREDICTION_TOLERANCE:
         result.problems.append(f"predictions differ by up to {result.max_prediction_diff:.3g}")

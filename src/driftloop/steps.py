@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from driftloop.reports import (
     model_card,
     validation_report_html,
 )
+from driftloop.tasks import INFER, gate_metric_for
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
@@ -76,11 +78,12 @@ def load_and_validate(
     recent_uri: str = "",
     recent_path: str = "",
     raise_on_failure: bool = True,
+    task: str = INFER,
 ) -> ValidateResult:
     """Loads the data, settles its spec, validates it and writes the clean table as Parquet.
 
     The spec is the declared one, else the production version's (so a retrain keeps the features),
-    else inferred. Ranges, categories and null rates are judged against the production version's
+    else inferred; ``task`` (binary, multiclass, regression) overrides the one inferred from the target. Ranges, categories and null rates are judged against the production version's
     reference profile when there is one. A drift retrain's recent slice (``recent_uri``) is validated against
     the same spec and written to ``recent_path``; without one an empty table is written there.
 
@@ -92,7 +95,7 @@ def load_and_validate(
     frame, sha = load_table(data_uri)
     registry = open_registry(registry_uri)
     champion = registry.get_alias(model_name, PRODUCTION)
-    spec, source = choose_spec(frame, target, registry, champion, spec_json, id_column, timestamp_column)
+    spec, source = choose_spec(frame, target, registry, champion, spec_json, id_column, timestamp_column, task)
     reference = None
     if champion is not None:
         reference = ReferenceProfile.from_json(registry.read_file(model_name, champion.version, "profile.json").decode())
@@ -143,15 +146,21 @@ def _profile_as_far_as_it_goes(frame: pd.DataFrame, spec: DatasetSpec) -> Refere
 
 
 def choose_spec(frame: pd.DataFrame, target: str, registry, champion: ModelVersion | None, spec_json: str = "",
-                id_column: str = "", timestamp_column: str = "") -> tuple[DatasetSpec, str]:
+                id_column: str = "", timestamp_column: str = "", task: str = INFER) -> tuple[DatasetSpec, str]:
     """The spec a run uses and where it comes from: the declared one, else the production version's (a retrain
-    keeps the features), else inferred from the table."""
+    keeps the features and the task), else inferred from the table; a declared ``task`` other than the spec's
+    overrides it."""
     if spec_json:
-        return DatasetSpec.from_json(spec_json), "declared"
-    champion_spec = _spec_of(registry, champion) if champion else None
-    if champion_spec is not None and champion_spec.target == target:
-        return champion_spec, f"production v{champion.version}'s"
-    return infer_spec(frame, target, id_column or None, timestamp_column or None), "inferred"
+        spec, source = DatasetSpec.from_json(spec_json), "declared"
+    else:
+        champion_spec = _spec_of(registry, champion) if champion else None
+        if champion_spec is not None and champion_spec.target == target:
+            spec, source = champion_spec, f"production v{champion.version}'s"
+        else:
+            return infer_spec(frame, target, id_column or None, timestamp_column or None, task=task), "inferred"
+    if task != INFER and task != spec.task:
+        spec, source = spec.with_task(task), f"{source} (task declared {task})"
+    return spec, source
 
 
 def _spec_of(registry, version: ModelVersion) -> DatasetSpec:
@@ -251,6 +260,7 @@ def evaluate(
     from driftloop.training import load_model
 
     spec = DatasetSpec.from_json(spec_json)
+    thresholds = dataclasses.replace(thresholds, metric=gate_metric_for(spec.task, thresholds.metric))
     holdout = pd.read_parquet(holdout_path)
     candidate = load_model(model_dir)
     evaluation = evaluate_model(candidate, holdout, spec)
@@ -274,7 +284,8 @@ def evaluate(
         len(recent) if recent is not None else 0,
     )
     if champion is not None and champion_eval is None:
-        decision.reasons.append(f"champion v{champion.version} could not score this holdout (different features)")
+        decision.reasons.append(f"champion v{champion.version} could not score this holdout (different features, "
+                                "task or classes)")
     trained = trained or {}
     facts = facts or RunFacts(model_name)
     facts.model, facts.at, facts.target = model_name, utc_now(), spec.target
@@ -324,8 +335,9 @@ def run_facts(model_name: str, run_id: str, run_name: str, data_uri: str, trigge
 def _champion_model(registry, champion: ModelVersion, spec: DatasetSpec) -> tuple[object, DatasetSpec] | None:
     """The production version's model and spec, when it can score this run's rows (same target)."""
     champion_spec = _spec_of(registry, champion)
-    if champion_spec.target != spec.target:
-        return None
+    if champion_spec.target != spec.target or champion_spec.task != spec.task or \
+            (spec.is_classification and tuple(champion_spec.target_classes) != tuple(spec.target_classes)):
+        return None  # its outputs would not mean the same (another task, or classes a multi-class retrain changed)
     from driftloop.training import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -502,12 +514,30 @@ def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | 
     KFP's launcher parses the executor output as JSON, which has no NaN or infinity (a one-class holdout has
     no ROC AUC): such values are left out here, and the evaluation report names them.
     """
-    values = {**result.evaluation.metrics,
+    per_class = {f"recall_{_metric_safe(label)}": scores["recall"]
+                 for label, scores in result.evaluation.per_class.items()}
+    values = {**result.evaluation.metrics, **per_class,
               **{f"champion_{k}": v for k, v in (result.decision.champion or {}).items()}}
     left_out = set(non_finite_metrics(values))
     scalars = {k: float(v) for k, v in values.items() if k not in left_out}
     roc = result.evaluation.roc_curve
-    return scalars, roc if not any(non_finite_metrics(dict(enumerate(points))) for points in roc.values()) else None
+    finite = roc and not any(non_finite_metrics(dict(enumerate(points))) for points in roc.values())
+    return scalars, roc if finite else None
+
+
+def dashboard_confusion(result: EvaluateResult) -> tuple[list[str], list[list[int]]] | None:
+    """The class labels and confusion matrix a ClassificationMetrics artifact shows (None for a regression)."""
+    evaluation = result.evaluation
+    if not evaluation.confusion_matrix:
+        return None
+    labels = evaluation.classes or list(result.page.facts.classes if result.page else []) or \
+        [str(i) for i in range(len(evaluation.confusion_matrix))]
+    return [str(label) for label in labels], evaluation.confusion_matrix
+
+
+def _metric_safe(label) -> str:
+    """A class label as part of a KFP metric name (letters, digits and underscores)."""
+    return "".join(c if c.isalnum() else "_" for c in str(label))
 
 
 MIN_LIVE_REFERENCE_ROWS = 200

@@ -22,9 +22,14 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
@@ -33,48 +38,63 @@ from driftloop.ct_params import AUTO, default_of
 from driftloop.data import MISSING_CATEGORY, DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 from driftloop.model_dir import MODEL_FILENAME
+from driftloop.tasks import BINARY, INFER, REGRESSION, gate_metric_for, higher_is_better, is_classification
 
 
-def _logistic_regression(seed: int) -> Any:
-    return LogisticRegression(max_iter=2000, random_state=seed)
+def _logistic_regression(seed: int, task: str) -> Any:
+    return LogisticRegression(max_iter=2000, random_state=seed) if is_classification(task) else None
 
 
-def _random_forest(seed: int) -> Any:
-    return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=1)
+def _ridge(seed: int, task: str) -> Any:
+    return Ridge(alpha=1.0, random_state=seed) if task == REGRESSION else None
 
 
-def _gradient_boosting(seed: int) -> Any:
+def _random_forest(seed: int, task: str) -> Any:
+    kind = RandomForestClassifier if is_classification(task) else RandomForestRegressor
+    return kind(n_estimators=200, min_samples_leaf=3, random_state=seed, n_jobs=1)
+
+
+def _gradient_boosting(seed: int, task: str) -> Any:
     # Early stopping on its own 10 % of whatever it is fitted on; up to 300 rounds.
-    return HistGradientBoostingClassifier(max_iter=300, early_stopping=True, validation_fraction=0.1,
-                                          n_iter_no_change=15, random_state=seed)
+    kind = HistGradientBoostingClassifier if is_classification(task) else HistGradientBoostingRegressor
+    return kind(max_iter=300, early_stopping=True, validation_fraction=0.1, n_iter_no_change=15, random_state=seed)
 
 
-def _xgboost(seed: int) -> Any:
-    from xgboost import XGBClassifier
+def _xgboost(seed: int, task: str) -> Any:
+    from xgboost import XGBClassifier, XGBRegressor
 
     # One thread and the exact 'hist' method keep training bit-for-bit repeatable.
-    return XGBClassifier(
-        n_estimators=200, max_depth=4, learning_rate=0.1, tree_method="hist", random_state=seed, n_jobs=1
-    )
+    kind = XGBClassifier if is_classification(task) else XGBRegressor
+    return kind(n_estimators=200, max_depth=4, learning_rate=0.1, tree_method="hist", random_state=seed, n_jobs=1)
 
 
-ESTIMATORS: dict[str, Callable[[int], Any]] = {
+# Each factory builds the task's estimator, or None where the estimator does not fit the task.
+ESTIMATORS: dict[str, Callable[[int, str], Any]] = {
     "logistic_regression": _logistic_regression,
+    "ridge": _ridge,
     "random_forest": _random_forest,
     "gradient_boosting": _gradient_boosting,
     "xgboost": _xgboost,
 }
 
 
-def make_estimator(name: str, params: dict[str, Any] | None, seed: int) -> Any:
-    """Builds an estimator by name, with user parameters over the defaults.
+def estimators_for(task: str) -> tuple[str, ...]:
+    """The estimator names that fit ``task``."""
+    return tuple(name for name, factory in ESTIMATORS.items() if factory(0, task) is not None)
+
+
+def make_estimator(name: str, params: dict[str, Any] | None, seed: int, task: str = BINARY) -> Any:
+    """Builds the ``task``'s estimator by name, with user parameters over the defaults.
 
     Raises:
-        ConfigError: unknown estimator or parameter.
+        ConfigError: unknown estimator or parameter, or an estimator that does not fit the task.
     """
     if name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator '{name}'; choose one of {', '.join(ESTIMATORS)}")
-    estimator = ESTIMATORS[name](seed)
+    estimator = ESTIMATORS[name](seed, task)
+    if estimator is None:
+        raise ConfigError(f"estimator '{name}' does not fit a {task} target; use one of "
+                          f"{', '.join((AUTO, *estimators_for(task)))}")
     params = dict(params or {})
     unknown = sorted(set(params) - set(estimator.get_params()))
     if unknown:
@@ -131,7 +151,7 @@ def build_pipeline(spec: DatasetSpec, estimator_name: str, params: dict[str, Any
     if boolean:
         transformers.append(("boolean", _boolean_encoder(), boolean))
     preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    model = make_estimator(estimator_name, params, seed)
+    model = make_estimator(estimator_name, params, seed, spec.task)
     if native and categorical:
         mask = [False] * len(numeric) + [True] * len(categorical) + [False] * len(boolean)
         model.set_params(categorical_features=mask)
@@ -167,10 +187,21 @@ def _boolean_encoder() -> Pipeline:
 
 
 def encode_target(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """0/1 labels: the spec's second target class is the positive one."""
-    if len(spec.target_classes) != 2:
-        raise DataValidationError(spec.target, "spec has no two target classes; validate the data first")
-    return (frame[spec.target] == spec.target_classes[1]).to_numpy().astype(int)
+    """What the model is fitted on: class indices into the spec's classes (binary: 1 is the positive, second
+    class), or a regression target's numbers. A label the spec does not know becomes -1 (never a class)."""
+    if spec.task == REGRESSION:
+        return pd.to_numeric(frame[spec.target], errors="coerce").to_numpy(dtype=float)
+    if len(spec.target_classes) < 2:
+        raise DataValidationError(spec.target, "spec has no target classes; validate the data first")
+    index = {label: i for i, label in enumerate(spec.target_classes)}
+    return frame[spec.target].map(index).fillna(-1).to_numpy().astype(int)
+
+
+def stratify_by(y: np.ndarray, spec: DatasetSpec) -> np.ndarray | None:
+    """What a split stratifies on: the class when every class has two rows, else nothing (regression too)."""
+    if not spec.is_classification:
+        return None
+    return y if np.bincount(y[y >= 0]).min() >= 2 else None
 
 
 @dataclass(frozen=True)
@@ -200,6 +231,7 @@ class TrainResult:
 
 # What ``auto`` tries, in order of preference on a tie (simplest first), and its validation share.
 AUTO_CANDIDATES = ("logistic_regression", "gradient_boosting", "xgboost")
+REGRESSION_AUTO_CANDIDATES = ("ridge", "gradient_boosting", "xgboost")
 AUTO_VALIDATION_SHARE = 0.2
 XGBOOST_MAX_ROUNDS, XGBOOST_PATIENCE = 600, 30  # auto's XGBoost: early stopping on the validation split
 
@@ -208,8 +240,7 @@ def split_holdout(frame: pd.DataFrame, spec: DatasetSpec, test_size: float, seed
     """A seeded, stratified train/holdout split."""
     if not 0.05 <= test_size <= 0.5:
         raise ConfigError(f"test_size must be between 0.05 and 0.5, got {test_size}")
-    labels = encode_target(frame, spec)
-    stratify = labels if np.bincount(labels).min() >= 2 else None
+    stratify = stratify_by(encode_target(frame, spec), spec)
     train, holdout = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
@@ -221,7 +252,7 @@ def train_model(
     params: dict[str, Any] | None = None,
     test_size: float = 0.25,
     seed: int = 42,
-    gate_metric: str = default_of("gate_metric"),
+    gate_metric: str = INFER,
     weights: pd.Series | None = None,
     calibration: str = default_of("calibration"),
 ) -> TrainResult:
@@ -229,10 +260,13 @@ def train_model(
 
     Args:
         estimator: A name from :data:`ESTIMATORS`, or ``auto`` to choose among :data:`AUTO_CANDIDATES`.
-        gate_metric: What ``auto`` chooses by (the gate judges the same metric).
+        gate_metric: What ``auto`` chooses by (the gate judges the same metric); ``auto``: the task's default.
         weights: Optional sample weight per row of ``frame`` (index-aligned), e.g. recent rows weighing more.
         calibration: "none", "sigmoid" or "isotonic": calibrate the final model's probabilities.
     """
+    gate_metric = gate_metric_for(spec.task, gate_metric)
+    if calibration != "none" and not spec.is_classification:
+        raise ConfigError("calibration is for classifiers' probabilities; a regression takes 'none'")
     if weights is not None:
         frame = frame.assign(_driftloop_weight=weights.to_numpy())
     train, holdout = split_holdout(frame, spec, test_size, seed)
@@ -253,23 +287,22 @@ def choose_estimator(train: pd.DataFrame, spec: DatasetSpec, seed: int, metric: 
     Returns:
         The winner, the parameters its refit takes (XGBoost: the rounds early stopping found), the leaderboard.
     """
-    from driftloop.evaluation import score_proba
+    from driftloop.evaluation import score_model
 
-    labels = encode_target(train, spec)
-    stratify = labels if np.bincount(labels).min() >= 2 else None
+    metric = gate_metric_for(spec.task, metric)
+    stratify = stratify_by(encode_target(train, spec), spec)
     fit_part, validation = train_test_split(train, test_size=AUTO_VALIDATION_SHARE, random_state=seed,
                                             stratify=stratify)
-    y_val = encode_target(validation, spec)
     candidates, refit = [], {}
-    for name in AUTO_CANDIDATES:
+    for name in auto_candidates(spec.task):
         started = time.perf_counter()
         model = fit_pipeline(fit_part, spec, name, None, seed, validation=validation)
-        value = score_proba(metric, y_val, predict_positive_proba(model, validation, spec))
+        value = score_model(metric, model, validation, spec)
         candidates.append(Candidate(name, metric, round(float(value), 6), round(time.perf_counter() - started, 3)))
         if name == "xgboost":
             refit[name] = {"n_estimators": int(model.named_steps["model"].best_iteration) + 1}
-    higher_is_better = metric != "log_loss"
-    best = max(candidates, key=lambda c: c.value if higher_is_better else -c.value)  # first wins a tie
+    sign = 1 if higher_is_better(metric) else -1
+    best = max(candidates, key=lambda c: sign * c.value)  # first wins a tie
     leaderboard = [Candidate(**{**asdict(c), "chosen": c is best}) for c in candidates]
     return best.estimator, refit.get(best.estimator, {}), leaderboard
 
@@ -283,8 +316,11 @@ def fit_pipeline(train: pd.DataFrame, spec: DatasetSpec, estimator: str, params:
     """
     pipeline = build_pipeline(spec, estimator, params, seed)
     y = encode_target(train, spec)
-    if len(np.unique(y)) < 2:
+    if spec.is_classification and len(np.unique(y)) < 2:
         raise DataValidationError(spec.target, "the training split has a single class; add data")
+    if spec.is_classification and (y < 0).any():
+        raise DataValidationError(spec.target, "the training rows hold a label the spec's classes do not; "
+                                  "validate the data first")
     fit_params = {}
     weight = train["_driftloop_weight"].to_numpy() if "_driftloop_weight" in train.columns else None
     if calibration != "none":
@@ -323,6 +359,19 @@ def load_model(directory: str | Path) -> Pipeline:
     return joblib.load(Path(directory) / MODEL_FILENAME)
 
 
+def auto_candidates(task: str) -> tuple[str, ...]:
+    """What ``auto`` tries for ``task``."""
+    return AUTO_CANDIDATES if is_classification(task) else REGRESSION_AUTO_CANDIDATES
+
+
 def predict_positive_proba(model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """Probability of the positive class for each row."""
+    """Probability of the positive class for each row (binary)."""
     return model.predict_proba(frame[spec.feature_names])[:, 1]
+
+
+def model_output(model: Pipeline, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """What the task's metrics are computed from: a probability per class ([n, k], the spec's class order) for a
+    classifier, the predicted numbers for a regression."""
+    if spec.is_classification:
+        return model.predict_proba(frame[spec.feature_names])
+    return np.asarray(model.predict(frame[spec.feature_names]), dtype=float)

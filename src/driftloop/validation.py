@@ -15,6 +15,7 @@ import pandas as pd
 from driftloop.data import DatasetSpec, coerce_to_spec
 from driftloop.errors import DataValidationError
 from driftloop.profile import ReferenceProfile
+from driftloop.tasks import BINARY, MAX_CLASSES, REGRESSION
 
 
 @dataclass(frozen=True)
@@ -141,23 +142,71 @@ def _check_target(
     if null_share > 0:
         report.checks.append(Check(spec.target, "target", "warn", f"dropped {int(target.isna().sum())} unlabeled rows"))
         frame = frame[target.notna()].reset_index(drop=True)
-    classes = sorted(frame[spec.target].unique().tolist(), key=lambda v: (str(type(v)), v))
-    if len(classes) < 2:
-        detail = f"target has a single class ({classes[0]!r}); binary classification needs two"
-        report.checks.append(Check(spec.target, "target", "fail", detail))
-    elif len(classes) > 2:
-        detail = f"target has {len(classes)} classes; driftloop trains binary classifiers"
-        report.checks.append(Check(spec.target, "target", "fail", detail))
-    elif spec.target_classes and set(spec.target_classes) != set(classes):
-        detail = f"target classes {classes} differ from the spec's {list(spec.target_classes)}"
-        report.checks.append(Check(spec.target, "target", "fail", detail))
+    if spec.task == REGRESSION:
+        frame = _check_regression_target(frame, spec, report)
+        classes = ()
     else:
-        share = float((frame[spec.target] == classes[-1]).mean())
-        report.checks.append(Check(spec.target, "target", "pass", f"classes {classes}, positive share {share:.1%}"))
+        classes = _check_classes(frame, spec, report)
     if len(frame) < policy.min_rows:
         report.checks.append(Check("", "rows", "fail", f"only {len(frame)} labeled rows; need at least {policy.min_rows}"))
     _raise_first_failure(report)
-    return frame, spec if spec.target_classes else spec.with_target_classes(classes)
+    return frame, spec.with_target_classes(classes)
+
+
+def _check_classes(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationReport) -> tuple:
+    """The table's class labels, sorted (binary: negative first), after the checks a classification target needs.
+
+    A binary spec's classes must be the table's. A multi-class retrain may see a class appear or vanish (a new
+    ticket queue): that is a warning, and the table's classes are the ones the new version learns.
+    """
+    classes = tuple(sorted(frame[spec.target].unique().tolist(), key=lambda v: (str(type(v)), v)))
+    kind = "binary classification" if spec.task == BINARY else "multi-class classification"
+    if len(classes) < 2:
+        detail = f"target has a single class ({classes[0]!r}); {kind} needs at least two"
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    elif spec.task == BINARY and len(classes) > 2:
+        detail = (f"target has {len(classes)} classes but the spec's task is binary; declare the task multiclass "
+                  "(--task multiclass)")
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    elif len(classes) > MAX_CLASSES:
+        detail = (f"target has {len(classes)} distinct values, more than {MAX_CLASSES} classes: an identifier or an "
+                  "amount? declare the task regression (--task regression) if it is an amount")
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+    elif spec.target_classes and set(spec.target_classes) != set(classes):
+        detail = f"target classes {list(classes)} differ from the spec's {list(spec.target_classes)}"
+        report.checks.append(Check(spec.target, "target", "fail" if spec.task == BINARY else "warn", detail))
+    if report.failures:
+        return classes
+    if spec.task == BINARY:
+        share = float((frame[spec.target] == classes[-1]).mean())
+        detail = f"classes {list(classes)}, positive share {share:.1%}"
+    else:
+        shares = frame[spec.target].value_counts(normalize=True)
+        detail = (f"{len(classes)} classes; rarest {shares.index[-1]!r} {shares.iloc[-1]:.1%}, "
+                  f"commonest {shares.index[0]!r} {shares.iloc[0]:.1%}")
+    report.checks.append(Check(spec.target, "target", "pass", detail))
+    return classes
+
+
+def _check_regression_target(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationReport) -> pd.DataFrame:
+    """A regression target as numbers: text in it, or a single value, is a failure naming the first bad row."""
+    target = frame[spec.target]
+    numbers = pd.to_numeric(target, errors="coerce") if not pd.api.types.is_bool_dtype(target) else target * float("nan")
+    bad = numbers.isna()
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        detail = (f"text in a regression target ({int(bad.sum())} values, e.g. {target.iloc[row]!r} in row {row + 1}); "
+                  "a regression predicts numbers — declare the task multiclass if these are labels")
+        report.checks.append(Check(spec.target, "target", "fail", detail))
+        return frame
+    if numbers.nunique() < 2:
+        report.checks.append(Check(spec.target, "target", "fail",
+                                   f"target holds a single value ({numbers.iloc[0]:g}); nothing to learn"))
+        return frame
+    report.checks.append(Check(spec.target, "target", "pass",
+                               f"numeric, mean {numbers.mean():.4g}, sd {numbers.std():.4g}, "
+                               f"range {numbers.min():.4g}..{numbers.max():.4g}"))
+    return frame.assign(**{spec.target: numbers.astype(float)})
 
 
 def _check_nulls(
@@ -218,7 +267,7 @@ def _check_against_reference(
 def _check_target_balance(frame: pd.DataFrame, spec: DatasetSpec, reference: ReferenceProfile,
                           policy: ValidationPolicy, report: ValidationReport) -> None:
     """The positive class's share against the reference's: a large move is a warning a person should see."""
-    if reference.positive_rate is None or not spec.target_classes:
+    if reference.positive_rate is None or spec.task != BINARY or not spec.target_classes:
         return
     share = float((frame[spec.target] == spec.target_classes[-1]).mean())
     change = share - reference.positive_rate

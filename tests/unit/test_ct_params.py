@@ -48,7 +48,7 @@ def test_the_choices_are_the_ones_the_library_implements() -> None:
     from driftloop.training import ESTIMATORS
 
     assert tuple(ESTIMATORS) == ct_params.ESTIMATOR_NAMES
-    assert tuple(GATE_METRICS) == ct_params.GATE_METRIC_NAMES
+    assert ("auto", *GATE_METRICS) == ct_params.GATE_METRIC_NAMES
 
 
 def test_every_cli_facing_parameter_is_a_flag_with_its_default() -> None:

@@ -172,8 +172,8 @@ def test_gate_decision_is_json(lr_evaluation) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"metric": "precision"}, "gate metric must be one of roc_auc, accuracy, f1, got 'precision'"),
-        ({"metric": "log_loss"}, "gate metric must be one of"),
+        ({"metric": "precision"}, "gate metric must be one of roc_auc, accuracy, f1"),
+        ({"metric": "brier"}, "gate metric must be one of"),
         ({"min_value": 1.5}, "gate minimum must be within [0, 1], got 1.5"),
         ({"min_value": -0.1}, "gate minimum must be within [0, 1]"),
         ({"min_value": float("nan")}, "gate minimum must be within [0, 1]"),

@@ -39,7 +39,7 @@ def _instance(row: pd.Series) -> dict:
     return {k: (None if pd.isna(v) else v) for k, v in row.items()}
 
 
-@pytest.mark.parametrize("estimator", list(training.ESTIMATORS))
+@pytest.mark.parametrize("estimator", training.estimators_for("binary"))
 def test_each_estimator_fits_and_predicts(estimator: str, validated, fresh_holdout) -> None:
     result = training.train_model(validated.frame, validated.spec, estimator, seed=3)
 

@@ -21,7 +21,6 @@ from driftloop.tasks import (
     ALL_GATE_METRICS,
     BINARY,
     INFER,
-    LOWER_IS_BETTER,
     MULTICLASS,
     REGRESSION,
     class_label,

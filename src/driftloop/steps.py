@@ -6,13 +6,13 @@ logic without KFP and the component bodies stay a few lines long.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 

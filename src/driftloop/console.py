@@ -80,7 +80,7 @@ def _print_artifacts(summary: RunSummary, stream: TextIO) -> None:
 
 def metrics_table(candidate: dict, champion: dict, name: str, champion_name: str, title: str = "") -> Table:
     """Metrics side by side, with the difference and whether it is better or worse (log loss, Brier: lower)."""
-    from driftloop.evaluation import LOWER_IS_BETTER  # numpy: only where metrics are shown
+    from driftloop.tasks import LOWER_IS_BETTER
 
     columns = [Column("metric"), Column(name, right=True)]
     if champion:

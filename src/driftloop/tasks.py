@@ -119,3 +119,18 @@ def class_label(index: Any, classes: Sequence[Any]) -> Any:
     except (TypeError, ValueError):
         return index
     return classes[position] if 0 <= position < len(classes) else index
+
+
+# The task in words, as reports, model cards and the CLI's tables name it.
+TASK_LABELS: dict[str, str] = {
+    BINARY: "binary classification", MULTICLASS: "multi-class classification", REGRESSION: "regression",
+}
+
+
+def describe_task(task: str, classes: Sequence[Any] = (), most: int = 6) -> str:
+    """The task with its classes, for a table row: ``multiclass (3 classes: hi, lo, mid)``, ``binary (no, yes)``,
+    ``regression``; at most ``most`` classes are named."""
+    if not is_classification(task) or not classes:
+        return task
+    named = ", ".join(str(c) for c in list(classes)[:most]) + (", …" if len(classes) > most else "")
+    return f"{task} ({named})" if task == BINARY else f"{task} ({len(classes)} classes: {named})"

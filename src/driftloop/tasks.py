@@ -37,6 +37,9 @@ GATE_METRICS: dict[str, tuple[str, ...]] = {
 ALL_GATE_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in GATE_METRICS.values() for m in ms))
 # Scores where a smaller value is the better model; for every other score, larger is better.
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
+# Errors in the target's own units: read to a few significant digits and best compared relatively (RMSE 10 → 11
+# is 10 % worse), where scores in [0, 1] are compared by their difference.
+IN_TARGET_UNITS = frozenset({"rmse", "mae"})
 
 # Realised quality from delayed labels: the metric the monitor's trigger and the canary's check judge, and the
 # ones reported beside it.

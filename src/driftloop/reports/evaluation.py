@@ -21,7 +21,6 @@ from driftloop.reports.facts import (
     Baseline,
     MetricRow,
     RunFacts,
-    allowance_text,
     baseline_accuracy,
     baselines,
     class_balance,
@@ -213,10 +212,12 @@ def _why_failed(decision: GateDecision, champion_label: str) -> str:
         if higher_is_better(name) and gate.delta < -allowed:
             return (f"{label} {gate.candidate:.4f} trails {champion_label} ({gate.champion:.4f}) on {where} by "
                     f"{-gate.delta:.4f}, more than the allowed {allowed:.4f}.")
-        worse = gate.relative if gate.relative is not None else gate.delta
+        # The gate holds an error to the champion's relatively (RMSE 10 → 11 is 10 % worse).
+        worse = gate.delta / gate.champion if gate.champion > 0 else (0.0 if gate.delta <= 0 else float("inf"))
         if not higher_is_better(name) and worse > allowed:
-            return (f"{label} {metric_text(name, gate.candidate)} is {worse:.1%} worse than {champion_label} "
-                    f"({metric_text(name, gate.champion)}) on {where}, more than the allowed {allowance_text(decision)}.")
+            return (f"{label} {metric_text(name, gate.candidate)} is {percent(worse)} worse than {champion_label} "
+                    f"({metric_text(name, gate.champion)}) on {where}, more than the {percent(allowed)} the gate "
+                    "allows.")
     return decision.reasons[0] if decision.reasons else ""
 
 

@@ -11,8 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from driftloop.evaluation import Evaluation, GateDecision
-from driftloop.reports.html import BETTER, SAME, WORSE, amount, number, signed
-from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, higher_is_better
+from driftloop.reports.html import BETTER, SAME, WORSE, amount, number, percent, signed
+from driftloop.tasks import BINARY, IN_TARGET_UNITS, MULTICLASS, REGRESSION, higher_is_better
 
 # The words a person reads for each score.
 METRIC_LABELS = {
@@ -34,8 +34,6 @@ OVERALL_METRICS: dict[str, tuple[str, ...]] = {
     MULTICLASS: ("f1_macro", "f1_weighted", "accuracy", "log_loss"),
     REGRESSION: ("rmse", "mae", "r2"),
 }
-# Errors in the target's own units: shown to four significant digits, compared relatively.
-IN_TARGET_UNITS = frozenset({"rmse", "mae"})
 # Differences below what four decimals show are no difference to a reader.
 SAME_WITHIN = 5e-5
 
@@ -155,7 +153,7 @@ def delta_text(row: MetricRow) -> str:
     """The signed difference, with the relative change for an error in the target's units."""
     if row.name in IN_TARGET_UNITS:
         relative = f" ({signed(row.relative * 100, 1)} %)" if row.relative is not None else ""
-        return amount(row.delta, sign=True) + relative
+        return amount(row.delta, sign=True, like=row.champion) + relative
     return signed(row.delta)
 
 
@@ -173,7 +171,7 @@ def allowance_text(decision: GateDecision) -> str | None:
     allowed = (decision.thresholds or {}).get("max_regression")
     if allowed is None:
         return None
-    return f"up to {allowed:.1%} worse" if not higher_is_better(decision.metric) else f"a drop of up to {allowed:.4f}"
+    return f"up to {percent(allowed)} worse" if not higher_is_better(decision.metric) else f"a drop of up to {allowed:.4f}"
 
 
 def trailing_warning(decision: GateDecision, task: str = BINARY) -> str | None:

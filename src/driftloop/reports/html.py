@@ -51,12 +51,14 @@ def count(value: int | float | None) -> str:
     return "–" if value is None else f"{int(value):,}".replace(",", "\u202f")
 
 
-def amount(value, significant: int = 4, *, sign: bool = False) -> str:
+def amount(value, significant: int = 4, *, sign: bool = False, like: float | None = None) -> str:
     """A value in the target's units (an RMSE, a prediction) to ``significant`` digits, never in exponent form:
-    ``12 346``, ``4.231``, ``0.01234``; with ``sign``, a leading + or a true minus."""
+    ``12 346``, ``4.231``, ``0.01234``; with ``sign``, a leading + or a true minus. A difference takes the
+    decimals of the values it is the difference of (``like``), so +0.0028 stands beside 0.4922."""
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "–"
-    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    scale = like if isinstance(like, (int, float)) and math.isfinite(like) and like else value
+    magnitude = math.floor(math.log10(abs(scale))) if scale else 0
     decimals = min(max(significant - 1 - magnitude, 0), 8)
     text = f"{value:{'+' if sign else ''},.{decimals}f}".replace(",", "\u202f")
     return text.replace("-", "\u2212") if sign else text

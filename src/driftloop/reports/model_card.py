@@ -166,7 +166,7 @@ def _metrics(decision: GateDecision, evaluation: Evaluation) -> list[str]:
     allowed = thresholds.get("max_regression")
     if allowed is not None:
         rules.append(f"may trail the champion by at most {allowed:.4f}" if higher_is_better(decision.metric)
-                     else f"may be at most {allowed:.1%} worse than the champion's")
+                     else f"may be at most {percent(allowed)} worse than the champion's")
     rule = f"The gate judges **{_md(metric)}**" + (": " + " and ".join(rules) if rules else "") + "."
     return ["## Metrics", "", rule, _METRICS_MEANING[evaluation.task].format(threshold=evaluation.threshold), ""]
 

@@ -99,7 +99,7 @@ def heat_map(matrix: list[list[int]], labels: list[str]) -> str:
             share = n / of if of else 0.0
             rgb = "26,127,55" if i == j else "207,34,46"
             cells.append(f'<td style="background:rgba({rgb},{0.04 + 0.6 * share:.2f})" '
-                         f'title="{e(f"actual {actual}, predicted {predicted}: {n}")}"><strong>{count(n)}</strong>'
+                         f'title="{e(f"actual {actual}, predicted {predicted}: {n}")}"><strong>{count(n)}</strong> '
                          f'<span class="rate">{percent(share if of else None, 0)}</span></td>')
         rows.append(f"<tr><th>actual {e(actual)}</th>{''.join(cells)}</tr>")
     return (f'<table class="cm heat"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'

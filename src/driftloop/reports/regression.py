@@ -63,7 +63,7 @@ def _context(evaluation: Evaluation, name: str) -> str:
                      "than the mean, 1 is perfect).")
     bias = _bias(evaluation)
     if bias is not None:
-        parts.append(f"On average it predicts {amount(abs(bias))} too {'low' if bias > 0 else 'high'}.")
+        parts.append(f"On average it predicts {amount(abs(bias), like=rmse)} too {'low' if bias > 0 else 'high'}.")
     return f"<p>{' '.join(parts)}</p>" if parts else ""
 
 
@@ -81,7 +81,7 @@ def _deciles(evaluation: Evaluation, champion: Evaluation | None, champion_label
         return []
     rows = [[td(str(d["decile"]), "num"), td(f"{amount(d['low'])} – {amount(d['high'])}", "num"),
              td(amount(d["mean_predicted"]), "num"), td(amount(d["mean_actual"]), "num"),
-             td(amount(d["mean_actual"] - d["mean_predicted"], sign=True), "num"), td(amount(d["mae"]), "num"),
+             td(amount(d["mean_actual"] - d["mean_predicted"], sign=True, like=d["mae"]), "num"), td(amount(d["mae"]), "num"),
              td(count(d["count"]), "num")] for d in deciles]
     head = ['<span class="num">decile</span>', f'<span class="num">predicted {e(name)}</span>',
             '<span class="num">mean predicted</span>', '<span class="num">mean actual</span>',

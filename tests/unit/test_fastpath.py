@@ -1,5 +1,5 @@
-"""The verified fast scoring path: each estimator's compiled form answers what its Pipeline answers, and a
-compiled form that does not is refused."""
+"""The verified fast scoring path: each estimator's compiled form answers what its Pipeline answers, for every
+task, and a compiled form that does not is refused."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import pandas as pd
 import pytest
 from onnx import numpy_helper
 
-from driftloop.fastpath.agreement import ACCEPTED, REFUSED, TOLERANCE, compile_fast_path
+from driftloop.fastpath.agreement import ACCEPTED, REFUSED, RELATIVE_TOLERANCE, TOLERANCE, compile_fast_path
 from driftloop.fastpath.convert import convertible, to_onnx
 from driftloop.fastpath.scorer import OnnxScorer
+from driftloop.tasks import MULTICLASS, REGRESSION
 from driftloop.training import train_model
+
+from ..task_tables import task_frame
+from ..task_tables import trained as trained_for_task
 
 ESTIMATORS = {  # the forest is smaller than the default: the same trees, a quicker test
     "logistic_regression": None, "random_forest": {"n_estimators": 40}, "gradient_boosting": None, "xgboost": None,
@@ -130,3 +134,42 @@ def test_histogram_gradient_boosting_keeps_the_encoders_shared_code_for_rare_cat
     graph, record = compile_fast_path(result.model, validated.spec, _checked(result))
     assert record.status == ACCEPTED, record.reason
     assert record.max_abs_diff <= TOLERANCE and record.label_disagreements == 0
+
+
+TASK_ESTIMATORS = [(MULTICLASS, name) for name in ("logistic_regression", "random_forest", "gradient_boosting",
+                                                   "xgboost")] + \
+                  [(REGRESSION, name) for name in ("ridge", "random_forest", "gradient_boosting", "xgboost")]
+
+
+@pytest.mark.parametrize(("task", "estimator"), TASK_ESTIMATORS)
+def test_multiclass_and_regression_graphs_are_accepted_and_answer_what_the_pipeline_answers(task, estimator) -> None:
+    model = trained_for_task(task, estimator)
+    spec, pipeline = model.spec, model.model
+    rows = _served_rows(task_frame(task, 400, seed=12), spec)
+    graph, record = compile_fast_path(pipeline, spec, model.checked_rows())
+    assert record.status == ACCEPTED, record.reason
+    scorer = OnnxScorer(graph, spec)
+    if task == MULTICLASS:  # every class's probability, in the spec's order, and the same labels
+        assert record.max_abs_diff <= TOLERANCE and record.label_disagreements == 0 and record.max_rel_diff is None
+        expected = pipeline.predict_proba(rows)
+        assert scorer.predict_proba(rows).shape == expected.shape == (len(rows), 4)
+        np.testing.assert_allclose(scorer.predict_proba(rows), expected, rtol=0, atol=TOLERANCE)
+        assert scorer.predict(rows).tolist() == pipeline.predict(rows).tolist()
+    else:  # the numbers, to the relative tolerance
+        assert record.max_rel_diff <= RELATIVE_TOLERANCE == record.tolerance
+        assert record.reason.startswith("agrees with the Pipeline: max relative |dy|")
+        np.testing.assert_allclose(scorer.predict(rows), pipeline.predict(rows), rtol=RELATIVE_TOLERANCE)
+        with pytest.raises(ValueError, match="regression model has no class probabilities"):
+            scorer.predict_proba(rows)
+
+
+@pytest.mark.parametrize(("task", "estimator"), [(MULTICLASS, "logistic_regression"), (REGRESSION, "ridge")])
+def test_a_multiclass_or_regression_graph_that_disagrees_is_refused_with_its_figures(task, estimator) -> None:
+    model = trained_for_task(task, estimator)
+    graph, record = compile_fast_path(model.model, model.spec, model.checked_rows(), convert=_tampered_scale)
+    assert graph is None and record.status == REFUSED
+    if task == MULTICLASS:
+        assert record.reason.startswith("disagrees with the Pipeline: max |dp|") and record.max_abs_diff > TOLERANCE
+    else:
+        assert record.reason.startswith("disagrees with the Pipeline: max relative |dy|")
+        assert record.max_rel_diff > RELATIVE_TOLERANCE

@@ -15,7 +15,10 @@ from sklearn.preprocessing import FunctionTransformer
 from driftloop import synthetic
 from driftloop.serving.batching import Batching
 from driftloop.serving.scoring import ModelFailed, ScoringWorker, score_request
-from driftloop.serving.versions import ServedVersion
+from driftloop.serving.versions import Scores, ServedVersion
+from driftloop.tasks import MULTICLASS, REGRESSION
+
+from ..task_tables import task_frame, trained
 
 POISON_AGE = -999.0  # a row the model below refuses, though it decodes fine
 
@@ -41,9 +44,10 @@ class _GatedModel:
         self.pipeline = Pipeline([("guard", FunctionTransformer(guard)), ("model", pipeline)])
 
 
-def _requests(validated, n: int) -> list[dict]:
+def _requests(validated, n: int, frame=None) -> list[dict]:
     """n V1 requests of distinct rows, one to three rows each, in assorted body shapes."""
-    rows = json.loads(synthetic.generate(3 * n, seed=21)[validated.spec.feature_names].to_json(orient="records"))
+    frame = synthetic.generate(3 * n, seed=21) if frame is None else frame
+    rows = json.loads(frame[validated.spec.feature_names].to_json(orient="records"))
     bodies = []
     for i in range(n):
         chunk = rows[3 * i: 3 * i + 1 + i % 3]
@@ -77,12 +81,12 @@ def gated_version(trained_lr, validated):
 def test_requests_scored_together_each_get_their_own_predictions(gated_version, trained_lr, validated) -> None:
     gated, version, worker = gated_version
     bodies = _requests(validated, 12)
-    alone = [score_request(ServedVersion("churn", 1, validated.spec, trained_lr.model), body).tolist()
+    alone = [score_request(ServedVersion("churn", 1, validated.spec, trained_lr.model), body).predictions.tolist()
              for body in bodies]
 
     answers = asyncio.run(_score_together(worker, gated, version, bodies))
 
-    assert [a.tolist() for a in answers] == alone
+    assert [a.predictions.tolist() for a in answers] == alone
     assert [len(a) for a in answers] == [1 + i % 3 for i in range(12)]
     # The first request went alone; the eleven queued behind it went through the model in one call.
     assert gated.calls == [1, sum(1 + i % 3 for i in range(1, 12))]
@@ -104,8 +108,8 @@ def test_a_bad_request_in_a_batch_fails_only_its_caller(gated_version, trained_l
     assert isinstance(answers[4], InvalidInput)
     for i, (body, answer) in enumerate(zip(bodies, answers)):
         if i not in (3, 4):
-            assert isinstance(answer, np.ndarray), answer
-            assert answer.tolist() == score_request(plain, body).tolist()
+            assert isinstance(answer, Scores), answer
+            assert answer.predictions.tolist() == score_request(plain, body).predictions.tolist()
 
 
 def test_batching_off_scores_every_request_alone(trained_lr, validated) -> None:
@@ -124,3 +128,39 @@ def test_batching_off_scores_every_request_alone(trained_lr, validated) -> None:
 def test_a_nonsensical_batching_policy_is_refused(max_rows: int, wait_us: int) -> None:
     with pytest.raises(ValueError, match="batch"):
         Batching(max_rows=max_rows, wait_us=wait_us)
+
+
+def test_in_a_batch_only_the_requests_that_ask_get_probabilities_and_a_regression_refuses_them() -> None:
+    tickets, bills = trained(MULTICLASS, "logistic_regression"), trained(REGRESSION, "ridge")
+    bodies = _requests(tickets, 8, task_frame(MULTICLASS, 24, seed=21))
+    asking = {1, 2, 5}
+    for i in asking:
+        bodies[i]["parameters"] = {"probabilities": True}
+    plain = ServedVersion("tickets", 1, tickets.spec, tickets.model)
+    gated = _GatedModel(tickets.model)
+    version = ServedVersion("tickets", 1, tickets.spec, gated.pipeline)
+    regression = ServedVersion("bills", 1, bills.spec, bills.model)
+    worker = ScoringWorker(Batching(max_rows=64))
+
+    async def scenario() -> tuple[list, object]:
+        answers = _score_together(worker, gated, version, bodies)
+        refused = worker.score(regression, {**bodies[0], "parameters": {"probabilities": True}})
+        return await asyncio.gather(answers, refused, return_exceptions=True)
+
+    try:
+        answers, refused = asyncio.run(scenario())
+    finally:
+        gated.release.set()
+        worker.shutdown()
+    assert gated.calls[1] == sum(1 + i % 3 for i in range(1, 8))  # seven requests in one call, three asking
+    for i, (body, answer) in enumerate(zip(bodies, answers)):
+        alone = score_request(plain, body)
+        assert answer.predictions.tolist() == alone.predictions.tolist()
+        assert set(answer.predictions.tolist()) <= set(tickets.spec.target_classes)
+        if i in asking:
+            np.testing.assert_allclose(answer.probabilities, alone.probabilities, rtol=0, atol=1e-12)
+            assert answer.probabilities.shape == (len(answer), 4)
+        else:
+            assert answer.probabilities is None
+    assert isinstance(refused, InvalidInput)
+    assert str(refused) == "bills v1 is a regression model: a regression model has no class probabilities"

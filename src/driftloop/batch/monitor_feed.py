@@ -3,7 +3,8 @@
 The monitor takes rows through one door: ``POST /events``, KServe's payload-log CloudEvents, on disk before
 they are acknowledged (monitor/ingest.py). A scored table goes through the same door, with no second path
 into the monitor to keep in step: each chunk of rows becomes a request event (the features, as KServe V1
-column lists) and a response event (the predictions as the gateway answers them, class indices) sharing one
+column lists) and a response event (the predictions as the gateway answers them: a classifier's labels, a
+regression's numbers) sharing one
 ``ce-id``, naming the version that scored them (``ce-modelversion``) and the endpoint ``batch``. From there the
 monitor's windows, drift tests, reports and trigger treat them as they treat served rows.
 """
@@ -25,6 +26,7 @@ from driftloop.batch.tables import TableReader, local_copy
 from driftloop.data import DatasetSpec
 from driftloop.errors import DataError, UnavailableError
 from driftloop.registry import ModelRegistry
+from driftloop.serving.labels import jsonable, served_classes
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 
 BATCH_ENDPOINT = "batch"  # the endpoint batch rows are stored under (served rows are "default" or "canary")
@@ -51,12 +53,13 @@ def feed_monitor(table_uri: str, model: str, registry: ModelRegistry, monitor_ur
     """Posts a scored table (``driftloop score --with-features``) to the monitor at ``monitor_url``.
 
     Args:
-        registry: Where the scoring versions' specs are (to pick the features and map predictions to the
-            class indices the gateway answers).
+        registry: Where the scoring versions' specs are (to pick the features and give each prediction as the
+            gateway answers it).
         token: The monitor's events token (``DRIFTLOOP_EVENTS_TOKEN``), if it requires one.
 
     Raises:
-        DataError: the table is not a scored table with features, or holds a class the version does not know.
+        DataError: the table is not a scored table with features, or holds a prediction the version cannot have
+            made (a class it does not know, a regression's prediction that is not a number).
         UnavailableError: the monitor refused an event or cannot be reached (what was acknowledged stays).
     """
     started = time.perf_counter()
@@ -91,22 +94,35 @@ def feed_monitor(table_uri: str, model: str, registry: ModelRegistry, monitor_ur
 
 
 def _event_bodies(rows: pd.DataFrame, spec: DatasetSpec, model: str, version: int, uri: str) -> tuple[bytes, bytes]:
-    """The request (features as KServe's column lists) and the response (class indices) of one event pair."""
+    """The request (features as KServe's column lists) and the response (the predictions) of one event pair."""
     missing = [name for name in spec.feature_names if name not in rows.columns]
     if missing:
         raise DataError(f"{uri} holds no feature columns {', '.join(missing)}: score it with --with-features so "
                         "the monitor can compare them with the training data")
     features = rows[spec.feature_names].astype(object)
     columns = {name: features[name].where(features[name].notna(), None).tolist() for name in spec.feature_names}
-    index = {str(c): i for i, c in enumerate(spec.target_classes)}
-    try:
-        predictions = [index[str(label)] for label in rows[PREDICTION_COLUMN].tolist()]
-    except KeyError as exc:
-        raise DataError(f"{uri}: prediction {exc.args[0]!r} is not a class of {model} v{version} "
-                        f"({', '.join(index)})") from None
     request = orjson.dumps({"instances": [columns]}, option=orjson.OPT_SERIALIZE_NUMPY)
+    predictions = _predictions(rows[PREDICTION_COLUMN], spec, model, version, uri)
     response = orjson.dumps({"model_name": model, "predictions": predictions})
     return request, response
+
+
+def _predictions(column: pd.Series, spec: DatasetSpec, model: str, version: int, uri: str) -> list:
+    """The scored table's predictions as the gateway answers them. A table read back from CSV may spell a label
+    in another type (``1`` for ``True``, ``7`` for ``"7"``): each is matched by its text to the version's class."""
+    if not spec.is_classification:
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.isna().any():
+            bad = column[numbers.isna()].iloc[0]
+            raise DataError(f"{uri}: prediction {bad!r} of {model} v{version}, a regression model, is not a number")
+        return numbers.astype(float).tolist()
+    classes = jsonable(served_classes(spec))
+    label_of = {str(c): c for c in classes}
+    try:
+        return [label_of[str(label)] for label in column.tolist()]
+    except KeyError as exc:
+        raise DataError(f"{uri}: prediction {exc.args[0]!r} is not a class of {model} v{version} "
+                        f"({', '.join(label_of)})") from None
 
 
 def _post(client: httpx.Client, event: LoggedEvent, token: str | None, uri: str) -> None:

@@ -4,8 +4,8 @@ The version is loaded by :meth:`ServedVersion.load` — the gateway's own loader
 the same reasons a server refuses the version: a failed or untrusted signature, a file whose sha256 differs,
 a model trained with another scikit-learn/XGBoost minor version. The table is checked against the version's
 spec before any row is scored (every missing feature column named in one line), typed by the spec's rules,
-and scored by :meth:`ServedVersion.predict_with_probabilities` (the labels the gateway answers, and each class's
-probability). A category never seen in training scores as it does in serving: the
+and scored by :meth:`ServedVersion.score` — the answers the gateway gives: a classifier's labels and each class's
+probability, a regression's numbers. A category never seen in training scores as it does in serving: the
 Pipeline's encoder treats it as unknown.
 """
 
@@ -94,8 +94,8 @@ def score_table(data_uri: str, output_uri: str, registry: ModelRegistry | str, m
     """Scores the table at ``data_uri`` with a registered version and writes the scored table to ``output_uri``.
 
     The output holds, per input row and in input order: the row id (the spec's id column, else ``row``), the
-    predicted class (``prediction``), each class's probability (``probability_<class>``), the version
-    (``model_version``) and, with ``with_features``, the typed feature columns (what the drift monitor needs).
+    prediction (``prediction``: a classifier's label, a regression's number), a classifier's probability of each
+    class (``probability_<class>``), the version (``model_version``) and, with ``with_features``, the typed feature columns (what the drift monitor needs).
     At most ``chunk_rows`` rows are in memory at once; the output appears whole, or not at all.
 
     Args:
@@ -145,13 +145,14 @@ def score_chunk(served: ServedVersion, chunk: pd.DataFrame, start: int, id_colum
         typed = coerce_to_spec(chunk[spec.feature_names], spec, first_row=start + 1)
     except DataValidationError as exc:
         raise DataError(f"{uri}: {exc}") from None
-    labels, probabilities = served.predict_with_probabilities(typed)
-    classes = np.asarray(spec.target_classes or (0, 1), dtype=object)
+    scores = served.score(typed, probabilities=spec.is_classification)
+    probabilities = ({f"{PROBABILITY_PREFIX}{c}": scores.probabilities[:, i] for i, c in enumerate(served.classes)}
+                     if scores.probabilities is not None else {})
     scored = {
         id_column or ROW_COLUMN: (_as_text_if_object(chunk[id_column]) if id_column
                                   else np.arange(start, start + len(chunk), dtype=np.int64)),
-        PREDICTION_COLUMN: classes[labels],
-        **{f"{PROBABILITY_PREFIX}{c}": probabilities[:, i] for i, c in enumerate(classes)},
+        PREDICTION_COLUMN: scores.predictions,
+        **probabilities,
         VERSION_COLUMN: np.full(len(chunk), served.version, dtype=np.int64),
     }
     if with_features:

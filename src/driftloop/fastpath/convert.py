@@ -11,8 +11,10 @@ converted by skl2onnx (XGBoost by onnxmltools), with these differences, each kee
   only float;
 - estimators that compare float32 in the Pipeline (scikit-learn's forests, XGBoost) get the same float32 cast
   in front, so their thresholds see the same numbers; the rest stays double;
-- histogram gradient boosting gets :mod:`driftloop.fastpath.hist_gradient_boosting`'s converter, which keeps
-  its categorical splits (skl2onnx's reads them as numeric thresholds);
+- a classifier's graph outputs ``probabilities`` ([n, k], the spec's class order), a regressor's ``variable``
+  ([n, 1]), the names :class:`~driftloop.fastpath.scorer.OnnxScorer` reads;
+- histogram gradient boosting (classifier and regressor) gets :mod:`driftloop.fastpath.hist_gradient_boosting`'s
+  converter, which keeps its categorical splits (skl2onnx's reads them as numeric thresholds);
 - its ordinal encoder gets driftloop's converter too: one lookup per column of each category's code, taken from
   the fitted encoder itself, so categories it groups as infrequent (more than 250 in a column) share their code
   (skl2onnx 1.20's converter looks a column's grouping up by input, not by column, and loses it).
@@ -32,7 +34,8 @@ from driftloop.errors import DriftloopError
 from driftloop.fastpath.scorer import CATEGORIES, graph_inputs
 
 OPSET = 17  # the default ONNX domain; ai.onnx.ml is 3, or 5 where a TreeEnsemble is written
-FLOAT32_ESTIMATORS = ("RandomForestClassifier", "XGBClassifier")  # compare float32(x) with their thresholds
+# Estimators that compare float32(x) with their thresholds.
+FLOAT32_ESTIMATORS = ("RandomForestClassifier", "RandomForestRegressor", "XGBClassifier", "XGBRegressor")
 
 
 class NotCompilable(DriftloopError):
@@ -47,7 +50,7 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
     """
     from skl2onnx import convert_sklearn
     from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OrdinalEncoder
 
@@ -55,18 +58,22 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
 
     twin = convertible(pipeline, spec)
     estimator = twin.steps[-1][1]
-    native_trees = isinstance(estimator, HistGradientBoostingClassifier)
+    native_trees = isinstance(estimator, (HistGradientBoostingClassifier, HistGradientBoostingRegressor))
+    if spec.is_classification != hasattr(estimator, "predict_proba"):
+        raise NotCompilable(f"a {type(estimator).__name__} does not serve a {spec.task} spec")
     _register_xgboost()
     try:
         graph = convert_sklearn(
             twin[:-1] if native_trees else twin,  # histogram gradient boosting is appended below
             initial_types=input_types(spec), target_opset={"": OPSET, "ai.onnx.ml": 3},
-            options={} if native_trees else {type(estimator): {"zipmap": False}},
+            # a classifier's probabilities as one [n, k] tensor, not a list of maps (regressors have no such option)
+            options={type(estimator): {"zipmap": False}} if spec.is_classification and not native_trees else {},
             custom_conversion_functions={SimpleImputer: _convert_imputer, OrdinalEncoder: _convert_ordinal_encoder},
             custom_shape_calculators={SimpleImputer: calculate_sklearn_imputer_output_shapes},
         )
         if native_trees:
-            hist_gradient_boosting.append_classifier(graph, estimator)
+            (hist_gradient_boosting.append_classifier if spec.is_classification
+             else hist_gradient_boosting.append_regressor)(graph, estimator)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError, AttributeError, NameError) as exc:
         raise NotCompilable(f"{type(exc).__name__}: {first_line(exc)}") from None
     graph.doc_string = f"driftloop fast path of a {type(estimator).__name__} Pipeline"
@@ -194,17 +201,22 @@ def _ordinal_codes(encoder) -> list[np.ndarray]:
 
 
 def _register_xgboost() -> None:
-    """Teaches skl2onnx XGBoost's converter (onnxmltools'), as onnxmltools documents; a no-op without XGBoost."""
+    """Teaches skl2onnx XGBoost's converters (onnxmltools'), as onnxmltools documents; a no-op without XGBoost."""
     try:
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier, XGBRegressor
     except ImportError:
         return
     from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
 
     update_registered_converter(XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
                                 convert_xgboost, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    update_registered_converter(XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
+                                convert_xgboost)
 
 
 def first_line(exc: Exception) -> str:

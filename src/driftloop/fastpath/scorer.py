@@ -9,7 +9,8 @@ import numpy as np
 
 from driftloop.data import MISSING_CATEGORY, DatasetSpec
 
-PROBABILITIES = "probabilities"  # the graph's output of both class probabilities (skl2onnx's name)
+PROBABILITIES = "probabilities"  # a classifier graph's output of each class's probability (skl2onnx's name)
+VALUES = "variable"  # a regressor graph's output of the predicted numbers, [n, 1] (skl2onnx's name)
 NUMBERS, CATEGORIES = "numbers", "categories"
 
 
@@ -25,6 +26,9 @@ def graph_inputs(spec: DatasetSpec) -> list[tuple[str, list[str]]]:
 class OnnxScorer:
     """Scores the columns of typed rows (a DataFrame, or a dict of feature name → values) with one onnxruntime
     session on one thread: the scoring worker already runs one batch at a time, and more threads only spin.
+
+    A classification graph answers what the Pipeline's ``predict_proba`` and ``predict`` answer (class indices
+    into the spec's classes); a regression graph what its ``predict`` answers.
 
     The input form is :mod:`driftloop.fastpath.convert`'s: numbers and booleans as double (None → NaN, as
     ``numpy.asarray`` makes them, like the Pipeline's boolean step), categories as text with missing ones
@@ -43,16 +47,31 @@ class OnnxScorer:
         names = [i.name for i in self._session.get_inputs()]
         if names != [name for name, _ in self._inputs]:
             raise ValueError(f"the graph's inputs {names} are not the fast path's {[n for n, _ in self._inputs]}")
+        self.classifier = spec.is_classification
+        self._output = PROBABILITIES if self.classifier else VALUES
+        outputs = [o.name for o in self._session.get_outputs()]
+        if self._output not in outputs:
+            raise ValueError(f"the graph of a {spec.task} model has no output '{self._output}' (it has "
+                             f"{', '.join(outputs)})")
 
-    def predict_proba(self, columns: Mapping[str, Sequence]) -> np.ndarray:
-        """Both class probabilities per row, [n, 2] (what ``Pipeline.predict_proba`` returns)."""
+    def _run(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         feeds = {name: _categories(columns, features) if name == CATEGORIES else _numbers(columns, features)
                  for name, features in self._inputs}
-        return self._session.run([PROBABILITIES], feeds)[0]
+        return self._session.run([self._output], feeds)[0]
+
+    def predict_proba(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        """Each class's probability per row, [n, k] in the spec's class order (what ``Pipeline.predict_proba``
+        returns); raises ValueError for a regression graph."""
+        if not self.classifier:
+            raise ValueError("a regression model has no class probabilities")
+        return self._run(columns)
 
     def predict(self, columns: Mapping[str, Sequence]) -> np.ndarray:
-        """Class indices per row (int64), by scikit-learn's rule: the likelier class, the first on a tie."""
-        return np.argmax(self.predict_proba(columns), axis=1)
+        """Class indices per row (int64), by scikit-learn's rule: the likelier class, the first on a tie; or a
+        regression's predicted numbers (float64, as the Pipeline gives them)."""
+        if self.classifier:
+            return np.argmax(self._run(columns), axis=1)
+        return np.asarray(self._run(columns), dtype=np.float64).reshape(-1)
 
 
 def _numbers(columns: Mapping[str, Sequence], features: list[str]) -> np.ndarray:

@@ -9,8 +9,8 @@ import uuid
 from kserve import Model
 from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
-from kserve.utils.utils import get_predict_response
 
+from driftloop.serving.answers import logged_response, predict_response
 from driftloop.serving.metrics import GatewayMetrics
 from driftloop.serving.payload_logger import PayloadLogger
 from driftloop.serving.scoring import ModelFailed, ScoringWorker
@@ -77,7 +77,7 @@ class RoutedModel(Model):
         labels = (self.name, str(target.version), endpoint)
         started = time.perf_counter()
         try:
-            predictions = await self.scoring.score(target, payload)
+            scores = await self.scoring.score(target, payload)
         except InvalidInput:
             self.metrics.requests.labels(*labels, "invalid").inc()
             raise
@@ -89,18 +89,16 @@ class RoutedModel(Model):
         if response_headers is not None:
             response_headers[VERSION_HEADER] = str(target.version)
             response_headers[ENDPOINT_HEADER] = endpoint
-        response = get_predict_response(payload, predictions, self.name)
-        if isinstance(response, InferResponse):
-            response.model_version = str(target.version)
+        response = predict_response(payload, scores, target, self.name)
         if self.payload_logger is not None:
             event_id = (headers or {}).get("x-request-id") or str(uuid.uuid4())
             self.payload_logger.log(event_id, self.name, target.version, endpoint,
-                                    _as_json(payload), _as_json(response))
+                                    _request_json(payload), logged_response(response))
         return response
 
 
-def _as_json(message) -> dict:
-    if isinstance(message, (InferRequest, InferResponse)):
+def _request_json(message) -> dict:
+    if isinstance(message, InferRequest):
         body, _ = message.to_rest()
         return body
     return message

@@ -10,7 +10,8 @@ With :class:`Batching` on, the requests that queued while the worker was busy (a
 arrive within that many microseconds) are scored together: each is decoded on its own (a malformed body
 fails only its caller), the rows of every request for the same version go through the model in one call, and
 each caller gets its own rows' answers. When that one call fails, each request is scored alone, so a row
-that breaks the model fails only the request that sent it.
+that breaks the model fails only the request that sent it. When any request of a batch asks for class
+probabilities, the batch's call computes them, and only the requests that asked get theirs.
 """
 
 from __future__ import annotations
@@ -23,30 +24,51 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from kserve.errors import InvalidInput
 
+from driftloop.serving.answers import wants_probabilities
 from driftloop.serving.batching import Batching
 from driftloop.serving.payload import columns_from_payload
-from driftloop.serving.versions import ServedVersion
+from driftloop.serving.versions import NoClassProbabilities, Scores, ServedVersion
 
 
 class ModelFailed(Exception):
     """The model raised on input that decoded fine; the message names the exception's type."""
 
 
-def decode(version: ServedVersion, payload: dict | Any) -> dict[str, Any]:
-    """The request's rows as the version's typed columns; raises InvalidInput (the caller's mistake)."""
-    return columns_from_payload(payload, version.spec)
+@dataclass(frozen=True)
+class Decoded:
+    """A request's rows as the version's typed columns, and whether it asks for class probabilities."""
+
+    columns: dict[str, Any]
+    probabilities: bool = False
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
 
 
-def predict(version: ServedVersion, columns: dict[str, Any]) -> np.ndarray:
-    """The version's predictions for typed columns; raises ModelFailed (a server-side error of this version)."""
+def decode(version: ServedVersion, payload: dict | Any) -> Decoded:
+    """The request's rows and what it asks for; raises InvalidInput (the caller's mistake), e.g. probabilities
+    asked of a regression model."""
+    probabilities = wants_probabilities(payload)
+    if probabilities:
+        try:
+            version.require_probabilities()
+        except NoClassProbabilities as exc:
+            raise InvalidInput(str(exc)) from None
+    return Decoded(columns_from_payload(payload, version.spec), probabilities)
+
+
+def predict(version: ServedVersion, decoded: Decoded) -> Scores:
+    """The version's answers for decoded rows; raises ModelFailed (a server-side error of this version)."""
     try:
-        return version.predict(columns)
+        return version.score(decoded.columns, decoded.probabilities)
     except Exception as exc:
         raise ModelFailed(type(exc).__name__) from exc
 
 
-def score_request(version: ServedVersion, payload: dict | Any) -> np.ndarray:
+def score_request(version: ServedVersion, payload: dict | Any) -> Scores:
     """One request decoded and scored on its own (what the worker does with batching off)."""
     return predict(version, decode(version, payload))
 
@@ -57,7 +79,7 @@ class _Job:
     payload: Any
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
-    columns: dict[str, Any] | None = None
+    decoded: Decoded | None = None
     rows: int = 0
 
 
@@ -76,8 +98,8 @@ class ScoringWorker:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def score(self, version: ServedVersion, payload: dict | Any) -> np.ndarray:
-        """The version's predictions for the request's rows, computed on the worker's thread (the caller's event
+    async def score(self, version: ServedVersion, payload: dict | Any) -> Scores:
+        """The version's answers for the request's rows, computed on the worker's thread (the caller's event
         loop stays free meanwhile). Raises InvalidInput or ModelFailed for this request alone."""
         if self._stopped:
             raise RuntimeError("the scoring worker has stopped")
@@ -147,14 +169,14 @@ class ScoringWorker:
         """Decodes the job's body; a body that does not decode is answered at once (only its caller fails)."""
         if job.future.done():  # the caller went away
             return False
-        if job.columns is not None:  # held over from the last batch, already decoded
+        if job.decoded is not None:  # held over from the last batch, already decoded
             return True
         try:
-            job.columns = decode(job.version, job.payload)
+            job.decoded = decode(job.version, job.payload)
         except Exception as exc:  # noqa: BLE001 - InvalidInput, or anything else, goes to this caller alone
             self._settle(job, exc)
             return False
-        job.rows = len(next(iter(job.columns.values()))) if job.columns else 0
+        job.rows = job.decoded.rows
         return True
 
     def _score_batch(self, batch: list[_Job]) -> None:
@@ -163,17 +185,19 @@ class ScoringWorker:
             groups.setdefault(id(job.version), []).append(job)
         for jobs in groups.values():
             if len(jobs) == 1:
-                self._settle(jobs[0], _outcome(predict, jobs[0].version, jobs[0].columns))
+                self._settle(jobs[0], _outcome(predict, jobs[0].version, jobs[0].decoded))
                 continue
+            together = Decoded(_concatenate([job.decoded.columns for job in jobs]),
+                               any(job.decoded.probabilities for job in jobs))
             try:
-                predictions = predict(jobs[0].version, _concatenate([job.columns for job in jobs]))
+                scores = predict(jobs[0].version, together)
             except ModelFailed:  # find whose rows broke it: each request alone
                 for job in jobs:
-                    self._settle(job, _outcome(predict, job.version, job.columns))
+                    self._settle(job, _outcome(predict, job.version, job.decoded))
                 continue
             start = 0
             for job in jobs:
-                self._settle(job, predictions[start:start + job.rows])
+                self._settle(job, scores.rows(start, start + job.rows, job.decoded.probabilities))
                 start += job.rows
 
     def _settle(self, job: _Job, outcome: Any) -> None:

@@ -1,5 +1,8 @@
 """A registry version loaded for serving: its signature and every file's sha256 checked first, then the Pipeline —
-and its fast scoring path (the compiled graph), where the version's metadata says it was proven to agree."""
+and its fast scoring path (the compiled graph), where the version's metadata says it was proven to agree.
+
+What it answers is what users see, per task: a classifier's class labels (the spec's ``target_classes``, through
+:mod:`driftloop.serving.labels`) and, on request, each class's probability; a regression's numbers."""
 
 from __future__ import annotations
 
@@ -17,10 +20,33 @@ from driftloop.data import DatasetSpec
 from driftloop.fastpath.agreement import FastPathRecord
 from driftloop.fastpath.scorer import OnnxScorer
 from driftloop.registry import ModelRegistry
+from driftloop.serving.labels import labels_of, served_classes
 from driftloop.signing import Trust
 
 log = logging.getLogger(__name__)
 NO_FAST_PATH = "registered without a fast path"
+Rows = pd.DataFrame | Mapping[str, Sequence]
+
+
+class NoClassProbabilities(ValueError):
+    """Class probabilities were asked of a regression model."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A version's answers for some rows: ``predictions`` (class labels, or a regression's numbers as float64)
+    and, when asked of a classifier, ``probabilities`` ([n, k], one column per class in the spec's order)."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def rows(self, start: int, stop: int, probabilities: bool = True) -> Scores:
+        """The answers of rows ``start:stop`` (without the probabilities when not wanted)."""
+        kept = self.probabilities[start:stop] if probabilities and self.probabilities is not None else None
+        return Scores(self.predictions[start:stop], kept)
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,11 @@ class ServedVersion:
     pipeline: object
     fast: OnnxScorer | None = None
     serves_with: str = f"the Pipeline: {NO_FAST_PATH}"
+
+    @property
+    def classes(self) -> tuple:
+        """The class labels, in the order of the probabilities' columns; empty for a regression."""
+        return served_classes(self.spec)
 
     @property
     def scoring_path(self) -> str:
@@ -83,26 +114,50 @@ class ServedVersion:
             log.warning("%s v%s: warm-up prediction failed (%s: %s)", self.name, self.version, type(exc).__name__,
                         str(exc).splitlines()[0][:200] if str(exc) else "")
 
-    def predict(self, rows: pd.DataFrame | Mapping[str, Sequence]) -> np.ndarray:
-        """Class predictions (0/1) for typed feature rows (a DataFrame, or typed columns as the request decoder
-        makes them), as KServe's sklearn runtime returns them: from the fast path when it was accepted (the same
+    def predict(self, rows: Rows) -> np.ndarray:
+        """What users are answered for typed feature rows (a DataFrame, or typed columns as the request decoder
+        makes them): class labels, or a regression's numbers — from the fast path when it was accepted (the same
         answers, proven at registration), else from the Pipeline."""
-        if self.fast is not None:
-            return self.fast.predict(rows)
-        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self.spec.feature_names)
-        return self.pipeline.predict(frame[self.spec.feature_names])
+        return self.score(rows).predictions
 
-    def predict_with_probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The class predictions :meth:`predict` gives, and both class probabilities per row ([n, 2], the spec's
-        class order), for batch scoring: from the fast path when it was accepted, else the Pipeline's
-        preprocessing runs once for both, then its estimator's
+    def score(self, rows: Rows, probabilities: bool = False) -> Scores:
+        """:meth:`predict`'s answers and, with ``probabilities``, each class's probability per row.
+
+        With probabilities the Pipeline's preprocessing runs once for both: then its estimator's
         ``predict_proba`` and ``predict`` (what ``Pipeline.predict`` calls on the same features) — except where
         that ``predict`` is itself the likelier class of ``predict_proba`` (scikit-learn's tree ensembles), which
-        is then taken from the probabilities already computed instead of computing them twice."""
-        features = frame[self.spec.feature_names]
-        if self.fast is not None:  # the answers the gateway gives (proven equal to the Pipeline's at registration)
-            probabilities = self.fast.predict_proba(features)
+        is then taken from the probabilities already computed. The fast path's labels are always the likelier
+        class of its probabilities.
+
+        Raises:
+            NoClassProbabilities: probabilities asked of a regression model.
+        """
+        if probabilities:
+            self.require_probabilities()
+        if not self.spec.is_classification:
+            values = self.fast.predict(rows) if self.fast is not None else self.pipeline.predict(self._features(rows))
+            return Scores(np.asarray(values, dtype=np.float64))
+        if not probabilities:
+            indices = self.fast.predict(rows) if self.fast is not None else self.pipeline.predict(self._features(rows))
+            return Scores(labels_of(indices, self.classes))
+        indices, probabilities_ = self._indices_and_probabilities(rows)
+        return Scores(labels_of(indices, self.classes), np.asarray(probabilities_, dtype=np.float64))
+
+    def require_probabilities(self) -> None:
+        """Raises NoClassProbabilities when the version is a regression model."""
+        if not self.spec.is_classification:
+            raise NoClassProbabilities(f"{self.name} v{self.version} is a regression model: a regression model "
+                                       "has no class probabilities")
+
+    def _features(self, rows: Rows) -> pd.DataFrame:
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self.spec.feature_names)
+        return frame[self.spec.feature_names]
+
+    def _indices_and_probabilities(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        if self.fast is not None:  # the answers the fast path gives (proven equal to the Pipeline's at registration)
+            probabilities = self.fast.predict_proba(rows)
             return np.argmax(probabilities, axis=1), probabilities
+        features = self._features(rows)
         if not hasattr(self.pipeline, "steps"):  # a bare estimator in a hand-made model directory
             return self.pipeline.predict(features), self.pipeline.predict_proba(features)
         transformed = self.pipeline[:-1].transform(features)

@@ -375,6 +375,10 @@ class Monitor:
 
     async def _close_window(self, model: str, rows: pd.DataFrame, opened_at: float, now: float) -> WindowRecord:
         production = self.registry.aliases(model).get(PRODUCTION)
+        # The buffer opens when its first rows are applied, just after they were received (and rows left over by
+        # the last window were received before it closed): the window holds rows from its earliest one on, which
+        # is where a retrain since this window takes its rows from.
+        opened_at = min(opened_at, rows["received_at"].min().timestamp())
         record = WindowRecord.open(self._next_window, model, rows, opened_at, production or 0, closed_at=now)
         self._next_window += 1
         record.task, predictions, record.classes = self._served(model, rows)

@@ -301,7 +301,8 @@ class RetrainCoordinator:
         self._retrains[model] = [*self._retrains[model], retrain][-KEEP_RETRAINS:]
         self._policies[model].started(key, now)
         evidence = {"key": key, "triggered_at": now, "windows": [self._window_evidence(w) for w in windows]}
-        since = (pd.Timestamp(min(w.opened_at for w in windows), unit="s", tz="UTC")
+        # Float seconds hold a time to about a microsecond: a millisecond's margin keeps the window's first row.
+        since = (pd.Timestamp(min(w.opened_at for w in windows), unit="s", tz="UTC").floor("ms")
                  if self.retrain_config.since_signal and windows else None)
         try:
             table = self.assemble(model, production, key, since)

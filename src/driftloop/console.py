@@ -384,10 +384,12 @@ def print_drift(result) -> None:
 def print_monitor_status(status: dict, url: str) -> None:
     """The monitor's latest windows per model: drift, prediction drift, realised quality, trigger state. A status
     read from the store (``offline``) has the windows as last written, without the live counters."""
+    from driftloop.tasks import BINARY, QUALITY_REPORTED
+
     console = _stdout()
     if status.get("offline"):
         header = [f"driftloop monitor store {status['store']} (read offline: windows as last written, realised "
-                  "accuracy as of then)"]
+                  "quality as of then)"]
     else:
         header = [f"driftloop monitor {url}: {status['events_received']} events, {status['rows_stored']} rows stored, "
                   f"{status['labels']} labels, {status['events_rejected']} rejected"]
@@ -400,24 +402,32 @@ def print_monitor_status(status: dict, url: str) -> None:
         open_rows = state.get("open_window_rows")
         title = (f"{model}: the last {len(state['windows'])} windows in the store" if status.get("offline")
                  else f"{model} ({aliases}); {open_rows} rows in the open window")
+        # Realised quality in the task's metrics (the newest window's task), the first with its labelled rows.
+        reported = QUALITY_REPORTED[(state["windows"] or [{}])[-1].get("task", BINARY)]
         table = Table(title, [
             Column("window"), Column("rows", right=True), Column("ref"), Column("drift share", right=True),
-            Column("prediction", right=True), Column("accuracy", right=True), Column("decision", wrap=True),
-            Column("drifted features", below=True), Column("report", below=True)])
+            Column("prediction", right=True), *(Column(m.replace("_", " "), right=True) for m in reported),
+            Column("decision", wrap=True), Column("drifted features", below=True), Column("report", below=True)])
+        unseen = Counter()
         for w in state["windows"]:
             quality = w.get("quality") or {}
-            accuracy = quality.get("accuracy")
+            unseen.update(quality.get("unseen_classes") or {})
             prediction = w.get("prediction_drift") or {}
             share = None if w["drift_share"] is None else metric(w["drift_share"])
             table.add_row(
                 w["id"], w["n_rows"], _v(w["reference_version"]),
                 Cell(share, "red") if w.get("dataset_drift") and share else share,
                 f"{metric(prediction['score'])}{' ✗' if prediction.get('drifted') else ''}" if prediction else None,
-                None if accuracy is None else f"{metric(accuracy)} ({quality['labelled']})",
+                *(None if quality.get(m) is None else metric(quality[m]) + (f" ({quality['labelled']})" if i == 0 else "")
+                  for i, m in enumerate(reported)),
                 (w.get("decision") or {}).get("action"),
                 ", ".join(w["drifted_features"]) or w.get("error") or None, w.get("report"),
             )
         print_table(table)
+        if unseen:
+            console.print(f"[yellow]unseen classes[/]: {unseen.total()} labels name classes the serving version never "
+                          f"learned ({', '.join(f'{label} {n}' for label, n in sorted(unseen.items()))}); kept, "
+                          "counted as wrong predictions", soft_wrap=True)
         trigger = state.get("trigger") or {}
         if trigger.get("stopped"):
             console.print(f"[red]retraining stopped[/] after {trigger['consecutive_failures']} failed retrains")

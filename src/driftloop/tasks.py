@@ -94,6 +94,11 @@ def quality_drop(metric: str, expected: float, realised: float) -> float:
     return (realised - expected) / expected if expected > 0 else (float("inf") if realised > 0 else 0.0)
 
 
+def drop_text(metric: str, drop: float) -> str:
+    """A :func:`quality_drop` as a reader says it: "0.071 below" for a score, "25% above" for an error metric."""
+    return f"{drop:.3f} below" if higher_is_better(metric) else f"{drop:.0%} above"
+
+
 def infer_task(values: Sequence[Any]) -> tuple[str, str | None]:
     """The task a target column implies, and a note when the rule had to guess.
 

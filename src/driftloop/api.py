@@ -56,14 +56,15 @@ def planned_spec(params: CTParams, settings: Settings | None = None) -> tuple[Da
     except DriftloopError:
         champion = None
     return steps.choose_spec(frame, params.target, registry, champion, params.spec_json, params.id_column,
-                             params.timestamp_column)
+                             params.timestamp_column, params.task)
 
 
 def infer(data_uri: str, target: str, id_column: str | None = None, timestamp_column: str | None = None,
-          categorical: tuple[str, ...] = ()) -> DatasetSpec:
-    """The spec driftloop would infer for a table (edit it and pass it back as ``spec_json``)."""
+          categorical: tuple[str, ...] = (), task: str = INFER) -> DatasetSpec:
+    """The spec driftloop would infer for a table (edit it and pass it back as ``spec_json``); ``task`` overrides
+    the one the target implies."""
     frame, _ = load_table(data_uri)
-    return infer_spec(frame, target, id_column, timestamp_column, categorical)
+    return infer_spec(frame, target, id_column, timestamp_column, categorical, task=task)
 
 
 def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7, task: str = BINARY) -> dict[str, Path]:

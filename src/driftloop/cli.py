@@ -16,6 +16,7 @@ from driftloop import __version__
 from driftloop.cli_style import DriftloopParser, exit_codes, fail
 from driftloop.errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, DriftloopError
 from driftloop.settings import DEFAULT_HOME
+from driftloop.tasks import INFER, TASKS
 
 
 def _add_common(parser: argparse.ArgumentParser, with_json: bool = True) -> None:
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--id-column", help="row id column, kept out of the features")
     spec.add_argument("--timestamp-column", help="event time column, kept out of the features")
     spec.add_argument("--categorical", default="", help="comma-separated columns to treat as categorical")
+    spec.add_argument("--task", default=INFER, choices=(INFER, *TASKS),
+                      help="binary, multiclass or regression; auto: from the target")
     spec.add_argument("--json", action="store_true", help="print the spec as JSON (for --spec of run and submit)")
 
     from driftloop.deploy_cli import add_deploy_parser
@@ -182,7 +185,7 @@ def _cmd_spec(args: argparse.Namespace) -> int:
     from driftloop.console import print_spec
 
     categorical = tuple(c.strip() for c in args.categorical.split(",") if c.strip())
-    spec = infer(args.data, args.target, args.id_column, args.timestamp_column, categorical)
+    spec = infer(args.data, args.target, args.id_column, args.timestamp_column, categorical, args.task)
     if args.json:
         print(spec.to_json())
     else:

@@ -26,6 +26,9 @@ from driftloop.tasks import (
     class_label,
     higher_is_better,
 )
+from driftloop.tasks import (
+    LOWER_IS_BETTER as LOWER_IS_BETTER,  # re-exported: the reports and console read it here
+)
 
 GATE_METRICS = ALL_GATE_METRICS
 MAX_ROC_POINTS = 101

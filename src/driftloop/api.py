@@ -81,8 +81,7 @@ def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7, task:
 def demo_params(data_uri: str, **overrides) -> CTParams:
     """Parameters for a synthetic table of the task ``overrides["task"]`` (binary unless named): its target, and
     its model name, id and time columns unless others are given."""
-    task = overrides.get("task", INFER)
-    generated = BINARY if task == INFER else task
+    generated = synthetic.task_for(overrides.get("task", INFER))
     return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGETS[generated],
                        "model_name": overrides.get("model_name") or synthetic.MODEL_NAMES[generated],
                        "id_column": overrides.get("id_column") or synthetic.ID_COLUMN,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, TASKS, check_task
+from driftloop.tasks import BINARY, INFER, MULTICLASS, REGRESSION, TASKS, check_task
 
 # The target column of each task and the model name the demo registers its table as.
 TARGETS: dict[str, str] = {BINARY: "churned", MULTICLASS: "retention_offer", REGRESSION: "next_month_spend"}
@@ -138,6 +138,11 @@ def generate(
     for name in ("income", "days_since_login", "channel"):
         frame[name] = frame[name].where(rng.random(n_rows) >= missing_rate)
     return frame
+
+
+def task_for(declared: str) -> str:
+    """The task of the table to generate for a declared CT task: itself, or binary (churn) for ``auto``."""
+    return BINARY if declared == INFER else check_task(declared)
 
 
 def _mix(reference: list[float], shifted: list[float], amount: float) -> np.ndarray:

@@ -374,8 +374,9 @@ def _compare(value: float, champion: float, where: str, name: str, label: str, t
             reasons.append(f"{where}: {name} {value:.4g} is {worse:.1%} worse than {label} ({champion:.4g}), "
                            f"more than the allowed {thresholds.max_regression:.1%}")
             return False
-        reasons.append(f"{where}: {name} {value:.4g} vs {label} {champion:.4g}: {-worse:+.1%} better, "
-                       f"within the allowed {thresholds.max_regression:.1%} worse")
+        change = f"{worse:.1%} worse" if worse > 0 else f"{-worse:.1%} better"
+        reasons.append(f"{where}: {name} {value:.4g} vs {label} {champion:.4g}: {change}, within the allowed "
+                       f"{thresholds.max_regression:.1%} worse")
         return True
     delta = value - champion
     if delta < -thresholds.max_regression:

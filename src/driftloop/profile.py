@@ -78,3 +78,19 @@ def build_profile(frame: pd.DataFrame, spec: DatasetSpec) -> ReferenceProfile:
     if spec.target in frame.columns and spec.task == BINARY and spec.target_classes:
         positive_rate = float((frame[spec.target] == spec.target_classes[-1]).mean())
     return ReferenceProfile(len(frame), features, positive_rate)
+
+
+def target_summary(frame: pd.DataFrame, spec: DatasetSpec) -> dict:
+    """What the target looked like in a training table, for lineage and the model card: each class's share
+    (classification) or the amount's mean, spread and range (regression)."""
+    if spec.target not in frame.columns:
+        return {}
+    target = frame[spec.target].dropna()
+    if spec.is_classification:
+        shares = target.value_counts(normalize=True)
+        return {"class_shares": {str(label): round(float(share), 6) for label, share in shares.items()}}
+    numbers = pd.to_numeric(target, errors="coerce").dropna().astype(float)
+    if numbers.empty:
+        return {}
+    return {"mean": round(float(numbers.mean()), 6), "std": round(float(numbers.std()), 6),
+            "min": float(numbers.min()), "max": float(numbers.max())}

@@ -38,7 +38,7 @@ from driftloop.model_dir import (
     library_versions,
     model_format_of,
 )
-from driftloop.profile import ReferenceProfile, build_profile
+from driftloop.profile import ReferenceProfile, build_profile, target_summary
 from driftloop.registry import PRODUCTION, ModelVersion, open_registry
 from driftloop.registry.base import utc_now
 from driftloop.reports import (
@@ -49,7 +49,7 @@ from driftloop.reports import (
     model_card,
     validation_report_html,
 )
-from driftloop.tasks import INFER, gate_metric_for
+from driftloop.tasks import BINARY, INFER, gate_metric_for
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
@@ -427,7 +427,8 @@ def register(
         "parent_version": decision.champion_version,
         "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
         "training_data": {
-            "rows": len(frame), "positive_share": profile.positive_rate,
+            "rows": len(frame), "positive_share": profile.positive_rate, "task": spec.task,
+            "target": target_summary(frame, spec),
             "train_rows": int(train_rows) if train_rows is not None else None,
             "holdout_rows": int(evaluation.metrics.get("n_holdout", 0)) or None,
             "live_rows": int((frame[SOURCE_COLUMN] == LIVE).sum()) if SOURCE_COLUMN in frame.columns else None,
@@ -445,7 +446,7 @@ def register(
         page.facts = RunFacts(model_name, run_name=lineage["run_name"], run_id=run_id or "",
                               data_uri=lineage.get("data_uri", ""), triggered_by=triggered_by,
                               champion_version=decision.champion_version, target=spec.target,
-                              classes=[str(c) for c in spec.target_classes] or ["0", "1"])
+                              classes=[str(c) for c in spec.target_classes] or (["0", "1"] if spec.task == BINARY else []))
     registered_at = utc_now()
     fixed = {
         "spec.json": spec.to_json().encode(),

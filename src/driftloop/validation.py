@@ -196,7 +196,7 @@ def _check_regression_target(frame: pd.DataFrame, spec: DatasetSpec, report: Val
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         detail = (f"text in a regression target ({int(bad.sum())} values, e.g. {target.iloc[row]!r} in row {row + 1}); "
-                  "a regression predicts numbers — declare the task multiclass if these are labels")
+                  "a regression predicts numbers — declare the task binary or multiclass if these are labels")
         report.checks.append(Check(spec.target, "target", "fail", detail))
         return frame
     if numbers.nunique() < 2:

@@ -93,6 +93,20 @@ def test_a_monitor_that_does_not_answer_is_a_runtime_failure(tmp_path) -> None:
     _one_line_error(result, EXIT_FAILURE, "cannot reach the monitor")
 
 
+def test_a_regression_target_holding_text_is_one_line_naming_the_value(tmp_path) -> None:
+    data = tmp_path / "tickets.csv"
+    frame = synthetic.generate(300, seed=4)
+    frame["churned"] = frame["churned"].map({0: "stayed", 1: "left"})
+    frame.to_csv(data, index=False)
+    result = run_cli("run", "--data", str(data), "--target", "churned", "--task", "regression",
+                     "--registry", str(tmp_path / "registry"), env=COLUMNS_80)
+    assert result.returncode == EXIT_FAILURE and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]  # after the spec and the progress lines run prints
+    assert last.startswith("driftloop: error: data validation failed: column 'churned': text in a regression "
+                           "target (300 values, e.g. 'stayed' in row 1)"), last
+    assert "declare the task binary or multiclass if these are labels" in last
+
+
 def test_drift_that_cannot_compare_exits_3_not_the_drift_code(tmp_path) -> None:
     env = {**COLUMNS_80, "DRIFTLOOP_S3_ENDPOINT": f"127.0.0.1:{free_port()}", "DRIFTLOOP_S3_SECURE": "false",
            "DRIFTLOOP_S3_ACCESS_KEY": "test-access", "DRIFTLOOP_S3_SECRET_KEY": "test-secret"}

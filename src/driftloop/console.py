@@ -449,12 +449,12 @@ def print_demo_event(event) -> None:
 
 def print_demo_summary(summary) -> None:
     """The demo's end: versions, triggers and the time from drift onset to a promoted version."""
-    table = Table("driftloop demo: versions", [
+    table = Table(f"driftloop demo: versions of {summary.model} ({summary.task})", [
         Column("version"), Column("aliases", wrap=True), Column("triggered by", wrap=True), Column("parent"),
-        Column("roc_auc", right=True), Column("accuracy", right=True)])
+        *(Column(name, right=True) for name in summary.metrics)])
     for v in summary.versions:
         table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or None, v["triggered_by"] or None,
-                      _v(v["parent_version"]), metric(v["roc_auc"]), metric(v["accuracy"]))
+                      _v(v["parent_version"]), *(metric(v.get(name)) for name in summary.metrics))
     print_table(table, sys.stderr)
     loop = Table("the loop", [Column("what"), Column("value", wrap=True)], spaced=False)
     loop.add_row("outcome", Cell(summary.outcome, "green" if summary.outcome == "promoted" else "red"))
@@ -474,4 +474,4 @@ def print_demo_summary(summary) -> None:
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")
     print_table(loop, sys.stderr)
     print_lines([f"summary: {summary.summary_path}",
-                 f"next: driftloop models history churn --registry {summary.registry}"], sys.stderr)
+                 f"next: driftloop models history {summary.model} --registry {summary.registry}"], sys.stderr)

@@ -53,7 +53,8 @@ class RunFacts:
         at: When the report was made (ISO-8601 UTC).
         n_train: Rows the model was fitted on.
         champion_version: The production version it is compared with (its parent), if any.
-        target: The label column; ``classes`` its two values as text, the positive one last.
+        target: The target column; ``classes`` its class labels as text (binary: the positive one last; a
+            regression's are unused — the evaluation's task says which pages to draw).
     """
 
     model: str

@@ -17,8 +17,10 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+# TASK picks the generated table: binary (churn, the default), multiclass (retention offer), regression (spend).
+TASK ?= binary
 demo: setup
-	$(BIN)/driftloop demo
+	$(BIN)/driftloop demo --task $(TASK)
 
 # Three workers on two cores: most integration tests wait on servers and subprocesses. Each worker takes
 # whole files, so a module's shared fixtures (a cluster, a Prometheus, a trained registry) are built once.

@@ -147,9 +147,10 @@ class ServerThread:
 
 
 def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: int = 1, actor: str = "test",
-                     lineage: dict | None = None):
-    """Trains the default Pipeline on a synthetic churn table and registers it as the CT pipeline
-    would: spec, profile, reference sample, holdout accuracy and the training data's URI in lineage."""
+                     lineage: dict | None = None, target: str | None = None, estimator: str = "logistic_regression"):
+    """Trains a Pipeline on a table (default: a synthetic churn table, logistic regression) and registers it as the
+    CT pipeline would: spec, profile, reference sample, holdout metrics and the training data's URI in lineage.
+    ``target`` names another table's target (its task inferred from it), ``estimator`` one that fits it."""
     import io
 
     from driftloop import synthetic
@@ -159,12 +160,13 @@ def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: 
     from driftloop.training import save_model, train_model
     from driftloop.validation import validate_table
 
-    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    spec = (infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN) if target is None
+            else infer_spec(frame, target))
     clean, _, spec = validate_table(frame, spec)
     tag = uuid.uuid4().hex[:8]
     model_dir, data_path = workdir / f"model-{tag}", workdir / f"train-{tag}.parquet"
     frame.to_parquet(data_path, index=False)
-    trained = train_model(clean, spec, "logistic_regression", seed=seed)
+    trained = train_model(clean, spec, estimator, seed=seed)
     save_model(trained.model, model_dir)
     sample = io.BytesIO()
     clean.sample(n=min(len(clean), 2000), random_state=0).to_parquet(sample, index=False)

@@ -5,7 +5,9 @@ the tracked notebooks are only read. Their parameters are given papermill's way:
 ``injected-parameters`` after the ``parameters`` cell, so a reader sees the defaults and what this run changed.
 
 01 runs the whole local story, the unattended closed loop included (a few minutes); 03 then inspects the
-registry and the drift monitor of that closed loop. 02 needs a Kubeflow Pipelines API and is not rendered.
+registry and the drift monitor of that closed loop. 01 runs again for the multi-class and the regression task
+(``01_local_quickstart_<task>``), without Evidently's report inline (it is the same kind of page, and 5 MB).
+02 needs a Kubeflow Pipelines API and is not rendered.
 The executed notebooks are written as .ipynb (GitHub renders them) and as HTML (nbconvert's page, which also
 shows the embedded reports, as Jupyter does).
 """
@@ -53,7 +55,7 @@ def execute(name: str, parameters: dict, workdir: Path, kernels: Path, timeout: 
 
 
 def write(notebook: nbformat.NotebookNode, name: str, output: Path) -> list[Path]:
-    """The executed notebook as .ipynb and as nbconvert's HTML page."""
+    """The executed notebook as .ipynb and as nbconvert's HTML page, named ``name`` (and its .html)."""
     from nbconvert import HTMLExporter
 
     notebook.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
@@ -82,18 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         write_kernel_spec(kernels / KERNEL, overrides={
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": KERNEL})
         home = scratch / "home"
-        runs = [
-            ("01_local_quickstart.ipynb", {"home": str(home), "rows": args.rows, "run_closed_loop": True}),
+        runs = [  # the notebook, its parameters, the copy's name
+            ("01_local_quickstart.ipynb", {"home": str(home), "rows": args.rows, "run_closed_loop": True}, ""),
             # 03 inspects what the closed loop of 01 left: its registry and its drift monitor's store.
-            ("03_inspect_a_model.ipynb", {"home": str(home / "closed-loop")}),
+            ("03_inspect_a_model.ipynb", {"home": str(home / "closed-loop")}, ""),
+            *(("01_local_quickstart.ipynb", {"home": str(scratch / task), "task": task, "rows": args.rows,
+                                             "embed_drift_report": False, "run_closed_loop": True},
+               f"01_local_quickstart_{task}.ipynb") for task in ("multiclass", "regression")),
         ]
-        for name, parameters in runs:
+        for name, parameters, copy in runs:
             started = time.monotonic()
-            workdir = scratch / Path(name).stem
+            workdir = scratch / Path(copy or name).stem
             workdir.mkdir()
             notebook = execute(name, parameters, workdir, kernels, args.timeout)
-            written = write(notebook, name, args.output)
-            print(f"{name}: {time.monotonic() - started:.0f} s -> "
+            written = write(notebook, copy or name, args.output)
+            print(f"{copy or name}: {time.monotonic() - started:.0f} s -> "
                   + ", ".join(f"{p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p} "
                               f"({p.stat().st_size // 1024} KiB)" for p in written), flush=True)
     return 0

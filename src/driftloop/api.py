@@ -13,7 +13,7 @@ from driftloop.registry import ModelRegistry
 from driftloop.runners.local import RunSummary, TaskEvent, run_ct_pipeline
 from driftloop.settings import Settings
 from driftloop.storage import is_s3_uri
-from driftloop.tasks import INFER
+from driftloop.tasks import BINARY, INFER
 
 __all__ = ["CTParams", "RunSummary", "Settings", "TaskEvent", "compile_batch_score_pipeline", "compile_pipeline", "demo_params",
            "generate_demo_data", "infer", "planned_spec", "run"]
@@ -67,21 +67,23 @@ def infer(data_uri: str, target: str, id_column: str | None = None, timestamp_co
     return infer_spec(frame, target, id_column, timestamp_column, categorical, task=task)
 
 
-def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7) -> dict[str, Path]:
-    """Writes the demo's two tables: the reference world and a drifted one (covariate + concept)."""
+def generate_demo_data(directory: Path, n_rows: int = 4000, seed: int = 7, task: str = BINARY) -> dict[str, Path]:
+    """Writes the demo's two tables of ``task`` (:func:`driftloop.synthetic.generate`): the reference world and a
+    drifted one (covariate + concept)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"reference": directory / "reference.csv", "drifted": directory / "drifted.csv"}
-    synthetic.generate(n_rows, seed).to_csv(paths["reference"], index=False)
-    synthetic.generate(n_rows, seed + 1, covariate_shift=0.6, concept_shift=0.6, id_offset=n_rows).to_csv(
-        paths["drifted"], index=False
-    )
+    synthetic.generate(n_rows, seed, task=task).to_csv(paths["reference"], index=False)
+    synthetic.generate(n_rows, seed + 1, covariate_shift=0.6, concept_shift=0.6, id_offset=n_rows,
+                       task=task).to_csv(paths["drifted"], index=False)
     return paths
 
 
 def demo_params(data_uri: str, **overrides) -> CTParams:
-    """Parameters for the synthetic churn table (its id and time columns unless others are given)."""
-    return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGET,
-                       "model_name": overrides.get("model_name") or synthetic.MODEL_NAME,
+    """Parameters for a synthetic table of the task ``overrides["task"]`` (binary unless named): its target, and
+    its model name, id and time columns unless others are given."""
+    generated = synthetic.task_for(overrides.get("task", INFER))
+    return CTParams(**{**overrides, "data_uri": data_uri, "target": synthetic.TARGETS[generated],
+                       "model_name": overrides.get("model_name") or synthetic.MODEL_NAMES[generated],
                        "id_column": overrides.get("id_column") or synthetic.ID_COLUMN,
                        "timestamp_column": overrides.get("timestamp_column") or synthetic.TIMESTAMP_COLUMN})
 

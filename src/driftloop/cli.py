@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the CT pipeline locally through kfp.local",
                          epilog=exit_codes("the run failed (its error is the one 'driftloop: error:' line)"))
-    run.add_argument("--data", help="CSV or Parquet path or s3:// URI (default: generated demo data)")
+    run.add_argument("--data", help="CSV or Parquet path or s3:// URI (default: generated demo data of --task)")
     run.add_argument("--target", help="label column (required with --data)")
     run.add_argument("--spec", help="dataset spec JSON file (from 'driftloop spec --json'); inferred if absent")
     _add_run_options(run)
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=pace.timeout, help="seconds to wait for the loop after the drift")
     demo.add_argument("--after-windows", type=int, default=pace.after_windows,
                       help="windows watched after a promotion (the alarm should clear)")
+    demo.add_argument("--task", choices=TASKS, default=pace.task, help="the generated table's task: binary (churn), "
+                      "multiclass (retention offer) or regression (next month's spend)")
     _add_common(demo)
 
     spec = sub.add_parser("spec", help="show the dataset spec driftloop infers for a table", epilog=exit_codes())
@@ -221,7 +223,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.data:
         params = api.CTParams(data_uri=args.data, target=args.target, registry_uri=settings.registry_uri, **options)
     else:
-        paths = api.generate_demo_data(settings.home / "data")
+        from driftloop.synthetic import task_for
+        from driftloop.tasks import BINARY
+
+        task = task_for(options.get("task", INFER))  # the generated table of the declared task (auto: churn)
+        # The churn table keeps its place; another task's tables lie beside it, in a folder of their own.
+        paths = api.generate_demo_data(settings.home / "data" / ("" if task == BINARY else task), task=task)
         params = api.demo_params(str(paths["reference"]), registry_uri=settings.registry_uri, **options)
     if not args.json:  # what will be trained on, and what inference was unsure about, before it starts
         from driftloop.console import print_spec
@@ -238,7 +245,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     settings = Settings.resolve(args.home, args.registry)
     options = DemoOptions(train_rows=args.rows, clean_rows=args.clean_rows, rate=args.rate,
-                          window_rows=args.window_rows, timeout=args.timeout, after_windows=args.after_windows)
+                          window_rows=args.window_rows, timeout=args.timeout, after_windows=args.after_windows,
+                          task=args.task)
     summary = run_demo(settings, options, on_event=None if args.json else print_demo_event)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))

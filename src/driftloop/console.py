@@ -79,28 +79,42 @@ def _print_artifacts(summary: RunSummary, stream: TextIO) -> None:
 
 
 def metrics_table(candidate: dict, champion: dict, name: str, champion_name: str, title: str = "") -> Table:
-    """Metrics side by side, with the difference and whether it is better or worse (log loss, Brier: lower)."""
-    from driftloop.evaluation import LOWER_IS_BETTER  # numpy: only where metrics are shown
+    """Metrics side by side, with the difference and whether it is better or worse — lower is better for errors
+    (log loss, Brier, RMSE, MAE: marked ↓); an error in the target's units also gets its difference relative to
+    the champion's, as the gate judges it. The baselines of a model that ignores the features (``baseline_rmse``)
+    come last, not compared."""
+    from driftloop.tasks import IN_TARGET_UNITS, higher_is_better
 
     columns = [Column("metric"), Column(name, right=True)]
     if champion:
         columns += [Column(champion_name, right=True), Column("Δ", right=True), Column("")]
     table = Table(title, columns)
-    for metric_name, value in candidate.items():
-        if metric_name.startswith("n_") or not isinstance(value, (int, float)):
-            continue  # counts (n_holdout) are no metric to compare
-        row: list = [metric_name, metric(value)]
+    scores = {k: v for k, v in candidate.items()
+              if not k.startswith("n_") and isinstance(v, (int, float))}  # counts (n_holdout) are no metric
+    baselines = {k: v for k, v in scores.items() if k.startswith(BASELINE_PREFIX)}
+    for metric_name, value in scores.items():
+        if metric_name in baselines:
+            continue
+        row: list = [metric_name + ("" if higher_is_better(metric_name) else " ↓"), metric(value)]
         if champion:
             other = champion.get(metric_name)
             if other is None:
                 row += [None, None, None]
             else:
                 delta = value - other
-                better = -delta if metric_name in LOWER_IS_BETTER else delta
+                better = delta if higher_is_better(metric_name) else -delta
                 verdict = Cell("better", "green") if better > 0 else Cell("worse", "red") if better < 0 else "same"
-                row += [metric(other), Cell(signed(delta), getattr(verdict, "style", None)), verdict]
+                relative = f" ({delta / other:+.1%})" if metric_name in IN_TARGET_UNITS and other > 0 else ""
+                row += [metric(other), Cell(signed(delta) + relative, getattr(verdict, "style", None)), verdict]
         table.add_row(*row)
+    for metric_name, value in baselines.items():
+        row = [Cell(metric_name, "dim"), metric(value)]
+        table.add_row(*(row + [None, None, None] if champion else row))
     return table
+
+
+# A metric the evaluation reports for a model that ignores the features: ``baseline_rmse`` is the holdout mean's.
+BASELINE_PREFIX = "baseline_"
 
 
 def _print_reasons(label: str, reasons: list[str], stream: TextIO) -> None:
@@ -120,17 +134,21 @@ def print_spec(spec: DatasetSpec, stream: TextIO | None = None, source: str = ""
     for name, reason in spec.ignored.items():
         table.add_row(name, Cell(f"ignored: {reason}", "yellow"))
     print_table(table, stream)
-    print_wrapped([f"note {name}: {note}" for name, note in spec.notes.items()], stream)
+    from driftloop.tasks import describe_task
+
+    how = f" — inferred from {spec.target}; declare another with --task" if source == "inferred" else ""
+    print_wrapped([f"task: {describe_task(spec.task, spec.target_classes)}{how}"]
+                  + [f"note {name}: {note}" for name, note in spec.notes.items()], stream)
 
 
 def print_models(rows: list[dict], registry_uri: str) -> None:
     table = Table(f"models in {registry_uri}", [
-        Column("model", wrap=True), Column("versions", right=True), Column("production"), Column("canary"),
-        Column("other aliases", wrap=True), Column("last change", wrap=True, fold=False)])
+        Column("model", wrap=True), Column("task"), Column("versions", right=True), Column("production"),
+        Column("canary"), Column("other aliases", wrap=True), Column("last change", wrap=True, fold=False)])
     for row in rows:
         aliases = dict(row["aliases"])
         production, canary = aliases.pop("production", None), aliases.pop("canary", None)
-        table.add_row(row["name"], row["versions"], _v(production), _v(canary),
+        table.add_row(row["name"], row.get("task"), row["versions"], _v(production), _v(canary),
                       ", ".join(f"{a}→v{n}" for a, n in sorted(aliases.items())) or None,
                       f"{row['last_action']} at {moment(row['last_change'])}" if row["last_change"] else None)
     print_table(table)
@@ -140,19 +158,30 @@ def _v(version: int | None) -> str:
     return f"v{version}" if version is not None else EMPTY
 
 
-def print_versions(name: str, rows: list[dict], policy=None, now: float = 0.0) -> None:
-    """The versions table, then the approval policy and what waits for approval."""
-    table = Table(f"versions of {name}", [
+def gate_metric(version: dict) -> str | None:
+    """The metric a version's gate judged (its lineage's gate record); ``roc_auc`` for a binary version registered
+    before the gate was recorded; None when neither says."""
+    recorded = ((version.get("lineage") or {}).get("gate") or {}).get("thresholds", {}).get("metric")
+    return recorded or ("roc_auc" if "roc_auc" in (version.get("metrics") or {}) else None)
+
+
+def print_versions(name: str, rows: list[dict], policy=None, now: float = 0.0, task: str = "") -> None:
+    """The versions table — with the score each version's gate judged — then the approval policy and what
+    waits for approval; ``task`` (the newest version's, in words) heads the table."""
+    gates = [gate_metric(row) for row in rows]
+    shared = gates[0] if gates and all(g == gates[0] for g in gates) else None
+    table = Table(f"versions of {name}" + (f" ({task})" if task else ""), [
         Column("version"), Column("created", wrap=True, fold=False), Column("estimator", wrap=True),
-        Column("roc_auc", right=True), Column("aliases", wrap=True), Column("data", below=True),
+        Column(shared or "gate metric", right=True), Column("aliases", wrap=True), Column("data", below=True),
         Column("run", below=True)])
-    for row in rows:
+    for row, gate in zip(rows, gates):
         lineage = row["lineage"]
         aliases = ", ".join(row["aliases"]) + (" (archived)" if row["archived"] else "")
         if row.get("pending_approval"):
             aliases += " (pending approval)"
+        score = metric(row["metrics"].get(gate)) if gate else None
         table.add_row(f"v{row['version']}", moment(row["created_at"]), str(lineage.get("estimator", "?")),
-                      metric(row["metrics"].get("roc_auc")), aliases.strip() or None,
+                      score if shared or not gate else f"{gate} {score}", aliases.strip() or None,
                       str(lineage.get("data_uri", "?")), str(lineage.get("run_name") or lineage.get("run_id") or "?"))
     print_table(table)
     lines = [f"policy: {policy.describe() if policy else 'promotions need no approval'}"]
@@ -184,13 +213,14 @@ def print_pending(waiting: list, expired: list, now: float) -> None:
     print_lines(lines or ["nothing waits for approval"])
 
 
-def print_version(version: dict, decision: dict | None = None) -> None:
+def print_version(version: dict, decision: dict | None = None, task: str = "") -> None:
     """One version: where it is stored, its metrics against the champion it was judged with, the gate's decision
     in words, its lineage and its files.
 
     Args:
         decision: The gate decision of the version's evaluation (``evaluation.json``: candidate and champion
             metrics, thresholds, reasons); without it, the lineage's gate record is shown.
+        task: The version's task in words (``multiclass (3 classes: …)``), from its spec.
     """
     lineage = dict(version["lineage"])
     gate = decision or lineage.get("gate") or {}
@@ -201,6 +231,8 @@ def print_version(version: dict, decision: dict | None = None) -> None:
     about.add_row("created", moment(version["created_at"]))
     about.add_row("storage", version["storage_uri"])
     about.add_row("format", version["model_format"])
+    if task:
+        about.add_row("task", task)
     if "n_holdout" in metrics:
         about.add_row("holdout", f"{number(metrics['n_holdout'])} rows")
     print_table(about)
@@ -227,11 +259,16 @@ def print_version(version: dict, decision: dict | None = None) -> None:
 
 def print_gate(gate: dict) -> None:
     """The gate's decision in words: passed or failed, the rule, each reason (differences with their sign)."""
+    from driftloop.tasks import higher_is_better
+
     thresholds = gate.get("thresholds") or {}
     rule = ""
-    if thresholds:
+    if thresholds and higher_is_better(thresholds["metric"]):
         rule = (f" ({thresholds['metric']} at least {metric(thresholds['min_value'])}, at most "
                 f"{metric(thresholds['max_regression'])} below the champion)")
+    elif thresholds:  # an error: held to a model that ignores the features, compared relatively
+        rule = (f" ({thresholds['metric']} below the baseline's, at most {thresholds['max_regression']:.1%} "
+                "above the champion's)")
     verdict = Cell("PASSED", "green") if gate.get("passed") else Cell("FAILED", "red")
     from rich.console import Console
     from rich.text import Text
@@ -347,10 +384,12 @@ def print_drift(result) -> None:
 def print_monitor_status(status: dict, url: str) -> None:
     """The monitor's latest windows per model: drift, prediction drift, realised quality, trigger state. A status
     read from the store (``offline``) has the windows as last written, without the live counters."""
+    from driftloop.tasks import BINARY, QUALITY_REPORTED
+
     console = _stdout()
     if status.get("offline"):
         header = [f"driftloop monitor store {status['store']} (read offline: windows as last written, realised "
-                  "accuracy as of then)"]
+                  "quality as of then)"]
     else:
         header = [f"driftloop monitor {url}: {status['events_received']} events, {status['rows_stored']} rows stored, "
                   f"{status['labels']} labels, {status['events_rejected']} rejected"]
@@ -363,24 +402,32 @@ def print_monitor_status(status: dict, url: str) -> None:
         open_rows = state.get("open_window_rows")
         title = (f"{model}: the last {len(state['windows'])} windows in the store" if status.get("offline")
                  else f"{model} ({aliases}); {open_rows} rows in the open window")
+        # Realised quality in the task's metrics (the newest window's task), the first with its labelled rows.
+        reported = QUALITY_REPORTED[(state["windows"] or [{}])[-1].get("task", BINARY)]
         table = Table(title, [
             Column("window"), Column("rows", right=True), Column("ref"), Column("drift share", right=True),
-            Column("prediction", right=True), Column("accuracy", right=True), Column("decision", wrap=True),
-            Column("drifted features", below=True), Column("report", below=True)])
+            Column("prediction", right=True), *(Column(m.replace("_", " "), right=True) for m in reported),
+            Column("decision", wrap=True), Column("drifted features", below=True), Column("report", below=True)])
+        unseen = Counter()
         for w in state["windows"]:
             quality = w.get("quality") or {}
-            accuracy = quality.get("accuracy")
+            unseen.update(quality.get("unseen_classes") or {})
             prediction = w.get("prediction_drift") or {}
             share = None if w["drift_share"] is None else metric(w["drift_share"])
             table.add_row(
                 w["id"], w["n_rows"], _v(w["reference_version"]),
                 Cell(share, "red") if w.get("dataset_drift") and share else share,
                 f"{metric(prediction['score'])}{' ✗' if prediction.get('drifted') else ''}" if prediction else None,
-                None if accuracy is None else f"{metric(accuracy)} ({quality['labelled']})",
+                *(None if quality.get(m) is None else metric(quality[m]) + (f" ({quality['labelled']})" if i == 0 else "")
+                  for i, m in enumerate(reported)),
                 (w.get("decision") or {}).get("action"),
                 ", ".join(w["drifted_features"]) or w.get("error") or None, w.get("report"),
             )
         print_table(table)
+        if unseen:
+            console.print(f"[yellow]unseen classes[/]: {unseen.total()} labels name classes the serving version never "
+                          f"learned ({', '.join(f'{label} {n}' for label, n in sorted(unseen.items()))}); kept, "
+                          "counted as wrong predictions", soft_wrap=True)
         trigger = state.get("trigger") or {}
         if trigger.get("stopped"):
             console.print(f"[red]retraining stopped[/] after {trigger['consecutive_failures']} failed retrains")
@@ -402,12 +449,12 @@ def print_demo_event(event) -> None:
 
 def print_demo_summary(summary) -> None:
     """The demo's end: versions, triggers and the time from drift onset to a promoted version."""
-    table = Table("driftloop demo: versions", [
+    table = Table(f"driftloop demo: versions of {summary.model} ({summary.task})", [
         Column("version"), Column("aliases", wrap=True), Column("triggered by", wrap=True), Column("parent"),
-        Column("roc_auc", right=True), Column("accuracy", right=True)])
+        *(Column(name, right=True) for name in summary.metrics)])
     for v in summary.versions:
         table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or None, v["triggered_by"] or None,
-                      _v(v["parent_version"]), metric(v["roc_auc"]), metric(v["accuracy"]))
+                      _v(v["parent_version"]), *(metric(v.get(name)) for name in summary.metrics))
     print_table(table, sys.stderr)
     loop = Table("the loop", [Column("what"), Column("value", wrap=True)], spaced=False)
     loop.add_row("outcome", Cell(summary.outcome, "green" if summary.outcome == "promoted" else "red"))
@@ -427,4 +474,4 @@ def print_demo_summary(summary) -> None:
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")
     print_table(loop, sys.stderr)
     print_lines([f"summary: {summary.summary_path}",
-                 f"next: driftloop models history churn --registry {summary.registry}"], sys.stderr)
+                 f"next: driftloop models history {summary.model} --registry {summary.registry}"], sys.stderr)

@@ -1,5 +1,9 @@
 """The closed loop, unattended, on generated data: what ``driftloop demo`` (and ``make demo``) runs.
 
+The data is one of :mod:`driftloop.synthetic`'s tables — churn (binary), the retention offer (multi-class) or
+next month's spend (regression), ``DemoOptions.task`` — and every number the demo prints is in that task's terms
+(the gate's metric, the realised quality the monitor and the canary judge).
+
 train v1 → serve it (the gateway) → live traffic with labels (replay) → the world drifts (covariate and
 concept) → the monitor's windows flag it → the trigger starts a retrain (reference + recent labelled
 traffic) → v2 is registered → canary → analysis (errors, latency, realised quality) → promoted or
@@ -33,8 +37,17 @@ from driftloop.loop_demo_options import DemoOptions
 from driftloop.registry import PRODUCTION, open_registry
 from driftloop.replay import ReplayPlan, ReplaySummary, replay
 from driftloop.settings import Settings
+from driftloop.tasks import BINARY, MULTICLASS, QUALITY_REPORTED, REGRESSION, default_gate_metric
 
-MODEL = "churn"
+# How far a window's realised quality (tasks.QUALITY_METRIC) may fall behind the version's holdout before the
+# window signals, in tasks.quality_drop's terms: accuracy points, or RMSE's relative rise (a window of a few
+# hundred labels moves RMSE by several per cent by chance alone).
+QUALITY_DROP = {BINARY: 0.05, MULTICLASS: 0.05, REGRESSION: 0.2}
+
+
+def version_metrics(task: str) -> tuple[str, ...]:
+    """What the demo shows of each version: the task's gate metric, then the realised quality it reports."""
+    return tuple(dict.fromkeys((default_gate_metric(task), *QUALITY_REPORTED[task])))
 
 
 @dataclass
@@ -47,6 +60,9 @@ class DemoEvent:
 @dataclass
 class DemoSummary:
     outcome: str  # "promoted" | "rolled back" | "retrain failed" | "no promotion before the timeout"
+    model: str = synthetic.MODEL_NAME
+    task: str = BINARY
+    metrics: list[str] = field(default_factory=list)  # the metrics each row of ``versions`` carries
     events: list[DemoEvent] = field(default_factory=list)
     versions: list[dict] = field(default_factory=list)
     triggers: list[dict] = field(default_factory=list)
@@ -69,10 +85,11 @@ class DemoSummary:
 def monitor_config(gateway: str, monitor: str, options: DemoOptions) -> dict:
     """The monitor's settings for the demo: small windows, a quick trigger, a fast canary analysis."""
     return {
-        "model": MODEL,
+        "model": synthetic.MODEL_NAMES[options.task],
         "window": {"rows": options.window_rows, "seconds": 30, "min_rows": options.window_rows // 2},
         "drift": {"drift_share": DRIFT_SHARE},
-        "trigger": {"m": 2, "n": 3, "cooldown_seconds": 600, "max_failures": 2, "quality_drop": 0.05,
+        "trigger": {"m": 2, "n": 3, "cooldown_seconds": 600, "max_failures": 2,
+                    "quality_drop": QUALITY_DROP[options.task],
                     "min_labels": options.window_rows // 2},
         "retrain": {
             "runner": "local", "recent_rows": 5000, "reference_rows": 1000,
@@ -128,32 +145,36 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
     from driftloop import api
 
     started = time.monotonic()
+    task, model = options.task, synthetic.MODEL_NAMES[options.task]
     timeline = Timeline(started, on_event or (lambda event: None))
     workdir = settings.home / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
-    train = synthetic.generate(options.train_rows, options.seed)
+    train = synthetic.generate(options.train_rows, options.seed, task=task)
     train_path = workdir / "reference.csv"
     train.to_csv(train_path, index=False)
     registry = open_registry(settings.registry_uri)
-    if MODEL in registry.list_models():
+    if model in registry.list_models():
         # The story starts with nothing in production; an earlier demo's registry is left as it was.
         settings = dataclasses.replace(settings, registry_uri=str(workdir / "registry"))
         registry = open_registry(settings.registry_uri)
-        timeline.add("demo", f"'{MODEL}' already exists in the default registry; this demo uses {settings.registry_uri}")
+        timeline.add("demo", f"'{model}' already exists in the default registry; this demo uses {settings.registry_uri}")
     known_entries = 0
 
-    timeline.add("demo", f"training v1 on {options.train_rows} rows of the reference world (CT pipeline, kfp.local)")
-    first = api.run(api.demo_params(str(train_path)), settings)
+    timeline.add("demo", f"training v1 of '{model}' ({task}: {synthetic.TARGETS[task]}) on {options.train_rows} "
+                         "rows of the reference world (CT pipeline, kfp.local)")
+    first = api.run(api.demo_params(str(train_path), task=task), settings)
     if first.state != "SUCCEEDED" or first.deploy_action != "promoted":
         raise DriftloopError(f"the first CT run did not put a version in production: {first.error or first.deploy_action}")
-    timeline.add("demo", f"v{first.version} in production (roc_auc {first.metrics.get('roc_auc', 0):.3f})")
-    known_entries = len(registry.history(MODEL))
+    gate_metric = default_gate_metric(task)
+    timeline.add("demo", f"v{first.version} in production ({gate_metric} {first.metrics.get(gate_metric, 0):.3f})")
+    known_entries = len(registry.history(model))
 
     traffic = _traffic(options)
-    plan = ReplayPlan.from_tables(traffic, id_column=synthetic.ID_COLUMN, label_column=synthetic.TARGET,
+    plan = ReplayPlan.from_tables(traffic, id_column=synthetic.ID_COLUMN, label_column=synthetic.TARGETS[task],
                                   timestamp_column=synthetic.TIMESTAMP_COLUMN)
     onset_at: list[datetime] = []
-    summary = DemoSummary(outcome="no promotion before the timeout")
+    summary = DemoSummary(outcome="no promotion before the timeout", model=model, task=task,
+                          metrics=list(version_metrics(task)))
     with Services(settings, workdir, options) as services:
         timeline.add("demo", f"gateway {services.gateway} and monitor {services.monitor} up; sending "
                              f"{options.rate:.0f} rows/s with labels 2 s later")
@@ -167,10 +188,10 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
                                      f"{options.concept_shift} (after {options.clean_rows} clean rows)")
 
         sender = threading.Thread(target=lambda: result.setdefault("replay", replay(
-            plan, services.gateway, MODEL, options.rate, services.monitor, label_delay=2.0,
+            plan, services.gateway, model, options.rate, services.monitor, label_delay=2.0,
             on_progress=progress, stop=stop, labels_token=LABELS.token())), daemon=True)
         sender.start()
-        watcher = Watcher(services.monitor, registry, known_entries, timeline)
+        watcher = Watcher(services.monitor, registry, model, task, known_entries, timeline)
         deadline = None
         while True:
             watcher.poll()
@@ -195,7 +216,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions(),
         summary.traffic = result["replay"].to_dict() if "replay" in result else {}
     summary.events = timeline.events
     summary.triggers = watcher.triggers
-    summary.versions = _versions(registry)
+    summary.versions = _versions(registry, model, summary.metrics)
     summary.registry = settings.registry_uri
     summary.drift_onset_at = onset_at[0].isoformat() if onset_at else None
     if watcher.promoted_at and onset_at:
@@ -227,11 +248,13 @@ def _traffic(options: DemoOptions) -> pd.DataFrame:
     """Clean rows, then enough drifted rows to outlast the loop and the windows after it; one minute apart in
     event time."""
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    clean = synthetic.generate(options.clean_rows, options.seed + 1, start=start, id_offset=1_000_000)
+    clean = synthetic.generate(options.clean_rows, options.seed + 1, start=start, id_offset=1_000_000,
+                               task=options.task)
     drifted_rows = int(options.rate * (options.timeout + 60)) + 2 * options.after_windows * options.window_rows
     drifted = synthetic.generate(drifted_rows, options.seed + 2, covariate_shift=options.covariate_shift,
                                  concept_shift=options.concept_shift,
-                                 start=start + timedelta(minutes=options.clean_rows), id_offset=2_000_000)
+                                 start=start + timedelta(minutes=options.clean_rows), id_offset=2_000_000,
+                                 task=options.task)
     return pd.concat([clean, drifted], ignore_index=True)
 
 
@@ -250,8 +273,10 @@ class Timeline:
 class Watcher:
     """Turns new monitor windows and new audit entries into timeline events; spots the loop's end."""
 
-    def __init__(self, monitor: str, registry, known_entries: int, timeline: Timeline) -> None:
+    def __init__(self, monitor: str, registry, model: str, task: str, known_entries: int,
+                 timeline: Timeline) -> None:
         self.monitor, self.registry, self.timeline = monitor, registry, timeline
+        self.model, self.task = model, task
         self.seen_windows: set[int] = set()
         self.decided: list[dict] = []  # every decided window's summary, in order
         self.seen_entries = known_entries
@@ -263,15 +288,15 @@ class Watcher:
 
     def poll(self) -> None:
         try:
-            status = httpx.get(f"{self.monitor}/status", params={"model": MODEL, "limit": 50}, timeout=10).json()
+            status = httpx.get(f"{self.monitor}/status", params={"model": self.model, "limit": 50}, timeout=10).json()
         except (httpx.HTTPError, ValueError):
             status = {}
-        for window in (status.get("models", {}).get(MODEL) or {}).get("windows", []):
+        for window in (status.get("models", {}).get(self.model) or {}).get("windows", []):
             if window["id"] not in self.seen_windows and window.get("decision") is not None:
                 self.seen_windows.add(window["id"])
                 self.decided.append(window)
-                self.timeline.add("monitor", _describe_window(window))
-        entries = self.registry.history(MODEL)
+                self.timeline.add("monitor", describe_window(window, self.task))
+        entries = self.registry.history(self.model)
         for entry in entries[self.seen_entries:]:
             self._entry(entry)
         self.seen_entries = len(entries)
@@ -314,29 +339,33 @@ class Watcher:
         return started > self._finished
 
 
-def _describe_window(window: dict) -> str:
+def describe_window(window: dict, task: str = BINARY) -> str:
+    """One timeline line of a decided window: its drift, prediction drift and realised quality in ``task``'s
+    terms (accuracy; accuracy and macro-F1; RMSE and MAE), and the monitor's decision."""
     if window.get("error"):
         return f"window {window['id']}: not analysed ({window['error']})"
     drifted = window["drifted_features"]
     quality = window.get("quality") or {}
-    accuracy = quality.get("accuracy")
+    realised = ", ".join(f"{name} {quality[name]:.2f}" for name in QUALITY_REPORTED[task]
+                         if quality.get(name) is not None)
     prediction = window.get("prediction_drift") or {}
     text = (f"window {window['id']} ({window['n_rows']} rows vs v{window['reference_version']}): drift share "
             f"{window['drift_share']:.2f}" + (f" ({', '.join(drifted[:3])}{' …' if len(drifted) > 3 else ''})"
                                                if drifted else "")
             + (f", prediction drift {prediction['score']:.2f}" if prediction else "")
-            + (f", accuracy {accuracy:.2f} on {quality['labelled']} labels" if accuracy is not None else ""))
+            + (f", {realised} on {quality['labelled']} labels" if realised else ""))
     decision = window.get("decision") or {}
     return text + f" → {decision.get('action', '?')}"
 
 
-def _versions(registry) -> list[dict]:
-    aliases = registry.aliases(MODEL)
+def _versions(registry, model: str, metrics: list[str]) -> list[dict]:
+    """A row per version: its origin, aliases and ``metrics`` (from its holdout)."""
+    aliases = registry.aliases(model)
     rows = []
-    for mv in registry.list_versions(MODEL):
+    for mv in registry.list_versions(model):
         rows.append({"version": mv.version, "triggered_by": mv.lineage.get("triggered_by"),
-                     "parent_version": mv.lineage.get("parent_version"), "roc_auc": mv.metrics.get("roc_auc"),
-                     "accuracy": mv.metrics.get("accuracy"), "data_uri": mv.lineage.get("data_uri"),
+                     "parent_version": mv.lineage.get("parent_version"),
+                     **{name: mv.metrics.get(name) for name in metrics}, "data_uri": mv.lineage.get("data_uri"),
                      "aliases": sorted(a for a, v in aliases.items() if v == mv.version),
                      "production": aliases.get(PRODUCTION) == mv.version})
     return rows

@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from driftloop.errors import ConfigError
+from driftloop.tasks import BINARY, check_task
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Sizes and speeds of the demo (the defaults finish in a few minutes on 2 cores).
+    """The demo's task, sizes and speeds (the defaults finish in a few minutes on 2 cores).
 
     Attributes:
+        task: The generated table's task (:data:`driftloop.synthetic.TARGETS`): binary (churn), multiclass
+            (retention offer) or regression (next month's spend).
         train_rows: Rows of the reference world v1 is trained on.
         clean_rows: Live rows before the drift starts.
         rate: Live rows per second sent to the gateway.
@@ -31,8 +34,10 @@ class DemoOptions:
     concept_shift: float = 0.6
     seed: int = 7
     after_windows: int = 2
+    task: str = BINARY
 
     def __post_init__(self) -> None:
+        check_task(self.task)
         if self.train_rows < 500 or self.clean_rows < self.window_rows or self.window_rows < 200:
             raise ConfigError("demo needs train rows >= 500, window rows >= 200 and clean rows >= window rows")
         if self.rate <= 0 or self.timeout <= 0:

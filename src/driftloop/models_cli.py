@@ -9,7 +9,7 @@ from pathlib import Path
 
 from driftloop import signing
 from driftloop.cli_style import exit_codes
-from driftloop.errors import ConfigError, RegistryError
+from driftloop.errors import ConfigError, DriftloopError, RegistryError
 from driftloop.identity import login_name
 from driftloop.registry import ModelRegistry, open_registry
 from driftloop.settings import Settings
@@ -126,10 +126,12 @@ def run_models(args: argparse.Namespace) -> int:
                                    "archived": v.version in state.archived,
                                    "pending_approval": pending.to_dict() if pending and pending.version == v.version
                                    else None} for v in versions]
+            task = _task_words(_spec_of(registry, args.name, versions[-1].version)) if versions else ""
             return _emit(args, rows, lambda: console.print_versions(args.name, rows, state.approval_policy,
-                                                                    time.time()))
+                                                                    time.time(), task))
         version = registry.get_version(args.name, args.version).to_dict()
-        return _emit(args, version, lambda: console.print_version(version, _gate_decision(registry, version)))
+        task = _task_words(_spec_of(registry, args.name, args.version))
+        return _emit(args, version, lambda: console.print_version(version, _gate_decision(registry, version), task))
     if verb in {"promote", "rollback", "set-alias", "archive"}:
         entry = _steer(registry, args, actor)
         return _emit(args, entry.to_dict(), lambda: console.print_audit_entry(entry))
@@ -256,12 +258,31 @@ def _policy_from(args: argparse.Namespace):
                           verified_only=args.verified_only)
 
 
+def _spec_of(registry: ModelRegistry, name: str, version: int):
+    """A version's dataset spec (None when it has none to read)."""
+    from driftloop.data import DatasetSpec
+
+    try:
+        return DatasetSpec.from_json(registry.read_file(name, version, "spec.json").decode())
+    except (DriftloopError, ValueError, KeyError, OSError):
+        return None
+
+
+def _task_words(spec) -> str:
+    """``multiclass (3 classes: …)`` for a spec, "" without one."""
+    from driftloop.tasks import describe_task
+
+    return describe_task(spec.task, spec.target_classes) if spec is not None else ""
+
+
 def _model_row(registry: ModelRegistry, name: str) -> dict:
     versions = registry.list_versions(name)
     history = registry.history(name)
     state = registry.state(name)
+    spec = _spec_of(registry, name, versions[-1].version) if versions else None
     return {
-        "name": name, "versions": len(versions), "latest": versions[-1].version if versions else None,
+        "name": name, "task": spec.task if spec is not None else None, "versions": len(versions),
+        "latest": versions[-1].version if versions else None,
         "aliases": state.aliases, "last_change": history[-1].at if history else None,
         "last_action": history[-1].action if history else None,
     }

@@ -7,7 +7,9 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
@@ -60,6 +62,9 @@ def add_monitor_parsers(sub, add_common) -> None:
     feedback.add_argument("--id-column", required=True, help="the request id each label belongs to")
     feedback.add_argument("--label-column", required=True)
     feedback.add_argument("--monitor", default=DEFAULT_MONITOR, help="the monitor's base URL")
+    feedback.add_argument("--model", help="the model the labels are for (default: the monitor's model): a "
+                          "regression model's labels must be numbers, and labels naming a class its production "
+                          "version never learned are kept, counted as wrong and reported")
     feedback.add_argument("--token-file", help=LABELS_TOKEN_HELP)
 
     replay = sub.add_parser("replay", help="send a table's rows to the gateway as live traffic, labels later",
@@ -226,11 +231,18 @@ def run_feedback(args: argparse.Namespace) -> int:
     items = [{"id": str(i), "label": label.item() if hasattr(label, "item") else label}
              for i, label in zip(frame[args.id_column], frame[args.label_column], strict=True)]
     token = LABELS.token(file=args.token_file)
-    posted = 0
+    posted, unseen, answer = 0, Counter(), {}
+    url = f"{args.monitor.rstrip('/')}/feedback" + (f"?{urlencode({'model': args.model})}" if args.model else "")
     for start in range(0, len(items), 1000):
-        _post_json(f"{args.monitor.rstrip('/')}/feedback", items[start:start + 1000], token)
+        answer = _post_json(url, items[start:start + 1000], token)
         posted += len(items[start:start + 1000])
+        unseen.update(answer.get("unseen_classes") or {})
     print(f"posted {posted} labels to {args.monitor}")
+    if unseen:
+        version = f" v{answer['version']}" if answer.get("version") else ""
+        print(f"warning: {unseen.total()} labels name classes {answer.get('model', 'the model')}{version} never "
+              f"learned ({', '.join(f'{label} {n}' for label, n in sorted(unseen.items()))}): kept, counted as "
+              "wrong predictions", file=sys.stderr)
     return 0
 
 

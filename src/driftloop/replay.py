@@ -118,13 +118,13 @@ def replay(
             served = _send(client, url, plan.ids[i], row, summary)
             if served and plan.labels is not None and not _missing(plan.labels[i]):
                 heapq.heappush(pending, (time.monotonic() + label_delay, i))
-            _post_due_labels(client, monitor_url, plan, pending, summary, labels_token)
+            _post_due_labels(client, monitor_url, model, plan, pending, summary, labels_token)
             if on_progress and (i + 1) % max(1, int(rate)) == 0:
                 summary.seconds = time.monotonic() - started
                 on_progress(summary)
         while pending and not (stop is not None and stop.is_set()):
             time.sleep(max(0.0, min(pending[0][0] - time.monotonic(), 1.0)))
-            _post_due_labels(client, monitor_url, plan, pending, summary, labels_token)
+            _post_due_labels(client, monitor_url, model, plan, pending, summary, labels_token)
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
 
@@ -152,7 +152,7 @@ def _failed(summary: ReplaySummary, error: str) -> None:
         raise ConfigError(summary.first_error)
 
 
-def _post_due_labels(client: httpx.Client, monitor_url: str | None, plan: ReplayPlan,
+def _post_due_labels(client: httpx.Client, monitor_url: str | None, model: str, plan: ReplayPlan,
                      pending: list[tuple[float, int]], summary: ReplaySummary, token: str | None) -> None:
     now = time.monotonic()
     due = []
@@ -163,7 +163,7 @@ def _post_due_labels(client: httpx.Client, monitor_url: str | None, plan: Replay
     body = [{"id": plan.ids[i], "label": _jsonable(plan.labels[i])} for i in due]
     url = f"{monitor_url.rstrip('/')}/feedback"
     try:
-        response = client.post(url, json=body, headers=bearer(token))
+        response = client.post(url, json=body, params={"model": model}, headers=bearer(token))
         error = None if response.status_code == 200 else f"{url} answered {response.status_code}: {response.text[:200]}"
     except httpx.HTTPError as exc:
         error = f"cannot reach {url}: {type(exc).__name__}"

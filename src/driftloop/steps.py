@@ -38,7 +38,7 @@ from driftloop.model_dir import (
     library_versions,
     model_format_of,
 )
-from driftloop.profile import ReferenceProfile, build_profile, target_summary
+from driftloop.profile import ReferenceProfile, build_profile
 from driftloop.registry import PRODUCTION, ModelVersion, open_registry
 from driftloop.registry.base import utc_now
 from driftloop.reports import (
@@ -428,7 +428,6 @@ def register(
         "gate": {"passed": decision.passed, "reasons": decision.reasons, "thresholds": decision.thresholds},
         "training_data": {
             "rows": len(frame), "positive_share": profile.positive_rate, "task": spec.task,
-            "target": target_summary(frame, spec),
             "train_rows": int(train_rows) if train_rows is not None else None,
             "holdout_rows": int(evaluation.metrics.get("n_holdout", 0)) or None,
             "live_rows": int((frame[SOURCE_COLUMN] == LIVE).sum()) if SOURCE_COLUMN in frame.columns else None,

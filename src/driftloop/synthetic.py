@@ -1,12 +1,21 @@
-"""A seeded generator of a realistic churn table with controllable drift.
+"""A seeded generator of a realistic customer table with controllable drift, for each of the three tasks.
 
 The table mixes numeric, categorical and boolean features with a few missing values, an id and an
-event-time column. Two knobs move it away from the reference world:
+event-time column; the same customers (same seed, same features) carry one target per task:
+
+* binary — ``churned`` (0/1): did the customer leave;
+* multi-class — ``retention_offer``: which of four offers kept the customer (``no_offer`` most often, then
+  ``upgrade``, ``discount`` and the rarer ``callback``);
+* regression — ``next_month_spend``: the customer's bill next month, in the currency's units.
+
+Two knobs move it away from the reference world:
 
 * ``covariate_shift`` (0–1) moves the feature distributions (older, poorer customers who call support
-  more, a different regional mix) while the label rule stays the same;
-* ``concept_shift`` (0–1) changes the label rule itself (support calls and price matter more, tenure
-  protects less), so a model trained before the shift gets worse even on familiar inputs.
+  more, a different regional mix) while every target's rule stays the same;
+* ``concept_shift`` (0–1) changes the task's rule itself, so a model trained before the shift gets worse on
+  the task's metric (ROC AUC, macro-F1, RMSE) even on familiar inputs: support calls and price decide churn
+  more and tenure protects less; customers who call support now want a discount rather than a callback and
+  long-standing ones stop taking upgrades; premium bills rise, promotions upsell and support trouble cuts spend.
 """
 
 from __future__ import annotations
@@ -16,8 +25,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-TARGET = "churned"
-MODEL_NAME = "churn"  # what the demo registers the generated table as
+from driftloop.tasks import BINARY, INFER, MULTICLASS, REGRESSION, TASKS, check_task
+
+# The target column of each task and the model name the demo registers its table as.
+TARGETS: dict[str, str] = {BINARY: "churned", MULTICLASS: "retention_offer", REGRESSION: "next_month_spend"}
+MODEL_NAMES: dict[str, str] = {BINARY: "churn", MULTICLASS: "retention-offer", REGRESSION: "spend-forecast"}
+TARGET = TARGETS[BINARY]
+MODEL_NAME = MODEL_NAMES[BINARY]
+# The multi-class target's labels; ``no_offer`` rather than "none", which CSV readers take for a missing value.
+OFFERS = ["no_offer", "discount", "upgrade", "callback"]
 ID_COLUMN = "customer_id"
 TIMESTAMP_COLUMN = "event_time"
 REGIONS = ["north", "south", "east", "west", "central"]
@@ -33,8 +49,9 @@ def generate(
     start: datetime | None = None,
     id_offset: int = 0,
     missing_rate: float = 0.02,
+    task: str = BINARY,
 ) -> pd.DataFrame:
-    """Generates ``n_rows`` customers.
+    """Generates ``n_rows`` customers with the target of ``task`` (column ``TARGETS[task]``).
 
     Args:
         n_rows: Number of rows.
@@ -44,9 +61,12 @@ def generate(
         start: Time of the first event; events are one minute apart.
         id_offset: First customer number, so batches from one world do not reuse ids.
         missing_rate: Share of missing values injected into a few columns.
+        task: ``binary`` (churn), ``multiclass`` (retention offer) or ``regression`` (next month's spend).
+            The features, ids, times and missing values are the same for every task.
     """
     if n_rows <= 0:
         raise ValueError("n_rows must be positive")
+    check_task(task)
     rng = np.random.default_rng(seed)
     cs, ks = float(covariate_shift), float(concept_shift)
 
@@ -105,14 +125,80 @@ def generate(
             "has_autopay": has_autopay,
             "is_promo": is_promo,
             "paperless": paperless,
-            TARGET: churned,
         }
     )
+    if task == BINARY:
+        frame[TARGET] = churned
+    else:
+        # The other targets draw from a stream of their own, so the features and the missing values that follow
+        # (and the binary table, bit for bit) are those of the churn table with the same arguments.
+        target_rng = np.random.default_rng([seed, TASKS.index(task)])
+        rule = _retention_offer if task == MULTICLASS else _next_month_spend
+        frame[TARGETS[task]] = rule(frame, ks, target_rng)
     for name in ("income", "days_since_login", "channel"):
         frame[name] = frame[name].where(rng.random(n_rows) >= missing_rate)
     return frame
 
 
+def task_for(declared: str) -> str:
+    """The task of the table to generate for a declared CT task: itself, or binary (churn) for ``auto``."""
+    return BINARY if declared == INFER else check_task(declared)
+
+
 def _mix(reference: list[float], shifted: list[float], amount: float) -> np.ndarray:
     p = (1 - amount) * np.asarray(reference) + amount * np.asarray(shifted)
     return p / p.sum()
+
+
+def _retention_offer(frame: pd.DataFrame, ks: float, rng: np.random.Generator) -> np.ndarray:
+    """The offer that kept each customer: a multinomial draw over :data:`OFFERS` (``no_offer`` is the reference
+    logit). Concept shift moves support-call customers from callbacks to discounts, stops long tenure favouring
+    upgrades and makes app users take callbacks."""
+    calls, tenure = frame["support_calls"].to_numpy(), frame["tenure_months"].to_numpy()
+    plan, channel = frame["plan"].to_numpy(), frame["channel"].to_numpy()
+    relative_income = np.log(frame["income"].to_numpy() / 52_000)
+    discount = (
+        -0.9
+        + 0.025 * (frame["monthly_spend"].to_numpy() - 75)
+        - 0.9 * relative_income
+        + 0.7 * frame["is_promo"].to_numpy()
+        + (0.05 + 0.75 * ks) * (calls - 1.5)
+        + np.where(plan == "basic", 0.4, 0.0)
+    )
+    upgrade = (
+        -1.1
+        + 0.55 * (frame["num_products"].to_numpy() - 3)
+        + (0.03 - 0.06 * ks) * (tenure - 25)
+        + 0.6 * relative_income
+        + np.select([plan == "basic", plan == "premium"], [0.9, -1.6], 0.0)
+    )
+    callback = (
+        -1.1
+        + (0.8 - 0.9 * ks) * (calls - 1.5)
+        + 0.035 * (frame["age"].to_numpy() - 41)
+        + np.select([channel == "phone", channel == "app"], [0.9, -0.5 + 1.6 * ks], 0.0)
+    )
+    # Scaled so the features decide the offer about two times in three (macro-F1 near 0.6 for a linear model).
+    logits = 1.8 * np.column_stack([np.zeros(len(frame)), discount, upgrade, callback])
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cumulative = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+    drawn = (rng.random(len(frame))[:, None] > cumulative[:, :-1]).sum(axis=1)
+    return np.asarray(OFFERS, dtype=object)[drawn]
+
+
+def _next_month_spend(frame: pd.DataFrame, ks: float, rng: np.random.Generator) -> np.ndarray:
+    """Next month's bill: mostly this month's, moved by plan, products, tenure, support trouble and promotions,
+    with noise. Concept shift raises premium prices, turns promotions from a discount into an upsell and makes
+    support trouble cost more spend."""
+    plan = frame["plan"].to_numpy()
+    spend = (
+        4.0
+        + 0.9 * frame["monthly_spend"].to_numpy()
+        + 5.0 * (frame["num_products"].to_numpy() - 3)
+        + np.select([plan == "basic", plan == "premium"], [-5.0, 8.0 + 22.0 * ks], 0.0)
+        + 0.06 * (frame["tenure_months"].to_numpy() - 25)
+        - (2.0 + 5.0 * ks) * (frame["support_calls"].to_numpy() - 1.5)
+        - (9.0 - 16.0 * ks) * frame["is_promo"].to_numpy()
+        + rng.normal(0, 7.0, len(frame))
+    )
+    return np.clip(spend, 0, None).round(2)

@@ -37,6 +37,9 @@ GATE_METRICS: dict[str, tuple[str, ...]] = {
 ALL_GATE_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in GATE_METRICS.values() for m in ms))
 # Scores where a smaller value is the better model; for every other score, larger is better.
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
+# Errors in the target's own units: read to a few significant digits and best compared relatively (RMSE 10 → 11
+# is 10 % worse), where scores in [0, 1] are compared by their difference.
+IN_TARGET_UNITS = frozenset({"rmse", "mae"})
 
 # Realised quality from delayed labels: the metric the monitor's trigger and the canary's check judge, and the
 # ones reported beside it.
@@ -91,6 +94,11 @@ def quality_drop(metric: str, expected: float, realised: float) -> float:
     return (realised - expected) / expected if expected > 0 else (float("inf") if realised > 0 else 0.0)
 
 
+def drop_text(metric: str, drop: float) -> str:
+    """A :func:`quality_drop` as a reader says it: "0.071 below" for a score, "25% above" for an error metric."""
+    return f"{drop:.3f} below" if higher_is_better(metric) else f"{drop:.0%} above"
+
+
 def infer_task(values: Sequence[Any]) -> tuple[str, str | None]:
     """The task a target column implies, and a note when the rule had to guess.
 
@@ -119,3 +127,18 @@ def class_label(index: Any, classes: Sequence[Any]) -> Any:
     except (TypeError, ValueError):
         return index
     return classes[position] if 0 <= position < len(classes) else index
+
+
+# The task in words, as reports, model cards and the CLI's tables name it.
+TASK_LABELS: dict[str, str] = {
+    BINARY: "binary classification", MULTICLASS: "multi-class classification", REGRESSION: "regression",
+}
+
+
+def describe_task(task: str, classes: Sequence[Any] = (), most: int = 6) -> str:
+    """The task with its classes, for a table row: ``multiclass (3 classes: hi, lo, mid)``, ``binary (no, yes)``,
+    ``regression``; at most ``most`` classes are named."""
+    if not is_classification(task) or not classes:
+        return task
+    named = ", ".join(str(c) for c in list(classes)[:most]) + (", …" if len(classes) > most else "")
+    return f"{task} ({named})" if task == BINARY else f"{task} ({len(classes)} classes: {named})"

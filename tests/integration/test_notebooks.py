@@ -1,8 +1,8 @@
 """The notebooks run top to bottom, as a user runs them, in a Jupyter kernel of this interpreter.
 
 Each notebook's one parameters cell is replaced with small values (what papermill does, without it):
-01 runs the loop locally in a temporary home (two CT runs), 03 inspects the registry that produced, and
-02 submits to the recording fake of the Kubeflow Pipelines API on 127.0.0.1. The assertions read the
+01 runs the loop locally in a temporary home (two CT runs; once per task), 03 inspects the registry that
+produced, and 02 submits to the recording fake of the Kubeflow Pipelines API on 127.0.0.1. The assertions read the
 outputs a user would see, and for 02 the requests the API received. With NOTEBOOK_OUTPUT_DIR set, the
 executed notebooks are saved there.
 """
@@ -109,8 +109,9 @@ def quickstart(tmp_path_factory, kernel_specs):
     home = workdir / "home"
     started = time.monotonic()
     notebook = _execute("01_local_quickstart.ipynb", {
-        "home": str(home), "rows": 800, "seed": 7, "model_name": "churn", "estimator": "logistic_regression",
-        "canary_percent": 10, "run_closed_loop": False,
+        "home": str(home), "task": "binary", "rows": 800, "seed": 7, "model_name": "churn",
+        "estimator": "logistic_regression", "canary_percent": 10, "embed_drift_report": True,
+        "run_closed_loop": False,
     }, kernel_specs, workdir)
     return {"notebook": notebook, "home": home, "seconds": time.monotonic() - started}
 
@@ -159,6 +160,38 @@ def test_quickstart_trains_v1_detects_drift_and_deploys_v2_as_canary(quickstart)
     assert "aliases: {'production': 1, 'canary': 2} (canary traffic: 10%)" in aliases
     assert "skipped: set run_closed_loop = True" in _outputs(notebook)[-1]
     assert (home / "registry" / "models" / "churn").is_dir()
+
+
+# --- 01 for the other tasks: the same notebook, another target ----------------------------------------
+
+@pytest.mark.parametrize(("task", "metric", "model", "linear"), [
+    ("multiclass", "f1_macro", "retention-offer", "logistic_regression"),
+    ("regression", "rmse", "spend-forecast", "ridge")])
+def test_quickstart_runs_the_loop_on_a_multiclass_and_a_regression_target(task, metric, model, linear,
+                                                                          kernel_specs, tmp_path) -> None:
+    from driftloop import synthetic
+
+    home = tmp_path / "home"
+    notebook = _execute("01_local_quickstart.ipynb", {
+        "home": str(home), "task": task, "rows": 800, "seed": 7, "model_name": "", "estimator": "",
+        "canary_percent": 10, "embed_drift_report": False, "run_closed_loop": False,
+    }, kernel_specs, tmp_path)
+
+    target = synthetic.TARGETS[task]
+    assert f"task:     {task} (target {target}), model {model}, estimator {linear}" in _cell_showing(notebook, "task: ")
+    data = _cell_showing(notebook, r"reference +800 rows: ")
+    assert (f"{target} mean" in data) if task == "regression" else all(o in data for o in synthetic.OFFERS)
+    first = _cell_showing(notebook, r"load-and-validate")
+    assert "promoted" in first and metric in first and "roc_auc" not in first
+    aliases = _cell_showing(notebook, r"aliases: ")
+    assert "aliases: {'production': 1, 'canary': 2}" in aliases and f"<th>{metric}</th>" in aliases
+    (chart,) = _outputs_of_type(notebook, "image/png")  # v2 against v1, in the task's terms
+    assert len(base64.b64decode(chart)) > 10_000
+    (page,) = _embedded_pages(notebook)  # the evaluation page; the drift report is named by its path only
+    assert f"Evaluation of {model} v2" in page
+    assert f"drift report: {home / 'reports' / 'drift-reference-vs-drifted.html'}" in "\n".join(_outputs(notebook))
+    (card,) = _outputs_of_type(notebook, "text/markdown")
+    assert card.startswith(f"# Model card: {model} v2")
 
 
 # --- 03: inspecting what 01 registered ------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_realised_quality_updates_as_labels_arrive(tmp_path) -> None:
     labels = LabelStore(tmp_path)
     frame = pd.concat([rows(10, version=1), rows(10, version=2, start=10)], ignore_index=True)
     record = WindowRecord.open(1, "churn", frame, 0, reference_version=1)
-    assert record.quality(labels) == {"labelled": 0, "accuracy": None, "by_version": {}}
+    assert record.quality(labels) == {"metric": "accuracy", "labelled": 0, "accuracy": None, "by_version": {}}
     # Version 1 predicted i % 2; label everything 0: v1 right on evens only, v2 rows labelled later.
     labels.add([{"id": f"e{i}", "label": 0} for i in range(10)])
     first = record.quality(labels)

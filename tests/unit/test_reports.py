@@ -12,7 +12,6 @@ from driftloop import synthetic
 from driftloop.data import DatasetSpec, FeatureSpec
 from driftloop.errors import DataValidationError
 from driftloop.evaluation import (
-    LOWER_IS_BETTER,
     Evaluation,
     GateDecision,
     GateThresholds,
@@ -28,6 +27,7 @@ from driftloop.reports import (
     model_card,
     validation_report_html,
 )
+from driftloop.tasks import LOWER_IS_BETTER
 from driftloop.training import train_model
 from driftloop.validation import Check, ValidationReport, validate_table
 from tests.report_pages import ReportPage, polylines, signed_number, svg_texts

@@ -1,4 +1,4 @@
-"""The seeded churn generator: determinism, shape, and that its drift knobs really drift."""
+"""The seeded customer generator: determinism, shape, and that its drift knobs really drift, for each task."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from driftloop import synthetic
-from driftloop.data import DatasetSpec, coerce_to_spec
-from driftloop.training import TrainResult, predict_positive_proba
+from driftloop.data import DatasetSpec, coerce_to_spec, infer_spec
+from driftloop.errors import ConfigError
+from driftloop.evaluation import task_scores
+from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, TASKS, default_gate_metric
+from driftloop.training import TrainResult, encode_target, model_output, predict_positive_proba, train_model
+from driftloop.validation import validate_table
 
 FEATURES_AND_IDS = [c for c in synthetic.generate(1).columns if c != synthetic.TARGET]
 
@@ -41,9 +45,11 @@ def test_table_shape_ids_times_and_missing_values() -> None:
     assert set(frame["plan"]) <= set(synthetic.PLANS)
 
 
-def test_non_positive_row_count_is_rejected() -> None:
+def test_non_positive_row_count_and_unknown_task_are_rejected() -> None:
     with pytest.raises(ValueError, match="n_rows"):
         synthetic.generate(0)
+    with pytest.raises(ConfigError, match="task must be one of binary, multiclass, regression"):
+        synthetic.generate(10, task="ranking")
 
 
 def test_covariate_shift_moves_feature_distributions() -> None:
@@ -92,3 +98,71 @@ def test_label_rule_survives_pure_covariate_shift(trained_lr, validated) -> None
     assert _auc(trained_lr, shifted, validated.spec) > 0.7
     # ... while churn itself rises, because shifted customers call support more.
     assert shifted[synthetic.TARGET].mean() > validated.frame[synthetic.TARGET].mean() + 0.2
+
+
+# --- the other tasks: the same customers, another target --------------------------------------------------
+
+OTHER_TASKS = [t for t in TASKS if t != BINARY]
+
+
+@pytest.mark.parametrize("task", OTHER_TASKS)
+def test_each_task_is_seeded_and_shares_the_customers_of_the_churn_table(task) -> None:
+    table = synthetic.generate(600, seed=5, task=task)
+    target = synthetic.TARGETS[task]
+
+    pd.testing.assert_frame_equal(table, synthetic.generate(600, seed=5, task=task))
+    assert not table[target].equals(synthetic.generate(600, seed=6, task=task)[target])
+    churn = synthetic.generate(600, seed=5)
+    # The same features, ids, times and missing values; only the target column differs.
+    pd.testing.assert_frame_equal(table.drop(columns=target), churn.drop(columns=synthetic.TARGET))
+    assert infer_spec(table, target, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN).task == task
+
+
+def test_retention_offers_are_four_imbalanced_classes() -> None:
+    shares = synthetic.generate(4000, seed=2, task=MULTICLASS)["retention_offer"].value_counts(normalize=True)
+
+    assert set(shares.index) == set(synthetic.OFFERS)
+    assert shares.idxmax() == "no_offer" and shares.idxmin() == "callback"
+    assert shares.max() < 0.6 and shares.min() > 0.05
+
+
+def test_next_month_spend_is_an_amount_near_this_months() -> None:
+    table = synthetic.generate(4000, seed=2, task=REGRESSION)
+    spend = table["next_month_spend"]
+
+    assert spend.min() >= 0 and (spend == spend.round(2)).all()
+    assert 40 < spend.mean() < 100
+    assert spend.corr(table["monthly_spend"]) > 0.7
+
+
+@pytest.fixture(scope="module", params=OTHER_TASKS)
+def reference_model(request):
+    """A linear model of the task fitted on the reference world, and its spec."""
+    task = request.param
+    table = synthetic.generate(2000, seed=1, task=task)
+    spec = infer_spec(table, synthetic.TARGETS[task], synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    frame, _, spec = validate_table(table, spec)
+    estimator = "logistic_regression" if task == MULTICLASS else "ridge"
+    return train_model(frame, spec, estimator=estimator).model, spec
+
+
+def _task_metric(model, spec: DatasetSpec, table: pd.DataFrame) -> float:
+    """The task's default gate metric (macro-F1, RMSE) of ``model`` on ``table``."""
+    frame = coerce_to_spec(table, spec)
+    return task_scores(spec.task, encode_target(frame, spec), model_output(model, frame, spec))[
+        default_gate_metric(spec.task)]
+
+
+def test_concept_shift_costs_a_reference_model_its_quality_and_covariate_shift_does_not(reference_model) -> None:
+    model, spec = reference_model
+    fresh, covariate, concept = (_task_metric(model, spec, synthetic.generate(1500, seed=11, task=spec.task, **shift))
+                                 for shift in ({}, {"covariate_shift": 1.0}, {"concept_shift": 1.0}))
+
+    if spec.task == MULTICLASS:  # macro-F1: higher is better
+        assert fresh > 0.5
+        assert concept < fresh - 0.15
+        assert covariate > concept + 0.1
+    else:  # RMSE: lower is better
+        assert fresh < 10
+        assert concept > 1.5 * fresh
+        assert covariate < 1.2 * fresh

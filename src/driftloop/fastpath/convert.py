@@ -74,7 +74,7 @@ def to_onnx(pipeline, spec: DatasetSpec) -> bytes:
         if native_trees:
             (hist_gradient_boosting.append_classifier if spec.is_classification
              else hist_gradient_boosting.append_regressor)(graph, estimator)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError, AttributeError) as exc:
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, KeyError, AttributeError, NameError) as exc:
         raise NotCompilable(f"{type(exc).__name__}: {first_line(exc)}") from None
     graph.doc_string = f"driftloop fast path of a {type(estimator).__name__} Pipeline"
     return graph.SerializeToString()

@@ -10,12 +10,15 @@ HTTP API (FastAPI):
 * A store of KServe's blob logger (``logger.storage``) is read by polling instead, when the config names it
   (``kserve_store``: monitor/kserve_store.py).
 * ``POST /feedback`` — delayed labels: ``{"id": ..., "label": ..., "row": 0}``, a list of them, or
-  ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``).
+  ``{"labels": [...]}``; ``id`` is the request id (``x-request-id`` / ``ce-id``). They are checked against one
+  model's task (``?model=`` or ``"model"`` beside ``"labels"``; default the config's model): a regression
+  model's labels must be numbers (else 400, nothing kept); labels naming a class its production version never
+  learned are kept and counted in the answer's ``unseen_classes``.
 * ``GET /status`` — counters, the latest windows with drift and realised quality, the trigger state
   and the retrains; ``GET /windows/{model}``; ``GET /reports/{model}/window-NNNNNN.html`` — a window's
   page; ``GET /reports/{model}/index.html`` — the model's trend and windows (monitor/pages.py).
 * ``GET /quality/{model}?since=ISO`` — realised quality per version (the canary analysis asks this).
-* ``GET /metrics`` — Prometheus: drift share, per-feature scores, accuracy, retrains.
+* ``GET /metrics`` — Prometheus: drift share, per-feature scores, realised quality per metric, retrains.
 
 What arrives is on disk before it is acknowledged (monitor/ingest.py: an fsync'd log, replayed at
 start-up). A background loop checkpoints it into the Parquet store, closes windows, analyses them one at a
@@ -47,31 +50,28 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from driftloop.data import DatasetSpec
 from driftloop.errors import DriftloopError
 from driftloop.http_guard import parse_json, send_error
-from driftloop.monitor.analysis import Reference, analyse, class_values
+from driftloop.monitor.analysis import Reference, analyse, prediction_values
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
 from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file, valid_model_name
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
 from driftloop.monitor.kserve_store import KServeStoreSource
-from driftloop.monitor.labels import LabelStore, normalise_label, row_key
+from driftloop.monitor.labels import LabelStore, normalise_label, parse_labels, row_key
 from driftloop.monitor.metrics import MonitorMetrics
 from driftloop.monitor.pages import Pages
+from driftloop.monitor.quality import realised_quality
 from driftloop.monitor.retention import Retention
 from driftloop.monitor.retrain import TrainingTable, assemble_training_data
 from driftloop.monitor.rows import Chunk, Rows, assemble
 from driftloop.monitor.store import RowStore
-from driftloop.monitor.windows import (
-    WindowBuffer,
-    WindowRecord,
-    read_summaries,
-    realised_quality,
-    summaries_path,
-)
+from driftloop.monitor.trigger import quality_signal
+from driftloop.monitor.windows import WindowBuffer, WindowRecord, read_summaries, summaries_path
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry
 from driftloop.reports.drift_window import INDEX_FILE
 from driftloop.runners import make_runner
 from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE
+from driftloop.tasks import BINARY, REGRESSION
 
 log = logging.getLogger(__name__)
 KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are also on disk)
@@ -223,44 +223,106 @@ class Monitor:
                 recent = self.recent[model] = deque(maxlen=KEEP_RECENT_BATCHES)
             recent.append(rows)
 
-    def _recent_frame(self, model: str, rows: pd.DataFrame) -> pd.DataFrame:
+    def _served(self, model: str, rows: pd.DataFrame) -> tuple[str, np.ndarray, dict[int, frozenset[str]]]:
+        """The task of the versions that served ``rows`` (the first one's), each row's prediction as its version's
+        class label or number, and the class labels each classification version learned."""
         versions = rows["version"].astype(int).to_numpy()
+        sent = rows["prediction"].to_numpy()
         predictions = np.empty(len(rows), dtype=object)
+        task, classes = None, {}
         for version in np.unique(versions):
             chosen = versions == version
             try:
                 spec = self._spec_for(model, int(version))
             except DriftloopError as exc:  # a version since deleted from the registry: its predictions as sent
                 log.warning("monitor: predictions of %s v%s compared as sent: %s", model, version, exc)
-                predictions[chosen] = [normalise_label(p) for p in rows["prediction"].to_numpy()[chosen]]
+                predictions[chosen] = [normalise_label(p) for p in sent[chosen]]
                 continue
-            predictions[chosen] = class_values(rows["prediction"].to_numpy()[chosen], spec)
-        return pd.DataFrame({
+            task = task or spec.task
+            predictions[chosen] = prediction_values(sent[chosen], spec)
+            if spec.is_classification:
+                classes[int(version)] = frozenset(normalise_label(c) for c in spec.target_classes)
+        return task or BINARY, predictions, classes
+
+    def _recent_frame(self, model: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, str, dict[int, frozenset[str]]]:
+        task, predictions, classes = self._served(model, rows)
+        frame = pd.DataFrame({
             "key": [row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)],
-            "version": versions, "prediction": predictions, "received_at": rows["received_at"].to_numpy()})
+            "version": rows["version"].astype(int).to_numpy(), "prediction": predictions,
+            "received_at": rows["received_at"].to_numpy()})
+        return frame, task, classes
 
     def _on_commit(self, records: int) -> None:
         self.metrics.log_commits.inc()
         self.metrics.log_records.inc(records)
 
-    async def add_labels(self, body) -> int:
-        """Stores labels from a /feedback body once they are on disk; returns how many."""
+    async def add_labels(self, body, model: str | None = None) -> dict:
+        """Stores labels from a /feedback body once they are on disk, checked against one model's task.
+
+        Args:
+            model: The model the labels are for (``"model"`` beside ``"labels"`` in the body names it too);
+                default the config's model.
+
+        Returns:
+            ``{"accepted": n, "model": ..., "version": <production>, "unseen_classes": {label: n}}``.
+
+        Raises:
+            EventError: a malformed label, a label of a regression model that is not a number, or a model named
+                that the registry does not hold (400; nothing of the batch is kept).
+        """
         if isinstance(body, dict) and "labels" in body:
+            model = body.get("model") or model
             body = body["labels"]
         items = body if isinstance(body, list) else [body]
-        count = await self.ingest.feedback(items)
+        model, version, spec = await asyncio.to_thread(self._labelled_model, model)
+        keys, labels = parse_labels(items, model, numbers=spec is not None and spec.task == REGRESSION)
+        count = await self.ingest.log_labels(keys, labels)
         self.metrics.labels.inc(count)
-        return count
+        unseen: dict[str, int] = {}
+        if spec is not None and spec.is_classification:
+            learned = {normalise_label(c) for c in spec.target_classes}
+            for label in labels:
+                if label not in learned:
+                    unseen[label] = unseen.get(label, 0) + 1
+            if unseen:
+                self.metrics.unseen_classes.labels(model).inc(sum(unseen.values()))
+                log.warning("monitor: %d labels of %s name classes v%s never learned (%s); kept, counted as wrong",
+                            sum(unseen.values()), model, version, ", ".join(sorted(unseen)[:10]))
+        return {"accepted": count, "model": model, "version": version, "unseen_classes": dict(sorted(unseen.items()))}
+
+    def _labelled_model(self, named: str | None) -> tuple[str, int | None, DatasetSpec | None]:
+        """The model labels are checked against, its production version and that version's spec (None when
+        nothing of it serves, or the registry cannot say: the labels are then kept unchecked)."""
+        model = named or self.config.model
+        if not isinstance(model, str) or not valid_model_name(model):
+            raise EventError(f"model must be a model name, got {str(model)[:60]!r}")
+        try:
+            if named and model not in self.registry.list_models():
+                raise EventError(f"no model '{model}' in the registry to label")
+            return (model, *self._production(model))
+        except DriftloopError as exc:
+            log.warning("monitor: labels of %s kept unchecked: %s", model, exc)
+            return model, None, None
+
+    def _production(self, model: str) -> tuple[int | None, DatasetSpec | None]:
+        """The model's production version and its spec (None, None when nothing of it serves)."""
+        if model not in self.registry.list_models():
+            return None, None
+        version = self._recent_aliases(model).get(PRODUCTION)
+        return version, None if version is None else self._spec_for(model, version)
 
     def quality_since(self, model: str, since: datetime | None) -> dict:
+        """Realised quality per version of the model's recent traffic received since ``since`` (what the canary
+        analysis compares)."""
         with self._rows_lock:
             frames = list(self.recent.get(model, ()))
         if not frames:
-            return realised_quality(pd.DataFrame(), self.labels) | {"versions": {}}
-        rows = self._recent_frame(model, assemble(frames))
+            spec = self._production(model)[1]
+            return realised_quality(pd.DataFrame(), self.labels, spec.task if spec else BINARY) | {"versions": {}}
+        rows, task, classes = self._recent_frame(model, assemble(frames))
         if since is not None:
             rows = rows[rows["received_at"] >= pd.Timestamp(since).tz_convert("UTC")]
-        quality = realised_quality(rows, self.labels)
+        quality = realised_quality(rows, self.labels, task, classes)
         return quality | {"versions": quality["by_version"]}
 
     # ---- start-up ---------------------------------------------------------------------------------
@@ -313,10 +375,14 @@ class Monitor:
 
     async def _close_window(self, model: str, rows: pd.DataFrame, opened_at: float, now: float) -> WindowRecord:
         production = self.registry.aliases(model).get(PRODUCTION)
+        # The buffer opens when its first rows are applied, just after they were received (and rows left over by
+        # the last window were received before it closed): the window holds rows from its earliest one on, which
+        # is where a retrain since this window takes its rows from.
+        opened_at = min(opened_at, rows["received_at"].min().timestamp())
         record = WindowRecord.open(self._next_window, model, rows, opened_at, production or 0, closed_at=now)
         self._next_window += 1
-        spec = self._spec_for(model, int(rows["version"].iloc[0]))
-        record.predictions = class_values(rows["prediction"], spec)
+        record.task, predictions, record.classes = self._served(model, rows)
+        record.predictions = predictions.tolist()
         reference = None
         try:
             if production is None:
@@ -345,10 +411,9 @@ class Monitor:
         trigger = self.config.trigger
         for window in [*self.windows.get(model, ()), record][-trigger.n:]:
             quality = window.quality(self.labels)
-            accuracy, labelled = quality["accuracy"], quality["labelled"]
-            window.quality_dropped = bool(
-                accuracy is not None and labelled >= trigger.min_labels and window.reference_accuracy is not None
-                and accuracy < window.reference_accuracy - trigger.quality_drop)
+            window.quality_reason = quality_signal(window.quality_metric, window.reference_quality, quality, trigger,
+                                                   window.reference_version)
+            window.quality_dropped = window.quality_reason is not None
             self.metrics.quality(model, quality)
 
     def _assemble(self, model: str, version: int, key: str, since: pd.Timestamp | None) -> TrainingTable:
@@ -448,14 +513,14 @@ class Monitor:
 
 
         @app.post("/feedback")
-        async def feedback(request: Request) -> JSONResponse:
+        async def feedback(request: Request, model: str | None = None) -> JSONResponse:
             try:
-                count = await self.add_labels(await asyncio.to_thread(parse_json, await request.body()))
+                answer = await self.add_labels(await asyncio.to_thread(parse_json, await request.body()), model)
             except JournalError as exc:
                 return _error(503, str(exc))
             except EventError as exc:
                 return _error(400, str(exc))
-            return JSONResponse({"accepted": count})
+            return JSONResponse(answer)
 
         @app.get("/status")
         async def status(model: str | None = None, limit: int = 10) -> dict:

@@ -56,7 +56,10 @@ class TriggerConfig:
         m, n: Retrain when at least ``m`` of the last ``n`` windows show the signal.
         cooldown_seconds: No new trigger this long after the previous one started.
         max_failures: After this many consecutive failed or rolled-back retrains, stop triggering.
-        quality_drop: A window's realised accuracy this far below the version's holdout accuracy is a signal.
+        quality_drop: How much worse a window's realised quality may be than the value the serving version is
+            held to before it is a signal, in the task's quality metric (``tasks.QUALITY_METRIC``): for
+            classification an absolute drop of accuracy (0.05: 0.90 → below 0.85), for regression a relative rise
+            of RMSE (0.05: more than 5 % above).
         min_labels: Labelled rows a window needs before its quality counts.
     """
 

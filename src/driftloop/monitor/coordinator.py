@@ -285,7 +285,11 @@ class RetrainCoordinator:
                                  evidence={"in_flight": policy.in_flight})
         elif decision.triggers:
             signalling = set(policy.signalling_windows())
-            self._trigger(model, production, decision, [w for w in [*recent, window] if w.id in signalling], now)
+            windows = [w for w in [*recent, window] if w.id in signalling]
+            # The retrain's reason says what each window signalled (drift, or quality in its metric's terms).
+            causes = "; ".join(f"window {w.id}: {w.signal_reason}" for w in windows if w.signal_reason)
+            decision = Decision(decision.action, f"{decision.reason}: {causes}" if causes else decision.reason)
+            self._trigger(model, production, decision, windows, now)
         return decision
 
     def _trigger(self, model: str, production: int, decision: Decision, windows: list[WindowRecord],
@@ -297,7 +301,8 @@ class RetrainCoordinator:
         self._retrains[model] = [*self._retrains[model], retrain][-KEEP_RETRAINS:]
         self._policies[model].started(key, now)
         evidence = {"key": key, "triggered_at": now, "windows": [self._window_evidence(w) for w in windows]}
-        since = (pd.Timestamp(min(w.opened_at for w in windows), unit="s", tz="UTC")
+        # Float seconds hold a time to about a microsecond: a millisecond's margin keeps the window's first row.
+        since = (pd.Timestamp(min(w.opened_at for w in windows), unit="s", tz="UTC").floor("ms")
                  if self.retrain_config.since_signal and windows else None)
         try:
             table = self.assemble(model, production, key, since)
@@ -343,7 +348,7 @@ class RetrainCoordinator:
         report = (str(self.reports / window.model / f"window-{window.id:06d}.html") if self.reports else None)
         return {"id": window.id, "drift_share": window.drift_share, "drifted_features": window.drifted_features,
                 "prediction_drift": window.prediction_drift, "quality_dropped": window.quality_dropped,
-                "report": report}
+                "quality_reason": window.quality_reason, "report": report}
 
     # ---- outcomes ------------------------------------------------------------------------------------
 

@@ -216,8 +216,11 @@ class Ingest:
         return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
 
     async def feedback(self, items: list) -> int:
-        """Logs and applies one batch of labels; returns how many."""
-        keys, labels = parse_labels(items)
+        """Validates, logs and applies one batch of labels; returns how many."""
+        return await self.log_labels(*parse_labels(items))
+
+    async def log_labels(self, keys: list[str], labels: list[str]) -> int:
+        """Logs and applies labels already validated (:func:`~driftloop.monitor.labels.parse_labels`)."""
         if not keys:
             return 0
         batch = LabelBatch(keys, labels, time.time())

@@ -11,6 +11,7 @@ their retention.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -38,11 +39,30 @@ def normalise_label(value) -> str:
     return str(value)
 
 
-def parse_labels(items: list) -> tuple[list[str], list[str]]:
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def number_label(value) -> str | None:
+    """A regression label as text that compares as a number ("12.0", 12 and 12.0 are all "12"); None when the
+    value is not a finite number (booleans are not amounts)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = float(text) if _NUMBER.fullmatch(text) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return normalise_label(float(value))
+
+
+def parse_labels(items: list, model: str | None = None, numbers: bool = False) -> tuple[list[str], list[str]]:
     """Row keys and normalised labels of ``[{"id": ..., "label": ..., "row": 0}, ...]``; all or nothing.
 
+    Args:
+        model: The model the labels are for (named in errors).
+        numbers: The model is a regression: every label must be a number.
+
     Raises:
-        EventError: an item lacks an id or a label, or its row is not a non-negative integer.
+        EventError: an item lacks an id or a label, its row is not a non-negative integer, or (``numbers``) its
+            label is not a number.
     """
     keys, labels = [], []
     for i, item in enumerate(items):
@@ -53,8 +73,12 @@ def parse_labels(items: list) -> tuple[list[str], list[str]]:
             raise EventError(f"label {i} (id {item['id']}): label must be a class value, got {label!r}")
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
             raise EventError(f"label {i} (id {item['id']}): row must be a non-negative integer")
+        text = number_label(label) if numbers else normalise_label(label)
+        if text is None:
+            raise EventError(f"label {i} (id {item['id']}): {model or 'the model'} is a regression model, so its "
+                             f"labels are numbers; got {label!r}")
         keys.append(row_key(str(item["id"]), row))
-        labels.append(normalise_label(label))
+        labels.append(text)
     return keys, labels
 
 

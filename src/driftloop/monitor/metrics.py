@@ -5,6 +5,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from driftloop.monitor.windows import WindowRecord
+from driftloop.tasks import QUALITY_REPORTED
+
+REALISED_HELP = {"accuracy": "accuracy", "f1_macro": "macro-F1 (over the classes seen)",
+                 "rmse": "RMSE (root mean squared error, in the target's units)",
+                 "mae": "MAE (mean absolute error, in the target's units)"}
 
 
 class MonitorMetrics:
@@ -24,8 +29,15 @@ class MonitorMetrics:
                                    "Latest window's drift score per feature", ["model", "feature"], registry=r)
         self.prediction_score = Gauge("driftloop_monitor_prediction_drift_score",
                                       "Latest window's prediction drift score", ["model"], registry=r)
-        self.accuracy = Gauge("driftloop_monitor_realised_accuracy",
-                              "Realised accuracy of the latest window with labels", ["model", "version"], registry=r)
+        # One family per realised-quality metric (driftloop_monitor_realised_accuracy, _f1_macro, _rmse, _mae):
+        # their units differ, so they never share a series.
+        self.realised = {metric: Gauge(f"driftloop_monitor_realised_{metric}",
+                                       f"Realised {REALISED_HELP[metric]} of the latest window with labels",
+                                       ["model", "version"], registry=r)
+                         for metric in dict.fromkeys(m for ms in QUALITY_REPORTED.values() for m in ms)}
+        self.unseen_classes = Counter("driftloop_monitor_unseen_class_labels", "Labels naming a class the "
+                                      "serving version never learned (kept, counted as wrong predictions)",
+                                      ["model"], registry=r)
         self.rollouts = Counter("driftloop_rollouts", "How the rollouts of drift-triggered versions ended "
                                 "(promoted, canary, rolled_back)", ["model", "outcome"], registry=r)
         self.log_records = Counter("driftloop_monitor_log_records", "Event halves and label batches written and "
@@ -63,5 +75,6 @@ class MonitorMetrics:
 
     def quality(self, model: str, quality: dict) -> None:
         for version, stats in quality.get("by_version", {}).items():
-            if stats["accuracy"] is not None:
-                self.accuracy.labels(model, version).set(stats["accuracy"])
+            for metric, gauge in self.realised.items():
+                if stats.get(metric) is not None:
+                    gauge.labels(model, version).set(stats[metric])

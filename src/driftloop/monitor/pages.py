@@ -2,7 +2,7 @@
 
 A window's page is rendered from its summary — the record the monitor decided on — plus profiles of the
 reference sample and the window's rows for the plots (driftloop.reports.drift_window); it is rewritten while
-labels arrive for a recent window, so its realised accuracy catches up. The index (driftloop.reports.drift_index)
+labels arrive for a recent window, so its realised quality catches up. The index (driftloop.reports.drift_index)
 is rewritten after every window and rendered afresh when the monitor serves it.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from driftloop.data import DatasetSpec, FeatureSpec
 from driftloop.errors import DriftloopError
 from driftloop.monitor.analysis import PREDICTION, Reference
 from driftloop.monitor.config import TriggerConfig
@@ -25,6 +26,7 @@ from driftloop.profile import FeatureProfile, build_profile
 from driftloop.registry import PRODUCTION, ModelRegistry
 from driftloop.reports.drift_index import Event, IndexPage, drift_index_html
 from driftloop.reports.drift_window import INDEX_FILE, WindowPage, window_report_html
+from driftloop.tasks import REGRESSION
 
 log = logging.getLogger(__name__)
 TRIGGERS = ("retrain-triggered", "retrain-blocked")  # audit entries of a trigger (blocked: triggered, no run)
@@ -100,10 +102,14 @@ class Pages:
 
 
 def profiles(frame: pd.DataFrame, reference: Reference, max_rows: int) -> dict[str, FeatureProfile]:
-    """Feature profiles of ``frame`` (a seeded sample of at most ``max_rows``), and the prediction's class shares."""
+    """Feature profiles of ``frame`` (a seeded sample of at most ``max_rows``), and the prediction's: its class
+    shares, or for regression the predicted amounts' distribution."""
     if len(frame) > max_rows:
         frame = frame.sample(n=max_rows, random_state=0)
     out = dict(build_profile(frame, reference.spec).features)
+    if not reference.spec.is_classification:
+        predicted = DatasetSpec(reference.spec.target, (FeatureSpec(PREDICTION, "numeric"),), task=REGRESSION)
+        return out | build_profile(frame, predicted).features
     shares = frame[PREDICTION].astype(str).value_counts(normalize=True)
     out[PREDICTION] = FeatureProfile(PREDICTION, "categorical", 0.0,
                                      categories={str(k): float(v) for k, v in shares.items()})

@@ -101,12 +101,15 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
     rows = rows.sort_values("received_at")
     keys = pd.Series([row_key(e, r) for e, r in zip(rows["event_id"], rows["row"], strict=True)], index=rows.index)
     truth = labels.lookup(keys)
+    if not spec.is_classification:  # amounts; a label that is no number (checked against another model) is left out
+        truth = pd.to_numeric(truth, errors="coerce")
     rows = rows[truth.notna()].tail(limit)
     if rows.empty:
         return pd.DataFrame()
     classes = {normalise_label(c): c for c in spec.target_classes}
     out = rows[spec.feature_names].copy()
-    out[spec.target] = truth[rows.index].map(lambda label: classes.get(label, label))
+    out[spec.target] = (truth[rows.index].map(lambda label: classes.get(label, label)) if spec.is_classification
+                        else truth[rows.index].astype(float))
     if spec.id_column:  # the request id, as the caller knows it (with the row for batch requests)
         out[spec.id_column] = [e if r == 0 else f"{e}:{r}" for e, r in zip(rows["event_id"], rows["row"], strict=True)]
     if spec.timestamp_column:

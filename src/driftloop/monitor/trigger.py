@@ -1,5 +1,6 @@
 """When a drift signal becomes a retrain: M of the last N windows, a cooldown, one run at a time,
-and a stop after K consecutive failed or rolled-back retrains.
+and a stop after K consecutive failed or rolled-back retrains; and when a window's realised quality counts
+as a drop (:func:`quality_signal`).
 
 The policy only decides; the monitor carries the decision out and records it. Keeping it free of I/O
 makes the rules easy to test with a fake clock.
@@ -11,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from driftloop.monitor.config import TriggerConfig
+from driftloop.tasks import drop_text, quality_drop
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,19 @@ class TriggerPolicy:
         return {"signals": [{"window": w, "signal": s} for w, s in self.signals], "in_flight": self.in_flight,
                 "last_trigger_at": self.last_trigger_at, "consecutive_failures": self.consecutive_failures,
                 "stopped": self.stopped, "config": vars(self.config)}
+
+
+def quality_signal(metric: str, expected: float | None, quality: dict, config: TriggerConfig,
+                   version: int) -> str | None:
+    """Why a window's realised quality is a signal, or None when it is not: on at least ``min_labels`` labelled
+    rows, ``metric`` is worse than the ``expected`` value version ``version`` is held to by more than
+    ``quality_drop`` (:func:`driftloop.tasks.quality_drop`: an absolute drop of accuracy, a relative rise of RMSE).
+    """
+    realised, labelled = quality.get(metric), quality.get("labelled", 0)
+    if realised is None or expected is None or labelled < config.min_labels:
+        return None
+    drop = quality_drop(metric, expected, realised)
+    if drop <= config.quality_drop:
+        return None
+    return (f"{metric} {realised:.4g} is {drop_text(metric, drop)} the {expected:.4g} v{version} is held to "
+            f"({labelled} labelled rows)")

@@ -2,8 +2,8 @@
 
 :class:`WindowBuffer` collects the rows of one model and says when a window is due.
 :class:`WindowRecord` is a closed window: its drift verdict (filled in by the analysis), its report,
-and what realised quality needs later — each row's key, version and prediction — because labels
-arrive after the window has closed and quality is recomputed whenever it is asked for.
+and what realised quality needs later — each row's key, version and prediction, and the classes each version
+learned — because labels arrive after the window has closed and quality is recomputed whenever it is asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import pandas as pd
 
 from driftloop.monitor.config import WindowConfig
 from driftloop.monitor.labels import LabelStore, normalise_label, row_key
+from driftloop.monitor.quality import realised_quality
 from driftloop.monitor.rows import Chunk, assemble
+from driftloop.tasks import BINARY, QUALITY_METRIC
 
 
 class WindowBuffer:
@@ -72,15 +74,18 @@ class WindowRecord:
     drift_threshold: float | None = None
     reference_rows: int | None = None
     prediction_drift: dict | None = None
-    reference_accuracy: float | None = None
+    task: str = BINARY  # the served model's: what its predictions and realised quality are
+    reference_quality: float | None = None  # the value of the task's quality metric the reference version is held to
     quality_dropped: bool = False
+    quality_reason: str | None = None  # why realised quality counts as a drop, in the metric's terms
     report: str | None = None  # the window's page under <store>/reports/<model>/, once written
     error: str | None = None  # why the analysis could not run
     decision: dict | None = None  # what the trigger policy made of this window
     # For realised quality (not part of the summary).
     keys: list[str] = field(default_factory=list, repr=False)
     versions: list[int] = field(default_factory=list, repr=False)
-    predictions: list[str] = field(default_factory=list, repr=False)
+    predictions: list = field(default_factory=list, repr=False)  # class labels (normalised text) or numbers
+    classes: dict[int, frozenset[str]] = field(default_factory=dict, repr=False)  # each version's learned labels
     # For re-rendering the page as labels arrive: the plots' profiles, and the labelled rows it shows.
     profiles: tuple[dict, dict] | None = field(default=None, repr=False)
     page_labelled: int = field(default=0, repr=False)
@@ -98,25 +103,38 @@ class WindowRecord:
             predictions=[normalise_label(p) for p in rows["prediction"].tolist()],
         )
 
+    @property
+    def quality_metric(self) -> str:
+        return QUALITY_METRIC[self.task]
+
     def quality(self, labels: LabelStore) -> dict:
-        """Realised accuracy on the rows labelled so far, overall and per version."""
+        """Realised quality on the rows labelled so far, overall and per version (monitor/quality.py)."""
         frame = pd.DataFrame({"key": self.keys, "version": self.versions, "prediction": self.predictions})
-        return realised_quality(frame, labels)
+        return realised_quality(frame, labels, self.task, self.classes)
 
     @property
     def signal(self) -> bool:
         """Whether this window counts towards a retrain: dataset drift or a realised quality drop."""
         return bool(self.dataset_drift) or self.quality_dropped
 
+    @property
+    def signal_reason(self) -> str:
+        """What this window signals, in words (empty when it does not)."""
+        causes = [f"dataset drift (share {self.drift_share:.2f})"] if self.dataset_drift else []
+        return "; ".join(causes + ([self.quality_reason] if self.quality_dropped and self.quality_reason else []))
+
     def summary(self, labels: LabelStore | None = None) -> dict:
         data = {k: v for k, v in asdict(self).items() if k not in _NOT_SUMMARISED}
+        data["quality_metric"] = self.quality_metric
+        # Pages written before the task existed read the accuracy bar under this name.
+        data["reference_accuracy"] = self.reference_quality if self.quality_metric == "accuracy" else None
         if labels is not None:
             data["quality"] = self.quality(labels)
         data["signal"] = self.signal
         return data
 
 
-_NOT_SUMMARISED = ("keys", "versions", "predictions", "profiles", "page_labelled")
+_NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled")
 SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
 
 
@@ -141,20 +159,3 @@ def read_summaries(store_root: str | Path) -> dict[str, list[dict]]:
             summaries.setdefault(summary.get("model") or path.stem, {})[window_id] = summary
     return {model: [by_id[i] for i in sorted(by_id)] for model, by_id in summaries.items()}
 
-
-def realised_quality(rows: pd.DataFrame, labels: LabelStore) -> dict:
-    """Accuracy of predictions against the labels that have arrived, overall and per version.
-
-    Args:
-        rows: Columns ``key``, ``version`` and ``prediction`` (normalised text).
-    """
-    if rows.empty:
-        return {"labelled": 0, "accuracy": None, "by_version": {}}
-    truth = labels.lookup(rows["key"])
-    known = truth.notna()
-    correct = rows["prediction"][known] == truth[known]
-    by_version = {}
-    for version, hits in correct.groupby(rows["version"][known]):
-        by_version[str(int(version))] = {"labelled": int(len(hits)), "accuracy": round(float(hits.mean()), 4)}
-    return {"labelled": int(known.sum()), "accuracy": round(float(correct.mean()), 4) if known.any() else None,
-            "by_version": by_version}

@@ -1,10 +1,12 @@
-"""The evaluation report: a page a person decides from, not a dump of numbers.
+"""The evaluation report: a page a person decides from, not a dump of numbers, in the terms of the model's task.
 
-Top to bottom: what was evaluated (model, version, run, data, trigger, date, holdout), the verdict — with a
+Top to bottom: what was evaluated (model, version, task, run, data, trigger, date, holdout), the verdict — with a
 warning when the gate passed a candidate that is worse than the champion — the comparison that decided (a drift
-retrain's recent rows first), candidate and champion side by side with a coloured Δ, the trivial baseline and
-class balance, ROC, precision–recall and reliability curves, both confusion matrices with rates, and how the
-model was chosen (``auto``'s leaderboard, a drift retrain's weighting strategies).
+retrain's recent rows first), candidate and champion side by side with a coloured Δ and the baselines a model
+that ignores the features scores, then what the task needs (binary: class balance, ROC, precision–recall and
+reliability curves, both 2×2 confusion matrices; multi-class and regression: :mod:`driftloop.reports.multiclass`,
+:mod:`driftloop.reports.regression`), and how the model was chosen (``auto``'s leaderboard, a drift retrain's
+weighting strategies).
 """
 
 from __future__ import annotations
@@ -12,21 +14,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from driftloop.evaluation import Evaluation, GateDecision, non_finite_metrics
+from driftloop.reports import multiclass, regression
 from driftloop.reports.facts import (
     METRIC_LABELS,
+    REPORTED_METRICS,
+    Baseline,
     MetricRow,
     RunFacts,
     baseline_accuracy,
+    baselines,
     class_balance,
     compare,
     decisive,
+    delta_text,
+    holdout_rows,
+    metric_text,
     trailing_warning,
     trigger_sentence,
 )
-from driftloop.reports.html import banner, count, e, facts, link, number, page, percent, signed, table, td
+from driftloop.reports.html import (
+    CANDIDATE_COLOUR,
+    CHAMPION_COLOUR,
+    banner,
+    count,
+    e,
+    facts,
+    link,
+    number,
+    page,
+    percent,
+    table,
+    td,
+)
 from driftloop.reports.svg import Series, unit_square_chart
-
-CANDIDATE_COLOUR, CHAMPION_COLOUR = "#0969da", "#8250df"
+from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, describe_task, higher_is_better
 
 
 @dataclass
@@ -51,49 +72,56 @@ class EvaluationPage:
     def from_dict(cls, data: dict) -> EvaluationPage:
         champion = data.get("champion_evaluation")
         # An outcome written before reports carried their facts has none: an unnamed header, filled in later.
-        return cls(RunFacts.from_dict(data.get("facts") or {"model": ""}), Evaluation(**data["evaluation"]),
-                   GateDecision(**data["decision"]), Evaluation(**champion) if champion else None,
+        return cls(RunFacts.from_dict(data.get("facts") or {"model": ""}), Evaluation.from_dict(data["evaluation"]),
+                   GateDecision(**data["decision"]), Evaluation.from_dict(champion) if champion else None,
                    list(data.get("leaderboard") or []), list(data.get("strategies") or []))
 
 
 def evaluation_report_html(report: EvaluationPage) -> str:
     """The self-contained HTML page of one evaluation."""
-    f, decision = report.facts, report.decision
+    f, decision, evaluation = report.facts, report.decision, report.evaluation
     champion_label = _champion_label(decision)
     body = [
         f"<h1>Evaluation of {e(f.title)}</h1>",
         f'<p class="subtitle">{_subtitle(report)}</p>',
-        _verdict(decision, champion_label),
+        _verdict(decision, champion_label, evaluation.task),
         _header(report, champion_label),
         "<h2>How the gate decided</h2>",
         "<ul>" + "".join(f"<li>{e(r)}</li>" for r in decision.reasons) + "</ul>",
-        *_recent_section(decision, champion_label),
-        f"<h2>On the holdout ({count(_holdout_rows(report.evaluation))} rows)</h2>",
-        _metrics_table(compare(report.evaluation.metrics, decision.champion), champion_label,
-                       baseline=baseline_accuracy(report.evaluation), facts_=f),
-        _context(report),
-        *_non_finite_note(report.evaluation),
-        "<h2>Curves</h2>",
-        _charts(report, champion_label),
-        "<h2>Confusion matrices (threshold "
-        f"{report.evaluation.threshold:.2f})</h2>",
-        _confusion_matrices(report, champion_label),
+        *_recent_section(decision, champion_label, evaluation.task),
+        f"<h2>On the holdout ({count(holdout_rows(evaluation))} rows)</h2>",
+        _metrics_table(_compare(evaluation.metrics, decision.champion, evaluation.task), champion_label,
+                       baselines(evaluation, f.classes), f.target),
+        *_non_finite_note(evaluation),
+        *_task_sections(report, champion_label),
         *_training_section(report),
     ]
     return page(f"Evaluation: {f.title}", "\n".join(body))
+
+
+def _task_sections(report: EvaluationPage, champion_label: str) -> list[str]:
+    """What the task needs beyond the scores: curves and matrices, per-class scores, residuals."""
+    champion = report.champion_evaluation
+    if report.evaluation.task == MULTICLASS:
+        return multiclass.sections(report.evaluation, champion, champion_label, report.facts.target)
+    if report.evaluation.task == REGRESSION:
+        return regression.sections(report.evaluation, champion, champion_label, report.facts.target)
+    return [_context(report), "<h2>Curves</h2>", _charts(report, champion_label),
+            f"<h2>Confusion matrices (threshold {report.evaluation.threshold:.2f})</h2>",
+            _confusion_matrices(report, champion_label)]
+
+
+def _compare(candidate: dict, champion: dict | None, task: str) -> list[MetricRow]:
+    return compare(candidate, champion, REPORTED_METRICS.get(task, REPORTED_METRICS[BINARY]))
 
 
 def _champion_label(decision: GateDecision) -> str:
     return f"champion v{decision.champion_version}" if decision.champion_version is not None else "champion"
 
 
-def _holdout_rows(evaluation: Evaluation) -> int:
-    return class_balance(evaluation)[1]
-
-
 def _subtitle(report: EvaluationPage) -> str:
     f = report.facts
-    parts = [f"holdout of {count(_holdout_rows(report.evaluation))} rows"]
+    parts = [f"holdout of {count(holdout_rows(report.evaluation))} rows"]
     if report.decision.champion is not None:
         parts.append(f"compared with {e(_champion_label(report.decision))}")
     else:
@@ -104,8 +132,7 @@ def _subtitle(report: EvaluationPage) -> str:
 
 
 def _header(report: EvaluationPage, champion_label: str) -> str:
-    f = report.facts
-    positives, total = class_balance(report.evaluation)
+    f, evaluation = report.facts, report.evaluation
     run = link(f.run_name or f.run_id or "–", f.run_url)
     if f.run_name and f.run_id and f.run_id != f.run_name:
         run += f' <span class="note">id {e(f.run_id)}</span>'
@@ -118,22 +145,35 @@ def _header(report: EvaluationPage, champion_label: str) -> str:
         version = e(f"v{f.version}")
     else:
         version = "not registered yet (candidate)" if report.decision.passed else "none: the gate failed"
+    classes = evaluation.classes or (f.classes if evaluation.task == BINARY else [])
+    target = f"<code>{e(f.target)}</code> · " if f.target else ""
     return facts([
         ("Model", e(f.model)),
         ("Version", version),
+        ("Task", target + e(describe_task(evaluation.task, classes))),
         ("Pipeline run", run),
         ("Data", data),
         ("Triggered by", e(trigger_sentence(f.triggered_by, f.trigger_detail))),
         ("Evaluated", e(f.when or "–")),
-        ("Holdout", f"{count(total)} rows, {percent(positives / total if total else None)} positive"),
+        ("Holdout", e(_holdout_text(evaluation))),
         ("Compared with", e(champion_label) if report.decision.champion is not None else "nothing (no champion)"),
-    ], wide=("Data", "Triggered by"))
+    ], wide=("Data", "Triggered by", "Task"))
 
 
-def _verdict(decision: GateDecision, champion_label: str) -> str:
+def _holdout_text(evaluation: Evaluation) -> str:
+    total = holdout_rows(evaluation)
+    if evaluation.task == BINARY:
+        positives, _ = class_balance(evaluation)
+        return f"{count(total)} rows, {percent(positives / total if total else None)} positive"
+    if evaluation.task == MULTICLASS:
+        return f"{count(total)} rows, {len(evaluation.confusion_matrix)} classes"
+    return f"{count(total)} rows"
+
+
+def _verdict(decision: GateDecision, champion_label: str, task: str = BINARY) -> str:
     if not decision.passed:
         return banner("fail", "Gate FAILED — the candidate is not registered", e(_why_failed(decision, champion_label)))
-    warning = trailing_warning(decision)
+    warning = trailing_warning(decision, task)
     if warning:
         return banner("warn", f"Gate PASSED — but the candidate is worse than {champion_label}", e(warning))
     candidate, champion, where = decisive(decision)
@@ -142,8 +182,9 @@ def _verdict(decision: GateDecision, champion_label: str) -> str:
     gate = next(iter(compare(candidate, champion, (decision.metric,))), None)
     detail = ""
     if gate is not None and gate.delta is not None:
-        detail = e(f"{gate.label} {gate.candidate:.4f} against {gate.champion:.4f} (Δ {signed(gate.delta)}) "
-                   f"on {where}.")
+        lower = "" if higher_is_better(gate.name) else "; lower is better"
+        detail = e(f"{gate.label} {metric_text(gate.name, gate.candidate)} against "
+                   f"{metric_text(gate.name, gate.champion)} (Δ {delta_text(gate)}{lower}) on {where}.")
     word = "better than" if gate is not None and gate.verdict == "better" else "as good as"
     return banner("pass", f"Gate PASSED — {word} {champion_label}", detail)
 
@@ -152,50 +193,68 @@ def _why_failed(decision: GateDecision, champion_label: str) -> str:
     """The gate's failing condition in one sentence, from the decision's own numbers."""
     thresholds = decision.thresholds or {}
     candidate, champion, where = decisive(decision)
-    label = METRIC_LABELS.get(decision.metric, decision.metric)
-    value = (decision.candidate if isinstance(decision.candidate, dict) else {}).get(decision.metric)
-    minimum = thresholds.get("min_value")
-    if value is not None and minimum is not None and not value >= minimum:
-        return f"{label} {number(value)} is below the minimum {minimum:.4f}."
-    gate = next(iter(compare(candidate, champion, (decision.metric,))), None)
+    name = decision.metric
+    label = METRIC_LABELS.get(name, name)
+    scores = decision.candidate if isinstance(decision.candidate, dict) else {}
+    value = scores.get(name)
+    if higher_is_better(name):
+        minimum = thresholds.get("min_value")
+        if value is not None and minimum is not None and not value >= minimum:
+            return f"{label} {number(value)} is below the minimum {minimum:.4f}."
+    else:
+        baseline = scores.get(f"baseline_{name}")
+        if value is not None and baseline is not None and not value < baseline:
+            return (f"{label} {metric_text(name, value)} does not beat {metric_text(name, baseline)}, the "
+                    f"{label} of a model that ignores the features (lower is better).")
+    gate = next(iter(compare(candidate, champion, (name,))), None)
     allowed = thresholds.get("max_regression")
-    if gate is not None and gate.delta is not None and allowed is not None and gate.delta < -allowed:
-        return (f"{label} {gate.candidate:.4f} trails {champion_label} ({gate.champion:.4f}) on {where} by "
-                f"{-gate.delta:.4f}, more than the allowed {allowed:.4f}.")
+    if gate is not None and gate.delta is not None and allowed is not None:
+        if higher_is_better(name) and gate.delta < -allowed:
+            return (f"{label} {gate.candidate:.4f} trails {champion_label} ({gate.champion:.4f}) on {where} by "
+                    f"{-gate.delta:.4f}, more than the allowed {allowed:.4f}.")
+        # The gate holds an error to the champion's relatively (RMSE 10 → 11 is 10 % worse).
+        worse = gate.delta / gate.champion if gate.champion > 0 else (0.0 if gate.delta <= 0 else float("inf"))
+        if not higher_is_better(name) and worse > allowed:
+            return (f"{label} {metric_text(name, gate.candidate)} is {percent(worse)} worse than {champion_label} "
+                    f"({metric_text(name, gate.champion)}) on {where}, more than the {percent(allowed)} the gate "
+                    "allows.")
     return decision.reasons[0] if decision.reasons else ""
 
 
-def _metrics_table(rows: list[MetricRow], champion_label: str, *, baseline: tuple[float | None, int] | None = None,
-                   facts_: RunFacts | None = None) -> str:
+def _metrics_table(rows: list[MetricRow], champion_label: str, baseline_rows: list[Baseline] = (),
+                   target: str = "") -> str:
     with_champion = any(r.champion is not None for r in rows)
     head = ["metric", '<span class="num">candidate</span>']
     if with_champion:
         head += [f'<span class="num">{e(champion_label)}</span>', '<span class="num">Δ</span>']
     body, classes = [], []
     for r in rows:
-        cells = [td(e(r.label)), td(number(r.candidate), "num")]
+        cells = [td(e(r.label)), td(metric_text(r.name, r.candidate), "num")]
         if with_champion:
             verdict = f" ({r.verdict})" if r.verdict in ("better", "worse") else ""
-            cells += [td(number(r.champion), "num"), td(signed(r.delta) + verdict, f"num {r.verdict}".strip())]
+            cells += [td(metric_text(r.name, r.champion), "num"),
+                      td(delta_text(r) + verdict, f"num {r.verdict}".strip())]
         body.append(cells)
         classes.append("")
-    if baseline is not None and baseline[0] is not None and facts_ is not None:
-        majority = facts_.classes[baseline[1]] if len(facts_.classes) == 2 else str(baseline[1])
-        target = f"{facts_.target} = " if facts_.target else ""
-        cells = [td(e(f"baseline: always {target}{majority} (accuracy)")), td(number(baseline[0]), "num")]
+    for b in baseline_rows:
+        what = b.description if b.majority is None else f"always {target or 'class'} = {b.majority}"
+        cells = [td(e(f"baseline: {what} ({METRIC_LABELS.get(b.metric, b.metric)})")),
+                 td(metric_text(b.metric, b.value), "num")]
         if with_champion:
             cells += [td("", "num"), td("", "num")]
         body.append(cells)
         classes.append("baseline")
-    return table(head, body, row_classes=classes)
+    lower = [r.label for r in rows if not higher_is_better(r.name)]
+    note = f'<p class="note">Lower is better: {e(", ".join(lower))}.</p>' if lower else ""
+    return table(head, body, row_classes=classes) + note
 
 
-def _recent_section(decision: GateDecision, champion_label: str) -> list[str]:
+def _recent_section(decision: GateDecision, champion_label: str, task: str) -> list[str]:
     """A drift retrain's comparison on the newest rows, which decided the gate, comes first."""
     if decision.recent_candidate is None:
         return []
     return [f"<h2>On the {count(decision.n_recent)} most recent rows — the world as it is now; these decided</h2>",
-            _metrics_table(compare(decision.recent_candidate, decision.recent_champion), champion_label)]
+            _metrics_table(_compare(decision.recent_candidate, decision.recent_champion, task), champion_label)]
 
 
 def _context(report: EvaluationPage) -> str:
@@ -300,7 +359,7 @@ def _training_section(report: EvaluationPage) -> list[str]:
     if report.strategies:
         metric = METRIC_LABELS.get(report.strategies[0].get("metric", ""), report.strategies[0].get("metric", ""))
         rows = [[td(e(f"×{s.get('live_weight', 0):g}"), "num"), td(e(s.get("reference_window", ""))),
-                 td(count(s.get("training_rows")), "num"), td(number(s.get("value")), "num"),
+                 td(count(s.get("training_rows")), "num"), td(metric_text(s.get("metric", ""), s.get("value")), "num"),
                  td("chosen" if s.get("chosen") else "")] for s in report.strategies]
         out += ["<h2>How the new world was weighed (drift retrain)</h2>",
                 f'<p class="note">Each way of weighing live rows against the champion\'s training rows, fitted and '
@@ -310,7 +369,7 @@ def _training_section(report: EvaluationPage) -> list[str]:
                       row_classes=["chosen" if s.get("chosen") else "" for s in report.strategies])]
     if report.leaderboard:
         metric = report.leaderboard[0].get("metric", "")
-        rows = [[td(e(c.get("estimator", "?"))), td(number(c.get("value")), "num"),
+        rows = [[td(e(c.get("estimator", "?"))), td(metric_text(c.get("metric", ""), c.get("value")), "num"),
                  td(number(c.get("fit_seconds"), 2), "num"), td("chosen" if c.get("chosen") else "")]
                 for c in report.leaderboard]
         out += ["<h2>How the estimator was chosen (<code>auto</code>)</h2>",

@@ -12,6 +12,7 @@ import math
 from urllib.parse import urlsplit
 
 BETTER, WORSE, SAME = "better", "worse", "same"
+CANDIDATE_COLOUR, CHAMPION_COLOUR = "#0969da", "#8250df"
 
 
 def e(value) -> str:
@@ -48,6 +49,19 @@ def percent(share: float | None, digits: int = 1) -> str:
 def count(value: int | float | None) -> str:
     """A row count with thousands separators (thin spaces keep it one word)."""
     return "–" if value is None else f"{int(value):,}".replace(",", "\u202f")
+
+
+def amount(value, significant: int = 4, *, sign: bool = False, like: float | None = None) -> str:
+    """A value in the target's units (an RMSE, a prediction) to ``significant`` digits, never in exponent form:
+    ``12 346``, ``4.231``, ``0.01234``; with ``sign``, a leading + or a true minus. A difference takes the
+    decimals of the values it is the difference of (``like``), so +0.0028 stands beside 0.4922."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    scale = like if isinstance(like, (int, float)) and math.isfinite(like) and like else value
+    magnitude = math.floor(math.log10(abs(scale))) if scale else 0
+    decimals = min(max(significant - 1 - magnitude, 0), 8)
+    text = f"{value:{'+' if sign else ''},.{decimals}f}".replace(",", "\u202f")
+    return text.replace("-", "\u2212") if sign else text
 
 
 def signed(delta: float | None, digits: int = 4) -> str:
@@ -118,9 +132,11 @@ td.same { color: var(--muted); }
 tr.fail td { background: var(--worse-bg); } tr.warn td { background: var(--warn-bg); }
 tr.chosen td { font-weight: 600; } tr.baseline td { color: var(--muted); font-style: italic; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem 2rem; }
-figure { margin: 0; width: 360px; } figcaption { font-weight: 600; margin-bottom: .2rem; }
+figure { margin: 0; width: 360px; } figure.wide { width: auto; } figcaption { font-weight: 600; margin-bottom: .2rem; }
 .note { color: var(--muted); font-size: .85rem; }
 .cm td { text-align: center; min-width: 7.5rem; } .cm .rate { display: block; font-size: .8rem; color: var(--muted); }
+.cm.heat td { min-width: 3.6rem; padding: .25rem .4rem; } .cm.heat th { font-weight: 600; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .pair { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; }
 code { background: var(--soft); padding: 0 .25rem; border-radius: 4px; font-size: .88em; }
 details summary { cursor: pointer; color: var(--muted); margin: .3rem 0; }

@@ -20,14 +20,24 @@ from driftloop.data import DatasetSpec
 from driftloop.evaluation import Evaluation, GateDecision
 from driftloop.reports.facts import (
     METRIC_LABELS,
+    REPORTED_METRICS,
     MetricRow,
-    baseline_accuracy,
+    baselines,
     class_balance,
+    class_labels,
+    class_support,
     compare,
+    delta_text,
+    holdout_rows,
+    metric_text,
     trailing_warning,
     trigger_sentence,
 )
-from driftloop.reports.html import count, number, percent, safe_url, signed
+from driftloop.reports.html import amount, count, number, percent, safe_url
+from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, higher_is_better
+
+# What the model is, by task, for the card's first line.
+KIND = {BINARY: "Binary classifier", MULTICLASS: "Multi-class classifier", REGRESSION: "Regression model"}
 
 NOT_STATED = ("_Not stated._ Set the CT parameter `{param}` (`--{flag}` on `driftloop run`, or the pipeline "
               "parameter) so reviewers know {what}.")
@@ -47,9 +57,10 @@ def model_card(name: str, version: int | None, spec: DatasetSpec, evaluation: Ev
     parent = lineage.get("parent_version", decision.champion_version)
     champion_label = f"champion v{decision.champion_version}" if decision.champion_version is not None else "champion"
     lines = [f"# Model card: {_md(title)}", ""]
-    summary = [f"Binary classifier of {_code(spec.target)}", _md(_when(registered_at) or "")]
+    summary = [f"{KIND.get(spec.task, spec.task)} of {_code(spec.target)}{_classes_text(spec)}",
+               _md(_when(registered_at) or "")]
     lines += [" · ".join(s for s in summary if s) + ".", ""]
-    warning = trailing_warning(decision)
+    warning = trailing_warning(decision, spec.task)
     if warning:
         lines += [f"> **Warning:** {_md(warning)}", ""]
     lines += _model_details(name, version, lineage, decision, parent, registered_at)
@@ -57,7 +68,7 @@ def model_card(name: str, version: int | None, spec: DatasetSpec, evaluation: Ev
                                                 "what it is for, for whom, and what it must not be used for"), ""]
     lines += _factors(spec)
     lines += _metrics(decision, evaluation)
-    lines += _evaluation_data(evaluation, decision, lineage)
+    lines += _evaluation_data(evaluation, decision, lineage, spec)
     lines += _training_data(spec, lineage)
     lines += _quantitative(evaluation, decision, champion_label, spec, lineage)
     lines += ["## Ethical considerations", "",
@@ -66,12 +77,21 @@ def model_card(name: str, version: int | None, spec: DatasetSpec, evaluation: Ev
               "evaluate per group before this model decides about people.", ""]
     lines += ["## Caveats and recommendations", "", _user_text(lineage.get("limitations"), "limitations", "limitations",
                                                               "where it is known to fail"), ""]
-    lines += [f"- {_md(c)}" for c in _caveats(evaluation, decision, lineage)]
+    lines += [f"- {_md(c)}" for c in _caveats(evaluation, decision, lineage, spec)]
     params = lineage.get("params") or {}
     if params:
         lines += ["", "## Estimator parameters", "", *_fenced(json.dumps(params, indent=2, sort_keys=True,
                                                                           default=str), "json")]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _classes_text(spec: DatasetSpec, most: int = 12) -> str:
+    """`` (3 classes: `hi`, `lo`, `mid`)`` for a multi-class target, ``""`` otherwise."""
+    if spec.task != MULTICLASS or not spec.target_classes:
+        return ""
+    classes = list(spec.target_classes)
+    named = ", ".join(_code(c) for c in classes[:most]) + (", …" if len(classes) > most else "")
+    return f" ({len(classes)} classes: {named})"
 
 
 def _when(at: str) -> str:
@@ -98,7 +118,8 @@ def _model_details(name: str, version: int | None, lineage: dict, decision: Gate
         ("Pipeline run", run),
         ("Estimator", f"{_code(estimator)}{chosen}"),
         ("Model format", f"{_md(lineage.get('model_format', 'sklearn'))} (served by driftloop's KServe runtime)"),
-        ("Gate", f"**{gate}** on {_md(METRIC_LABELS.get(decision.metric, decision.metric))}"),
+        ("Gate", f"**{gate}** on {_md(METRIC_LABELS.get(decision.metric, decision.metric))}"
+                 + ("" if higher_is_better(decision.metric) else " (lower is better)")),
         ("Code", f"driftloop {_md(code.get('package', '?'))}" + (f", commit {_code(str(commit)[:12])}" if commit
                                                                   else "")),
     ]
@@ -137,24 +158,52 @@ def _metrics(decision: GateDecision, evaluation: Evaluation) -> list[str]:
     thresholds = decision.thresholds or {}
     metric = METRIC_LABELS.get(decision.metric, decision.metric)
     rules = []
-    if "min_value" in thresholds:
-        rules.append(f"it must reach {thresholds['min_value']:.4f}")
-    if "max_regression" in thresholds:
-        rules.append(f"may trail the champion by at most {thresholds['max_regression']:.4f}")
+    if higher_is_better(decision.metric):
+        if "min_value" in thresholds:
+            rules.append(f"it must reach {thresholds['min_value']:.4f}")
+    else:
+        rules.append("it must beat a model that ignores the features (lower is better)")
+    allowed = thresholds.get("max_regression")
+    if allowed is not None:
+        rules.append(f"may trail the champion by at most {allowed:.4f}" if higher_is_better(decision.metric)
+                     else f"may be at most {percent(allowed)} worse than the champion's")
     rule = f"The gate judges **{_md(metric)}**" + (": " + " and ".join(rules) if rules else "") + "."
-    return ["## Metrics", "", rule,
-            f"Accuracy, precision, recall and F1 count a row as positive when its probability reaches "
-            f"{evaluation.threshold:.2f}; ROC AUC and average precision are threshold-free; log loss and the Brier "
-            "score judge the probabilities themselves (lower is better).", ""]
+    return ["## Metrics", "", rule, _METRICS_MEANING[evaluation.task].format(threshold=evaluation.threshold), ""]
 
 
-def _evaluation_data(evaluation: Evaluation, decision: GateDecision, lineage: dict) -> list[str]:
-    positives, total = class_balance(evaluation)
+_METRICS_MEANING = {
+    BINARY: ("Accuracy, precision, recall and F1 count a row as positive when its probability reaches "
+             "{threshold:.2f}; ROC AUC and average precision are threshold-free; log loss and the Brier score judge "
+             "the probabilities themselves (lower is better)."),
+    MULTICLASS: ("Each row is predicted as its most probable class. Macro F1 and macro recall weigh every class "
+                 "alike (a neglected small class pulls them down); weighted F1 weighs classes by their rows; log "
+                 "loss judges the probabilities themselves (lower is better)."),
+    REGRESSION: ("RMSE and MAE are errors in the target's own units (lower is better; RMSE weighs large misses "
+                 "more); R² is the share of the target's variance the model explains (0: no better than the "
+                 "mean, 1: perfect)."),
+}
+
+
+def _evaluation_data(evaluation: Evaluation, decision: GateDecision, lineage: dict, spec: DatasetSpec) -> list[str]:
+    total = holdout_rows(evaluation)
     test_size = lineage.get("test_size")
     share = f" ({percent(test_size, 0)} of the validated rows, seeded split)" if isinstance(test_size, (int, float)) else ""
-    lines = ["## Evaluation data", "",
-             f"- Holdout: {count(total)} rows never trained on{share}; {percent(positives / total if total else None)}"
-             " positive."]
+    line = f"- Holdout: {count(total)} rows never trained on{share}"
+    if evaluation.task == BINARY:
+        positives, _ = class_balance(evaluation)
+        line += f"; {percent(positives / total if total else None)} positive."
+    elif evaluation.task == MULTICLASS:
+        support = class_support(evaluation, list(spec.target_classes))
+        line += "; " + ", ".join(f"{_code(label)} {percent(n / total if total else None)}"
+                                 for label, n in support.items()) + "."
+    else:
+        actual = evaluation.residuals.get("actual") or []
+        if actual:
+            sample = "its rows" if len(actual) >= total else f"an even sample of {count(len(actual))} of its rows"
+            line += f"; {_code(spec.target)} from {amount(min(actual))} to {amount(max(actual))} in {sample}."
+        else:
+            line += "."
+    lines = ["## Evaluation data", "", line]
     if decision.n_recent:
         lines.append(f"- The {count(decision.n_recent)} most recent labelled rows of live traffic, held back by "
                      "the drift monitor and never trained on; the comparison with the champion was made there.")
@@ -185,27 +234,26 @@ def _training_data(spec: DatasetSpec, lineage: dict) -> list[str]:
 
 def _quantitative(evaluation: Evaluation, decision: GateDecision, champion_label: str, spec: DatasetSpec,
                   lineage: dict) -> list[str]:
+    names = REPORTED_METRICS.get(evaluation.task, REPORTED_METRICS[BINARY])
     lines = ["## Quantitative analyses", ""]
     if decision.recent_candidate is not None:
         lines += [f"### On the {count(decision.n_recent)} most recent rows (these decided)", "",
-                  *_metric_table(compare(decision.recent_candidate, decision.recent_champion), champion_label), ""]
-    lines += ["### On the holdout", "", *_metric_table(compare(evaluation.metrics, decision.champion),
+                  *_metric_table(compare(decision.recent_candidate, decision.recent_champion, names), champion_label),
+                  ""]
+    lines += ["### On the holdout", "", *_metric_table(compare(evaluation.metrics, decision.champion, names),
                                                        champion_label)]
-    base, majority = baseline_accuracy(evaluation)
-    if base is not None:
-        classes = [str(c) for c in spec.target_classes] if len(spec.target_classes) == 2 else ["0", "1"]
-        lines += ["", f"Baseline: always predicting {_code(spec.target)} = {_code(classes[majority])} scores "
-                  f"{number(base)} accuracy."]
-    (tn, fp), (fn, tp) = evaluation.confusion_matrix
-    classes = [str(c) for c in spec.target_classes] if len(spec.target_classes) == 2 else ["0", "1"]
-    negatives, positives = tn + fp, fn + tp
-    lines += ["", f"### Confusion matrix (threshold {evaluation.threshold:.2f})", "",
-              f"| | predicted {_md(classes[0])} | predicted {_md(classes[1])} |", "|---|---:|---:|",
-              f"| actual {_md(classes[0])} | {count(tn)} ({_rate(tn, negatives)}) | {count(fp)} "
-              f"({_rate(fp, negatives)}) |",
-              f"| actual {_md(classes[1])} | {count(fn)} ({_rate(fn, positives)}) | {count(tp)} "
-              f"({_rate(tp, positives)}) |", "",
-              "Rates are shares of the actual class: the bottom-right one is the recall.", ""]
+    for b in baselines(evaluation, list(spec.target_classes)):
+        what = _md(b.description) if b.majority is None else \
+            f"always predicting {_code(spec.target)} = {_code(b.majority)}"
+        lines += ["", f"Baseline: {what} scores {metric_text(b.metric, b.value)} "
+                      f"{_md(METRIC_LABELS.get(b.metric, b.metric))}."]
+    lines.append("")
+    if evaluation.task == BINARY:
+        lines += _binary_confusion(evaluation, spec)
+    elif evaluation.task == MULTICLASS:
+        lines += _per_class(evaluation, spec)
+    else:
+        lines += _deciles(evaluation)
     strategies = lineage.get("drift_strategy") or []
     if strategies:
         metric = METRIC_LABELS.get(strategies[0].get("metric", ""), strategies[0].get("metric", ""))
@@ -213,7 +261,7 @@ def _quantitative(evaluation: Evaluation, decision: GateDecision, champion_label
                   f"| live rows weigh | reference rows | training rows | {_md(metric)} on recent rows | |",
                   "|---:|---|---:|---:|---|"]
         lines += [f"| ×{s.get('live_weight', 0):g} | {_md(s.get('reference_window', ''))} | "
-                  f"{count(s.get('training_rows'))} | {number(s.get('value'))} | {'**chosen**' if s.get('chosen') else ''} |"
+                  f"{count(s.get('training_rows'))} | {metric_text(s.get('metric', ''), s.get('value'))} | {'**chosen**' if s.get('chosen') else ''} |"
                   for s in strategies]
         lines.append("")
     leaderboard = lineage.get("leaderboard") or []
@@ -221,36 +269,94 @@ def _quantitative(evaluation: Evaluation, decision: GateDecision, champion_label
         metric = METRIC_LABELS.get(leaderboard[0].get("metric", ""), leaderboard[0].get("metric", ""))
         lines += ["### Estimator chosen by `auto`", "", f"| estimator | validation {_md(metric)} | fit seconds | |",
                   "|---|---:|---:|---|"]
-        lines += [f"| {_md(c.get('estimator', '?'))} | {number(c.get('value'))} | {number(c.get('fit_seconds'), 2)} | "
+        lines += [f"| {_md(c.get('estimator', '?'))} | {metric_text(c.get('metric', ''), c.get('value'))} | {number(c.get('fit_seconds'), 2)} | "
                   f"{'**chosen**' if c.get('chosen') else ''} |" for c in leaderboard]
         lines.append("")
     lines += ["### Gate decision", "", *[f"- {_md(reason)}" for reason in decision.reasons], ""]
     return lines
 
 
+def _binary_confusion(evaluation: Evaluation, spec: DatasetSpec) -> list[str]:
+    (tn, fp), (fn, tp) = evaluation.confusion_matrix
+    classes = [str(c) for c in spec.target_classes] if len(spec.target_classes) == 2 else ["0", "1"]
+    negatives, positives = tn + fp, fn + tp
+    return [f"### Confusion matrix (threshold {evaluation.threshold:.2f})", "",
+            f"| | predicted {_md(classes[0])} | predicted {_md(classes[1])} |", "|---|---:|---:|",
+            f"| actual {_md(classes[0])} | {count(tn)} ({_rate(tn, negatives)}) | {count(fp)} "
+            f"({_rate(fp, negatives)}) |",
+            f"| actual {_md(classes[1])} | {count(fn)} ({_rate(fn, positives)}) | {count(tp)} "
+            f"({_rate(tp, positives)}) |", "",
+            "Rates are shares of the actual class: the bottom-right one is the recall.", ""]
+
+
+def _per_class(evaluation: Evaluation, spec: DatasetSpec) -> list[str]:
+    labels = class_labels(evaluation, list(spec.target_classes))
+    support = class_support(evaluation, list(spec.target_classes))
+    lines = ["### Per class", "", "| class | rows | precision | recall | F1 |", "|---|---:|---:|---:|---:|"]
+    for label in labels:
+        scores = evaluation.per_class.get(label, {})
+        lines.append(f"| {_md(label)} | {count(support.get(label))} | {number(scores.get('precision'))} | "
+                     f"{number(scores.get('recall'))} | {number(scores.get('f1'))} |")
+    lines += ["", "### Confusion matrix", "",
+              "| actual \\ predicted | " + " | ".join(_md(label) for label in labels) + " |",
+              "|---|" + "---:|" * len(labels)]
+    for label, row in zip(labels, evaluation.confusion_matrix):
+        of = sum(row)
+        lines.append(f"| {_md(label)} | " + " | ".join(f"{count(n)} ({_rate(n, of)})" for n in row) + " |")
+    return [*lines, "", "Rates are shares of the actual class (the row): the diagonal holds each class's recall.", ""]
+
+
+def _deciles(evaluation: Evaluation) -> list[str]:
+    if not evaluation.error_by_decile:
+        return []
+    lines = ["### Error by decile of the prediction", "",
+             "| decile | predictions | mean predicted | mean actual | MAE | rows |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {d['decile']} | {amount(d['low'])} – {amount(d['high'])} | {amount(d['mean_predicted'])} | "
+              f"{amount(d['mean_actual'])} | {amount(d['mae'])} | {count(d['count'])} |"
+              for d in evaluation.error_by_decile]
+    return [*lines, "", "The holdout sorted by prediction and cut in ten: where the error lies.", ""]
+
+
 def _metric_table(rows: list[MetricRow], champion_label: str) -> list[str]:
     if not any(r.champion is not None for r in rows):
-        return ["| metric | this model |", "|---|---:|", *[f"| {r.label} | {number(r.candidate)} |" for r in rows]]
+        return ["| metric | this model |", "|---|---:|",
+                *[f"| {r.label} | {metric_text(r.name, r.candidate)} |" for r in rows]]
     marks = {"better": " ▲ better", "worse": " ▼ worse", "same": ""}
     return [f"| metric | this model | {_md(champion_label)} | Δ |", "|---|---:|---:|---:|",
-            *[f"| {r.label} | {number(r.candidate)} | {number(r.champion)} | {signed(r.delta)}"
-              f"{marks.get(r.verdict, '')} |" for r in rows]]
+            *[f"| {r.label} | {metric_text(r.name, r.candidate)} | {metric_text(r.name, r.champion)} | "
+              f"{delta_text(r)}{marks.get(r.verdict, '')} |" for r in rows]]
 
 
-def _caveats(evaluation: Evaluation, decision: GateDecision, lineage: dict) -> list[str]:
+def _caveats(evaluation: Evaluation, decision: GateDecision, lineage: dict, spec: DatasetSpec) -> list[str]:
     """What the numbers themselves say a reader should keep in mind."""
     caveats = []
-    positives, total = class_balance(evaluation)
-    if total and min(positives, total - positives) < 50:
-        caveats.append(f"The holdout holds only {min(positives, total - positives)} rows of its rarer class; its "
-                       "scores are uncertain to about the second decimal.")
-    (tn, fp), (fn, tp) = evaluation.confusion_matrix
-    if tp + fn and tp / (tp + fn) < 0.5:
-        caveats.append(f"At threshold {evaluation.threshold:.2f} the model finds only {tp / (tp + fn):.0%} of the "
-                       "positives; choose a lower threshold where missing one costs more than a false alarm.")
+    if evaluation.task == BINARY:
+        positives, total = class_balance(evaluation)
+        if total and min(positives, total - positives) < 50:
+            caveats.append(f"The holdout holds only {min(positives, total - positives)} rows of its rarer class; "
+                           "its scores are uncertain to about the second decimal.")
+        (tn, fp), (fn, tp) = evaluation.confusion_matrix
+        if tp + fn and tp / (tp + fn) < 0.5:
+            caveats.append(f"At threshold {evaluation.threshold:.2f} the model finds only {tp / (tp + fn):.0%} of "
+                           "the positives; choose a lower threshold where missing one costs more than a false alarm.")
+    elif evaluation.task == MULTICLASS:
+        support = class_support(evaluation, list(spec.target_classes))
+        rare = [label for label, n in support.items() if n < 50]
+        if rare:
+            caveats.append(f"The holdout holds fewer than 50 rows of {len(rare)} class(es) ({', '.join(rare[:6])}); "
+                           "their scores are uncertain.")
+        weak = [label for label in support if (evaluation.per_class.get(label, {}).get("recall") or 0) < 0.5]
+        if weak:
+            caveats.append(f"The model finds fewer than half of the rows of {', '.join(weak[:6])}; do not rely on "
+                           "it for those classes.")
+    else:
+        worst = max(evaluation.error_by_decile, key=lambda d: d["mae"], default=None)
+        if worst is not None and len(evaluation.error_by_decile) > 1:
+            caveats.append(f"Its error is largest where it predicts {amount(worst['low'])} to {amount(worst['high'])} "
+                           f"(decile {worst['decile']}: MAE {amount(worst['mae'])}).")
     if str(lineage.get("triggered_by", "")).startswith("drift:"):
         caveats.append("Trained after drift: its data mixes the old world with recent live traffic; watch the "
-                       "drift monitor's realised accuracy once it serves.")
+                       "drift monitor's realised quality once it serves.")
     return caveats
 
 

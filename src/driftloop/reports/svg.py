@@ -1,5 +1,6 @@
-"""Inline SVG charts: curves on the unit square (ROC, precision–recall, reliability), small distribution plots
-and trends across the drift monitor's windows.
+"""Inline SVG charts: curves on the unit square (ROC, precision–recall, reliability), scatter plots on a value
+scale (predicted against actual, residuals), horizontal bars (per-class recall, error by decile), small
+distribution plots and trends across the drift monitor's windows.
 
 Each chart is a standalone, well-formed SVG element (it parses as XML) with its text escaped; no script, no
 external reference.
@@ -76,6 +77,150 @@ def unit_square_chart(series: list[Series], x_label: str, y_label: str, *, diago
         parts.append(f'<text x="{left + 28}" y="{ly}" font-size="12">{e(s.label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Points:
+    """A cloud of points in one colour, with its legend text."""
+
+    label: str
+    xs: list[float]
+    ys: list[float]
+    colour: str
+
+
+def scatter_chart(clouds: list[Points], x_label: str, y_label: str, *, guide: str = "diagonal", size: int = 360,
+                  title: str = "") -> str:
+    """Points on their own value scale with about five round ticks per axis, one ``<circle>`` per finite point.
+
+    Args:
+        guide: ``diagonal`` — x and y share one scale and the dashed line y = x is drawn (predicted against
+            actual: a perfect model's points lie on it); ``zero`` — a dashed line at y = 0, y symmetric around
+            it (residuals); ``""`` — none.
+    """
+    left, top, right, bottom = 58, 12, 14, 40
+    inner = size - left - right
+    legend_top = top + inner + bottom
+    height = legend_top + 18 * len(clouds) + 4
+    points = [[(a, b) for a, b in zip(c.xs, c.ys) if _finite(a) and _finite(b)] for c in clouds]
+    xs = [a for cloud in points for a, _ in cloud] or [0.0, 1.0]
+    ys = [b for cloud in points for _, b in cloud] or [0.0, 1.0]
+    if guide == "diagonal":
+        x_low, x_high, x_ticks = _axis(min(xs + ys), max(xs + ys))
+        y_low, y_high, y_ticks = x_low, x_high, x_ticks
+    else:
+        x_low, x_high, x_ticks = _axis(min(xs), max(xs))
+        reach = max(abs(v) for v in ys) or 1.0
+        y_low, y_high, y_ticks = _axis(-reach, reach) if guide == "zero" else _axis(min(ys), max(ys))
+
+    def x(v: float) -> float:
+        return left + (v - x_low) / (x_high - x_low) * inner
+
+    def y(v: float) -> float:
+        return top + (1 - (v - y_low) / (y_high - y_low)) * inner
+
+    parts = [f'<svg xmlns="{NS}" width="{size}" height="{height}" viewBox="0 0 {size} {height}" role="img" '
+             f'aria-label="{e(title or y_label + " against " + x_label)}" font-family="system-ui, sans-serif">']
+    for t in x_ticks:
+        parts.append(f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{top + inner}" stroke="{GRID}"/>')
+        parts.append(f'<text x="{x(t):.1f}" y="{top + inner + 15}" font-size="11" text-anchor="middle" '
+                     f'fill="{MUTED}">{_tick_text(t)}</text>')
+    for t in y_ticks:
+        parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + inner}" y2="{y(t):.1f}" stroke="{GRID}"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end" '
+                     f'fill="{MUTED}">{_tick_text(t)}</text>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{inner}" height="{inner}" fill="none" stroke="{AXIS}"/>')
+    if guide == "diagonal":
+        parts.append(f'<line x1="{x(x_low):.1f}" y1="{y(y_low):.1f}" x2="{x(x_high):.1f}" y2="{y(y_high):.1f}" '
+                     f'stroke="{AXIS}" stroke-dasharray="4 4"/>')
+    elif guide == "zero":
+        parts.append(f'<line x1="{left}" y1="{y(0):.1f}" x2="{left + inner}" y2="{y(0):.1f}" stroke="{AXIS}" '
+                     f'stroke-dasharray="4 4"/>')
+    parts.append(f'<text x="{left + inner / 2:.1f}" y="{top + inner + 32}" font-size="12" text-anchor="middle">'
+                 f'{e(x_label)}</text>')
+    parts.append(f'<text x="13" y="{top + inner / 2:.1f}" font-size="12" text-anchor="middle" '
+                 f'transform="rotate(-90 13 {top + inner / 2:.1f})">{e(y_label)}</text>')
+    for i, (cloud, kept) in enumerate(zip(clouds, points)):
+        parts += [f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="2.2" fill="{cloud.colour}" fill-opacity="0.45"/>'
+                  for a, b in kept]
+        ly = legend_top + 18 * i + 10
+        parts.append(f'<rect x="{left}" y="{ly - 9}" width="10" height="10" fill="{cloud.colour}"/>')
+        parts.append(f'<text x="{left + 16}" y="{ly}" font-size="12">{e(cloud.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One series of a bar chart: a value per label (None: no bar), its colour and legend text."""
+
+    label: str
+    values: list[float | None]
+    colour: str
+
+
+def bar_chart(labels: list[str], series: list[Bars], *, maximum: float | None = None, width: int = 420,
+              value_text=lambda v: f"{v:.2f}", title: str = "") -> str:
+    """Horizontal bars, one group per label (a class, a decile) with a bar per series, each bar's value written
+    at its end; long labels are shortened, the whole label kept in a tooltip. Bars start at zero; ``maximum``
+    (default: the largest value) is the full width."""
+    label_width, bar_height, gap = 96, 11, 7
+    value_room = 62
+    bar_room = width - label_width - value_room
+    group = bar_height * len(series) + gap
+    legend = 18 if len(series) > 1 else 0
+    height = group * len(labels) + legend + 4
+    top_value = maximum if maximum else max((v for s in series for v in s.values if _finite(v) and v > 0),
+                                           default=1.0)
+    parts = [f'<svg xmlns="{NS}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{e(title)}" font-family="system-ui, sans-serif">']
+    for i, name in enumerate(labels):
+        y0 = legend + i * group + 2
+        short = name if len(name) <= 14 else name[:13] + "…"
+        parts.append(f'<text x="{label_width - 6}" y="{y0 + bar_height * len(series) / 2 + 4:.1f}" font-size="11" '
+                     f'text-anchor="end">{e(short)}<title>{e(name)}</title></text>')
+        for j, s in enumerate(series):
+            value = s.values[i] if i < len(s.values) else None
+            if not _finite(value):
+                continue
+            w = bar_room * min(max(value, 0.0), top_value) / top_value
+            by = y0 + j * bar_height
+            parts.append(f'<rect x="{label_width}" y="{by}" width="{max(w, 0.5):.1f}" height="{bar_height - 1}" '
+                         f'fill="{s.colour}"><title>{e(s.label)}: {e(value_text(value))}</title></rect>')
+            parts.append(f'<text x="{label_width + w + 4:.1f}" y="{by + bar_height - 2}" font-size="10" '
+                         f'fill="{MUTED}">{e(value_text(value))}</text>')
+    if len(series) > 1:
+        x0 = label_width
+        for s in series:
+            parts.append(f'<rect x="{x0}" y="2" width="10" height="10" fill="{s.colour}"/>')
+            parts.append(f'<text x="{x0 + 14}" y="11" font-size="11">{e(s.label)}</text>')
+            x0 += 24 + 7 * len(s.label)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _nice_step(span: float, ticks: int = 5) -> float:
+    raw = span / ticks if span > 0 else 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
+
+def _axis(low: float, high: float) -> tuple[float, float, list[float]]:
+    """``[low, high]`` widened to round ticks (never empty), and the ticks."""
+    if high <= low:
+        low, high = low - (abs(low) or 1.0) * 0.5, high + (abs(high) or 1.0) * 0.5
+    step = _nice_step(high - low)
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    return first * step, last * step, [round(i * step, 10) for i in range(first, last + 1)]
+
+
+def _tick_text(value: float) -> str:
+    """A tick's label: short (12k, 0.25, −3)."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 10_000:
+        return f"{value / 1000:g}k".replace("-", "\u2212")
+    return f"{value:g}".replace("-", "\u2212")
 
 
 def box_pair(reference: dict | None, current: dict | None, width: int = 240) -> str:

@@ -13,6 +13,7 @@ from driftloop.data import DatasetSpec
 from driftloop.profile import FeatureProfile, ReferenceProfile
 from driftloop.reports.html import banner, count, e, facts, number, page, percent, signed, table, td
 from driftloop.reports.svg import CURRENT_COLOUR, REFERENCE_COLOUR, box_pair, share_bars
+from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, TASK_LABELS
 from driftloop.validation import Check, ValidationReport
 
 _SEVERITY = {"fail": 2, "warn": 1, "pass": 0}
@@ -101,13 +102,40 @@ def _header(view: ValidationPage) -> str:
     reference = (f"production v{view.reference_version} ({count(view.reference.n_rows)} rows)"
                  if view.reference is not None and view.reference_version is not None
                  else "its profile" if view.reference is not None else "none (a first version: nothing to compare)")
-    classes = ", ".join(str(c) for c in spec.target_classes) or "–"
-    items = [("Rows", e(rows)), ("Target", f"<code>{e(spec.target)}</code> ({e(classes)})"),
-             ("Positive share", e(_balance_text(view))), ("Features", e(f"{len(spec.features)}")),
-             ("Reference", e(reference))]
+    items = [("Rows", e(rows)), ("Target", f"<code>{e(spec.target)}</code> ({e(_target_text(spec))})"),
+             ("Task", e(TASK_LABELS.get(spec.task, spec.task))), *_target_facts(view),
+             ("Features", e(f"{len(spec.features)}")), ("Reference", e(reference))]
     if view.spec_source:
         items.append(("Spec", e(view.spec_source)))
     return facts(items)
+
+
+def _target_text(spec: DatasetSpec) -> str:
+    """The target's classes (a few named), or its kind for a regression."""
+    if not spec.is_classification:
+        return "a number"
+    classes = [str(c) for c in spec.target_classes]
+    if not classes:
+        return "–"
+    if len(classes) <= 2:
+        return ", ".join(classes)
+    return f"{len(classes)} classes: " + ", ".join(classes[:6]) + (", …" if len(classes) > 6 else "")
+
+
+def _target_facts(view: ValidationPage) -> list[tuple[str, str]]:
+    """The header's one-line summary of the target: the positive share, the largest class, or the range."""
+    if view.spec.task == BINARY:
+        return [("Positive share", e(_balance_text(view)))]
+    target = view.current.target if view.current else None
+    if target is None:
+        return []
+    if view.spec.task == MULTICLASS and target.categories:
+        largest, share = max(target.categories.items(), key=lambda kv: kv[1])
+        return [("Largest class", e(f"{largest} ({percent(share)})"))]
+    if target.minimum is not None:
+        return [("Target range", e(f"{_g(target.minimum)} to {_g(target.maximum)}, median "
+                                   f"{_g(target.quantiles.get('p50'))}"))]
+    return []
 
 
 def _balance_text(view: ValidationPage) -> str:
@@ -120,6 +148,59 @@ def _balance_text(view: ValidationPage) -> str:
 
 
 def _balance_section(view: ValidationPage) -> list[str]:
+    """The target in the task's terms: the positive share (binary), the class shares (multi-class), the
+    distribution (regression) — each against the reference's when there is one."""
+    if view.spec.task == MULTICLASS:
+        return _class_shares_section(view)
+    if view.spec.task == REGRESSION:
+        return _distribution_section(view)
+    return _positive_share_section(view)
+
+
+def _class_shares_section(view: ValidationPage) -> list[str]:
+    current = view.current.target if view.current else None
+    if current is None or not current.categories:
+        return []
+    reference = view.reference.target if view.reference and view.reference.target else None
+    ref = reference.categories if reference else {}
+    names = sorted(set(current.categories) | set(ref), key=lambda k: -current.categories.get(k, 0))
+    head = ["class", '<span class="num">share</span>'] + (
+        ['<span class="num">reference</span>', '<span class="num">Δ points</span>'] if reference else [])
+    rows = []
+    for name in names:
+        share = current.categories.get(name, 0.0)
+        cells = [td(e(name)), td(percent(share), "num")]
+        if reference:
+            cells += [td(percent(ref.get(name, 0.0)), "num"), td(signed((share - ref.get(name, 0.0)) * 100, 1), "num")]
+        rows.append(cells)
+    key = (f'<p class="note"><span class="key" style="background:{REFERENCE_COLOUR}"></span> reference '
+           f'<span class="key" style="background:{CURRENT_COLOUR}"></span> current</p>') if reference else ""
+    return [f"<h2>Target classes ({len(current.categories)})</h2>", table(head, rows), key,
+            share_bars(ref, current.categories, most=len(names), width=360)]
+
+
+def _distribution_section(view: ValidationPage) -> list[str]:
+    current = view.current.target if view.current else None
+    if current is None or not current.quantiles:
+        return []
+    reference = view.reference.target if view.reference and view.reference.target else None
+    stats = [("minimum", "minimum"), ("1st percentile", "p01"), ("25th percentile", "p25"), ("median", "p50"),
+             ("75th percentile", "p75"), ("99th percentile", "p99"), ("maximum", "maximum"), ("mean", "mean")]
+
+    def value(profile: FeatureProfile, key: str):
+        return getattr(profile, key) if key in ("minimum", "maximum", "mean") else profile.quantiles.get(key)
+
+    rows = [[td(e(label)), td(_g(value(current, key)), "num")]
+            + ([td(_g(value(reference, key)), "num")] if reference else []) for label, key in stats]
+    head = ["", '<span class="num">current</span>'] + (['<span class="num">reference</span>'] if reference else [])
+    key = (f'<p class="note"><span class="key" style="background:{REFERENCE_COLOUR}"></span> reference '
+           f'<span class="key" style="background:{CURRENT_COLOUR}"></span> current (box: 25th to 75th '
+           "percentile, whiskers: 1st to 99th)</p>")
+    return [f"<h2>Target distribution (<code>{e(view.spec.target)}</code>)</h2>", table(head, rows), key,
+            box_pair(reference.quantiles if reference else None, current.quantiles, width=360)]
+
+
+def _positive_share_section(view: ValidationPage) -> list[str]:
     """The positive share against the reference's, with its check; a large move stands out as a warning."""
     current = view.current.positive_rate if view.current else None
     reference = view.reference.positive_rate if view.reference else None

@@ -4,8 +4,8 @@ The canary's traffic steps up (e.g. 10 → 25 → 50 → 100 %) through the depl
 the local gateway follows, or an InferenceService — and each step waits for the serving layer to confirm
 it. The analysis then observes an interval, reads what every version did from the metrics port (the
 gateway's ``/metrics`` or Prometheus) and compares the canary with stable: error rate and latency. With a
-drift monitor to ask, it also compares realised quality on labelled traffic since the rollout began; the
-last step needs that evidence. A step with fewer canary requests than the minimum is inconclusive — never a
+drift monitor to ask, it also compares realised quality on labelled traffic since the rollout began, in the
+model's quality metric (accuracy, or RMSE for regression); the last step needs that evidence. A step with fewer canary requests than the minimum is inconclusive — never a
 pass — and is retried a bounded number of times. A failed check aborts: stable takes 100 % again. Passing the
 last step promotes the canary — or, when the model's approval policy requires it, leaves the canary at its
 share waiting for a person's decision (the deployment port decides which). Every decision and its evidence
@@ -125,8 +125,8 @@ def _walk(deployment: Deployment, name: str, metrics: RequestMetrics, policy: Ro
             verdict, reasons = judge(canary_window, stable_window, policy)
             if read_quality is not None and verdict == "pass":
                 quality = read_quality(started)
-                q_verdict, q_reason = judge_quality(quality.get(canary), quality.get(stable), policy,
-                                                    final=percent == policy.steps[-2])
+                q_verdict, q_reason = judge_quality(quality.versions.get(canary), quality.versions.get(stable), policy,
+                                                    final=percent == policy.steps[-2], metric=quality.metric)
                 verdict, reasons = (verdict if q_verdict == "pass" else q_verdict), [*reasons, q_reason]
             step = StepResult(percent, verdict, reasons, asdict(canary_window), asdict(stable_window))
             result.steps.append(step)

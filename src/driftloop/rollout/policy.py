@@ -21,7 +21,9 @@ class RolloutPolicy:
         max_latency_ratio: Highest ratio of canary to stable mean latency.
         max_inconclusive: Inconclusive observations allowed in total before the rollout aborts.
         max_failures: Failed checks that abort the rollout.
-        max_quality_drop: How far the canary's realised accuracy may fall below stable's (labels needed).
+        max_quality_drop: How much worse the canary's realised quality may be than stable's (labels needed), in
+            the model's quality metric: for classification an absolute drop of accuracy (0.05), for regression a
+            relative rise of RMSE (0.05: 5 % above stable's).
         min_labels: Labelled rows each side needs before quality is compared.
     """
 

@@ -27,7 +27,7 @@ from driftloop.tasks import MULTICLASS, REGRESSION
 
 from ..conftest import ServerThread, register_trained, run_cli
 from ..table_text import squash, table_columns
-from ..task_tables import QUEUES, TARGETS, register, task_frame, trained
+from ..task_tables import CLASSES, register, task_frame, trained
 
 UNSEEN_PLAN = "platinum"  # a category the model never saw in training
 
@@ -189,7 +189,7 @@ def task_world(tmp_path_factory) -> dict:
     names = {MULTICLASS: "tickets", REGRESSION: "bills"}
     for task, model in models.items():
         registry.promote(names[task], register(registry, tmp, names[task], model), actor="test")
-        task_frame(task, 900, seed=41).drop(columns=[TARGETS[task]]).to_csv(tmp / f"{task}.csv", index=False)
+        task_frame(task, 900, seed=41).drop(columns=[synthetic.TARGETS[task]]).to_csv(tmp / f"{task}.csv", index=False)
     return {"tmp": tmp, "registry": registry, "models": models, "names": names}
 
 
@@ -207,9 +207,9 @@ def test_a_multiclass_table_gets_labels_and_class_probabilities_a_regression_tab
         assert scored[PREDICTION_COLUMN].dtype == np.float64
         np.testing.assert_allclose(scored[PREDICTION_COLUMN], model.model.predict(frame), rtol=1e-5)
         return
-    probabilities = [f"probability_{label}" for label in QUEUES]  # one column per class, in the classes' order
+    probabilities = [f"probability_{label}" for label in CLASSES]  # one column per class, in the classes' order
     assert list(scored.columns) == [synthetic.ID_COLUMN, PREDICTION_COLUMN, *probabilities, VERSION_COLUMN]
-    assert scored[PREDICTION_COLUMN].tolist() == [QUEUES[i] for i in model.model.predict(frame)]
+    assert scored[PREDICTION_COLUMN].tolist() == [CLASSES[i] for i in model.model.predict(frame)]
     np.testing.assert_allclose(scored[probabilities].to_numpy(), model.model.predict_proba(frame), atol=1e-5)
     np.testing.assert_allclose(scored[probabilities].sum(axis=1), 1.0, atol=1e-6)  # the forest's float32 leaves
 
@@ -240,6 +240,6 @@ def test_a_scored_multiclass_or_regression_table_reaches_the_monitor_as_the_gate
     written = pd.read_csv(scored)[PREDICTION_COLUMN]
     assert fed.rows == len(stored) == 900 and fed.events == 3
     if task == MULTICLASS:
-        assert stored["prediction"].tolist() == written.tolist() and set(written) <= set(QUEUES)
+        assert stored["prediction"].tolist() == written.tolist() and set(written) <= set(CLASSES)
     else:
         np.testing.assert_allclose(stored["prediction"].astype(float), written)

@@ -1,11 +1,13 @@
 """Fast path vs Pipeline: scoring latency per row and agreement, per estimator, side by side in one run.
 
-For each estimator (logistic regression, random forest, histogram gradient boosting, XGBoost, and what ``auto``
-chooses) a Pipeline is trained on the synthetic churn table and compiled as registration does it
+For each estimator of the task (``--task``: binary — logistic regression, random forest, histogram gradient
+boosting, XGBoost, and what ``auto`` chooses; multiclass the same; regression with ridge for logistic regression)
+a Pipeline is trained on the synthetic table of that task and compiled as registration does it
 (:func:`driftloop.fastpath.agreement.compile_fast_path`: holdout + reference sample + edge cases). Then:
 
-- agreement: the registration's figures, and max |Δp| / label disagreements on fresh rows with 5 % of every
-  feature missing and some categories never seen;
+- agreement: the registration's figures, and on fresh rows with 5 % of every feature missing and some categories
+  never seen, max |Δp| over every class and label disagreements (classification) or the max relative difference
+  of the predictions (regression);
 - single row: one row from a dict of columns (how a decoded request arrives). The Pipeline gets it the way
   serving gives it, as a one-row DataFrame (its construction included); the fast path takes the dict;
 - 32-row batches: per row, the Pipeline from a DataFrame, the fast path from a dict of columns;
@@ -16,7 +18,7 @@ Every timing is the median of 5 runs of a loop, in CPU time of this process (``t
 on a shared machine inflates it far less than wall time), with one thread everywhere (onnxruntime's session has
 one; the Pipelines' native pools are limited to one), so the ratio compares the code, not the cores.
 
-    .venv/bin/python bench/bench_fastpath.py [--rows 5000] [--estimators logistic_regression,xgboost]
+    .venv/bin/python bench/bench_fastpath.py [--task binary] [--rows 5000] [--estimators logistic_regression,xgboost]
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-ESTIMATORS = ("logistic_regression", "random_forest", "gradient_boosting", "xgboost", "auto")
+from driftloop.tasks import BINARY, TASKS
+
 BATCH = 32
 REPEATS = 5
 
@@ -80,8 +83,9 @@ def _case(estimator: str, clean: pd.DataFrame, spec, fresh: pd.DataFrame) -> dic
     graph, record = compile_fast_path(pipeline, spec, {"holdout": result.holdout_frame,
                                                        "reference_sample": reference_sample(result.train_frame)})
     row = {"estimator": estimator if estimator != "auto" else f"auto: {result.estimator}",
-           "status": record.status, "checked": record.rows, "max_dp": record.max_abs_diff,
-           "labels": record.label_disagreements, "compile": record.compile_seconds}
+           "status": record.status, "checked": record.rows, "compile": record.compile_seconds,
+           "max_diff": record.max_rel_diff if record.max_rel_diff is not None else record.max_abs_diff,
+           "labels": record.label_disagreements if spec.is_classification else "—"}
     if graph is None:
         return {**row, "reason": record.reason}
     scorer = OnnxScorer(graph, spec)
@@ -91,7 +95,8 @@ def _case(estimator: str, clean: pd.DataFrame, spec, fresh: pd.DataFrame) -> dic
     batch = fresh.head(BATCH)
     batch_columns = {name: batch[name].tolist() for name in names}
     row.update({
-        "fresh_dp": on_fresh.max_abs_diff, "fresh_labels": on_fresh.label_disagreements, "fresh_rows": on_fresh.rows,
+        "fresh_diff": on_fresh.max_rel_diff if on_fresh.regression else on_fresh.max_abs_diff,
+        "fresh_labels": on_fresh.label_disagreements, "fresh_rows": on_fresh.rows,
         "pipeline_1": _per_call(lambda: pipeline.predict(pd.DataFrame(one, columns=names))),
         "onnx_1": _per_call(lambda: scorer.predict(one)),
         "pipeline_32": _per_call(lambda: pipeline.predict(batch[names])) / BATCH,
@@ -124,19 +129,23 @@ def _us(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, default=BINARY, help="the synthetic table's task (default binary)")
     parser.add_argument("--rows", type=int, default=5000, help="training rows (default 5000)")
-    parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+    parser.add_argument("--estimators", help="comma-separated (default: every estimator of the task, and auto)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from driftloop import synthetic
     from driftloop.data import coerce_to_spec, infer_spec
+    from driftloop.training import AUTO, estimators_for
     from driftloop.validation import validate_table
 
-    frame = synthetic.generate(args.rows, seed=1)
-    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    estimators = args.estimators.split(",") if args.estimators else [*estimators_for(args.task), AUTO]
+    frame = synthetic.generate(args.rows, seed=1, task=args.task)
+    spec = infer_spec(frame, synthetic.TARGETS[args.task], synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN,
+                      task=args.task)
     clean, _, spec = validate_table(frame, spec)
-    fresh = _served_rows(coerce_to_spec(synthetic.generate(2000, seed=2), spec), spec, seed=3)
+    fresh = _served_rows(coerce_to_spec(synthetic.generate(2000, seed=2, task=args.task), spec), spec, seed=3)
     started = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_machine()}"
     # threadpoolctl limits the native pools loaded when the limit is set: load them all first (histogram gradient
     # boosting's OpenMP comes with its Cython modules; left at 2 threads it spins and costs 10x the CPU time).
@@ -148,15 +157,17 @@ def main() -> None:
 
     rows = []
     with threadpool_limits(limits=1):
-        for estimator in args.estimators.split(","):
+        for estimator in estimators:
             rows.append(_case(estimator, clean, spec, fresh))
         unlimited = [pool["filepath"] for pool in threadpool_info() if pool["num_threads"] != 1]
     if unlimited:  # loaded during the run, after the limit: the figures would not compare one thread with one
         raise SystemExit(f"native thread pools were not limited to one thread: {', '.join(unlimited)}")
-    table = Table(title=f"Fast path (ONNX, onnxruntime 1 thread) vs Pipeline — synthetic churn, {len(spec.features)} "
-                        f"features, trained on {args.rows:,} rows; CPU µs per row",
+    difference = "max |Δp|" if spec.is_classification else "max rel. |Δy|"
+    table = Table(title=f"Fast path (ONNX, onnxruntime 1 thread) vs Pipeline — synthetic {args.task} "
+                        f"({synthetic.TARGETS[args.task]}), {len(spec.features)} features, trained on {args.rows:,} "
+                        "rows; CPU µs per row",
                   caption=f"started {started}; ended with load {_machine().rsplit('load ', 1)[1]}")
-    for column in ("estimator", "fast path", "rows checked", "max |Δp|", "labels ≠", "fresh max |Δp|",
+    for column in ("estimator", "fast path", "rows checked", difference, "labels ≠", f"fresh {difference}",
                    "1 row: Pipeline", "1 row: ONNX", "ratio", "32 rows: Pipeline", "32 rows: ONNX", "ratio",
                    "V1 request, 1 row: Pipeline → ONNX"):
         table.add_column(column, justify="left" if column in ("estimator", "fast path") else "right",
@@ -167,8 +178,9 @@ def main() -> None:
                           "", "", "", "")
             continue
         table.add_row(
-            r["estimator"], f"{r['status']} ({r['compile']:.1f} s)", f"{r['checked']:,}", f"{r['max_dp']:.1e}",
-            str(r["labels"]), f"{r['fresh_dp']:.1e} ({r['fresh_labels']} ≠ / {r['fresh_rows']:,})",
+            r["estimator"], f"{r['status']} ({r['compile']:.1f} s)", f"{r['checked']:,}", f"{r['max_diff']:.1e}",
+            str(r["labels"]), f"{r['fresh_diff']:.1e}" + (f" ({r['fresh_labels']} ≠ / {r['fresh_rows']:,})"
+                                                           if spec.is_classification else f" / {r['fresh_rows']:,}"),
             _us(r["pipeline_1"]), _us(r["onnx_1"]), f"{r['pipeline_1'] / r['onnx_1']:.0f}×",
             _us(r["pipeline_32"]), _us(r["onnx_32"]), f"{r['pipeline_32'] / r['onnx_32']:.0f}×",
             f"{_us(r['request_pipeline'])} → {_us(r['request_onnx'])}",

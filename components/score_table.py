@@ -22,8 +22,9 @@ def score_table(
     the spec's feature columns).
 
     Returns:
-        scored: The scored table as Parquet: row id, prediction, each class's probability, the version and, with
-            ``with_features``, the typed features (what the drift monitor's ingest-batch needs).
+        scored: The scored table as Parquet: row id, prediction (a class label, or a regression's number), a
+            classifier's probability of each class, the version and, with ``with_features``, the typed features
+            (what the drift monitor's ingest-batch needs).
         Output: Rows scored.
     """
     from driftloop.batch.score import score_table as score

@@ -1,6 +1,5 @@
-"""Multi-class and regression models for the serving, fast-path and batch tests, trained on tables made from the
-synthetic churn table's features: a support queue (four text labels) and next month's bill (an amount), each a
-noisy function of the features so a model has something to learn.
+"""Multi-class and regression models for the serving, fast-path and batch tests, trained on the synthetic
+generator's tables of those tasks (``retention_offer``: four text labels; ``next_month_spend``: an amount).
 
 Training is shared by the whole test session (:func:`trained`, cached): the results must not be modified."""
 
@@ -12,52 +11,20 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from driftloop import synthetic
 from driftloop.data import DatasetSpec, infer_spec
-from driftloop.tasks import MULTICLASS, REGRESSION
 
-QUEUE, BILL = "queue", "bill"
-QUEUES = ("billing", "cancellations", "retention", "tech")  # sorted: the spec's class order
-TARGETS = {MULTICLASS: QUEUE, REGRESSION: BILL}
+CLASSES = tuple(sorted(synthetic.OFFERS))  # the multi-class spec's class order
 TRAIN_ROWS = 1200
 SMALL_FOREST = {"n_estimators": 40}  # the same kind of trees as the default forest, a quicker test
 
 
-def multiclass_frame(n_rows: int, seed: int) -> pd.DataFrame:
-    """The churn features and ``queue``, the team a customer's ticket goes to (four text labels)."""
-    frame = synthetic.generate(n_rows, seed=seed).drop(columns=[synthetic.TARGET])
-    rng = np.random.default_rng(seed + 1000)
-    scores = np.stack([
-        0.03 * (frame["monthly_spend"] - 70) + 0.8 * (frame["plan"] == "basic"),  # billing
-        0.5 * (frame["support_calls"] - 1.2) - 0.02 * (frame["tenure_months"] - 28),  # cancellations
-        0.02 * (frame["tenure_months"] - 28) + 0.6 * frame["is_promo"],  # retention
-        0.04 * (frame["days_since_login"].fillna(9) - 9) + 0.7 * (frame["channel"] == "app"),  # tech
-    ], axis=1) + rng.gumbel(size=(n_rows, len(QUEUES)))
-    frame[QUEUE] = np.asarray(QUEUES, dtype=object)[np.argmax(scores, axis=1)]
-    return frame
-
-
-def regression_frame(n_rows: int, seed: int) -> pd.DataFrame:
-    """The churn features and ``bill``, next month's bill in currency units (an amount)."""
-    frame = synthetic.generate(n_rows, seed=seed).drop(columns=[synthetic.TARGET])
-    rng = np.random.default_rng(seed + 2000)
-    bill = (1.1 * frame["monthly_spend"] + 4.0 * frame["num_products"] + 3.0 * frame["support_calls"]
-            + np.select([frame["plan"] == "premium", frame["plan"] == "basic"], [25.0, -10.0], 0.0)
-            - 6.0 * frame["has_autopay"] + rng.normal(0, 5, n_rows))
-    frame[BILL] = bill.round(2)
-    return frame
-
-
-FRAMES = {MULTICLASS: multiclass_frame, REGRESSION: regression_frame}
-
-
 def task_frame(task: str, n_rows: int, seed: int) -> pd.DataFrame:
-    """A table of ``task``'s target (see the module)."""
-    return FRAMES[task](n_rows, seed)
+    """The synthetic table of ``task`` (its target in ``synthetic.TARGETS[task]``)."""
+    return synthetic.generate(n_rows, seed=seed, task=task)
 
 
 @dataclass(frozen=True)
@@ -83,7 +50,7 @@ def validated(task: str) -> tuple[pd.DataFrame, DatasetSpec]:
     from driftloop.validation import validate_table
 
     frame = task_frame(task, TRAIN_ROWS, seed=3)
-    spec = infer_spec(frame, TARGETS[task], synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    spec = infer_spec(frame, synthetic.TARGETS[task], synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
     assert spec.task == task, spec.task
     frame, _, spec = validate_table(frame, spec)
     return frame, spec

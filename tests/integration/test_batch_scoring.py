@@ -9,21 +9,25 @@ import shutil
 import time
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
 from driftloop import synthetic
 from driftloop.batch.monitor_feed import BATCH_ENDPOINT, feed_monitor
 from driftloop.batch.score import PREDICTION_COLUMN, VERSION_COLUMN, score_table
+from driftloop.data import coerce_to_spec
 from driftloop.errors import DataError, IntegrityError
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
 from driftloop.registry import LocalRegistry
 from driftloop.serving.gateway import Gateway
 from driftloop.serving.versions import ServedVersion
+from driftloop.tasks import MULTICLASS, REGRESSION
 
 from ..conftest import ServerThread, register_trained, run_cli
 from ..table_text import squash, table_columns
+from ..task_tables import CLASSES, register, task_frame, trained
 
 UNSEEN_PLAN = "platinum"  # a category the model never saw in training
 
@@ -53,7 +57,7 @@ def test_the_scored_table_holds_the_gateways_answers_for_the_same_rows(world) ->
         answers = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 1000]})
                    for i in range(0, len(rows), 1000)]
     assert [a.status_code for a in answers] == [200] * 3  # the unseen plan scores there too
-    served = [spec.target_classes[p] for a in answers for p in a.json()["predictions"]]
+    served = [p for a in answers for p in a.json()["predictions"]]  # the labels, 0 and 1
     assert summary.rows == len(table) == len(scored) and summary.version == 1
     assert scored[PREDICTION_COLUMN].tolist() == served
     assert scored[spec.id_column].tolist() == table[spec.id_column].tolist()  # in input order, with its id
@@ -173,3 +177,69 @@ def test_a_scored_table_fed_to_the_monitor_becomes_windows_with_drift(world, tmp
         assert window["drift_share"] > 0 and window["drifted_features"]
     stored = monitor.store.read("churn")  # the server's shutdown wrote its last checkpoint
     assert len(stored) == 1200 and set(stored["endpoint"]) == {BATCH_ENDPOINT}
+
+
+@pytest.fixture(scope="module")
+def task_world(tmp_path_factory) -> dict:
+    """``tickets`` (multi-class, its fast path accepted) and ``bills`` (regression, its fast path accepted) in
+    production, and a 900-row table of each to score."""
+    tmp = tmp_path_factory.mktemp("batch-tasks")
+    registry = LocalRegistry(tmp / "registry")
+    models = {MULTICLASS: trained(MULTICLASS, "random_forest"), REGRESSION: trained(REGRESSION, "ridge")}
+    names = {MULTICLASS: "tickets", REGRESSION: "bills"}
+    for task, model in models.items():
+        registry.promote(names[task], register(registry, tmp, names[task], model), actor="test")
+        task_frame(task, 900, seed=41).drop(columns=[synthetic.TARGETS[task]]).to_csv(tmp / f"{task}.csv", index=False)
+    return {"tmp": tmp, "registry": registry, "models": models, "names": names}
+
+
+@pytest.mark.parametrize("task", [MULTICLASS, REGRESSION])
+def test_a_multiclass_table_gets_labels_and_class_probabilities_a_regression_table_numbers(task_world, task) -> None:
+    model, name, tmp = task_world["models"][task], task_world["names"][task], task_world["tmp"]
+    out = tmp / f"scored-{task}.parquet"
+    score_table(str(tmp / f"{task}.csv"), str(out), task_world["registry"], name, chunk_rows=250)
+    scored = pd.read_parquet(out)
+    table = pd.read_csv(tmp / f"{task}.csv")
+    assert scored[synthetic.ID_COLUMN].tolist() == table[synthetic.ID_COLUMN].tolist()
+    frame = coerce_to_spec(table, model.spec)[model.spec.feature_names]
+    if task == REGRESSION:
+        assert list(scored.columns) == [synthetic.ID_COLUMN, PREDICTION_COLUMN, VERSION_COLUMN]
+        assert scored[PREDICTION_COLUMN].dtype == np.float64
+        np.testing.assert_allclose(scored[PREDICTION_COLUMN], model.model.predict(frame), rtol=1e-5)
+        return
+    probabilities = [f"probability_{label}" for label in CLASSES]  # one column per class, in the classes' order
+    assert list(scored.columns) == [synthetic.ID_COLUMN, PREDICTION_COLUMN, *probabilities, VERSION_COLUMN]
+    assert scored[PREDICTION_COLUMN].tolist() == [CLASSES[i] for i in model.model.predict(frame)]
+    np.testing.assert_allclose(scored[probabilities].to_numpy(), model.model.predict_proba(frame), atol=1e-5)
+    np.testing.assert_allclose(scored[probabilities].sum(axis=1), 1.0, atol=1e-6)  # the forest's float32 leaves
+
+
+def test_a_regression_table_missing_feature_columns_is_refused_in_one_line(task_world, tmp_path) -> None:
+    partial = tmp_path / "partial.csv"
+    pd.read_csv(task_world["tmp"] / f"{REGRESSION}.csv").drop(columns=["monthly_spend"]).to_csv(partial, index=False)
+    refused = run_cli("score", "--data", str(partial), "--model", "bills", "--output", str(tmp_path / "x.csv"),
+                      "--registry", str(task_world["registry"].root))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"driftloop: error: {partial} lacks 1 feature column(s) bills v1 needs: monthly_spend"]
+
+
+@pytest.mark.parametrize("task", [MULTICLASS, REGRESSION])
+def test_a_scored_multiclass_or_regression_table_reaches_the_monitor_as_the_gateway_answers(task_world, task,
+                                                                                            tmp_path) -> None:
+    """The feed posts what the gateway would have answered for the rows (labels, numbers); the monitor stores
+    them as the predictions of its rows."""
+    name, tmp = task_world["names"][task], task_world["tmp"]
+    scored = tmp_path / "scored.csv"  # CSV: the labels come back as text, the numbers as numbers
+    score_table(str(tmp / f"{task}.csv"), str(scored), task_world["registry"], name, with_features=True)
+    config = MonitorConfig.from_dict({"retrain": {"runner": "none"}, "window": {"rows": 10_000, "seconds": 3600}})
+    monitor = Monitor(task_world["registry"], tmp_path / "store", config, tick_seconds=0.2)
+    with ServerThread(monitor.app) as server:
+        fed = feed_monitor(str(scored), name, task_world["registry"], server.url, event_rows=400)
+    stored = monitor.store.read(name)
+    written = pd.read_csv(scored)[PREDICTION_COLUMN]
+    assert fed.rows == len(stored) == 900 and fed.events == 3
+    if task == MULTICLASS:
+        assert stored["prediction"].tolist() == written.tolist() and set(written) <= set(CLASSES)
+    else:
+        np.testing.assert_allclose(stored["prediction"].astype(float), written)

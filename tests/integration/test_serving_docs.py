@@ -1,5 +1,6 @@
 """docs/serving.md's requests, exactly as documented, against the local gateway and driftloop's KServe runtime:
-every body answers the documented predictions, which are the Pipeline's own, from both servers."""
+every body answers the documented predictions, which are the Pipeline's own, from both servers; and the page's
+multi-class example, with class probabilities, from the gateway."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,17 +21,21 @@ from driftloop.data import infer_spec
 from driftloop.evaluation import GateDecision, evaluate_model
 from driftloop.registry import PRODUCTION, LocalRegistry
 from driftloop.serving.gateway import Gateway
+from driftloop.tasks import BINARY
 from driftloop.training import save_model, train_model
 from driftloop.validation import validate_table
 
 from ..conftest import REPO_ROOT, ServerThread, free_port
+from ..task_tables import Trained, register
 
 DOC = REPO_ROOT / "docs" / "serving.md"
-FEATURES = ["tenure_months", "support_calls", "plan", "has_autopay"]  # the documented model's spec, in order
+FEATURES = ["tenure_months", "support_calls", "plan", "has_autopay"]  # the documented models' spec, in order
+CHURN, TICKETS = "churn", "tickets"
+QUEUES = ["billing", "cancellations", "retention"]
+SHOWN_DECIMALS = 2  # the page shows probabilities rounded to two decimals
 
 
-def documented_requests() -> list[tuple[str, dict]]:
-    """(path, body) of every curl on the page."""
+def _all_requests() -> list[tuple[str, dict]]:
     requests = []
     for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S):
         for path, body in re.findall(r"curl -s \$URL(\S+) .*?-d '(.*?)'", block, re.S):
@@ -37,32 +43,68 @@ def documented_requests() -> list[tuple[str, dict]]:
     return requests
 
 
-def documented_answers() -> tuple[dict, dict]:
-    """The V1 and V2 answers the page shows."""
-    v1, v2 = (json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC.read_text(), re.S))
+def _all_answers() -> list[dict]:
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC.read_text(), re.S)]
+
+
+def documented_requests(model: str = CHURN) -> list[tuple[str, dict]]:
+    """(path, body) of every curl on the page to ``model``."""
+    return [(path, body) for path, body in _all_requests() if re.match(rf"/v[12]/models/{model}[:/]", path)]
+
+
+def documented_answers(model: str = CHURN) -> tuple[dict, dict]:
+    """The V1 and V2 answers the page shows for ``model``: churn's come first, then tickets'."""
+    answers = _all_answers()
+    v1, v2 = answers[:2] if model == CHURN else answers[2:4]
+    assert v2["model_name"] == model
     return v1, v2
+
+
+def _tickets(n_rows: int, seed: int) -> pd.DataFrame:
+    """The documented multi-class model's table: its four features and the queue a ticket goes to."""
+    frame = synthetic.generate(n_rows, seed=seed)[FEATURES]
+    rng = np.random.default_rng(seed)
+    scores = np.stack([0.9 * (frame["plan"] == "basic") + 0.8 * ~frame["has_autopay"],
+                       0.6 * (frame["support_calls"] - 1.5),
+                       0.03 * (frame["tenure_months"] - 25)], axis=1) + rng.gumbel(size=(n_rows, len(QUEUES)))
+    frame["queue"] = np.asarray(QUEUES, dtype=object)[scores.argmax(axis=1)]
+    return frame
+
+
+def _register(tmp, registry: LocalRegistry, name: str, frame: pd.DataFrame, target: str):
+    """Trains a logistic regression on ``frame`` and registers it in production, fast path and all: a binary model
+    by the CT pipeline's register step, a multi-class one by the registry with the graph and record
+    registration compiles; returns the Pipeline."""
+    spec = infer_spec(frame, target)
+    frame, _, spec = validate_table(frame, spec)
+    assert spec.feature_names == FEATURES
+    trained = train_model(frame, spec, "logistic_regression", seed=1)
+    if spec.task != BINARY:
+        register(registry, tmp, name, Trained(frame, spec, trained))
+    else:
+        frame.to_parquet(tmp / f"{name}-data.parquet", index=False)
+        save_model(trained.model, tmp / name)
+        trained.holdout_frame.to_parquet(tmp / f"{name}-holdout.parquet", index=False)
+        evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
+        decision = GateDecision(True, ["first version"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
+        outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
+        steps.register(str(tmp / name), str(tmp / f"{name}-data.parquet"), spec.to_json(), outcome,
+                       str(registry.root), name, {"run_id": f"docs-{name}"},
+                       holdout_path=str(tmp / f"{name}-holdout.parquet"))
+    registry.set_alias(name, PRODUCTION, 1, actor="test")
+    return trained.model
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> dict:
-    """The documented model (its four features, trained on the synthetic churn world) registered by the CT
-    pipeline's register step, fast path and all; served by a gateway and by the runtime (batching on)."""
+    """The documented models (their four features, from the synthetic churn world) registered by the CT pipeline's
+    register step, fast path and all: ``churn``, served by a gateway and by the runtime (batching on), and the
+    multi-class ``tickets``, served by the gateway."""
     tmp = tmp_path_factory.mktemp("serving-docs")
-    frame = synthetic.generate(1500, seed=7)[[*FEATURES, synthetic.TARGET]]
-    spec = infer_spec(frame, synthetic.TARGET)
-    frame, _, spec = validate_table(frame, spec)
-    assert spec.feature_names == FEATURES
-    frame.to_parquet(tmp / "data.parquet", index=False)
-    trained = train_model(frame, spec, "logistic_regression", seed=1)
-    save_model(trained.model, tmp / "model")
-    trained.holdout_frame.to_parquet(tmp / "holdout.parquet", index=False)
-    evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
-    decision = GateDecision(True, ["first version"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
-    outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
     registry = LocalRegistry(tmp / "registry")
-    steps.register(str(tmp / "model"), str(tmp / "data.parquet"), spec.to_json(), outcome, str(registry.root), "churn",
-                   {"run_id": "docs"}, holdout_path=str(tmp / "holdout.parquet"))
-    registry.set_alias("churn", PRODUCTION, 1, actor="test")
+    churn = _register(tmp, registry, CHURN, synthetic.generate(1500, seed=7)[[*FEATURES, synthetic.TARGET]],
+                      synthetic.TARGET)
+    tickets = _register(tmp, registry, TICKETS, _tickets(1500, seed=7), "queue")
     model_dir = registry.fetch_model("churn", 1, tmp / "served")
     port = free_port()
     runtime = subprocess.Popen(
@@ -72,8 +114,8 @@ def served(tmp_path_factory) -> dict:
     try:
         with ServerThread(Gateway(registry, poll_interval=3600).app) as gateway:
             _wait_ready(f"http://127.0.0.1:{port}", runtime, tmp / "runtime.log")
-            yield {"gateway": gateway.url, "runtime": f"http://127.0.0.1:{port}", "pipeline": trained.model,
-                   "log": tmp / "runtime.log"}
+            yield {"gateway": gateway.url, "runtime": f"http://127.0.0.1:{port}", "pipeline": churn,
+                   "tickets": tickets, "log": tmp / "runtime.log"}
     finally:
         runtime.terminate()
         runtime.wait(timeout=30)
@@ -105,6 +147,8 @@ def test_the_page_documents_every_format() -> None:
     requests = documented_requests()
     assert sum(path.startswith("/v1/") for path, _ in requests) == 5  # records, columns ×2, list of records, lists
     assert sum(path.startswith("/v2/") for path, _ in requests) == 3  # pd, named tensors, one row-major tensor
+    assert len(documented_requests(TICKETS)) == 2 and len(_all_requests()) == 10  # every curl is checked
+    assert len(_all_answers()) == 4
 
 
 def _pipeline_answer(served) -> list:
@@ -139,3 +183,28 @@ def test_documented_requests_sent_at_once_each_get_their_own_answer(served) -> N
     with httpx.Client(base_url=served["runtime"], timeout=30) as client, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda request: client.post(request[0], json=request[1]), requests))
     assert [_predictions(a) for a in answers] == [_pipeline_answer(served)] * len(requests)
+
+
+def test_the_multiclass_example_answers_the_documented_labels_and_probabilities(served) -> None:
+    """The page's ``tickets`` requests ask for class probabilities; the gateway answers the Pipeline's labels and
+    probabilities, which the page shows to two decimals."""
+    v1_answer, v2_answer = documented_answers(TICKETS)
+    (v1_path, v1_body), (v2_path, v2_body) = documented_requests(TICKETS)
+    rows = pd.DataFrame(v1_body["instances"])[FEATURES]
+    pipeline = served["tickets"]
+    labels = [QUEUES[i] for i in pipeline.predict(rows)]
+    probabilities = pipeline.predict_proba(rows)
+    assert v1_answer["predictions"] == labels and v1_answer["classes"] == QUEUES
+    np.testing.assert_array_equal(v1_answer["probabilities"], probabilities.round(SHOWN_DECIMALS))
+    with httpx.Client(base_url=served["gateway"], timeout=30) as client:
+        v1 = client.post(v1_path, json=v1_body).json()
+        v2 = client.post(v2_path, json=v2_body).json()
+    assert v1["predictions"] == labels and v1["classes"] == QUEUES
+    np.testing.assert_allclose(v1["probabilities"], probabilities, rtol=0, atol=1e-5)
+    assert [{k: v for k, v in output.items() if k != "data"} for output in v2["outputs"]] == \
+        [{k: v for k, v in output.items() if k != "data"} for output in v2_answer["outputs"]]
+    (shown_labels, shown_probabilities), (answered_labels, answered_probabilities) = (
+        [o["data"] for o in answer["outputs"]] for answer in (v2_answer, v2))
+    assert shown_labels == answered_labels == labels
+    np.testing.assert_allclose(answered_probabilities, probabilities.ravel(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(shown_probabilities, probabilities.round(SHOWN_DECIMALS).ravel())

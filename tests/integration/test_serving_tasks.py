@@ -18,7 +18,7 @@ from driftloop.serving.gateway import Gateway
 from driftloop.tasks import MULTICLASS, REGRESSION
 
 from ..conftest import ServerThread
-from ..task_tables import QUEUES, register, task_frame, trained
+from ..task_tables import CLASSES, register, task_frame, trained
 
 TICKETS, BILLS = "tickets", "bills"
 
@@ -76,7 +76,7 @@ def _expected(served, name: str, n: int):
     frame = served["rows"][name].head(n)[model.spec.feature_names]
     if name == BILLS:
         return model.model.predict(frame).tolist(), None
-    return [QUEUES[i] for i in model.model.predict(frame)], model.model.predict_proba(frame)
+    return [CLASSES[i] for i in model.model.predict(frame)], model.model.predict_proba(frame)
 
 
 def test_v1_answers_labels_and_on_request_each_class_probability_in_class_order(served) -> None:
@@ -89,12 +89,12 @@ def test_v1_answers_labels_and_on_request_each_class_probability_in_class_order(
     asked = client.post(f"/v1/models/{TICKETS}:predict", json={"instances": _records(served, TICKETS, n),
                                                                  "parameters": {"probabilities": True}})
     body = asked.json()
-    assert body["predictions"] == labels and body["classes"] == list(QUEUES)
+    assert body["predictions"] == labels and body["classes"] == list(CLASSES)
     answered = np.asarray(body["probabilities"])
-    assert answered.shape == (n, len(QUEUES))
+    assert answered.shape == (n, len(CLASSES))
     np.testing.assert_allclose(answered.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(answered, probabilities, rtol=0, atol=1e-5)  # the fast path's tolerance
-    assert [QUEUES[i] for i in answered.argmax(axis=1)] == labels  # columns in the classes' order
+    assert [CLASSES[i] for i in answered.argmax(axis=1)] == labels  # columns in the classes' order
     metrics = client.get("/metrics").text
     for name in (TICKETS, BILLS):  # both answer from their verified fast path
         assert f'driftloop_fast_path{{endpoint="default",model="{name}"}} 1.0' in metrics
@@ -115,7 +115,7 @@ def test_v2_answers_text_labels_as_bytes_and_probabilities_as_an_fp64_tensor(ser
         predicted, tensor = body.json()["outputs"]
         assert predicted["data"] == labels
         assert tensor["name"] == "probabilities" and tensor["datatype"] == "FP64" and tensor["shape"] == [n, 4]
-        assert json.loads(tensor["parameters"]["classes"]) == list(QUEUES)
+        assert json.loads(tensor["parameters"]["classes"]) == list(CLASSES)
         answered = np.asarray(tensor["data"]).reshape(n, 4)
         np.testing.assert_allclose(answered.sum(axis=1), 1.0, atol=1e-12)
         np.testing.assert_allclose(answered, probabilities, rtol=0, atol=1e-5)

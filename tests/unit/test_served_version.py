@@ -10,7 +10,7 @@ from driftloop.serving.versions import NoClassProbabilities, ServedVersion
 from driftloop.tasks import MULTICLASS, REGRESSION
 from driftloop.training import train_model
 
-from ..task_tables import QUEUES, task_frame, trained
+from ..task_tables import CLASSES, task_frame, trained
 
 
 @pytest.mark.parametrize("estimator", ["logistic_regression", "gradient_boosting", "random_forest"])
@@ -31,8 +31,8 @@ def test_a_multiclass_version_answers_the_labels_its_class_indices_stand_for(est
     served = ServedVersion("tickets", 1, model.spec, model.model)
     indices = model.model.predict(rows[model.spec.feature_names])
     scores = served.score(rows, probabilities=True)
-    assert model.spec.target_classes == served.classes == QUEUES
-    assert scores.predictions.tolist() == [QUEUES[i] for i in indices] == served.predict(rows).tolist()
+    assert model.spec.target_classes == served.classes == CLASSES
+    assert scores.predictions.tolist() == [CLASSES[i] for i in indices] == served.predict(rows).tolist()
     assert len(set(scores.predictions.tolist())) > 2
     np.testing.assert_array_equal(scores.probabilities, model.model.predict_proba(rows[model.spec.feature_names]))
 

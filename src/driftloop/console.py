@@ -466,9 +466,10 @@ def print_demo_summary(summary) -> None:
         shares = ", ".join("-" if w["drift_share"] is None else f"{w['drift_share']:.2f}"
                            for w in summary.after_promotion)
         quiet = not any(w["dataset_drift"] for w in summary.after_promotion) and not summary.retrains_after_promotion
-        loop.add_row("after promotion", f"drift share {shares}; "
-                     + ("[green]alarm cleared, no further retrain[/]" if quiet else
-                        f"[red]still signalling ({summary.retrains_after_promotion} further retrains)[/]"))
+        # One style for the cell: a table's cells are text, not markup.
+        loop.add_row("after promotion", Cell(f"drift share {shares}; " + (
+            "alarm cleared, no further retrain" if quiet else
+            f"still signalling ({summary.retrains_after_promotion} further retrains)"), "green" if quiet else "red"))
     traffic = summary.traffic or {}
     loop.add_row("traffic", f"{traffic.get('sent', 0)} rows at {traffic.get('rate', 0)}/s, "
                             f"{traffic.get('errors', 0)} errors, {traffic.get('labels_posted', 0)} labels")

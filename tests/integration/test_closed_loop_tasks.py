@@ -41,12 +41,16 @@ def test_a_multiclass_and_a_regression_model_go_round_the_same_loop(task, tmp_pa
     assert v2.lineage["parent_version"] == 1 and v2.lineage["triggered_by"].startswith("drift:")
     history = registry.history(model)
     actions = [e.action for e in history]
+    (triggered,) = [e for e in history if e.action == "retrain-triggered"]
     after = actions[actions.index("retrain-triggered"):]
     order = [after.index(a) for a in ("retrain-triggered", "register", "deploy-canary", "rollout-analysis", "promote")]
-    assert order == sorted(order) and actions.count("retrain-triggered") == 1
+    assert order == sorted(order)
     # The canary was judged on the task's realised quality against production's.
     promote = history[actions.index("promote", actions.index("deploy-canary"))]
     assert f"quality: canary {QUALITY_METRIC[task]}" in json.dumps(promote.evidence)
-    # v2 was trained for the new world: the windows it serves are quiet, and nothing retrains again.
-    assert summary["after_promotion"] and not any(w["dataset_drift"] for w in summary["after_promotion"])
+    # v2's reference is the new world: against it, the windows it serves drift far less than those that
+    # triggered (a 300-row window's share is noisy: one may cross the threshold alone), and nothing retrains.
+    triggering = [w["drift_share"] for w in triggered.evidence["windows"]]
+    watched = [w["drift_share"] for w in summary["after_promotion"]]
+    assert watched and max(watched) < min(triggering) - 0.2, (watched, triggering)
     assert summary["retrains_after_promotion"] == 0

@@ -14,6 +14,7 @@ from driftloop.errors import ConfigError
 from driftloop.loop_demo import DemoSummary, _traffic, describe_window, monitor_config, version_metrics
 from driftloop.loop_demo_options import DemoOptions
 from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, TASKS
+from tests.table_text import squash
 
 
 def test_the_demo_flags_default_to_the_demo_options_and_take_a_task() -> None:
@@ -67,7 +68,8 @@ def test_the_demo_summary_shows_each_version_by_the_tasks_metrics(task, columns,
     summary = DemoSummary("promoted", model=model, task=task, metrics=list(columns), registry="/tmp/registry",
                           summary_path="/tmp/summary.json", onset_to_promotion_seconds=41.5, versions=[
                               {"version": 1, "aliases": [], "triggered_by": "manual", "parent_version": None,
-                               **{name: values[name] for name in columns}}])
+                               **{name: values[name] for name in columns}}],
+                          after_promotion=[{"drift_share": 0.07, "dataset_drift": False}])
     print_demo_summary(summary)
     printed = capsys.readouterr().err
 
@@ -77,3 +79,4 @@ def test_the_demo_summary_shows_each_version_by_the_tasks_metrics(task, columns,
     others = {"roc_auc", "f1_macro", "rmse"} - set(columns)
     assert not any(name in printed for name in others), printed
     assert f"driftloop models history {model} --registry /tmp/registry" in printed
+    assert squash("drift share 0.07; alarm cleared, no further retrain") in squash(printed) and "[green]" not in printed

@@ -176,11 +176,13 @@ class CTParams:
         """The declared task, else one the estimator fits (ridge: regression), for checks made before the data."""
         if self.task != INFER:
             return self.task
-        return "regression" if self.estimator == "ridge" else "binary"
+        from driftloop.tasks import TASK_ONLY_ESTIMATORS
+
+        return TASK_ONLY_ESTIMATORS.get(self.estimator, TASKS)[0]
 
     def _task_problems(self) -> list[str]:
         """A gate metric or estimator that cannot fit the declared task (the data decides when it is auto)."""
-        from driftloop.tasks import GATE_METRICS, is_classification
+        from driftloop.tasks import GATE_METRICS, estimator_mismatch, is_classification
 
         if self.task == INFER:
             return []
@@ -188,9 +190,9 @@ class CTParams:
         if self.gate_metric != INFER and self.gate_metric not in GATE_METRICS[self.task]:
             found.append(f"gate_metric '{self.gate_metric}' does not fit a {self.task} target; use one of "
                          f"{', '.join(GATE_METRICS[self.task])}")
-        linear = "logistic_regression" if is_classification(self.task) else "ridge"
-        if self.estimator in ("logistic_regression", "ridge") and self.estimator != linear:
-            found.append(f"estimator '{self.estimator}' does not fit a {self.task} target; its linear model is {linear}")
+        mismatch = estimator_mismatch(self.estimator, self.task) if self.estimator != AUTO else None
+        if mismatch:
+            found.append(mismatch)
         if self.calibration != "none" and not is_classification(self.task):
             found.append("calibration is for classifiers' probabilities; a regression takes 'none'")
         return found

@@ -49,6 +49,22 @@ QUALITY_REPORTED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Estimators that fit only some tasks (the linear model of each); every other estimator has a classifier and a
+# regressor.
+TASK_ONLY_ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "logistic_regression": (BINARY, MULTICLASS),
+    "ridge": (REGRESSION,),
+}
+
+
+def estimator_mismatch(estimator: str, task: str) -> str | None:
+    """Why ``estimator`` cannot fit a ``task`` target, or None when it can."""
+    if task in TASK_ONLY_ESTIMATORS.get(estimator, TASKS):
+        return None
+    linear = next(name for name, tasks in TASK_ONLY_ESTIMATORS.items() if task in tasks)
+    return f"estimator '{estimator}' does not fit a {task} target; its linear model is {linear}"
+
+
 def is_classification(task: str) -> bool:
     return task in (BINARY, MULTICLASS)
 

@@ -38,15 +38,23 @@ from driftloop.ct_params import AUTO, default_of
 from driftloop.data import MISSING_CATEGORY, DatasetSpec
 from driftloop.errors import ConfigError, DataValidationError
 from driftloop.model_dir import MODEL_FILENAME
-from driftloop.tasks import BINARY, INFER, REGRESSION, gate_metric_for, higher_is_better, is_classification
+from driftloop.tasks import (
+    BINARY,
+    INFER,
+    REGRESSION,
+    estimator_mismatch,
+    gate_metric_for,
+    higher_is_better,
+    is_classification,
+)
 
 
 def _logistic_regression(seed: int, task: str) -> Any:
-    return LogisticRegression(max_iter=2000, random_state=seed) if is_classification(task) else None
+    return LogisticRegression(max_iter=2000, random_state=seed)
 
 
 def _ridge(seed: int, task: str) -> Any:
-    return Ridge(alpha=1.0, random_state=seed) if task == REGRESSION else None
+    return Ridge(alpha=1.0, random_state=seed)
 
 
 def _random_forest(seed: int, task: str) -> Any:
@@ -68,7 +76,7 @@ def _xgboost(seed: int, task: str) -> Any:
     return kind(n_estimators=200, max_depth=4, learning_rate=0.1, tree_method="hist", random_state=seed, n_jobs=1)
 
 
-# Each factory builds the task's estimator, or None where the estimator does not fit the task.
+# Each factory builds the task's estimator (tasks.TASK_ONLY_ESTIMATORS says which fit only some tasks).
 ESTIMATORS: dict[str, Callable[[int, str], Any]] = {
     "logistic_regression": _logistic_regression,
     "ridge": _ridge,
@@ -80,7 +88,7 @@ ESTIMATORS: dict[str, Callable[[int, str], Any]] = {
 
 def estimators_for(task: str) -> tuple[str, ...]:
     """The estimator names that fit ``task``."""
-    return tuple(name for name, factory in ESTIMATORS.items() if factory(0, task) is not None)
+    return tuple(name for name in ESTIMATORS if estimator_mismatch(name, task) is None)
 
 
 def make_estimator(name: str, params: dict[str, Any] | None, seed: int, task: str = BINARY) -> Any:
@@ -91,10 +99,10 @@ def make_estimator(name: str, params: dict[str, Any] | None, seed: int, task: st
     """
     if name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator '{name}'; choose one of {', '.join(ESTIMATORS)}")
+    mismatch = estimator_mismatch(name, task)
+    if mismatch:
+        raise ConfigError(mismatch)
     estimator = ESTIMATORS[name](seed, task)
-    if estimator is None:
-        raise ConfigError(f"estimator '{name}' does not fit a {task} target; use one of "
-                          f"{', '.join((AUTO, *estimators_for(task)))}")
     params = dict(params or {})
     unknown = sorted(set(params) - set(estimator.get_params()))
     if unknown:

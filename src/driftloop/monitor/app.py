@@ -367,18 +367,18 @@ class Monitor:
                 with self._rows_lock:
                     if not buffer.due(now):
                         break
-                    rows, opened_at = buffer.take(now)
-                await self._close_window(model, rows, opened_at, now)
+                    rows, _ = buffer.take(now)
+                await self._close_window(model, rows, now)
         await asyncio.to_thread(self.coordinator.tick, now)
         if self.retention.due(now):
             await asyncio.to_thread(self.retention.apply, now)
 
-    async def _close_window(self, model: str, rows: pd.DataFrame, opened_at: float, now: float) -> WindowRecord:
+    async def _close_window(self, model: str, rows: pd.DataFrame, now: float) -> WindowRecord:
         production = self.registry.aliases(model).get(PRODUCTION)
-        # The buffer opens when its first rows are applied, just after they were received (and rows left over by
-        # the last window were received before it closed): the window holds rows from its earliest one on, which
-        # is where a retrain since this window takes its rows from.
-        opened_at = min(opened_at, rows["received_at"].min().timestamp())
+        # The window opens with its earliest row, where a retrain since this window takes its rows from; not with
+        # its buffer, which opened when the previous window's tick began: that window's last rows may have been
+        # received later (while the tick checkpointed), and rows it left over earlier.
+        opened_at = rows["received_at"].min().timestamp()
         record = WindowRecord.open(self._next_window, model, rows, opened_at, production or 0, closed_at=now)
         self._next_window += 1
         record.task, predictions, record.classes = self._served(model, rows)

@@ -48,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
-from driftloop.errors import DriftloopError
+from driftloop.errors import DriftloopError, ModelNotFoundError
 from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, prediction_values
 from driftloop.monitor.config import MonitorConfig
@@ -297,17 +297,18 @@ class Monitor:
         if not isinstance(model, str) or not valid_model_name(model):
             raise EventError(f"model must be a model name, got {str(model)[:60]!r}")
         try:
-            if named and model not in self.registry.list_models():
-                raise EventError(f"no model '{model}' in the registry to label")
-            return (model, *self._production(model))
+            version, spec = self._production(model)
+            if named and version is None:
+                self.registry.require_model(model)  # a name nothing was registered under is the caller's mistake
+            return model, version, spec
+        except ModelNotFoundError:
+            raise EventError(f"no model '{model}' in the registry to label") from None
         except DriftloopError as exc:
             log.warning("monitor: labels of %s kept unchecked: %s", model, exc)
             return model, None, None
 
     def _production(self, model: str) -> tuple[int | None, DatasetSpec | None]:
         """The model's production version and its spec (None, None when nothing of it serves)."""
-        if model not in self.registry.list_models():
-            return None, None
         version = self._recent_aliases(model).get(PRODUCTION)
         return version, None if version is None else self._spec_for(model, version)
 

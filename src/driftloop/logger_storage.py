@@ -40,6 +40,14 @@ def check_uri(uri: str) -> str | None:
     return None
 
 
+def list_prefix(uri: str) -> str:
+    """The key prefix that holds everything the agent writes for logger url ``uri``: its path and the ``/``
+    ``path.Join`` puts after it ("" for a bare bucket), so a listing never reaches a sibling such as
+    ``payload-logs-old/``."""
+    path = urlparse(uri).path.strip("/")
+    return f"{path}/" if path else ""
+
+
 def object_prefix(uri: str, namespace: str, inference_service: str, component: str = COMPONENT,
                   store_path: str = STORE_PATH) -> str:
     """The key prefix (no bucket) under which one InferenceService's component writes (``getObjectPrefix``)."""
@@ -81,4 +89,4 @@ def parse_key(key: str) -> LogObject | None:
 
 
 __all__ = ["BATCH_INTERVAL", "COMPONENT", "FORMATS", "STORE_KEY", "STORE_PATH", "LogObject", "check_uri",
-           "object_key", "object_prefix", "parse_key"]
+           "list_prefix", "object_key", "object_prefix", "parse_key"]

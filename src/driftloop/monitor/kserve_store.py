@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from driftloop.errors import ConfigError, DataError
-from driftloop.logger_storage import parse_key
+from driftloop.logger_storage import list_prefix, parse_key
 from driftloop.monitor.config import KServeStoreConfig
 from driftloop.monitor.ingest import EventBatch, EventHalf, Ingest
 from driftloop.storage import S3Settings, split_s3_uri
@@ -143,7 +143,8 @@ class KServeStoreSource:
     def __init__(self, config: KServeStoreConfig, ingest: Ingest, s3: S3Settings | None = None) -> None:
         self.config = config
         self.ingest = ingest
-        self.bucket, self.prefix = split_s3_uri(config.uri)
+        self.bucket = split_s3_uri(config.uri)[0]
+        self.prefix = list_prefix(config.uri)
         self.s3 = s3
         self.objects_taken = self.objects_refused = 0
         self._read_failures: dict[str, int] = {}  # key -> failed reads so far (an object is tried MAX_READ_TRIES times)

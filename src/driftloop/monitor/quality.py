@@ -16,7 +16,7 @@ import pandas as pd
 
 from driftloop.monitor.labels import LabelStore
 from driftloop.rollout.quality import STDERR_SUFFIX
-from driftloop.tasks import QUALITY_METRIC, QUALITY_REPORTED, REGRESSION, higher_is_better
+from driftloop.tasks import IN_TARGET_UNITS, QUALITY_METRIC, QUALITY_REPORTED, REGRESSION
 
 
 def realised_quality(rows: pd.DataFrame, labels: LabelStore, task: str,
@@ -98,4 +98,4 @@ def _round(metric: str, value: float) -> float:
     value = float(value)
     if not math.isfinite(value):
         return value
-    return round(value, 4) if higher_is_better(metric) else float(f"{value:.6g}")
+    return float(f"{value:.6g}") if metric in IN_TARGET_UNITS else round(value, 4)

@@ -126,8 +126,6 @@ class WindowRecord:
     def summary(self, labels: LabelStore | None = None) -> dict:
         data = {k: v for k, v in asdict(self).items() if k not in _NOT_SUMMARISED}
         data["quality_metric"] = self.quality_metric
-        # Pages written before the task existed read the accuracy bar under this name.
-        data["reference_accuracy"] = self.reference_quality if self.quality_metric == "accuracy" else None
         if labels is not None:
             data["quality"] = self.quality(labels)
         data["signal"] = self.signal

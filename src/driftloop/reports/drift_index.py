@@ -1,6 +1,6 @@
 """The drift monitor's index page of a model: the trend across windows, then every window linked to its page.
 
-The chart stacks drift share, prediction drift and realised accuracy per window, each point coloured by the
+The chart stacks drift share, prediction drift and realised quality (the task's metric) per window, each point coloured by the
 version that served, with the retrains the monitor triggered and the promotions and rollbacks of the registry's
 audit trail marked across it. The numbers are the window summaries the monitor keeps (its decision records).
 """
@@ -10,9 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from driftloop.reports.drift_window import accuracy_text, decision_text, share_text
+from driftloop.reports.drift_window import (
+    decision_text,
+    expected_quality,
+    quality_label,
+    quality_metric,
+    quality_text,
+    share_text,
+)
+from driftloop.reports.facts import METRIC_LABELS, metric_text
 from driftloop.reports.html import count, e, facts, number, page, percent, table, td
 from driftloop.reports.svg import Mark, Panel, Trend, trend_chart, version_colour
+from driftloop.tasks import IN_TARGET_UNITS
 
 EVENT_COLOURS = {"trigger": "#bc4c00", "promotion": "#1a7f37", "rollback": "#cf222e"}
 
@@ -84,7 +93,10 @@ def _position(view: IndexPage, event: Event) -> float | None:
 def _chart(view: IndexPage) -> str:
     windows = view.windows
     shares, predictions, holdouts = [], [], []
-    accuracy: dict[int, list] = {}
+    realised: dict[int, list] = {}
+    # Realised quality in the task's metric (the newest window's: a model keeps its task).
+    metric = quality_metric(windows[-1])
+    name = METRIC_LABELS[metric]
     for i, w in enumerate(windows):
         ref = int(w["reference_version"])
         colour = version_colour(ref)
@@ -94,14 +106,15 @@ def _chart(view: IndexPage) -> str:
         if prediction.get("score") is not None:
             predictions.append((i, prediction["score"], colour, f"#{w['id']} (v{ref}): prediction "
                                 f"{prediction.get('method', '')} {number(prediction['score'])}"))
-        if w.get("reference_accuracy") is not None:
-            holdouts.append((i, w["reference_accuracy"], colour, f"#{w['id']}: v{ref} holdout accuracy "
-                             f"{number(w['reference_accuracy'])}"))
+        if quality_metric(w) != metric:
+            continue
+        if (expected := expected_quality(w)) is not None:
+            holdouts.append((i, expected, colour, f"#{w['id']}: v{ref} holdout {name} {metric_text(metric, expected)}"))
         for version, stats in ((w.get("quality") or {}).get("by_version") or {}).items():
-            if stats.get("accuracy") is not None:
-                accuracy.setdefault(int(version), []).append(
-                    (i, stats["accuracy"], version_colour(int(version)),
-                     f"#{w['id']}: v{version} realised accuracy {number(stats['accuracy'])} "
+            if stats.get(metric) is not None:
+                realised.setdefault(int(version), []).append(
+                    (i, stats[metric], version_colour(int(version)),
+                     f"#{w['id']}: v{version} realised {name} {metric_text(metric, stats[metric])} "
                      f"on {count(stats.get('labelled', 0))} labelled rows"))
     latest = windows[-1]
     share_guide = latest.get("drift_threshold")
@@ -111,10 +124,10 @@ def _chart(view: IndexPage) -> str:
               f"dataset drift at {percent(share_guide)}" if share_guide is not None else ""),
         Panel("Prediction drift score", [Trend("prediction drift", predictions)], prediction_guide,
               f"threshold {number(prediction_guide, 2)}" if prediction_guide is not None else ""),
-        Panel("Realised accuracy per serving version (■ holdout accuracy of the reference)",
+        Panel(f"{quality_label(windows[-1])} per serving version (■ holdout {name} of the reference)",
               [Trend("holdout", holdouts, dashed=True)]
-              + [Trend(f"v{v}", points) for v, points in sorted(accuracy.items())],
-              low=_accuracy_floor([p[1] for p in holdouts] + [p[1] for ps in accuracy.values() for p in ps])),
+              + [Trend(f"v{v}", points) for v, points in sorted(realised.items())],
+              **_scale(metric, [p[1] for p in holdouts] + [p[1] for ps in realised.values() for p in ps])),
     ]
     marks = [Mark(x, event.label, EVENT_COLOURS.get(event.kind, "#59636e"), dashed=event.kind == "trigger")
              for event, x in _placed(view)]
@@ -125,10 +138,12 @@ def _placed(view: IndexPage) -> list[tuple[Event, float]]:
     return [(event, x) for event in view.events if (x := _position(view, event)) is not None]
 
 
-def _accuracy_floor(values: list[float]) -> float:
-    """The accuracy panel starts a tenth below the lowest value (at a tenth), so that a drop of a few points
-    shows; 0 when nothing is known."""
-    return max(0.0, min(int(min(values) * 10) / 10 - 0.1, 0.9)) if values else 0.0
+def _scale(metric: str, values: list[float]) -> dict[str, float]:
+    """The quality panel's scale: a score's starts a tenth below the lowest value (at a tenth), so that a drop of a
+    few points shows; an error's (in the target's units) runs from 0 to a little above the highest value."""
+    if metric in IN_TARGET_UNITS:
+        return {"low": 0.0, "high": max(values) * 1.1 if values and max(values) > 0 else 1.0}
+    return {"low": max(0.0, min(int(min(values) * 10) / 10 - 0.1, 0.9)) if values else 0.0}
 
 
 def _legend(view: IndexPage) -> str:
@@ -138,13 +153,13 @@ def _legend(view: IndexPage) -> str:
     keys += [f'<span class="key" style="background:{colour}"></span> {kind}'
              for kind, colour in EVENT_COLOURS.items() if any(ev.kind == kind for ev, _ in _placed(view))]
     return ('<p class="note">Points are coloured by version: drift against the production version of the '
-            "window, accuracy by the version that answered. " + " &nbsp; ".join(keys) + "</p>")
+            "window, realised quality by the version that answered. " + " &nbsp; ".join(keys) + "</p>")
 
 
 def _windows_table(view: IndexPage) -> str:
     triggered = {ev.window for ev in view.events if ev.kind == "trigger"}
     head = ["window", "closed (UTC)", '<span class="num">rows</span>', "reference", "drift share",
-            "prediction drift", "realised accuracy", "decision"]
+            "prediction drift", "realised quality", "decision"]
     rows, classes = [], []
     for w in reversed(view.windows):
         name = w.get("report")
@@ -157,7 +172,7 @@ def _windows_table(view: IndexPage) -> str:
                      td(e(f"v{w['reference_version']}")), td(e(drift)),
                      td(e(f"{number(prediction['score'])}{' drifted' if prediction.get('drifted') else ''}")
                         if prediction.get("score") is not None else "–"),
-                     td(e(accuracy_text(w))), td(e(decision_text(w)))])
+                     td(e(f"{METRIC_LABELS[quality_metric(w)]} {quality_text(w)}")), td(e(decision_text(w)))])
         trigger = w["id"] in triggered or (w.get("decision") or {}).get("action") == "trigger"
         classes.append("fail" if trigger else "warn" if w.get("signal") else "")
     return table(head, rows, row_classes=classes)

@@ -1,7 +1,7 @@
 """The drift monitor's page of one window: what was watched, what the monitor decided and on which numbers.
 
-Top to bottom: the header (model, window, time range, rows, reference version, realised accuracy against the
-version's holdout accuracy, the decision), the verdict, every feature's test as the monitor ran it (score,
+Top to bottom: the header (model, window, time range, rows, reference version, realised quality in the task's
+metric — accuracy, or RMSE for regression — against the value the version is held to, the decision), the verdict, every feature's test as the monitor ran it (score,
 threshold, verdict) with a small plot of the window against the reference, then the prediction's drift apart
 from the features (it is not counted in the drift share) and realised quality per serving version.
 
@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from driftloop.profile import FeatureProfile
-from driftloop.reports.html import banner, count, e, facts, number, page, percent, signed, table, td
+from driftloop.reports.facts import METRIC_LABELS, metric_text
+from driftloop.reports.html import amount, banner, count, e, facts, number, page, percent, signed, table, td
 from driftloop.reports.svg import CURRENT_COLOUR, REFERENCE_COLOUR, box_pair, share_bars
+from driftloop.tasks import (
+    BINARY,
+    IN_TARGET_UNITS,
+    QUALITY_METRIC,
+    QUALITY_REPORTED,
+    drop_text,
+    higher_is_better,
+)
 
 INDEX_FILE = "index.html"  # the model's window index, beside the window pages
 # Trigger decisions that are not a retrain, in words (monitor/trigger.py's actions).
@@ -32,10 +41,10 @@ class WindowPage:
     Attributes:
         window: The monitor's window summary (``WindowRecord.summary(labels)``): scores, share, threshold,
             prediction drift, quality and decision exactly as the monitor recorded them.
-        reference, current: Feature profiles (and ``prediction``'s class shares) of the reference sample and
-            the window's rows, for the plots.
-        quality_drop, min_labels: The trigger's quality rule (a window signals when realised accuracy falls
-            this far below the holdout accuracy on at least this many labelled rows).
+        reference, current: Feature profiles (and ``prediction``'s class shares, or its amounts' distribution) of
+            the reference sample and the window's rows, for the plots.
+        quality_drop, min_labels: The trigger's quality rule (a window signals when its realised quality is worse
+            than the value it is held to by this much — tasks.quality_drop — on at least this many labelled rows).
         retrain: The retrain this window triggered (key, state, run), if any.
     """
 
@@ -101,17 +110,46 @@ def decision_text(window: dict) -> str:
     return NOT_TRIGGERED.get(action, action or "none recorded")
 
 
-def accuracy_text(window: dict) -> str:
-    """Realised accuracy on the labelled rows against the accuracy the reference version is held to (its
-    holdout's, or a drift retrain's on the recent rows its gate judged it on)."""
+def quality_metric(window: dict) -> str:
+    """The metric a window's realised quality is judged in (summaries from before tasks judged accuracy)."""
+    return window.get("quality_metric") or QUALITY_METRIC[BINARY]
+
+
+def quality_label(window: dict) -> str:
+    """"Realised accuracy", "Realised RMSE": what the window's quality figure is called."""
+    return f"Realised {METRIC_LABELS[quality_metric(window)]}"
+
+
+def expected_quality(window: dict) -> float | None:
+    """The value of the quality metric the reference version is held to (``reference_accuracy`` in summaries
+    written before tasks)."""
+    return window.get("reference_quality", window.get("reference_accuracy"))
+
+
+def quality_delta(metric: str, realised: float | None, expected: float | None) -> str:
+    if realised is None or expected is None:
+        return "–"
+    if metric in IN_TARGET_UNITS:
+        return amount(realised - expected, sign=True, like=expected)
+    return signed(realised - expected)
+
+
+def quality_text(window: dict) -> str:
+    """Realised quality on the labelled rows against the value the reference version is held to (its holdout's,
+    or a drift retrain's on the recent rows its gate judged it on)."""
+    metric = quality_metric(window)
     quality = window.get("quality") or {}
-    accuracy, labelled = quality.get("accuracy"), quality.get("labelled") or 0
-    holdout = window.get("reference_accuracy")
-    if accuracy is None:
-        return f"no labels yet (expected {number(holdout)})" if holdout is not None else "no labels yet"
-    text = f"{number(accuracy)} on {count(labelled)} labelled rows"
-    if holdout is not None:
-        text += f" (expected {number(holdout)}, Δ {signed(accuracy - holdout)})"
+    realised, labelled = quality.get(metric), quality.get("labelled") or 0
+    expected = expected_quality(window)
+    if realised is None:
+        return f"no labels yet (expected {metric_text(metric, expected)})" if expected is not None else "no labels yet"
+    text = f"{metric_text(metric, realised)} on {count(labelled)} labelled rows"
+    if expected is not None:
+        text += f" (expected {metric_text(metric, expected)}, Δ {quality_delta(metric, realised, expected)})"
+    unseen = quality.get("unseen_classes") or {}
+    if unseen:
+        text += (f"; {count(sum(unseen.values()))} labels of classes never learned "
+                 f"({', '.join(f'{label} {n}' for label, n in unseen.items())}), counted as wrong")
     return text
 
 
@@ -125,7 +163,8 @@ def _verdict(view: WindowPage) -> str:
     if w.get("dataset_drift"):
         causes.append("dataset drift")
     if w.get("quality_dropped"):
-        causes.append("realised accuracy dropped")
+        metric = quality_metric(w)
+        causes.append(f"{quality_label(w).lower()} {'dropped' if higher_is_better(metric) else 'rose'}")
     if decision.get("action") == "trigger":
         return banner("fail", f"{' and '.join(causes).capitalize() or 'Signal'} — retrain triggered", reason)
     if causes:
@@ -143,7 +182,7 @@ def _header(view: WindowPage) -> str:
         reference += f" ({count(w['reference_rows'])} sample rows)"
     prediction = w.get("prediction_drift") or {}
     items = [("Model", e(w["model"])), ("Window", e(f"#{w['id']}")), ("Time range", e(time_range(w))),
-             ("Rows", e(rows)), ("Reference", e(reference)), ("Realised accuracy", e(accuracy_text(w))),
+             ("Rows", e(rows)), ("Reference", e(reference)), (quality_label(w), e(quality_text(w))),
              ("Decision", e(decision_text(w)))]
     if not w.get("error"):
         items += [("Drift share", e(share_text(w))),
@@ -152,7 +191,7 @@ def _header(view: WindowPage) -> str:
         items.append(("Retrain", e(f"{view.retrain.get('key', '')} ({view.retrain.get('state', '')})")))
     if (w.get("decision") or {}).get("reason"):
         items.append(("Why", e(w["decision"]["reason"])))
-    return facts(items, wide=("Time range", "Realised accuracy", "Drift share", "Why", "Retrain"))
+    return facts(items, wide=("Time range", quality_label(w), "Drift share", "Why", "Retrain"))
 
 
 def _prediction_text(prediction: dict) -> str:
@@ -204,25 +243,28 @@ def _prediction_section(view: WindowPage) -> list[str]:
 def _quality_section(view: WindowPage) -> list[str]:
     w = view.window
     quality = w.get("quality") or {}
-    holdout = w.get("reference_accuracy")
+    metric, expected = quality_metric(w), expected_quality(w)
+    name = METRIC_LABELS[metric]
+    others = [m for m in QUALITY_REPORTED[w.get("task") or BINARY] if m != metric]  # macro F1, MAE: shown beside
     rows = []
     for version, n in sorted((w.get("rows_by_version") or {}).items(), key=lambda kv: int(kv[0])):
         stats = (quality.get("by_version") or {}).get(version) or {}
-        accuracy = stats.get("accuracy")
+        realised = stats.get(metric)
         is_reference = int(version) == int(w["reference_version"])
-        delta = accuracy - holdout if accuracy is not None and holdout is not None and is_reference else None
         rows.append([td(e(f"v{version}" + (" (reference)" if is_reference else ""))), td(count(n), "num"),
-                     td(count(stats.get("labelled", 0)), "num"), td(number(accuracy), "num"),
-                     td(number(holdout) if is_reference else "–", "num"), td(signed(delta), "num")])
+                     td(count(stats.get("labelled", 0)), "num"), td(metric_text(metric, realised), "num"),
+                     td(metric_text(metric, expected) if is_reference else "–", "num"),
+                     td(quality_delta(metric, realised, expected if is_reference else None), "num"),
+                     *(td(metric_text(m, stats.get(m)), "num") for m in others)])
     head = ["version", '<span class="num">rows</span>', '<span class="num">labelled</span>',
-            '<span class="num">realised accuracy</span>', '<span class="num">holdout accuracy</span>',
-            '<span class="num">Δ</span>']
+            f'<span class="num">realised {e(name)}</span>', f'<span class="num">holdout {e(name)}</span>',
+            '<span class="num">Δ</span>', *(f'<span class="num">{e(METRIC_LABELS[m])}</span>' for m in others)]
     rule = ""
     if view.quality_drop is not None and view.min_labels is not None:
-        rule = (f"<p class=\"note\">A window signals a quality drop when its realised accuracy is more than "
-                f"{number(view.quality_drop, 2)} below the holdout accuracy on at least {count(view.min_labels)} "
-                f"labelled rows{': it did' if w.get('quality_dropped') else ''}. Labels arrive late; the index shows "
-                "the latest figures.</p>")
+        rule = (f"<p class=\"note\">A window signals a quality drop when its realised {e(name)} is more than "
+                f"{e(drop_text(metric, view.quality_drop))} the holdout {e(name)} on at least "
+                f"{count(view.min_labels)} labelled rows{': it did' if w.get('quality_dropped') else ''}. Labels "
+                "arrive late; the index shows the latest figures.</p>")
     return ["<h2>Realised quality</h2>", table(head, rows), rule]
 
 

@@ -301,13 +301,15 @@ class Trend:
 
 @dataclass(frozen=True)
 class Panel:
-    """A strip of the trend chart on the scale [``low``, 1], with an optional horizontal guide (a threshold)."""
+    """A strip of the trend chart on the scale [``low``, ``high``] (shares and scores: up to 1; an error in the
+    target's units: up to its largest value), with an optional horizontal guide (a threshold)."""
 
     title: str
     trends: list[Trend]
     guide: float | None = None
     guide_label: str = ""
     low: float = 0.0
+    high: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -340,14 +342,15 @@ def trend_chart(panels: list[Panel], x_labels: list[str], marks: list[Mark], *, 
     for index, panel in enumerate(panels):
         y0 = top + index * (panel_height + gap) + 14
 
-        def y(v: float, y0: float = y0, low: float = panel.low) -> float:
-            return y0 + (1 - (max(_clip(v), low) - low) / (1 - low)) * panel_height
+        def y(v: float, y0: float = y0, low: float = panel.low, high: float = panel.high) -> float:
+            return y0 + (1 - (min(max(float(v), low), high) - low) / (high - low)) * panel_height
 
         parts.append(f'<text x="{left}" y="{y0 - 4}" font-size="12" font-weight="600">{e(panel.title)}</text>')
-        for t in (panel.low, (panel.low + 1) / 2, 1.0):
+        for t in (panel.low, (panel.low + panel.high) / 2, panel.high):
             parts.append(f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + inner}" y2="{y(t):.1f}" stroke="{GRID}"/>')
+            tick = f"{t:.2f}" if panel.high <= 1 else f"{t:.4g}"
             parts.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end" '
-                         f'fill="{MUTED}">{t:.2f}</text>')
+                         f'fill="{MUTED}">{tick}</text>')
         parts.append(f'<rect x="{left}" y="{y0}" width="{inner}" height="{panel_height}" fill="none" '
                      f'stroke="{AXIS}"/>')
         if panel.guide is not None and _finite(panel.guide):

@@ -21,6 +21,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from driftloop.errors import ConfigError
+from driftloop.logger_storage import BATCH_INTERVAL
+from driftloop.logger_storage import FORMATS as LOG_FORMATS
+from driftloop.logger_storage import check_uri as check_store_uri
 from driftloop.tasks import ALL_GATE_METRICS, INFER, TASKS
 
 # Choices, named once; training.ESTIMATORS and evaluation.GATE_METRICS are tested to match them.
@@ -52,6 +55,27 @@ def _positive(value: Any) -> str | None:
 def _url_or_empty(value: Any) -> str | None:
     if value and not str(value).startswith(("http://", "https://")):
         return f"must be an http:// or https:// URL, got '{value}'"
+    return None
+
+
+def _store_uri_or_empty(value: Any) -> str | None:
+    return check_store_uri(value) if value else None
+
+
+def _at_least_one(value: Any) -> str | None:
+    return None if value >= 1 else f"must be >= 1, got {value}"
+
+
+# The payload logger's settings, which ServingConfig and the deploy step take under the same names.
+LOGGER_SETTINGS = ("logger_url", "logger_storage", "logger_storage_format", "logger_storage_account",
+                   "logger_batch_size")
+
+
+def logger_sink_problem(logger_url: str, logger_storage: str) -> str | None:
+    """Both payload-log sinks set: KServe's agent takes one ``logger.url``, an HTTP receiver or a blob store."""
+    if logger_url and logger_storage:
+        return ("logger_url and logger_storage exclude each other: KServe's agent sends to one logger url, the "
+                "monitor's /events or an object store the monitor reads (kserve_store)")
     return None
 
 
@@ -147,7 +171,16 @@ class CTParams:
     serving_account: str = _param("driftloop-serving", "ServiceAccount of the predictor pods (holds the S3 "
                                   "read credentials)")
     logger_url: str = _param("", "payload log receiver for the InferenceService (the drift monitor's /events "
-                             "URL); empty: no payload logging", check=_url_or_empty)
+                             "URL); empty: no payload logging over HTTP", check=_url_or_empty)
+    logger_storage: str = _param("", "payload logs written by KServe's agent to object storage instead "
+                                 "(logger.storage): s3://bucket/prefix, the monitor's kserve_store uri; empty: "
+                                 "off. Excludes logger_url", check=_store_uri_or_empty)
+    logger_storage_format: str = _param(LOG_FORMATS[0], "logger_storage object format (parquet and csv: KServe "
+                                        ">= 0.17)", choices=LOG_FORMATS)
+    logger_storage_account: str = _param("driftloop-logger", "logger_storage: the ServiceAccount whose Secret "
+                                         "holds the agent's S3 write credentials")
+    logger_batch_size: int = _param(1, "logger_storage: records per object (> 1: KServe >= 0.17; a partial batch "
+                                    f"is written within {BATCH_INTERVAL})", check=_at_least_one)
     ready_timeout: float = _param(600.0, "seconds a new revision may take to become Ready (kserve)",
                                   check=_positive)
     rollout_gateway: str = _param("", "local: the gateway whose /metrics the canary analysis reads; empty: "
@@ -218,6 +251,9 @@ class CTParams:
             except ConfigError as exc:
                 found.append(f"estimator_params: {exc}")
         found.extend(self._task_problems())
+        sinks = logger_sink_problem(self.logger_url, self.logger_storage)
+        if sinks:
+            found.append(sinks)
         if self.serve_target == "local" and self.rollout_prometheus:
             found.append("rollout_prometheus is for serve_target 'kserve'; locally the analysis reads the gateway "
                          "(rollout_gateway)")
@@ -343,6 +379,7 @@ def add_ct_arguments(parser: argparse.ArgumentParser, *, serving: bool = True) -
 
 # Parameters that only mean something on a cluster: `driftloop run` does not offer them.
 _CLUSTER_ONLY = ("serve_target", "serving_namespace", "deployment_mode", "serving_account", "logger_url",
+                 "logger_storage", "logger_storage_format", "logger_storage_account", "logger_batch_size",
                  "ready_timeout", "rollout_prometheus")
 
 

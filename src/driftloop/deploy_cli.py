@@ -10,8 +10,9 @@ import argparse
 import json
 
 from driftloop.cli_style import exit_codes
-from driftloop.ct_params import DEPLOYMENT_MODES, SERVE_TARGETS, default_of
+from driftloop.ct_params import DEPLOYMENT_MODES, LOGGER_SETTINGS, SERVE_TARGETS, default_of
 from driftloop.errors import ConfigError
+from driftloop.logger_storage import FORMATS as LOG_FORMATS
 from driftloop.settings import Settings
 
 
@@ -51,6 +52,13 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, as_recorded: bool 
     option("--namespace", "serving_namespace", "KServe namespace", "the kubeconfig context's")
     option("--service-account", "serving_account", "predictor ServiceAccount")
     option("--logger-url", "logger_url", "the drift monitor's /events URL for payload logging", "none")
+    option("--logger-storage", "logger_storage", "s3://bucket/prefix KServe's agent writes payload logs to "
+           "instead (the monitor's kserve_store uri)", "none")
+    option("--logger-storage-format", "logger_storage_format", "format of those objects (parquet, csv: KServe "
+           ">= 0.17)", choices=LOG_FORMATS)
+    option("--logger-storage-account", "logger_storage_account", "ServiceAccount holding the agent's S3 write "
+           "credentials")
+    option("--logger-batch-size", "logger_batch_size", "records per logged object", type=int)
     option("--deployment-mode", "deployment_mode", "KServe deployment mode", choices=DEPLOYMENT_MODES)
     option("--ready-timeout", "ready_timeout", "seconds a change may take to become ready", type=float)
     parser.add_argument("--context", help="kubeconfig context")
@@ -60,8 +68,8 @@ def serving_arguments(args: argparse.Namespace) -> dict:
     """The settings :func:`add_serving_arguments` added, as :func:`~driftloop.deploy.open_deployment` takes them
     (``context`` aside)."""
     return {"target": args.target, "namespace": args.namespace, "deployment_mode": args.deployment_mode,
-            "service_account": args.service_account, "logger_url": args.logger_url,
-            "ready_timeout": args.ready_timeout}
+            "service_account": args.service_account, "ready_timeout": args.ready_timeout,
+            **{name: getattr(args, name) for name in LOGGER_SETTINGS}}
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -112,7 +120,8 @@ def _dry_run(args: argparse.Namespace, registry, aliases: dict) -> int:
     if number is None:
         raise ConfigError(f"model '{args.name}' has no canary or production version; pass --version")
     config = ServingConfig(namespace=args.namespace or "default", service_account=args.service_account,
-                           logger_url=args.logger_url, deployment_mode=args.deployment_mode)
+                           deployment_mode=args.deployment_mode,
+                           **{name: getattr(args, name) for name in LOGGER_SETTINGS})
     version = registry.get_version(args.name, number)
     production = aliases.get(PRODUCTION)
     if production in (None, number) or args.canary_percent >= 100:

@@ -591,6 +591,10 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
            serving_namespace: str = default_of("serving_namespace"),
            deployment_mode: str = default_of("deployment_mode"),
            serving_account: str = default_of("serving_account"), logger_url: str = default_of("logger_url"),
+           logger_storage: str = default_of("logger_storage"),
+           logger_storage_format: str = default_of("logger_storage_format"),
+           logger_storage_account: str = default_of("logger_storage_account"),
+           logger_batch_size: int = default_of("logger_batch_size"),
            ready_timeout: float = default_of("ready_timeout"), rollout_gateway: str = default_of("rollout_gateway"),
            rollout_prometheus: str = default_of("rollout_prometheus"),
            rollout_interval: float = default_of("rollout_interval"),
@@ -606,18 +610,21 @@ def deploy(registry_uri: str, model_name: str, version: int, *, actor: str = "ct
     overrides :class:`~driftloop.rollout.RolloutPolicy` fields. Every parameter is checked as
     :class:`~driftloop.ct_params.CTParams` defines it.
     """
-    from driftloop.ct_params import check_value
+    from driftloop.ct_params import LOGGER_SETTINGS, check_value
     from driftloop.deploy import open_deployment
 
     values = {name: check_value(name, value) for name, value in {
         "canary_percent": canary_percent, "serve_target": serve_target, "deployment_mode": deployment_mode,
-        "logger_url": logger_url, "ready_timeout": ready_timeout, "rollout_gateway": rollout_gateway,
+        "logger_url": logger_url, "logger_storage": logger_storage, "logger_storage_format": logger_storage_format,
+        "logger_storage_account": logger_storage_account, "logger_batch_size": logger_batch_size,
+        "ready_timeout": ready_timeout, "rollout_gateway": rollout_gateway,
         "rollout_prometheus": rollout_prometheus, "rollout_interval": rollout_interval,
         "rollout_monitor": rollout_monitor, "rollout_policy": rollout_policy or {}}.items()}
     registry = open_registry(registry_uri)
+    logger = {name: values[name] for name in LOGGER_SETTINGS}
     deployment = open_deployment(registry, values["serve_target"], actor=actor, namespace=serving_namespace,
                                  deployment_mode=values["deployment_mode"], service_account=serving_account,
-                                 logger_url=values["logger_url"], ready_timeout=values["ready_timeout"])
+                                 ready_timeout=values["ready_timeout"], **logger)
     start = deployment.roll_out(model_name, int(version), values["canary_percent"])
     if start.action == "promoted":
         return DeployResult("promoted", start.version, start.previous_production, 100, start.traffic.describe())

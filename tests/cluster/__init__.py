@@ -5,7 +5,8 @@ KServe's CRDs (``api_server.py``, ``store.py``, ``schema.py``, ``webhooks.py``),
 (``controller.py``, ``isvc_status.py``, ``runtimes.py``), Knative Serving (``knative.py``) and Deployments
 (``deployments.py``) whose pods are real processes (``pods.py``, ``storage_initializer.py``), an ingress with
 queue-proxy metrics and KServe's logger agent in the data path (``ingress.py``, ``queue_proxy.py``,
-``logger_agent.py``), and Prometheus file_sd targets (``scrape_targets.py``). Every module names the upstream
+``logger_agent.py``: binary CloudEvents over HTTP, or batches written to S3 for ``logger.storage``,
+``blob_store.py``), and Prometheus file_sd targets (``scrape_targets.py``). Every module names the upstream
 files it follows. ``cluster.KServeCluster`` puts them together; ``fixtures.py`` has the pytest fixtures
 (``kserve_cluster``, ``kserve_namespace``, ``event_sink``; tests/integration/conftest.py exposes them).
 

@@ -196,9 +196,13 @@ class KServeCluster:
         return pod
 
     def _agent(self, pod: Pod) -> LoggerAgent | None:
-        config = AgentConfig.from_pod(pod.name, pod.namespace, pod.labels.get(ISVC_LABEL, ""), pod.annotations,
-                                      pod.labels)
-        return LoggerAgent(config, self._agent_pool, self._agent_http) if config else None
+        isvc_name = pod.labels.get(ISVC_LABEL, "")
+        isvc = self.inference_service(pod.namespace, isvc_name) or {}
+        # The webhook takes logger.storage and the batch settings from the InferenceService's predictor
+        # (agent_injector.go getLoggerConfigs), the rest from the pod's annotations.
+        logger_spec = ((isvc.get("spec") or {}).get("predictor") or {}).get("logger")
+        config = AgentConfig.from_pod(pod.name, pod.namespace, isvc_name, pod.annotations, pod.labels, logger_spec)
+        return LoggerAgent(config, self._agent_pool, self._agent_http, self.s3) if config else None
 
     def _start_revision_pod(self, ksvc: KnativeService, revision: Revision, on_change: Callable) -> Endpoint:
         name = f"{revision.name}-deployment-{pod_suffix(10)}-{pod_suffix(5)}"

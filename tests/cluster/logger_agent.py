@@ -9,8 +9,10 @@ extensions ``inferenceservicename``, ``namespace``, ``component``, ``endpoint``,
 (the agent's flags from the pod annotations: ``--source-uri`` = pod name, ``--log-url``, ``--log-mode``,
 ``--metadata-headers``, ``--metadata-annotations`` = the listed keys' values from the pod's annotations, missing
 keys skipped; ``--endpoint`` from the pod label ``endpoint``, which nothing sets). Sending is asynchronous
-(the agent's worker pool): a slow or dead sink never delays the proxied request. The agent's ``logger.storage``
-(blob store) path is not emulated.
+(the agent's worker pool): a slow or dead sink never delays the proxied request.
+
+The blob store (``logger.url`` not http(s), with ``logger.storage``; ``blob_store.py``) follows ``cmd/agent/main.go``
+``startLogger`` and ``pkg/logger`` ``dispatcher.go``, ``batch_*.go``, ``store.go``, ``marshaller_*.go``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from datetime import UTC, datetime
 
 import urllib3
 
+from driftloop.storage import S3Settings
+
+from .blob_store import BlobStore, StoreFlags, is_blob_url
 from .runtimes import LOGGER_ANNOTATIONS
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -54,10 +59,16 @@ class AgentConfig:
     endpoint: str
     metadata_headers: tuple[str, ...]
     annotations: dict[str, str]
+    store: StoreFlags = StoreFlags()
 
     @classmethod
-    def from_pod(cls, pod_name: str, namespace: str, isvc: str, annotations: dict, labels: dict) -> AgentConfig | None:
-        """None when the pod carries no ``internal.serving.kserve.io/logger: "true"``."""
+    def from_pod(cls, pod_name: str, namespace: str, isvc: str, annotations: dict, labels: dict,
+                 logger_spec: dict | None = None) -> AgentConfig | None:
+        """None when the pod carries no ``internal.serving.kserve.io/logger: "true"``.
+
+        ``logger_spec`` is the InferenceService's ``spec.predictor.logger``: the webhook reads ``storage`` and the
+        batch settings from there (agent_injector.go ``getLoggerConfigs``), not from the pod's annotations.
+        """
         if annotations.get(LOGGER_ANNOTATIONS["logger"]) != "true":
             return None
         keys = [k for k in annotations.get(LOGGER_ANNOTATIONS["metadataAnnotations"], "").split(",") if k]
@@ -66,14 +77,19 @@ class AgentConfig:
                    mode=annotations.get(LOGGER_ANNOTATIONS["mode"], "all"), source=pod_name,
                    inference_service=isvc, namespace=namespace, component=labels.get("component", "predictor"),
                    endpoint=labels.get("endpoint", ""), metadata_headers=headers,
-                   annotations={k: annotations[k] for k in keys if k in annotations})
+                   annotations={k: annotations[k] for k in keys if k in annotations},
+                   store=StoreFlags.from_logger_spec(logger_spec or {}))
 
 
 class LoggerAgent:
     """Posts events for one pod; ``exchange()`` is called by the ingress after each proxied request."""
 
-    def __init__(self, config: AgentConfig, pool: ThreadPoolExecutor, http: urllib3.PoolManager) -> None:
+    def __init__(self, config: AgentConfig, pool: ThreadPoolExecutor, http: urllib3.PoolManager,
+                 s3: S3Settings | None = None) -> None:
         self.config, self._pool, self._http = config, pool, http
+        # dispatcher.go: records for a non-HTTP url go to the batcher and the blob store (None without a store
+        # path: "Logger store not configured", every batch dropped); http(s) ones to the worker pool.
+        self._blob = BlobStore(config.url, config.store, pool, s3) if is_blob_url(config.url) else None
 
     def exchange(self, request_headers: dict[str, str], request_body: bytes, arrived: datetime, status: int,
                  response_body: bytes, completed: datetime) -> None:
@@ -91,6 +107,14 @@ class LoggerAgent:
 
     def _queue(self, ce_type: str, event_id: str, occurred: datetime, content_type: str, body: bytes,
                metadata: dict) -> None:
+        if self._blob is not None:
+            self._blob.add({"url": self.config.url, "bytes": body, "contentType": content_type, "reqType": ce_type,
+                            "id": event_id, "sourceUri": self.config.source,
+                            "inferenceService": self.config.inference_service, "namespace": self.config.namespace,
+                            "component": self.config.component, "endpoint": self.config.endpoint,
+                            "metadata": metadata, "annotations": dict(self.config.annotations),
+                            "occurrenceTime": occurred})
+            return
         headers = {"Ce-Specversion": "1.0", "Ce-Id": event_id, "Ce-Type": ce_type, "Ce-Source": self.config.source,
                    "Ce-Time": _rfc3339(occurred), "Ce-Inferenceservicename": self.config.inference_service,
                    "Ce-Namespace": self.config.namespace, "Ce-Component": self.config.component,

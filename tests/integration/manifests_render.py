@@ -24,6 +24,7 @@ MONITOR_S3_SECRET, SERVING_S3_SECRET = "driftloop-s3-monitor", "driftloop-s3-ser
 OVERLAYS = {"kubeflow": "kubeflow-user-example-com", "standalone-kserve": "driftloop"}
 OBSERVABILITY = "observability"
 CLUSTER_RUNTIME = "cluster-runtime"
+LOGGER_STORAGE = "logger-storage"
 # What manifests/README.md tells users to uncomment in an overlay to switch observability on.
 OBSERVABILITY_LINES = "# - ../../components/observability\n"
 
@@ -44,7 +45,7 @@ def render(directory: Path) -> list[dict]:
 
 # Files a user makes from their .example (git-ignored: they hold secrets), with a test value for each
 # (None: the example as it is, placeholders and all).
-USER_SECRETS = {"s3-pipeline.env": None, "s3-monitor.env": None, "s3-serving.env": None,
+USER_SECRETS = {"s3-pipeline.env": None, "s3-monitor.env": None, "s3-serving.env": None, "s3-logger.env": None,
                 "monitor-tokens.env": "labels=test-labels-token-0123456789abcdef\n"}
 # The signing key pair a user makes with `driftloop models keygen --out manifests/base` (git-ignored).
 USER_KEYS = (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE)
@@ -89,6 +90,14 @@ def with_cluster_runtime(tree: Path, overlay: str) -> Path:
         "resources": [f"../../overlays/{overlay}"], "components": [f"../../components/{CLUSTER_RUNTIME}"]})
 
 
+def with_logger_storage(tree: Path, overlay: str) -> Path:
+    """The README's wrapper for payload logs through MinIO: an overlay plus the logger-storage component, in
+    the overlay's namespace (the component's ServiceAccount and Secret need one)."""
+    return write_kustomization(tree / "logs" / overlay, {
+        "namespace": OVERLAYS[overlay], "resources": [f"../../overlays/{overlay}"],
+        "components": [f"../../components/{LOGGER_STORAGE}"]})
+
+
 def variants(tree: Path) -> dict[str, Path]:
     """Every way the manifests are meant to be applied, by name (overlay, overlay+component)."""
     found = {}
@@ -96,6 +105,7 @@ def variants(tree: Path) -> dict[str, Path]:
         found[overlay] = tree / "overlays" / overlay
         found[f"{overlay}+{OBSERVABILITY}"] = with_observability(tree, overlay)
         found[f"{overlay}+{CLUSTER_RUNTIME}"] = with_cluster_runtime(tree, overlay)
+        found[f"{overlay}+{LOGGER_STORAGE}"] = with_logger_storage(tree, overlay)
     return found
 
 

@@ -80,6 +80,39 @@ def test_standard_mode_canaries_are_spec_canary_entries_named_by_version() -> No
                   "storageUri": "s3://mlops/registry/models/churn/versions/2/model/"}}
 
 
+@needs_crd
+@pytest.mark.parametrize("config", [CONFIG, STANDARD], ids=["serverless", "standard"])
+def test_a_storage_logger_is_what_kserves_agent_needs_to_write_blobs(config) -> None:
+    """logger.storage as KServe reads it (LoggerStorageSpec, validateLogger, agent_injector.go): a url that is not
+    http(s), a non-empty path (the agent writes nothing without one), the format parameter, the required key, the
+    ServiceAccount with the write credentials; batching only when asked for, so a 0.16 CRD admits the spec."""
+    storage = ServingConfig(namespace="team-a", deployment_mode=config.deployment_mode,
+                            logger_storage="s3://driftloop/payload-logs", logger_storage_format="parquet")
+    body = to_dict(build_inference_service(_version(1), storage, _version(2), 25))
+    jsonschema.validate(body, _schema())
+    logger = {"mode": "all", "url": "s3://driftloop/payload-logs", "metadataAnnotations": ["driftloop.io/model-version"],
+              "storage": {"path": "logger", "parameters": {"type": "s3", "format": "parquet"}, "key": "credentials",
+                          "serviceAccountName": "driftloop-logger"}}
+    assert body["spec"]["predictor"]["logger"] == logger
+    assert body["spec"]["predictor"]["annotations"] == {"driftloop.io/model-version": "1" if config is STANDARD else "2"}
+    assert to_dict(from_dict(body)) == body  # the kserve SDK's models carry it both ways
+
+    batched = ServingConfig(namespace="team-a", logger_storage="s3://driftloop/payload-logs", logger_batch_size=200)
+    logger = to_dict(build_inference_service(_version(1), batched))["spec"]["predictor"]["logger"]
+    assert (logger["batchSize"], logger["batchInterval"], logger["storage"]["parameters"]["format"]) == (200, "5s", "json")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"logger_url": CONFIG.logger_url, "logger_storage": "s3://driftloop/payload-logs"}, "exclude each other"),
+    ({"logger_storage": "http://minio:9000/payload-logs"}, "logger_storage must be an s3://bucket/prefix URI"),
+    ({"logger_storage": "s3://driftloop/p", "logger_storage_format": "avro"}, "logger_storage_format must be one of"),
+    ({"logger_storage": "s3://driftloop/p", "logger_batch_size": 0}, "logger_batch_size must be >= 1"),
+])
+def test_a_logger_kserve_would_not_run_is_refused_in_one_line(settings, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServingConfig(namespace="team-a", **settings)
+
+
 def test_a_canary_percent_outside_0_to_100_is_refused() -> None:
     with pytest.raises(ConfigError, match="canary_percent must be within 0..100, got 150"):
         build_inference_service(_version(1), CONFIG, _version(2), 150)

@@ -34,6 +34,7 @@ from driftloop.storage import S3Settings
 from ..conftest import REPO_ROOT
 from .manifests_render import (
     CLUSTER_RUNTIME,
+    LOGGER_STORAGE,
     MANIFESTS,
     MONITOR_S3_SECRET,
     OBSERVABILITY,
@@ -54,7 +55,7 @@ CRDS = REPO_ROOT.parent / "shared" / "schemas" / "kserve"
 CRD_FILES = {"InferenceService": "serving.kserve.io_inferenceservices.yaml",
              "ServingRuntime": "serving.kserve.io_servingruntimes.yaml",
              "ClusterServingRuntime": "serving.kserve.io_clusterservingruntimes.yaml"}
-VARIANTS = [*OVERLAYS, *(f"{o}+{c}" for o in OVERLAYS for c in (OBSERVABILITY, CLUSTER_RUNTIME))]
+VARIANTS = [*OVERLAYS, *(f"{o}+{c}" for o in OVERLAYS for c in (OBSERVABILITY, CLUSTER_RUNTIME, LOGGER_STORAGE))]
 WITH_RUNTIME = {**{o: "ServingRuntime" for o in OVERLAYS},
                 **{f"{o}+{CLUSTER_RUNTIME}": "ClusterServingRuntime" for o in OVERLAYS}}
 # The oldest Kubernetes we claim (KServe and Kubeflow releases of 2024 on) and the newest with schemas.

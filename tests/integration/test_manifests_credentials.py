@@ -38,6 +38,7 @@ from driftloop.storage import S3Settings
 
 from ..conftest import REPO_ROOT
 from .manifests_render import (
+    LOGGER_STORAGE,
     MANIFESTS,
     MONITOR_S3_SECRET,
     OVERLAYS,
@@ -198,6 +199,47 @@ def test_every_secret_and_config_map_the_pipeline_names_is_rendered_with_its_key
             assert {k["configMapKey"] for k in source["keyToEnv"]} <= set(data), source["configMapName"]
             named.add(source["configMapName"])
     assert named == {S3_SECRET, SIGNING_SECRET, VERIFY_CONFIG_MAP}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_payload_logs_through_minio_get_their_own_write_only_identity(manifests_rendered, overlay) -> None:
+    """components/logger-storage: the ServiceAccount logger.storage names holds exactly its Secret, which has
+    KServe's two keys (its example's, no other role's) and the s3-* annotations KServe's webhook turns into the
+    agent's environment (credentials/s3 BuildSecretEnvs), path-style for MinIO; and the InferenceService's
+    logger is what `driftloop deploy --logger-storage` builds, for the bucket and prefix the policies name."""
+    from driftloop.deploy.inference_service import ServingConfig, build_inference_service, to_dict
+    from driftloop.registry import ModelVersion
+
+    objects = manifests_rendered[f"{overlay}+{LOGGER_STORAGE}"]
+    plain = {(o["kind"], o["metadata"]["name"]) for o in manifests_rendered[overlay]}
+    added = {(o["kind"], o["metadata"]["name"]) for o in objects} - plain
+    assert added == {("ServiceAccount", "driftloop-logger"), ("Secret", "driftloop-s3-logger")}
+    account = one(objects, "ServiceAccount", "driftloop-logger")
+    assert account["automountServiceAccountToken"] is False and _secret_references(account) == {"driftloop-s3-logger"}
+    assert not [b for b in objects if b["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                and any(s.get("name") == "driftloop-logger" for s in b.get("subjects", []))]
+    secret = one(objects, "Secret", "driftloop-s3-logger")
+    example = _env_file(MANIFESTS / "components" / LOGGER_STORAGE / "s3-logger.env.example")
+    assert _data(secret) == {k: example[k] for k in KSERVE_S3_KEYS}
+    assert example["AWS_ACCESS_KEY_ID"] not in {_env_file(MANIFESTS / "base" / f"s3-{r}.env.example")["AWS_ACCESS_KEY_ID"]
+                                                for r in ROLES}
+    annotations = secret["metadata"]["annotations"]
+    serving = _secret(objects, SERVING_S3_SECRET)["metadata"]["annotations"]
+    assert {k: annotations[k] for k in S3_ANNOTATIONS} == {k: serving[k] for k in S3_ANNOTATIONS}  # the same MinIO
+    assert annotations["serving.kserve.io/s3-usevirtualbucket"] == "false"
+
+    isvc = one(objects, "InferenceService", "churn")
+    predictor = isvc["spec"]["predictor"]
+    version = ModelVersion("churn", 1, "", predictor["model"]["modelFormat"]["name"], predictor["model"]["storageUri"], {})
+    built = to_dict(build_inference_service(version, ServingConfig(
+        namespace=isvc["metadata"]["namespace"], logger_storage="s3://driftloop/payload-logs")))
+    assert predictor["logger"] == built["spec"]["predictor"]["logger"]
+    assert predictor["logger"]["storage"]["serviceAccountName"] == account["metadata"]["name"]
+    policy = json.loads((MANIFESTS / "minio-policies" / "logger.json").read_text())
+    assert [s["Resource"] for s in policy["Statement"]] == [["arn:aws:s3:::driftloop/payload-logs/*"]]
+    readme = (MANIFESTS / "README.md").read_text()
+    assert "mc admin policy create $MINIO driftloop-logger manifests/minio-policies/logger.json" in readme
+    assert "mc admin policy attach $MINIO driftloop-logger --user driftloop-logger" in readme
 
 
 # --- the signing key ---------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_labels_from_a_file_joined_late_update_realised_quality(trained, tmp_pat
             after = windows(receiver.url)[0]
             bad = httpx.post(receiver.url + "/feedback", json=[{"id": "x"}])
             since = httpx.get(receiver.url + "/quality/churn", params={"since": "2020-01-01T00:00:00+00:00"}).json()
-    assert before["quality"] == {"labelled": 0, "accuracy": None, "by_version": {}}
+    assert before["quality"] == {"metric": "accuracy", "labelled": 0, "accuracy": None, "by_version": {}}
     assert posted.returncode == 0 and f"posted {WINDOW} labels" in posted.stdout
     stored = monitor.store.read("churn")
     truth = traffic.set_index("customer_id")["churned"]

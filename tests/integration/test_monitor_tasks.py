@@ -62,11 +62,12 @@ def predict(gateway: str, model: str, frame: pd.DataFrame, ids: list[str], rows_
             assert answer.status_code == 200, answer.text
 
 
-def closed_windows(monitor_url: str, model: str, count: int) -> list[dict]:
+def closed_windows(monitor_url: str, model: str, count: int, with_pages: bool = False) -> list[dict]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         answer = httpx.get(f"{monitor_url}/windows/{model}")
-        if answer.status_code == 200 and len(answer.json()) >= count:
+        if answer.status_code == 200 and len(answer.json()) >= count \
+                and (not with_pages or all(w["report"] for w in answer.json())):
             return answer.json()
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {count} windows of {model}")
@@ -131,8 +132,10 @@ def test_a_regression_model_is_judged_in_rmse_and_its_shifted_predictions_drift(
     # Window 2: the inputs moved (x1 up by 2.5 standard deviations), and so do the predicted amounts.
     second = regression_frame(WINDOW, seed=8).drop(columns="spend").assign(x1=lambda f: f.x1 + 2.5)
     predict(gateway, "demand", second, [f"s{i}" for i in range(WINDOW // 50)], rows_per_request=50)
-    windows = closed_windows(monitor_url, "demand", 2)
+    windows = closed_windows(monitor_url, "demand", 2, with_pages=True)
     since = httpx.get(monitor_url + "/quality/demand", params={"since": "2020-01-01T00:00:00+00:00"}).json()
+    page = httpx.get(f"{monitor_url}/reports/demand/{windows[1]['report']}")
+    unknown = httpx.post(monitor_url + "/feedback", params={"model": "nobody"}, json=[{"id": "d0", "label": 1}])
     metrics = httpx.get(monitor_url + "/metrics").text
 
     error = model_output(registry, "demand", first)[:LABELLED] - actual[:LABELLED]
@@ -140,14 +143,15 @@ def test_a_regression_model_is_judged_in_rmse_and_its_shifted_predictions_drift(
     assert accepted.json() == {"accepted": LABELLED, "model": "demand", "version": 1, "unseen_classes": {}}
     assert text.status_code == 400
     assert text.json()["error"] == "label 1 (id d0): demand is a regression model, so its labels are numbers; got 'twelve'"
-    assert monitor.status()["labels"] == LABELLED  # nothing of the refused batch was kept
+    assert unknown.status_code == 400 and unknown.json()["error"] == "no model 'nobody' in the registry to label"
+    assert monitor.status()["labels"] == LABELLED  # nothing of the refused batches was kept
     quality = windows[0]["quality"]
     assert windows[0]["task"] == "regression" and windows[0]["quality_metric"] == "rmse"
     assert windows[0]["reference_quality"] == holdout_rmse and windows[0]["reference_accuracy"] is None
     assert quality["labelled"] == LABELLED and "accuracy" not in quality
     assert quality["rmse"] == pytest.approx(rmse, rel=1e-5) and quality["mae"] == pytest.approx(mae, rel=1e-5)
     assert [w["prediction_drift"]["drifted"] for w in windows] == [False, True]
-    assert windows[1]["prediction_drift"]["method"] == "wasserstein"
+    assert windows[1]["prediction_drift"]["method"] == "wasserstein" and page.status_code == 200
     # The quality drop is the signal, and the retrain's reason and evidence say so in RMSE's terms.
     rise = f"{(quality['rmse'] - holdout_rmse) / holdout_rmse:.0%} above the {holdout_rmse:.4g} v1 is held to"
     assert windows[0]["quality_dropped"] and rise in windows[0]["quality_reason"]

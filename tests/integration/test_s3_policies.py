@@ -10,10 +10,12 @@ the small evaluator in tests/s3_policy.py (AWS's and MinIO's rules: request → 
 ``*`` spans ``/``, StringLike on ``s3:prefix``) and answers 403 AccessDenied as MinIO would.
 
 Through it, each role's real code path runs with its own keys and the environment its Secret gives it (no
-region, as in s3-endpoint.env: minio-py asks for the bucket's location): the drift monitor (a drift trigger
-with the KFP runner: audit entries and its retrain table), the CT pipeline (``driftloop run``, kfp.local, on
-that table: registering v2) and KServe's storage initializer (its boto3 calls, from kserve_storage
-``_download_s3``; then driftloop's runtime loads what it fetched). Every request of those runs is one the
+region, as in s3-endpoint.env: minio-py asks for the bucket's location): KServe's logger agent writing payload
+logs (logger.storage: one PutObject per object, as pkg/agent/storage/s3.go's upload of a small batch), the drift
+monitor (reading those logs with ``kserve_store``, and a drift trigger with the KFP runner: audit entries and its
+retrain table), the CT pipeline (``driftloop run``, kfp.local, on that table: registering v2) and KServe's storage
+initializer (its boto3 calls, from kserve_storage ``_download_s3``; then driftloop's runtime loads what it
+fetched). Every request of those runs is one the
 rules know and none is refused; every Allow of every policy is used; then each role tries what it must not
 do, with the same clients, and is refused with nothing changed.
 
@@ -42,9 +44,10 @@ from ..s3_policy import Authz, authz_of, check_document, evaluate
 from ..s3_proxy import Request, S3Proxy
 from .manifests_render import POLICIES
 
-ROLES = ("pipeline", "monitor", "serving")
+ROLES = ("pipeline", "monitor", "serving", "logger")
 ADMIN = "admin-test-key"  # sets the bucket up and reads back what happened; not a role
 REGISTRY, DATA, RETRAIN = "registry", "data", "retrain"  # the prefixes monitor.yaml and the policies name
+PAYLOAD_LOGS = "payload-logs"  # components/logger-storage's logger url and the policies' prefix
 MODEL = "churn"
 
 
@@ -159,7 +162,12 @@ def loop(world: World, tmp_path_factory) -> World:
     world.admin.client().put_object(world.bucket, f"{DATA}/churn.csv", io.BytesIO(data), len(data))
 
     mark = world.enforcer.mark()
-    table = run_monitor_trigger(world, tmp_path_factory.mktemp("monitor"), f"s3://{world.bucket}/{DATA}/churn.csv")
+    log_objects = write_like_kserves_agent(world)
+    world.runs["logger"] = (mark, world.enforcer.mark())
+
+    mark = world.enforcer.mark()
+    table = run_monitor_trigger(world, tmp_path_factory.mktemp("monitor"), f"s3://{world.bucket}/{DATA}/churn.csv",
+                                log_objects)
     world.runs["monitor"] = (mark, world.enforcer.mark())
 
     mark = world.enforcer.mark()
@@ -172,9 +180,38 @@ def loop(world: World, tmp_path_factory) -> World:
     return world
 
 
-def run_monitor_trigger(world: World, tmp_path: Path, reference_uri: str) -> str:
+def write_like_kserves_agent(world: World) -> int:
+    """KServe's agent with logger.storage writes two exchanges, one object per event half (batch size 1): a
+    PutObject each (aws-sdk-go-v2's transfer manager, one part below 8 MiB), with the logger Secret's keys and
+    region (s3-region annotation → AWS_REGION), path-style (s3-usevirtualbucket "false"). Returns the count."""
+    import boto3
+    import orjson
+
+    from driftloop.logger_storage import object_key
+    from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
+
+    from .test_monitor_ingest_modes import kserve_record
+
+    env = world.env["logger"]
+    s3 = boto3.client("s3", endpoint_url=env["DRIFTLOOP_S3_ENDPOINT"], region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    frame = synthetic.generate(2, seed=9)
+    rows = json.loads(frame.drop(columns=[synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN])
+                      .to_json(orient="records"))
+    written = 0
+    for i, row in enumerate(rows):
+        for kind, body in ((REQUEST_TYPE, {"instances": [row]}), (RESPONSE_TYPE, {"predictions": [0]})):
+            key = object_key(f"s3://{world.bucket}/{PAYLOAD_LOGS}", "ml", MODEL, "predictor", f"logged-{i}", kind,
+                             "json")
+            s3.put_object(Bucket=world.bucket, Key=key, Body=orjson.dumps(kserve_record(f"logged-{i}", kind, body)))
+            written += 1
+    return written
+
+
+def run_monitor_trigger(world: World, tmp_path: Path, reference_uri: str, log_objects: int) -> str:
     """The drift monitor, with the monitor's keys in its environment (as envFrom gives them) and its registry
-    on S3, sees a drifted window and starts a retrain on (fake) KFP: returns the retrain table's key."""
+    on S3, reads the payload logs the agent wrote (kserve_store), sees a drifted window and starts a retrain
+    on (fake) KFP: returns the retrain table's key."""
     import kfp
 
     from driftloop.monitor.app import Monitor
@@ -197,7 +234,8 @@ def run_monitor_trigger(world: World, tmp_path: Path, reference_uri: str) -> str
             config = MonitorConfig.from_dict({
                 "window": {"rows": 300, "seconds": 3600}, "trigger": {"m": 1, "n": 1},
                 "retrain": {"runner": "kfp", "kfp_host": kfp_api.url, "reference_uri": reference_uri,
-                            "data_dir": f"s3://{world.bucket}/{RETRAIN}"}})
+                            "data_dir": f"s3://{world.bucket}/{RETRAIN}"},
+                "kserve_store": {"uri": f"s3://{world.bucket}/{PAYLOAD_LOGS}", "poll_seconds": 0.2}})
             monitor = Monitor(S3Registry(world.registry_uri), tmp_path / "store", config, tick_seconds=0.2)
             traffic = synthetic.generate(300, seed=5, covariate_shift=0.8, id_offset=50_000)
             plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
@@ -209,6 +247,9 @@ def run_monitor_trigger(world: World, tmp_path: Path, reference_uri: str) -> str
                 with ServerThread(predictor.app) as gateway:
                     assert replay(plan, gateway.url, MODEL, rate=500, monitor_url=receiver.url, label_delay=0).ok
                     wait_for(lambda: fake.calls("POST", "runs"), what="a KFP run")
+                    wait_for(lambda: monitor.kserve_store.status()["objects_taken"] == log_objects,
+                             what="the payload log objects")
+            assert monitor.kserve_store.status()["objects_refused"] == 0
     data_uri = fake.calls("POST", "runs")[0].json["runtime_config"]["parameters"]["data_uri"]
     prefix = f"s3://{world.bucket}/"
     assert data_uri.startswith(f"{prefix}{RETRAIN}/{MODEL}/")
@@ -371,6 +412,22 @@ def test_each_role_is_refused_what_it_must_not_do(loop: World) -> None:
         s3.put_object(Bucket=loop.bucket, Key=model_file, Body=b"not a model")
     listed = s3.list_objects_v2(Bucket=loop.bucket, Prefix=f"{DATA}/")
     assert [o["Key"] for o in listed["Contents"]] == [f"{DATA}/churn.csv"]
+
+    # KServe's agent writes payload logs and nothing else: it cannot read them back, list them, or touch the
+    # registry.
+    env = loop.env["logger"]
+    agent = boto3.client("s3", endpoint_url=env["DRIFTLOOP_S3_ENDPOINT"], region_name="us-east-1",
+                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    [logged] = [o["Key"] for o in boto3.client(
+        "s3", endpoint_url=env["DRIFTLOOP_S3_ENDPOINT"], region_name="us-east-1", aws_access_key_id=ADMIN,
+        aws_secret_access_key="admin").list_objects_v2(Bucket=loop.bucket, Prefix=f"{PAYLOAD_LOGS}/")["Contents"]
+        if o["Key"].endswith("logged-0-request.json")]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        agent.get_object(Bucket=loop.bucket, Key=logged)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        agent.list_objects_v2(Bucket=loop.bucket, Prefix=f"{PAYLOAD_LOGS}/")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        agent.put_object(Bucket=loop.bucket, Key=model_file, Body=b"not a model")
 
     assert {key: loop.exists(key) for key in before} == before
     refused = [s for s in loop.enforcer.since(mark) if not s.allowed]

@@ -13,9 +13,15 @@ __all__ = ["Deployment", "DeploymentError", "RolloutStart", "ServedTraffic", "op
 def open_deployment(registry: ModelRegistry, target: str, *, actor: str = "driftloop",
                     namespace: str = default_of("serving_namespace"),
                     deployment_mode: str = default_of("deployment_mode"),
-                    service_account: str = default_of("serving_account"), logger_url: str = default_of("logger_url"),
-                    ready_timeout: float = default_of("ready_timeout"), context: str | None = None) -> Deployment:
-    """The deployment backend for ``target`` ("local" or "kserve")."""
+                    service_account: str = default_of("serving_account"),
+                    ready_timeout: float = default_of("ready_timeout"), context: str | None = None,
+                    **logger) -> Deployment:
+    """The deployment backend for ``target`` ("local" or "kserve").
+
+    Args:
+        logger: KServe's payload logger: ``logger_url``, ``logger_storage``, ``logger_storage_format``,
+            ``logger_storage_account``, ``logger_batch_size`` (the CT parameters; their defaults when left out).
+    """
     if target == "local":
         from driftloop.deploy.local import LocalDeployment
 
@@ -23,7 +29,7 @@ def open_deployment(registry: ModelRegistry, target: str, *, actor: str = "drift
     if target == "kserve":
         from driftloop.deploy.kserve import KServeDeployment, kube_api_client, serving_config_for
 
-        config = serving_config_for(namespace, deployment_mode, service_account, logger_url, context)
+        config = serving_config_for(namespace, deployment_mode, service_account, context, **logger)
         return KServeDeployment(registry, kube_api_client(context), config, actor=actor, ready_timeout=ready_timeout)
     from driftloop.errors import ConfigError
 

@@ -4,7 +4,9 @@ The predictor runs on **driftloop's own ServingRuntime** (``runtime: driftloop``
 libraries that trained a model are the ones that serve it; ``storageUri`` is the version's self-contained
 model directory (ending in ``/``). The version rides on the predictor as an annotation that the payload logger
 forwards (``logger.metadataAnnotations``), so the drift monitor files every logged row under the version
-that answered it.
+that answered it. The logger sends to one place: the monitor's ``/events`` over HTTP (``logger_url``), or an
+object store the monitor polls (``logger_storage``: ``logger.url: s3://…`` with ``logger.storage``, laid out as
+:mod:`driftloop.logger_storage` defines).
 
 Two KServe deployment modes, chosen by configuration:
 
@@ -28,10 +30,18 @@ from kserve import (
     V1beta1ModelSpec,
     V1beta1PredictorSpec,
 )
+from kserve.models import V1beta1LoggerStorageSpec
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
-from driftloop.ct_params import DEPLOYMENT_MODES, check_value, default_of
+from driftloop.ct_params import (
+    DEPLOYMENT_MODES,
+    LOGGER_SETTINGS,
+    check_value,
+    default_of,
+    logger_sink_problem,
+)
 from driftloop.errors import ConfigError
+from driftloop.logger_storage import BATCH_INTERVAL, STORE_KEY, STORE_PATH
 from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.registry import ModelVersion
 
@@ -49,7 +59,13 @@ class ServingConfig:
     Attributes:
         namespace: Where the InferenceService lives (a Kubeflow profile namespace, say).
         service_account: Carries the S3 read credentials and KServe's s3 annotations.
-        logger_url: The drift monitor's ``/events`` URL; empty turns payload logging off.
+        logger_url: The drift monitor's ``/events`` URL; empty (and no ``logger_storage``) turns payload
+            logging off.
+        logger_storage: ``s3://bucket/prefix`` KServe's agent writes payload logs to instead (the monitor's
+            ``kserve_store.uri``); excludes ``logger_url``.
+        logger_storage_format: json, parquet or csv.
+        logger_storage_account: The ServiceAccount whose Secret gives the agent its S3 write credentials.
+        logger_batch_size: Records per object (1: one object per event half).
         deployment_mode: "Serverless" (Knative) or "Standard" (KServe's own Deployments; canaries since 0.20).
         cpu, memory: Requests; limits are twice the requests.
     """
@@ -61,11 +77,20 @@ class ServingConfig:
     cpu: str = "100m"
     memory: str = "512Mi"
     labels: dict = field(default_factory=dict)
+    logger_storage: str = default_of("logger_storage")
+    logger_storage_format: str = default_of("logger_storage_format")
+    logger_storage_account: str = default_of("logger_storage_account")
+    logger_batch_size: int = default_of("logger_batch_size")
 
     def __post_init__(self) -> None:
         if self.deployment_mode not in DEPLOYMENT_MODES:
             raise ConfigError(f"deployment mode must be one of {', '.join(DEPLOYMENT_MODES)}, "
                               f"got '{self.deployment_mode}'")
+        for name in LOGGER_SETTINGS:
+            check_value(name, getattr(self, name))
+        problem = logger_sink_problem(self.logger_url, self.logger_storage)
+        if problem:
+            raise ConfigError(problem)
 
     @property
     def standard(self) -> bool:
@@ -127,16 +152,36 @@ def model_spec(version: ModelVersion, config: ServingConfig | None = None) -> V1
 
 def predictor_spec(version: ModelVersion, config: ServingConfig, named: bool = False) -> V1beta1PredictorSpec:
     """The whole predictor for ``version``: model, identity, version annotation and payload logger."""
-    logger = None
-    if config.logger_url:
-        logger = V1beta1LoggerSpec(mode="all", url=config.logger_url, metadata_annotations=[VERSION_ANNOTATION])
     return V1beta1PredictorSpec(
         name=predictor_name(version) if named else None,
         service_account_name=config.service_account,
         annotations={VERSION_ANNOTATION: str(version.version)},
         model=model_spec(version, config),
-        logger=logger,
+        logger=logger_spec(config),
     )
+
+
+def logger_spec(config: ServingConfig) -> V1beta1LoggerSpec | None:
+    """KServe's payload logger: every request and response, with the version annotation, sent to the monitor
+    (``logger_url``) or written to object storage (``logger_storage``); None when neither is set.
+
+    For storage KServe needs (pkg/apis/serving/v1beta1 ``LoggerStorageSpec``, ``validateLogger``; the pod
+    webhook's agent_injector.go): a url that is not http(s), ``storage.path`` (the agent writes only with one),
+    ``parameters.format`` (``--log-store-format``; ``type`` is KServe's documented companion, read by nothing),
+    ``key`` (required, unused for credentials) and ``serviceAccountName`` (whose Secrets the agent gets).
+    ``batchSize`` / ``batchInterval`` exist since KServe 0.17 and are left out at 1 so a 0.16 CRD admits the spec.
+    """
+    if config.logger_storage:
+        batched = config.logger_batch_size > 1
+        storage = V1beta1LoggerStorageSpec(
+            path=STORE_PATH, parameters={"type": "s3", "format": config.logger_storage_format}, key=STORE_KEY,
+            service_account_name=config.logger_storage_account)
+        return V1beta1LoggerSpec(mode="all", url=config.logger_storage, metadata_annotations=[VERSION_ANNOTATION],
+                                 storage=storage, batch_size=config.logger_batch_size if batched else None,
+                                 batch_interval=BATCH_INTERVAL if batched else None)
+    if config.logger_url:
+        return V1beta1LoggerSpec(mode="all", url=config.logger_url, metadata_annotations=[VERSION_ANNOTATION])
+    return None
 
 
 def canary_predictor(version: ModelVersion) -> V1beta1PredictorSpec:

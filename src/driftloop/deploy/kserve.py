@@ -20,6 +20,7 @@ from pathlib import Path
 from kubernetes.client import ApiClient, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from driftloop.ct_params import LOGGER_SETTINGS
 from driftloop.deploy.base import Deployment, DeploymentError, ServedTraffic
 from driftloop.deploy.inference_service import (
     GROUP,
@@ -96,7 +97,7 @@ class KServeDeployment(Deployment):
     def serving(self) -> dict:
         return {"target": self.target, "namespace": self.config.namespace,
                 "deployment_mode": self.config.deployment_mode, "service_account": self.config.service_account,
-                "logger_url": self.config.logger_url}
+                **{name: getattr(self.config, name) for name in LOGGER_SETTINGS}}
 
     # -- the Kubernetes API -----------------------------------------------------------------------
 
@@ -244,10 +245,13 @@ class KServeDeployment(Deployment):
 
 def _predictor_patch(predictor) -> dict:
     """A merge patch that makes the predictor exactly ``predictor`` in the fields driftloop owns (a logger turned
-    off is removed, not left behind)."""
+    off is removed, not left behind, and so are the storage settings of a logger that moved to HTTP)."""
     body = to_dict(predictor)
-    return {key: body.get(key) for key in ("name", "serviceAccountName", "annotations", "model", "logger")
-            if key in body or key == "logger"}
+    patch = {key: body.get(key) for key in ("name", "serviceAccountName", "annotations", "model", "logger")
+             if key in body or key == "logger"}
+    if patch["logger"] is not None:
+        patch["logger"] = {**dict.fromkeys(("storage", "batchSize", "batchInterval")), **patch["logger"]}
+    return patch
 
 
 # -- reading KServe's status ----------------------------------------------------------------------------
@@ -375,11 +379,15 @@ def _api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def serving_config_for(namespace: str, deployment_mode: str, service_account: str, logger_url: str,
-                       context: str | None = None) -> ServingConfig:
-    """A ServingConfig whose namespace defaults to the one this process runs in."""
+def serving_config_for(namespace: str, deployment_mode: str, service_account: str, context: str | None = None,
+                       **logger) -> ServingConfig:
+    """A ServingConfig whose namespace defaults to the one this process runs in.
+
+    Args:
+        logger: The payload logger's settings (:data:`~driftloop.ct_params.LOGGER_SETTINGS`).
+    """
     return ServingConfig(namespace=namespace or own_namespace(context), service_account=service_account,
-                         logger_url=logger_url, deployment_mode=deployment_mode)
+                         deployment_mode=deployment_mode, **logger)
 
 
 __all__ = ["DriftloopError", "KServeDeployment", "kube_api_client", "own_namespace", "serving_config_for"]

@@ -48,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
-from driftloop.errors import DriftloopError
+from driftloop.errors import DriftloopError, ModelNotFoundError
 from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, prediction_values
 from driftloop.monitor.config import MonitorConfig
@@ -297,17 +297,18 @@ class Monitor:
         if not isinstance(model, str) or not valid_model_name(model):
             raise EventError(f"model must be a model name, got {str(model)[:60]!r}")
         try:
-            if named and model not in self.registry.list_models():
-                raise EventError(f"no model '{model}' in the registry to label")
-            return (model, *self._production(model))
+            version, spec = self._production(model)
+            if named and version is None:
+                self.registry.require_model(model)  # a name nothing was registered under is the caller's mistake
+            return model, version, spec
+        except ModelNotFoundError:
+            raise EventError(f"no model '{model}' in the registry to label") from None
         except DriftloopError as exc:
             log.warning("monitor: labels of %s kept unchecked: %s", model, exc)
             return model, None, None
 
     def _production(self, model: str) -> tuple[int | None, DatasetSpec | None]:
         """The model's production version and its spec (None, None when nothing of it serves)."""
-        if model not in self.registry.list_models():
-            return None, None
         version = self._recent_aliases(model).get(PRODUCTION)
         return version, None if version is None else self._spec_for(model, version)
 
@@ -367,18 +368,18 @@ class Monitor:
                 with self._rows_lock:
                     if not buffer.due(now):
                         break
-                    rows, opened_at = buffer.take(now)
-                await self._close_window(model, rows, opened_at, now)
+                    rows, _ = buffer.take(now)
+                await self._close_window(model, rows, now)
         await asyncio.to_thread(self.coordinator.tick, now)
         if self.retention.due(now):
             await asyncio.to_thread(self.retention.apply, now)
 
-    async def _close_window(self, model: str, rows: pd.DataFrame, opened_at: float, now: float) -> WindowRecord:
+    async def _close_window(self, model: str, rows: pd.DataFrame, now: float) -> WindowRecord:
         production = self.registry.aliases(model).get(PRODUCTION)
-        # The buffer opens when its first rows are applied, just after they were received (and rows left over by
-        # the last window were received before it closed): the window holds rows from its earliest one on, which
-        # is where a retrain since this window takes its rows from.
-        opened_at = min(opened_at, rows["received_at"].min().timestamp())
+        # The window opens with its earliest row, where a retrain since this window takes its rows from; not with
+        # its buffer, which opened when the previous window's tick began: that window's last rows may have been
+        # received later (while the tick checkpointed), and rows it left over earlier.
+        opened_at = rows["received_at"].min().timestamp()
         record = WindowRecord.open(self._next_window, model, rows, opened_at, production or 0, closed_at=now)
         self._next_window += 1
         record.task, predictions, record.classes = self._served(model, rows)

@@ -29,6 +29,7 @@ import yaml
 from driftloop.drift import DriftConfig
 from driftloop.errors import ConfigError
 from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES
+from driftloop.logger_storage import check_uri
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ class KServeStoreConfig:
     ``logger.storage``), read instead of, or besides, events posted to ``/events`` (monitor/kserve_store.py).
 
     Attributes:
-        uri: The logger's ``s3://bucket/prefix``; every object under it is read once. "" turns it off.
+        uri: The logger's ``s3://bucket/prefix`` (the ``logger_storage`` CT parameter); every object under it is
+            read once. "" turns it off.
         poll_seconds: How often the prefix is listed.
         forget_after_seconds: Objects last modified this long before the newest one seen are not looked at
             again (an object must be listed within this time of being written).
@@ -195,8 +197,9 @@ class KServeStoreConfig:
     forget_after_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.uri and not (self.uri.startswith("s3://") and len(self.uri) > len("s3://")):
-            raise ConfigError(f"kserve_store uri must be an s3://bucket/prefix URI, got '{self.uri}'")
+        problem = check_uri(self.uri) if self.uri else None  # the logger_storage CT parameter's rule
+        if problem:
+            raise ConfigError(f"kserve_store uri {problem}")
         if self.poll_seconds <= 0 or self.forget_after_seconds <= 0:
             raise ConfigError("kserve_store poll_seconds and forget_after_seconds must be > 0")
 

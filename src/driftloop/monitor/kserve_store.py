@@ -3,8 +3,8 @@
 
 What the agent writes (kserve ``pkg/logger/store.go``, ``marshaller_{json,parquet,csv,record}.go``, ``types.go``,
 ``cmd/agent/main.go``; v0.15 … v0.20): one object per batch of ``LogRequest`` records (``--log-batch-size``,
-default 1), at ``<url path>/<namespace>/<inference service>/<component>/<storage.path>/<id>-<request|response>.<ext>``,
-named after the batch's first record. A record is one event half: ``id`` (the pair's ``ce-id``), ``reqType``
+default 1), named after the batch's first record in the layout :mod:`driftloop.logger_storage` defines (the
+InferenceService builder and the emulated agent use the same definition). A record is one event half: ``id`` (the pair's ``ce-id``), ``reqType``
 (``org.kubeflow.serving.inference.request|response``), ``bytes`` (the body, base64), ``contentType``,
 ``inferenceService``, ``namespace``, ``component``, ``endpoint``, ``sourceUri``, ``metadata`` (headers listed in
 ``metadataHeaders``) and ``annotations`` (the pod annotations listed in ``metadataAnnotations``; driftloop's
@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from driftloop.errors import ConfigError, DataError
+from driftloop.logger_storage import list_prefix, parse_key
 from driftloop.monitor.config import KServeStoreConfig
 from driftloop.monitor.ingest import EventBatch, EventHalf, Ingest
 from driftloop.storage import S3Settings, split_s3_uri
@@ -68,15 +69,16 @@ def records_to_halves(data: bytes, key: str, at: float) -> list[EventHalf]:
     Raises:
         RecordError: the object is not in a format the agent writes, or a record is malformed.
     """
-    extension = key.rsplit(".", 1)[-1].lower()
+    parsed = parse_key(key)
+    if parsed is None:
+        raise RecordError(f"{key}: not a KServe logger object (<id>-<request|response>.<json|parquet|csv>)")
+    extension = parsed.extension
     if extension == "json":
         records = _json_records(data, key)
     elif extension == "parquet":
         records = _parquet_records(data, key)
-    elif extension == "csv":
-        records = _csv_records(data, key)
     else:
-        raise RecordError(f"{key}: not a KServe logger object (.json, .parquet or .csv)")
+        records = _csv_records(data, key)
     return [_half(record, key, i, at) for i, record in enumerate(records)]
 
 
@@ -141,7 +143,8 @@ class KServeStoreSource:
     def __init__(self, config: KServeStoreConfig, ingest: Ingest, s3: S3Settings | None = None) -> None:
         self.config = config
         self.ingest = ingest
-        self.bucket, self.prefix = split_s3_uri(config.uri)
+        self.bucket = split_s3_uri(config.uri)[0]
+        self.prefix = list_prefix(config.uri)
         self.s3 = s3
         self.objects_taken = self.objects_refused = 0
         self._read_failures: dict[str, int] = {}  # key -> failed reads so far (an object is tried MAX_READ_TRIES times)

@@ -157,7 +157,8 @@ def choose_spec(frame: pd.DataFrame, target: str, registry, champion: ModelVersi
         if champion_spec is not None and champion_spec.target == target:
             spec, source = champion_spec, f"production v{champion.version}'s"
         else:
-            return infer_spec(frame, target, id_column or None, timestamp_column or None, task=task), "inferred"
+            source = "inferred" if task == INFER else f"inferred (task declared {task})"
+            return infer_spec(frame, target, id_column or None, timestamp_column or None, task=task), source
     if task != INFER and task != spec.task:
         spec, source = spec.with_task(task), f"{source} (task declared {task})"
     return spec, source

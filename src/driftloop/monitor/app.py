@@ -549,6 +549,8 @@ class Monitor:
 
         @app.get("/quality/{model}")
         async def quality(model: str, since: str | None = None) -> JSONResponse:
+            if not valid_model_name(model):
+                return _error(400, f"invalid model name {model[:60]!r}")
             try:
                 when = datetime.fromisoformat(since) if since else None
             except ValueError:

@@ -11,16 +11,16 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from driftloop.errors import ConfigError
 from driftloop.http_guard import EVENTS, LABELS, Role, check_exposure, guard_asgi, install_guards, send_error
 from driftloop.monitor.config import MonitorConfig
+from driftloop.registry.base import check_model_name
 
 EVENTS_PATH = "/events"
 # The write endpoints and the role whose token each requires.
 WRITE_ROLES: dict[str, Role] = {EVENTS_PATH: EVENTS, "/feedback": LABELS}
 # What the monitor writes under <store>/reports/<model>/ (monitor/pages.py's window_file names them so).
 _REPORT_NAME = re.compile(r"window-\d{6,}\.html")
-# Model names as the registry accepts them; anything else (``..``, ``.``, slashes) names no report.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 
 
 def tokens(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
@@ -44,8 +44,13 @@ def check_monitor_exposure(host: str, config: MonitorConfig, environ: Mapping[st
 
 
 def valid_model_name(model: str) -> bool:
-    """Whether ``model`` can name a model (and so a directory of the store): never ``..``, ``.`` or a path."""
-    return bool(_MODEL_NAME.fullmatch(model)) and model not in (".", "..")
+    """Whether ``model`` can name a model — the registry's rule (so never ``..``, ``.`` or a path, and never a name
+    the registry would refuse to look up)."""
+    try:
+        check_model_name(model)
+    except ConfigError:
+        return False
+    return True
 
 
 def report_file(reports: Path, model: str, name: str) -> Path | None:

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The suite runs three workers on two cores, and every CLI, pipeline task and server it starts is a process of
+# its own: OpenMP pools (histogram gradient boosting, XGBoost) spin-wait on such busy cores and a 1-second fit
+# takes 40. One native thread per process, inherited by every child (a user's machine keeps its default).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -193,6 +193,9 @@ def scores(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str
         "f1": float(skm.f1_score(y, predicted, zero_division=0)),
         "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
         "brier": float(np.mean((proba - y) ** 2)),
+        # what a model that knows only the positive share scores (the floor the gate holds log loss to)
+        "baseline_log_loss": float(skm.log_loss(y, np.full(len(y), np.clip(y.mean(), 1e-15, 1 - 1e-15)),
+                                                labels=[0, 1])),
     }
 
 
@@ -243,11 +246,6 @@ def score_model(metric: str, model, frame: pd.DataFrame, spec: DatasetSpec) -> f
     from driftloop.training import encode_target, model_output
 
     return task_scores(spec.task, encode_target(frame, spec), model_output(model, frame, spec))[metric]
-
-
-def score_proba(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    """One binary score by name, of positive-class probabilities."""
-    return scores(y, proba)[metric]
 
 
 def non_finite_metrics(metrics: dict) -> list[str]:

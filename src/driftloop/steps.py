@@ -123,6 +123,8 @@ def load_and_validate(
         if recent_uri:
             recent_frame, _ = load_table(recent_uri)
             recent, _, _ = validate_table(recent_frame, spec)  # the same features and labels, no range checks
+            if spec.is_classification:  # judged on the classes the new version learns (a newer one waits for more rows)
+                recent = recent[recent[spec.target].isin(spec.target_classes)].reset_index(drop=True)
         Path(recent_path).parent.mkdir(parents=True, exist_ok=True)
         recent.to_parquet(recent_path, index=False)
     _write_text(report_path, validation_report_html(page))
@@ -247,7 +249,7 @@ def evaluate(
     registry_uri: str,
     model_name: str,
     report_path: str,
-    thresholds: GateThresholds = GateThresholds(),
+    thresholds: GateThresholds = GateThresholds(INFER),
     recent_path: str = "",
     facts: RunFacts | None = None,
     trained: dict | None = None,
@@ -515,8 +517,10 @@ def dashboard_metrics(result: EvaluateResult) -> tuple[dict[str, float], dict | 
     KFP's launcher parses the executor output as JSON, which has no NaN or infinity (a one-class holdout has
     no ROC AUC): such values are left out here, and the evaluation report names them.
     """
-    per_class = {f"recall_{_metric_safe(label)}": scores["recall"]
-                 for label, scores in result.evaluation.per_class.items()}
+    per_class: dict[str, float] = {}
+    for i, (label, scores) in enumerate(result.evaluation.per_class.items()):
+        name = f"class_recall_{_metric_safe(label)}"
+        per_class[name if name not in per_class else f"{name}_{i}"] = scores["recall"]  # "a-b" and "a_b" both
     values = {**result.evaluation.metrics, **per_class,
               **{f"champion_{k}": v for k, v in (result.decision.champion or {}).items()}}
     left_out = set(non_finite_metrics(values))

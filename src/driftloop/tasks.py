@@ -27,6 +27,9 @@ INFER = "auto"  # the CT parameter's value that lets the target decide
 MAX_INTEGER_CLASSES = 20
 # A classification target with more labels than this is refused: it is an identifier or an amount, not a class.
 MAX_CLASSES = 100
+# Rows each class needs: the holdout and auto's validation split are stratified, and each must hold every class
+# at least once with rows left to train on.
+MIN_CLASS_ROWS = 5
 
 # The gate's metrics per task, the task's default first.
 GATE_METRICS: dict[str, tuple[str, ...]] = {

@@ -15,7 +15,7 @@ import pandas as pd
 from driftloop.data import DatasetSpec, coerce_to_spec
 from driftloop.errors import DataValidationError
 from driftloop.profile import ReferenceProfile
-from driftloop.tasks import BINARY, MAX_CLASSES, REGRESSION
+from driftloop.tasks import BINARY, MAX_CLASSES, MIN_CLASS_ROWS, REGRESSION
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,13 @@ def _check_target(
     if null_share > 0:
         report.checks.append(Check(spec.target, "target", "warn", f"dropped {int(target.isna().sum())} unlabeled rows"))
         frame = frame[target.notna()].reset_index(drop=True)
+    if len(frame) < policy.min_rows:  # first: too few rows is the problem, whatever else they show
+        report.checks.append(Check("", "rows", "fail", f"only {len(frame)} labeled rows; need at least {policy.min_rows}"))
     if spec.task == REGRESSION:
         frame = _check_regression_target(frame, spec, report)
         classes = ()
     else:
         classes = _check_classes(frame, spec, report)
-    if len(frame) < policy.min_rows:
-        report.checks.append(Check("", "rows", "fail", f"only {len(frame)} labeled rows; need at least {policy.min_rows}"))
     _raise_first_failure(report)
     return frame, spec.with_target_classes(classes)
 
@@ -175,6 +175,15 @@ def _check_classes(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationRep
     elif spec.target_classes and set(spec.target_classes) != set(classes):
         detail = f"target classes {list(classes)} differ from the spec's {list(spec.target_classes)}"
         report.checks.append(Check(spec.target, "target", "fail" if spec.task == BINARY else "warn", detail))
+    elif spec.target_classes:
+        classes = tuple(spec.target_classes)  # the declared order (binary: which class is the positive one)
+    counts = frame[spec.target].value_counts()
+    rare = counts[counts < MIN_CLASS_ROWS]
+    if len(rare) and not report.failures:
+        examples = ", ".join(f"{label!r} ({n})" for label, n in rare.items())
+        report.checks.append(Check(spec.target, "target", "fail",
+                                   f"{len(rare)} class(es) with fewer than {MIN_CLASS_ROWS} rows: {examples}; "
+                                   "a classifier cannot learn and be judged on them — add rows, merge or drop them"))
     if report.failures:
         return classes
     if spec.task == BINARY:

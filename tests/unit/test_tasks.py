@@ -185,3 +185,61 @@ def test_quality_drop_is_absolute_for_scores_and_relative_for_errors() -> None:
     assert quality_drop("accuracy", 0.90, 0.84) == pytest.approx(0.06)
     assert quality_drop("rmse", 10.0, 12.5) == pytest.approx(0.25)
     assert quality_drop("rmse", 10.0, 9.0) < 0  # better than expected
+
+
+def test_a_class_too_rare_to_learn_and_judge_is_one_line_naming_it() -> None:
+    frame = multiclass_frame(400)
+    frame.loc[:1, "queue"] = "legal"  # two rows
+    with pytest.raises(DataValidationError, match=r"1 class\(es\) with fewer than 5 rows: 'legal' \(2\)"):
+        validate_table(frame, infer_spec(frame, "queue"))
+
+
+def test_a_new_class_in_the_recent_slice_is_left_out_of_the_judging(tmp_path, multiclass) -> None:
+    from driftloop import steps
+
+    data, recent = tmp_path / "tickets.csv", tmp_path / "recent.csv"
+    multiclass_frame(600, seed=1).to_csv(data, index=False)
+    newest = multiclass_frame(120, seed=2)
+    newest.loc[:9, "queue"] = "fraud"  # a class the monitor kept from labels; nothing trains on it yet
+    newest.to_csv(recent, index=False)
+    result = steps.load_and_validate(str(data), "queue", str(tmp_path / "registry"), "tickets",
+                                     str(tmp_path / "dataset.parquet"), str(tmp_path / "report.html"),
+                                     recent_uri=str(recent), recent_path=str(tmp_path / "recent.parquet"))
+    kept = pd.read_parquet(tmp_path / "recent.parquet")
+    assert "fraud" not in result.spec.target_classes and len(kept) == 110
+    assert set(kept["queue"]) <= set(result.spec.target_classes)
+
+
+def test_binary_log_loss_is_held_to_the_positive_share() -> None:
+    from driftloop.evaluation import scores
+
+    y = np.array([0, 1] * 50)
+    always_wrong = np.where(y == 1, 0.1, 0.9)
+    metrics = scores(y, always_wrong)
+    assert metrics["log_loss"] > metrics["baseline_log_loss"] == pytest.approx(np.log(2))
+    decision = decide_gate(metrics, None, GateThresholds("log_loss"))
+    assert not decision.passed and "does not beat the baseline" in decision.reasons[0]
+
+
+def test_a_declared_positive_class_keeps_its_place() -> None:
+    frame = multiclass_frame(300)
+    frame["queue"] = np.where(frame["queue"] == "billing", "stay", "churn")
+    spec = infer_spec(frame, "queue", task=BINARY).with_target_classes(("stay", "churn"))
+    _, _, validated = validate_table(frame, spec)
+    assert validated.target_classes == ("stay", "churn")  # churn is the positive class, as declared
+    assert training.encode_target(frame, validated).mean() == pytest.approx((frame["queue"] == "churn").mean())
+
+
+def test_the_dashboard_gets_each_class_recall_under_its_own_name() -> None:
+    from driftloop.evaluation import Evaluation
+    from driftloop.steps import EvaluateResult, dashboard_confusion, dashboard_metrics
+
+    per_class = {label: {"precision": 1.0, "recall": r, "f1": 1.0, "support": 3}
+                 for label, r in (("macro", 0.5), ("a-b", 0.25), ("a_b", 0.75))}
+    evaluation = Evaluation({"accuracy": 0.9, "recall_macro": 0.5}, [[3, 0, 0], [0, 3, 0], [0, 0, 3]], {},
+                            task=MULTICLASS, classes=["macro", "a-b", "a_b"], per_class=per_class)
+    result = EvaluateResult(evaluation, decide_gate({"f1_macro": 0.9}, None, GateThresholds("f1_macro")), None)
+    scalars, roc = dashboard_metrics(result)
+    assert roc is None and scalars["recall_macro"] == 0.5  # the macro average is not overwritten by class "macro"
+    assert sorted(v for k, v in scalars.items() if k.startswith("class_recall_")) == [0.25, 0.5, 0.75]
+    assert dashboard_confusion(result) == (["macro", "a-b", "a_b"], evaluation.confusion_matrix)

@@ -318,7 +318,10 @@ class Monitor:
         with self._rows_lock:
             frames = list(self.recent.get(model, ()))
         if not frames:
-            spec = self._production(model)[1]
+            try:
+                spec = self._production(model)[1]
+            except DriftloopError:  # the registry cannot say now: no traffic is no quality either way
+                spec = None
             return realised_quality(pd.DataFrame(), self.labels, spec.task if spec else BINARY) | {"versions": {}}
         rows, task, classes = self._recent_frame(model, assemble(frames))
         if since is not None:

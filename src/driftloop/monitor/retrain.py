@@ -106,15 +106,33 @@ def recent_labelled_rows(store: RowStore, labels: LabelStore, model: str, spec: 
     rows = rows[truth.notna()].tail(limit)
     if rows.empty:
         return pd.DataFrame()
-    classes = {normalise_label(c): c for c in spec.target_classes}
     out = rows[spec.feature_names].copy()
-    out[spec.target] = (truth[rows.index].map(lambda label: classes.get(label, label)) if spec.is_classification
+    out[spec.target] = (_as_classes(truth[rows.index], spec) if spec.is_classification
                         else truth[rows.index].astype(float))
     if spec.id_column:  # the request id, as the caller knows it (with the row for batch requests)
         out[spec.id_column] = [e if r == 0 else f"{e}:{r}" for e, r in zip(rows["event_id"], rows["row"], strict=True)]
     if spec.timestamp_column:
         out[spec.timestamp_column] = rows["received_at"]
-    return out.reset_index(drop=True)
+    return out[out[spec.target].notna()].reset_index(drop=True)
+
+
+def _as_classes(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Normalised label text as the values the spec's classes hold; a class the version never learned keeps the
+    classes' type (a number among numbers), so the retrain's table has one type per column; text among numeric
+    classes becomes None and its row is left out."""
+    classes = {normalise_label(c): c for c in spec.target_classes}
+    numeric = bool(classes) and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes.values())
+
+    def as_class(label: str):
+        if label in classes or not numeric:
+            return classes.get(label, label)
+        try:
+            number = float(label)
+        except ValueError:  # text among numeric classes: no value of the column's type can hold it
+            return None
+        return int(number) if number.is_integer() else number
+
+    return labels.map(as_class)
 
 
 PROMOTED, CANARY_SERVING, ROLLED_BACK, NOT_DEPLOYED = "promoted", "canary", "rolled-back", "not-deployed"

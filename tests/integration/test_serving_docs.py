@@ -1,7 +1,7 @@
 """docs/serving.md's requests, exactly as documented, against the local gateway and driftloop's KServe runtime:
 every body answers the documented predictions, which are the Pipeline's own, from both servers; the page's
-multi-class example, with class probabilities, from the gateway; and every V2 body, its variants and mistakes,
-answered by the lean V2 route exactly as KServe's own V2 handler answers them."""
+multi-class example, with class probabilities, from the gateway; and every body, its variants and mistakes,
+answered by the lean routes exactly as KServe's own V1 and V2 handlers answer them."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from driftloop.evaluation import GateDecision, evaluate_model
 from driftloop.registry import PRODUCTION, LocalRegistry
 from driftloop.serving.app import inference_app
 from driftloop.serving.gateway import Gateway
-from driftloop.serving.v2_json import V2JsonRoute
+from driftloop.serving.lean_routes import LeanRoutes
 from driftloop.tasks import BINARY
 from driftloop.training import save_model, train_model
 from driftloop.validation import validate_table
@@ -217,7 +217,7 @@ def test_the_multiclass_example_answers_the_documented_labels_and_probabilities(
     np.testing.assert_array_equal(shown_probabilities, probabilities.round(SHOWN_DECIMALS).ravel())
 
 
-# -- the lean V2 route answers exactly as KServe's V2 handler ------------------------------------------------------
+# -- the lean routes answer exactly as KServe's handlers ------------------------------------------------------
 
 
 class _Events(BaseHTTPRequestHandler):
@@ -241,15 +241,16 @@ KSERVE_ROUTE = {"x-test-route": "kserve"}
 @pytest.fixture(scope="module")
 def two_routes(served):
     """A gateway on the page's models with payload logging, served with, beside its app, the same app without the
-    lean V2 route (a request with the header ``x-test-route: kserve`` goes there): one event loop, one set of
+    lean routes (a request with the header ``x-test-route: kserve`` goes there): one event loop, one set of
     models, metrics and payload logger, so both routes can be compared request by request. Yields the client and
-    a count of the requests KServe's handler decoded."""
+    a count of the predictions that reached the gateway app's FastAPI router (KServe's handlers), which the lean
+    routes answer before it."""
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Events)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     gateway = Gateway(served["registry"], poll_interval=3600,
                       logger_url=f"http://127.0.0.1:{receiver.server_port}/events")
     reference = inference_app("reference", gateway.server, gateway.metrics, _no_lifespan, gateway.max_body_bytes)
-    reference.user_middleware = [m for m in reference.user_middleware if m.cls is not V2JsonRoute]
+    reference.user_middleware = [m for m in reference.user_middleware if m.cls is not LeanRoutes]
 
     async def app(scope, receive, send):
         if scope["type"] == "http" and (b"x-test-route", b"kserve") in scope["headers"]:
@@ -257,18 +258,18 @@ def two_routes(served):
         else:
             await gateway.app(scope, receive, send)
 
-    dataplane = gateway.server.dataplane
-    decoded = [0]
-    kserve_decode = dataplane.decode
+    router = gateway.app.router
+    reached = [0]
+    kserve_handlers = router.middleware_stack
 
-    def counting_decode(*args, **kwargs):  # KServe's handler decodes every body it takes; the lean route never
-        decoded[0] += 1
-        return kserve_decode(*args, **kwargs)
+    async def counting_router(scope, receive, send):
+        reached[0] += scope["type"] == "http" and scope["method"] == "POST"
+        await kserve_handlers(scope, receive, send)
 
-    dataplane.decode = counting_decode
+    router.middleware_stack = counting_router
     try:
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-            yield client, decoded
+            yield client, reached
     finally:
         receiver.shutdown()
 
@@ -278,10 +279,11 @@ async def _no_lifespan(app):
     yield
 
 
-def _v2_cases() -> list[tuple[str, str, bytes, dict, bool]]:
-    """(label, path, body, extra headers, whether the lean route answers it): every V2 body on the page, its
-    variants, its mistakes, and what the lean route leaves to KServe."""
+def _cases() -> list[tuple[str, str, bytes, dict, bool]]:
+    """(label, path, body, extra headers, whether a lean route answers it): every body on the page, V1 and V2,
+    their variants and mistakes, and what the lean V2 route leaves to KServe."""
     churn = [(path, body) for path, body in documented_requests() if path.startswith("/v2/")]
+    v1_path, records = documented_requests()[0]
     (tickets_path, tickets_body), = [(p, b) for p, b in documented_requests(TICKETS) if p.startswith("/v2/")]
     path, row_major = churn[-1]
     columns = churn[0][1]
@@ -290,8 +292,14 @@ def _v2_cases() -> list[tuple[str, str, bytes, dict, bool]]:
     def with_tensor(feature: str, **changes) -> dict:
         return {**columns, "inputs": [{**t, **changes} if t["name"] == feature else t for t in tensors]}
 
-    lean = [(f"documented {i}", p, b) for i, (p, b) in enumerate(churn)] + [
-        ("tickets, probabilities", tickets_path, tickets_body),
+    first = records["instances"][0]
+    lean = [(f"documented {path}, {i}", path, body) for i, (path, body) in enumerate(documented_requests())] + [
+        (f"documented {path}", path, body) for path, body in documented_requests(TICKETS)] + [
+        ("V1 probabilities not a boolean", v1_path, {**records, "parameters": {"probabilities": 1}}),
+        ("V1 an unknown feature", v1_path, {"instances": [{**first, "zone": "x"}]}),
+        ("V1 a number as text", v1_path, {"instances": [{**first, "support_calls": "six"}]}),
+        ("V1 a JSON array", v1_path, [first]),
+        ("V1 an unknown model", "/v1/models/nope:predict", records),
         ("tickets, probabilities output only", tickets_path,
          {"inputs": row_major["inputs"], "outputs": [{"name": "probabilities"}]}),
         ("tickets, both outputs named", tickets_path,
@@ -321,9 +329,15 @@ def _v2_cases() -> list[tuple[str, str, bytes, dict, bool]]:
     cases = [(label, p, json.dumps(b).encode(), {}, True) for label, p, b in lean]
     cases += [(label, p, json.dumps(b).encode(), {}, False) for label, p, b in kserve]
     nan = json.dumps(with_tensor("tenure_months", data=[float("nan"), 48])).encode()
-    cloud_event = {"ce-specversion": "1.0", "ce-source": "test", "ce-type": "t", "ce-id": "e-1"}
-    return cases + [("NaN", path, nan, {}, False), ("not JSON", path, b'{"inputs": [', {}, False),
-                    ("a CloudEvent", path, json.dumps(row_major).encode(), cloud_event, False)]
+    binary_event = {"ce-specversion": "1.0", "ce-source": "test", "ce-type": "t", "ce-id": "e-1"}
+    structured = json.dumps({"specversion": "1.0", "source": "test", "type": "t", "id": "e-2",
+                             "data": records}).encode()
+    return cases + [
+        ("V1 not JSON", v1_path, b'{"instances": [', {}, True),
+        ("V1 a binary CloudEvent", v1_path, json.dumps(records).encode(), binary_event, True),
+        ("V1 a structured CloudEvent", v1_path, structured, {"content-type": "application/cloudevents+json"}, True),
+        ("NaN", path, nan, {}, False), ("not JSON", path, b'{"inputs": [', {}, False),
+        ("a binary CloudEvent", path, json.dumps(row_major).encode(), binary_event, False)]
 
 
 def _metric_counts(client: httpx.Client) -> dict:
@@ -345,8 +359,8 @@ def _exchange(client: httpx.Client, path: str, body: bytes, headers: dict, reque
     """One request: its answer (status, headers, body; the date and generated ids aside), what it added to the
     metrics, and the payload events logged for it."""
     before = _metric_counts(client)
-    response = client.post(path, content=body, headers={"content-type": "application/json",
-                                                       "x-request-id": request_id, **headers})
+    response = client.post(path, content=body,
+                           headers={"content-type": "application/json", "x-request-id": request_id, **headers})
     after = _metric_counts(client)
     events = []
     if response.status_code == 200:  # a served prediction is logged: its request and its response
@@ -367,21 +381,16 @@ def _without_generated_id(body: dict) -> dict:
     return {k: v for k, v in body.items() if k != "id"}
 
 
-@pytest.mark.parametrize("case", _v2_cases(), ids=lambda case: case[0])
-def test_the_lean_v2_route_answers_exactly_as_kserves_handler(two_routes, case) -> None:
-    """Every V2 body on the page, its variants and its mistakes, sent through the lean V2 route and through
-    KServe's own handler: the same status, headers and body byte for byte, the same metrics counted and the same
-    payload events logged; what the lean route does not take on is left to KServe's handler."""
-    client, decoded = two_routes
+@pytest.mark.parametrize("case", _cases(), ids=lambda case: case[0])
+def test_the_lean_routes_answer_exactly_as_kserves_handlers(two_routes, case) -> None:
+    """Every body on the page, V1 and V2, their variants and mistakes, sent through the lean routes and through
+    KServe's own handlers: the same status, headers and body byte for byte, the same metrics counted and the same
+    payload events logged; what the lean V2 route does not take on reaches KServe's handler."""
+    client, reached_router = two_routes
     label, path, body, headers, lean = case
     request_id = f"r-{label.replace(' ', '-')}"
-    before = decoded[0]
+    before = reached_router[0]
     through_lean = _exchange(client, path, body, headers, f"{request_id}-lean")
-    decoded_by_kserve, before = decoded[0] - before, decoded[0]
+    assert reached_router[0] - before == (not lean), "a lean route answered" if lean else "KServe's handler answered"
     through_kserve = _exchange(client, path, body, {**headers, **KSERVE_ROUTE}, f"{request_id}-kserve")
     assert through_lean == through_kserve
-    # Whether the lean route answered: KServe's handler decodes every body it gets past FastAPI's validation and
-    # the model's readiness, the lean route none.
-    assert decoded_by_kserve == (0 if lean else decoded[0] - before)
-    if lean and through_kserve["status"] != 404:
-        assert decoded[0] - before == 1

@@ -1,47 +1,53 @@
-"""A lean route for V2 JSON inference (``POST /v2/models/{name}/infer``) in front of KServe's own.
+"""Lean routes for inference (V1 ``POST /v1/models/{name}:predict``, V2 JSON ``POST /v2/models/{name}/infer``)
+in front of KServe's own handlers: the same calls, without FastAPI's per-request layers.
 
-KServe's V2 REST endpoint spends more on its framework than driftloop spends decoding and scoring a row:
-FastAPI's routing and dependency solving, the standard library parsing the body, pydantic validating every
-input (``InferenceRequest``), then validating the answer again (``InferenceResponse``) and encoding it through
-``jsonable_encoder``. A no-op model answers 289 req/s there against 590 on V1 (docs/serving.md, "Speed").
+KServe's REST endpoints spend more on their framework than driftloop spends decoding and scoring a row: FastAPI's
+route matching and dependency solving on every request and, on V2, the standard library parsing the body,
+pydantic validating every input (``InferenceRequest``), then validating the answer again (``InferenceResponse``)
+and encoding it through ``jsonable_encoder``. A no-op model answers 289 req/s on V2 against 590 on V1
+(docs/serving.md, "Speed").
 
-This layer sits inside driftloop's guards (body limit, JSON content type, ``nosniff``) and in front of
-FastAPI's router. For a V2 JSON body it parses the bytes once (orjson), checks the shape pydantic would check,
-builds KServe's own ``InferRequest`` directly and then goes through the very calls KServe's handler makes
-(``DataPlane.model_ready``, ``DataPlane.infer`` — the model's ``__call__`` with its timing histograms, so
-routing, driftloop's metrics, response headers and the payload log are the model's own — and
-``DataPlane.encode``); errors are answered by the app's own exception handlers. What it does not take on
-falls through, untouched, to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents,
-the binary tensor extension, parameters other than ``content_type`` and ``probabilities``, input or output
-parameters, FP16, a body orjson refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape
-of ``"2"``) or refuse, and ``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented
-body through both and compare the answers (tests/integration/test_v2_json_route.py).
+This layer sits inside driftloop's guards (body limit, JSON content type, ``nosniff``) and in front of FastAPI's
+router, and makes the calls KServe's handlers make — ``DataPlane.model_ready``, ``DataPlane.decode`` (V1),
+``DataPlane.infer`` (the model's ``__call__``, with KServe's timing histograms, so routing, driftloop's metrics,
+response headers and the payload log are the model's own), ``DataPlane.encode`` — and answers errors with the
+app's own exception handlers. V1 is KServe's handler line for line. V2 parses the body once (orjson), checks
+the shape pydantic would check and builds KServe's ``InferRequest`` directly; what it does not take on falls
+through, untouched, to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents, the
+binary tensor extension, parameters other than ``content_type`` and ``probabilities``, input or output
+parameters, FP16, a body orjson refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape of
+``"2"``) or refuse, and ``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented body
+through both routes and compare the answers, metrics and payload events (tests/integration/test_serving_docs.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from inspect import isawaitable
 from typing import Any
 
 import orjson
+from fastapi.responses import ORJSONResponse
 from kserve.errors import ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# FastAPI's {model_name} path parameter: one segment.
-INFER_PATH = re.compile(r"/v2/models/([^/]+)/infer")
+# KServe's routes; FastAPI's {model_name} path parameter is one segment.
+V1_PREDICT = re.compile(r"/v1/models/([^/]+):predict")
+V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 # Request parameters this route understands; any other makes the request KServe's (binary_data_output …).
 HANDLED_PARAMETERS = frozenset({"content_type", "probabilities"})
 _PARAMETER_TYPES = (str, int, float, bool)  # KServe's InferParameter: StrictFloat | StrictInt | StrictBool | str
 _CLOUDEVENT_HEADERS = (b"ce-specversion", b"ce-source", b"ce-type", b"ce-id")
 
 
-class V2JsonRoute:
-    """ASGI middleware: answers V2 JSON inference itself, exactly as KServe's handler would; passes the rest on.
+class LeanRoutes:
+    """ASGI middleware: answers V1 predictions and V2 JSON inference itself, exactly as KServe's handlers would;
+    passes the rest on.
 
     Args:
         app: the rest of the app (FastAPI's router with KServe's endpoints).
@@ -59,7 +65,11 @@ class V2JsonRoute:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        match = INFER_PATH.fullmatch(scope["path"])
+        path = scope["path"]
+        if (match := V1_PREDICT.fullmatch(path)) is not None:
+            await self._answer(scope, receive, send, self._predict_v1(scope, receive, match.group(1)))
+            return
+        match = V2_INFER.fullmatch(path)
         if match is None or not _plain_json(scope["headers"]):
             await self.app(scope, receive, send)
             return
@@ -68,33 +78,59 @@ class V2JsonRoute:
         if request is None:  # KServe's handler answers it, from the same bytes
             await self.app(scope, _replay(messages, receive), send)
             return
-        await self._infer(scope, receive, send, request)
+        await self._answer(scope, receive, send, self._infer_v2(scope, request))
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, request: InferRequest) -> None:
-        """What KServe's ``V2Endpoints.infer`` does after FastAPI has validated the body."""
-        name = request.model_name
-        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, answering) -> None:
+        """Sends what ``answering`` (a handler's coroutine) answers, or the app's answer to what it raises."""
         try:
-            if not await self.dataplane.model_ready(name, True):
-                raise ModelNotReady(name)
-            response, response_headers = await self.dataplane.infer(model_name=name, request=request,
-                                                                    headers=headers)
-            response, encoded_headers = self.dataplane.encode(model_name=name, response=response, headers=headers,
-                                                              req_attributes={})
+            answer = await answering
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:  # what FastAPI leaves to the server's error middleware
                 raise
-            answer = await handler(Request(scope, receive), exc)
-            await answer(scope, receive, send)
-            return
+            answer = handler(Request(scope, receive), exc)
+            if isawaitable(answer):
+                answer = await answer
+        await answer(scope, receive, send)
+
+    async def _predict_v1(self, scope: Scope, receive: Receive, name: str) -> Response:
+        """KServe's ``V1Endpoints.predict``, line for line."""
+        if not await self.dataplane.model_ready(name, True):
+            raise ModelNotReady(name)
+        _, body = await _read_body(receive)
+        if body is None:  # as Starlette's Request.body() raises it (the body limit then answers 413)
+            raise ClientDisconnect()
+        headers = _headers(scope)
+        infer_request, req_attributes = self.dataplane.decode(body=body, headers=headers)
+        response, response_headers = await self.dataplane.infer(model_name=name, request=infer_request,
+                                                                headers=headers)
+        response, res_headers = self.dataplane.encode(model_name=name, response=response, headers=headers,
+                                                      req_attributes=req_attributes)
+        response_headers.update(res_headers)
+        response_headers.pop("content-length", None)
+        if isinstance(response, (bytes, str)):
+            return Response(content=response, headers=response_headers)
+        if isinstance(response, AsyncIterator):
+            return StreamingResponse(content=response)
+        return ORJSONResponse(content=response, headers=response_headers)
+
+    async def _infer_v2(self, scope: Scope, request: InferRequest) -> Response:
+        """What KServe's ``V2Endpoints.infer`` does once FastAPI has validated the body, and FastAPI with its
+        answer."""
+        name = request.model_name
+        headers = _headers(scope)
+        if not await self.dataplane.model_ready(name, True):
+            raise ModelNotReady(name)
+        response, response_headers = await self.dataplane.infer(model_name=name, request=request, headers=headers)
+        response, encoded_headers = self.dataplane.encode(model_name=name, response=response, headers=headers,
+                                                          req_attributes={})
         response_headers.update(encoded_headers)
         response_headers.pop("content-length", None)
         response_headers.pop("content-type", None)
         answer = JSONResponse(_inference_response(response))
         # FastAPI appends the endpoint's response headers after the answer's own.
         answer.raw_headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers.items())
-        await answer(scope, receive, send)
+        return answer
 
     def _handler(self, exc: Exception):
         """The app's handler for ``exc`` (by its class's MRO, as Starlette looks it up); None for what falls to the
@@ -170,6 +206,11 @@ def _inference_response(response: dict) -> dict:
                      "parameters": output.get("parameters"), "data": output["data"]}
                     for output in response["outputs"]],
     }
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as KServe's handlers see them (``dict(request.headers.items())``)."""
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
 
 
 def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # is on disk, and concurrent events share one fsync, so delivery grows with them.
 BINARY_SENDERS = 16
 BATCH_SENDERS = 4
+# How long a POST may take before its events count as dropped (receiver_unreachable). A batch is answered once all
+# of it is on disk, which takes longer than one event on a loaded receiver.
+BINARY_TIMEOUT_SECONDS = 2.0
+BATCH_TIMEOUT_SECONDS = 10.0
 # A request id (``x-request-id``) becomes the events' ce-id; one that could not be a header value as sent is
 # replaced by a new id.
 _HEADER_SAFE_ID = re.compile(r"[\x21-\x7e]{1,200}")
@@ -100,7 +104,8 @@ class PayloadLogger:
     """Queues events and delivers them in the background."""
 
     def __init__(self, url: str, metrics: GatewayMetrics, namespace: str = "local", queue_size: int = 10_000,
-                 timeout: float = 2.0, senders: int | None = None, token: str | None = None, batch: int = 0) -> None:
+                 timeout: float | None = None, senders: int | None = None, token: str | None = None,
+                 batch: int = 0) -> None:
         check_url(url)
         if not _HEADER_SAFE_ID.fullmatch(namespace):
             raise ConfigError(f"the payload log's namespace must be printable ASCII without spaces, got {namespace!r}")
@@ -108,7 +113,7 @@ class PayloadLogger:
         self._auth = bearer(token)  # the monitor's events token (http_guard.EVENTS); never logged
         self.namespace = namespace
         self.metrics = metrics
-        self.timeout = timeout
+        self.timeout = timeout or (BATCH_TIMEOUT_SECONDS if batch > 0 else BINARY_TIMEOUT_SECONDS)
         self._queue: asyncio.Queue[LoggedEvent] = asyncio.Queue(maxsize=queue_size)
         self.batch = batch  # events per POST at most; 0: one binary-mode event per POST
         self.senders = senders or (BATCH_SENDERS if batch > 0 else BINARY_SENDERS)
@@ -134,13 +139,14 @@ class PayloadLogger:
             connection.close()
 
     def log(self, event_id: str, model: str, version: int, endpoint: str, request: dict, response: dict) -> None:
-        """Queues the request and response events; never blocks and never raises. The bodies are serialised by
+        """Queues the request and response events, both or neither (half a pair is no row to the monitor, only
+        memory it holds until it gives the half up); never blocks and never raises. The bodies are serialised by
         the senders, so they must not change once handed over (the model server's are not: it has answered)."""
-        for event_type, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response)):
-            try:
-                self._queue.put_nowait(LoggedEvent(event_id, event_type, model, endpoint, body, version))
-            except asyncio.QueueFull:
-                self.metrics.payload_log_dropped.labels("queue_full").inc()
+        if self._queue.maxsize - self._queue.qsize() < 2:
+            self.metrics.payload_log_dropped.labels("queue_full").inc(2)
+            return
+        self._queue.put_nowait(LoggedEvent(event_id, REQUEST_TYPE, model, endpoint, request, version))
+        self._queue.put_nowait(LoggedEvent(event_id, RESPONSE_TYPE, model, endpoint, response, version))
 
     def _binary_headers(self, event: LoggedEvent) -> bytes:
         """The event's header lines for a binary-mode POST: those of :meth:`LoggedEvent.headers` (and the token),

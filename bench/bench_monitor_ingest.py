@@ -21,9 +21,10 @@ Printed per mode: events/s and predictions (rows)/s while ``wrk`` ran, the monit
 rows in the monitor's Parquet parts after a clean shutdown against the predictions whose both halves were
 acknowledged (lost rows must be 0).
 
-``--joint SECONDS``: the joint run instead. ``driftloop serve`` (this checkout, payload logging to the monitor,
-once with single binary events and once with ``--payload-log-batch``) driven by ``wrk`` at full speed with
-single-row V1 requests for SECONDS; then how many events were still queued in the gateway's payload logger
+``--joint SECONDS``: the joint run instead. ``driftloop serve`` (this checkout, scoring a version registered by the
+CT pipeline's register step with its verified fast path, payload logging to the monitor, once with single binary
+events and once with ``--payload-log-batch``) driven by ``wrk`` at full speed with single-row V1 requests for
+SECONDS; then how many events were still queued in the gateway's payload logger
 when the load stopped, how long the queue took to drain, the events dropped
 (``driftloop_payload_log_dropped_total``) and the rows on disk against the predictions served.
 
@@ -48,6 +49,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from _net import wait_for_port
 from bench_monitor import baseline_source, gateway_counters, monitor_status, prepare, rows_on_disk
 from rich.console import Console
@@ -240,6 +242,44 @@ def gateway_process(registry: str, logger_url: str, batch: int, log: Path):
             process.kill()
 
 
+def prepare_fast_path(root: Path) -> tuple[str, list[dict]]:
+    """A registry whose production version was registered by the CT pipeline's register step, so the gateway
+    scores with its verified fast path (as ``driftloop serve`` does for every version the pipeline registers);
+    single rows of a fresh sample to request."""
+    from driftloop import steps, synthetic
+    from driftloop.data import infer_spec
+    from driftloop.evaluation import GateDecision, evaluate_model
+    from driftloop.registry import LocalRegistry
+    from driftloop.training import save_model, train_model
+    from driftloop.validation import validate_table
+
+    registry = LocalRegistry(root / "registry-fast")
+    frame = synthetic.generate(3000, seed=1)
+    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    frame, _, spec = validate_table(frame, spec)
+    frame.to_parquet(root / "fast-data.parquet", index=False)
+    trained = train_model(frame, spec, "logistic_regression", seed=1)
+    save_model(trained.model, root / "fast-model")
+    trained.holdout_frame.to_parquet(root / "fast-holdout.parquet", index=False)
+    evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
+    decision = GateDecision(True, ["bench"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
+    outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
+    steps.register(str(root / "fast-model"), str(root / "fast-data.parquet"), spec.to_json(), outcome,
+                   str(registry.root), MODEL, {"run_id": "bench-joint"}, holdout_path=str(root / "fast-holdout.parquet"))
+    registry.promote(MODEL, 1, actor="bench")
+    fast_path = registry.get_version(MODEL, 1).lineage.get("fast_path", {})
+    if fast_path.get("status") != "accepted":
+        sys.exit(f"bench_monitor_ingest: the version's fast path was not accepted: {fast_path.get('reason')}")
+    rows = json.loads(synthetic.generate(2000, seed=2)[spec.feature_names].to_json(orient="records"))
+    return str(registry.root), rows
+
+
+def _serves_fast_path(gateway: str) -> bool:
+    text = httpx.get(f"{gateway}/metrics", timeout=30).text
+    return any(line.startswith("driftloop_fast_path{") and line.endswith(" 1.0") and 'endpoint="default"' in line
+               for line in text.splitlines())
+
+
 def run_joint(registry: str, rows: list[dict], seconds: float, connections: int, batch: int, root: Path,
               config: Path) -> dict:
     script = root / "predict.lua"
@@ -248,6 +288,8 @@ def run_joint(registry: str, rows: list[dict], seconds: float, connections: int,
     store = root / f"joint-{batch}"
     with monitor_process(None, registry, store, config) as (monitor, _):
         with gateway_process(registry, f"{monitor}/events", batch, root / f"gateway-{batch}.log") as gateway:
+            if not _serves_fast_path(gateway):
+                sys.exit("bench_monitor_ingest: the gateway does not score with the fast path")
             warm = run_wrk(f"{gateway}/v1/models/churn:predict", script, 5, connections)  # not measured
             wrk = run_wrk(f"{gateway}/v1/models/churn:predict", script, seconds, connections)
             stopped = time.monotonic()
@@ -267,8 +309,8 @@ def run_joint(registry: str, rows: list[dict], seconds: float, connections: int,
 
 
 def joint_table(results: list[dict], connections: int) -> Table:
-    out = Table(title=f"joint run: driftloop serve at full speed (wrk, {connections} connections, single-row V1) "
-                      "logging every prediction to the monitor (windows, drift analysis and reports on), both on "
+    out = Table(title=f"joint run: driftloop serve on its fast path at full speed (wrk, {connections} connections, "
+                      "single-row V1) logging every prediction to the monitor (windows, drift analysis and reports on), both on "
                       "the same 2 cores")
     for column in ("payload log", "s", "gateway req/s", "p99 ms", "events queued at stop", "drain s",
                    "events sent", "events dropped", "predictions logged", "rows on disk", "lost rows"):
@@ -328,16 +370,17 @@ def main() -> None:
     load_before = "/".join(f"{v:.1f}" for v in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        registry, rows, predictions = prepare(root)
         config = root / "monitor.json"
         config.write_text(json.dumps({"retrain": {"runner": "none"}}))
         if args.joint:
+            registry, rows = prepare_fast_path(root)
             joint = [run_joint(registry, rows, args.joint, args.connections, batch, root, config)
                      for batch in (0, args.batch)]
             console.print(joint_table(joint, args.connections))
             console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores; load average before "
                           f"{load_before}, after {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
             return
+        registry, rows, predictions = prepare(root)
         scripts = {0: root / "single.lua", args.batch: root / "batched.lua"}
         for batch, path in scripts.items():
             path.write_text(lua_script(rows, predictions, batch))

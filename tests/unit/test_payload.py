@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from kserve.errors import InvalidInput
 
 from driftloop.data import DatasetSpec, FeatureSpec
-from driftloop.serving.payload import MAX_INSTANCES, frame_from_payload
+from driftloop.serving.payload import MAX_INSTANCES, columns_from_payload, frame_from_payload
 
 SPEC = DatasetSpec("churned", (FeatureSpec("age", "numeric"), FeatureSpec("region", "categorical"),
                                FeatureSpec("has_autopay", "boolean")))
@@ -122,3 +123,66 @@ def test_v2_inputs_of_different_lengths_are_refused() -> None:
                        {"name": "income", "shape": [1], "datatype": "FP64", "data": [1000]}]}
     with pytest.raises(InvalidInput, match="different numbers of rows"):
         frame_from_payload(InferRequest.from_inference_request(_rest_request(body), "m"), NUMERIC)
+
+
+def _through_arrays(request):
+    """The request with every input's data as a tuple: the decoder then reads each input as a numpy array, as it
+    did before it took JSON data as sent (the reference the shortcut must match)."""
+    for tensor in request.inputs:
+        tensor.data = tuple(tensor.data)
+    return request
+
+
+def _decoded(request, spec):
+    try:
+        return columns_from_payload(request, spec)
+    except InvalidInput as exc:
+        return f"InvalidInput: {exc}"
+
+
+_ONE = [{"name": "age", "shape": [1], "datatype": "FP64", "data": [53]},
+        {"name": "region", "shape": [1], "datatype": "BYTES", "data": ["west"]},
+        {"name": "has_autopay", "shape": [1], "datatype": "BOOL", "data": [True]}]
+
+
+def _with(tensors: list[dict], name: str, **changes) -> list[dict]:
+    return [{**t, **changes} if t["name"] == name else t for t in tensors]
+
+
+@pytest.mark.parametrize("inputs", [
+    _COLUMNS, _N_BY_1, _ONE,
+    [{**t, "shape": [1, 1], "data": [t["data"]]} for t in _ONE],  # [1, 1], nested
+    [{**t, "shape": [2, 1]} for t in _COLUMNS],  # [n, 1] with flat data
+    [{**t, "shape": [2]} for t in _N_BY_1],  # [n] with nested data
+    _with(_ONE, "age", data=[None]), _with(_ONE, "age", data=[True]), _with(_ONE, "age", data=["53"]),
+    _with(_ONE, "age", data=["six"]), _with(_ONE, "age", datatype="FP32", data=[0.1]),
+    _with(_ONE, "age", datatype="INT64", data=[53]), _with(_ONE, "age", datatype="BYTES", data=[53]),
+    _with(_ONE, "has_autopay", data=[None]), _with(_ONE, "has_autopay", data=[1]),
+    _with(_ONE, "has_autopay", data=["false"]), _with(_ONE, "region", data=[7]), _with(_ONE, "region", data=[None]),
+    _with(_ONE, "region", data=[True]), _with(_ONE, "region", data=[["west", "east"]]),
+    _with(_ONE, "region", shape=[2]), _with(_ONE, "region", shape=[1, 2]), _with(_ONE, "region", data=[]),
+    _with(_COLUMNS, "age", data=[53, None]),  # more than one number: decoded as one array either way
+    [{"name": "input-0", "shape": [2, 3], "datatype": "BYTES", "data": [[53, "west", True], [61.5, None, False]]}],
+    [{"name": "input-0", "shape": [1, 3], "datatype": "BYTES", "data": [[53, "west", "yes"]]}],
+    [{"name": "input-0", "shape": [2, 3], "datatype": "BYTES", "data": [53, "west", True, 61.5, None, False]}],
+    [{"name": "input-0", "shape": [1, 2], "datatype": "BYTES", "data": [[53, "west"]]}],
+    [{"name": "input-0", "shape": [2, 3], "datatype": "BYTES", "data": [[53, "west", True], [61.5, None]]}],
+], ids=lambda inputs: "-".join(f"{t['datatype']}{t['shape']}{t['data']}"[:40] for t in inputs))
+def test_v2_json_data_decodes_as_its_arrays_would(inputs) -> None:
+    """The decoder takes a V2 input's JSON data as sent when that is exactly what its array gives: the same
+    columns, values and types, or the same refusal, as through numpy, for every shape and edge of the data."""
+    from kserve.protocol.infer_type import InferRequest
+
+    def request():
+        return InferRequest.from_inference_request(_rest_request({"inputs": inputs}), "m")
+
+    direct, through_arrays = _decoded(request(), SPEC), _decoded(_through_arrays(request()), SPEC)
+    if isinstance(through_arrays, str):
+        assert direct == through_arrays
+        return
+    assert list(direct) == list(through_arrays)
+    for name, values in through_arrays.items():
+        expected = values.tolist() if isinstance(values, np.ndarray) else values
+        got = direct[name].tolist() if isinstance(direct[name], np.ndarray) else direct[name]
+        assert [type(v) for v in got] == [type(v) for v in expected]
+        assert pd.Series(got, dtype=object).equals(pd.Series(expected, dtype=object)), name

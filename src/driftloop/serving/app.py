@@ -4,7 +4,7 @@ KServe's own V1 and V2 endpoints over a :class:`kserve.ModelServer`'s data plane
 our own (``ModelServer.start`` binds 0.0.0.0 and shares one global app per process), with ``/metrics``, a
 body limit and a JSON content type required (``driftloop.http_guard``), KServe's model-repository endpoints
 closed, and every user mistake answered 4xx with ``{"error": "..."}`` in one log line instead of KServe's
-traceback.
+traceback. Inference takes lean routes in front of KServe's handlers (``driftloop.serving.lean_routes``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from prometheus_client import REGISTRY, generate_latest
 
 from driftloop.http_guard import DEFAULT_MAX_BODY_BYTES, install_guards
+from driftloop.serving.lean_routes import LeanRoutes
 from driftloop.serving.metrics import GatewayMetrics
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "inference_app"]
@@ -54,6 +55,9 @@ def inference_app(title: str, server: ModelServer, metrics: GatewayMetrics, life
     app.add_exception_handler(ValueError, _error_handler(400))  # e.g. KServe parsing a bad header
     app.add_exception_handler(json.JSONDecodeError, _json_error_handler)
     app.add_exception_handler(UnicodeDecodeError, _json_error_handler)
+    # V1 and V2 JSON inference without FastAPI's (and pydantic's) per-request layers, the same answers (see the
+    # module); added before the guards, so it runs inside them.
+    app.add_middleware(LeanRoutes, dataplane=server.dataplane, exception_handlers=app.exception_handlers)
     # Size, JSON content type (no web page can post predictions, and through them rows, to a loopback
     # gateway), nosniff; FastAPI's own validation errors in driftloop's shape.
     install_guards(app, max_body_bytes=max_body_bytes)

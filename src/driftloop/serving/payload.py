@@ -152,6 +152,10 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
         _check_size(n_rows)
         return columns, n_rows
     tensor = payload.inputs[0]
+    rows = _json_rows(tensor, len(names))
+    if rows is not None:
+        _check_size(len(rows))
+        return {name: list(column) for name, column in zip(names, zip(*rows), strict=True)}, len(rows)
     array = _tensor_array(tensor)
     if array.ndim != 2 or array.shape[1] != len(names):
         raise InvalidInput(
@@ -169,14 +173,57 @@ def _tensor_array(tensor) -> np.ndarray:
         raise InvalidInput(f"input '{tensor.name}': {exc}") from None
 
 
-def _tensor_column(tensor) -> np.ndarray:
+def _tensor_column(tensor) -> np.ndarray | list:
     """One feature's values from its input, shape ``[n]`` or ``[n, 1]``."""
+    values = _json_column(tensor)
+    if values is not None:
+        return values
     array = _tensor_array(tensor)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
         raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; a feature's input is [n] or [n, 1]")
     return _text(array)
+
+
+# JSON scalars, and the element types of a tensor's JSON data a column can take as they are: decoding them through
+# an array gives the same values (text and mixed BYTES stay Python objects; BOOL only from true/false, as numpy would
+# turn null or 1 into a boolean; FP64 from numbers or null, one row, as more rows are checked as one array).
+_SCALARS = (str, int, float, bool, type(None))
+_AS_SENT = {"BYTES": _SCALARS, "BOOL": (bool,)}
+_ONE_NUMBER = (int, float, type(None))
+
+
+def _json_column(tensor) -> list | None:
+    """A feature's values straight from its input's JSON data, without an array per input (the cost of a single
+    V2 row), when that gives exactly what decoding the array gives; None otherwise."""
+    data, shape = tensor.data, tensor.shape
+    if not isinstance(data, list) or not data:
+        return None
+    n = len(data)
+    if list(shape) not in ([n], [n, 1]):
+        return None
+    if all(type(v) in _SCALARS for v in data):
+        values = data
+    elif all(type(v) is list and len(v) == 1 and type(v[0]) in _SCALARS for v in data):
+        values = [v[0] for v in data]
+    else:
+        return None
+    allowed = _AS_SENT.get(tensor.datatype) or (_ONE_NUMBER if tensor.datatype == "FP64" and n == 1 else None)
+    if allowed is None or not all(type(v) in allowed for v in values):
+        return None
+    return values
+
+
+def _json_rows(tensor, width: int) -> list | None:
+    """The rows of a row-major BYTES input straight from its JSON data (each value as sent, as the object array
+    decoding it holds them), when its shape is ``[n, width]`` and so is its data; None otherwise."""
+    data, shape = tensor.data, tensor.shape
+    if tensor.datatype != "BYTES" or not isinstance(data, list) or not data or list(shape) != [len(data), width]:
+        return None
+    if not all(type(row) is list and len(row) == width and all(type(v) in _SCALARS for v in row) for row in data):
+        return None
+    return data
 
 
 def _text(array: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ class RoutedModel(Model):
         self.metrics = metrics
         self.payload_logger = payload_logger
         self.ready = True
+        self._children: dict[tuple[int, str], tuple] = {}
         self._publish_gauges()
 
     def set_versions(self, stable: ServedVersion, canary: ServedVersion | None, percent: int) -> None:
@@ -47,6 +48,17 @@ class RoutedModel(Model):
         self.stable, self.canary = stable, canary
         self.split.percent = percent if canary is not None else 0
         self._publish_gauges()
+
+    def _served_metrics(self, version: int, endpoint: str) -> tuple:
+        """The latency histogram and the ``ok`` counter of one version and endpoint (looked up once: a labelled
+        child costs microseconds to find, on every request)."""
+        key = (version, endpoint)
+        children = self._children.get(key)
+        if children is None:
+            labels = (self.name, str(version), endpoint)
+            children = self._children[key] = (self.metrics.latency.labels(*labels),
+                                              self.metrics.requests.labels(*labels, "ok"))
+        return children
 
     def _publish_gauges(self) -> None:
         self.metrics.canary_percent.labels(self.name).set(self.split.percent)
@@ -74,18 +86,18 @@ class RoutedModel(Model):
             target, endpoint = canary, "canary"
         else:
             target, endpoint = self.stable, "default"
-        labels = (self.name, str(target.version), endpoint)
         started = time.perf_counter()
         try:
             scores = await self.scoring.score(target, payload)
         except InvalidInput:
-            self.metrics.requests.labels(*labels, "invalid").inc()
+            self.metrics.requests.labels(self.name, str(target.version), endpoint, "invalid").inc()
             raise
         except ModelFailed as exc:  # the model itself failed: a server-side error of this version
-            self.metrics.requests.labels(*labels, "error").inc()
+            self.metrics.requests.labels(self.name, str(target.version), endpoint, "error").inc()
             raise InferenceError(f"{self.name} v{target.version} failed to predict: {exc}") from None
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
-        self.metrics.requests.labels(*labels, "ok").inc()
+        latency, served = self._served_metrics(target.version, endpoint)
+        latency.observe(time.perf_counter() - started)
+        served.inc()
         if response_headers is not None:
             response_headers[VERSION_HEADER] = str(target.version)
             response_headers[ENDPOINT_HEADER] = endpoint

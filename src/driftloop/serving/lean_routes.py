@@ -13,11 +13,12 @@ router, and makes the calls KServe's handlers make — ``DataPlane.model_ready``
 response headers and the payload log are the model's own), ``DataPlane.encode`` — and answers errors with the
 app's own exception handlers. V1 is KServe's handler line for line (its response class without the
 deprecation warning FastAPI now issues per answer). V2 parses the body once (orjson), checks the shape pydantic
-would check and builds KServe's ``InferRequest`` directly; what it does not take on falls through, untouched, to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents, the
-binary tensor extension, parameters other than ``content_type`` and ``probabilities``, input or output
-parameters, FP16, a body orjson refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape of
-``"2"``) or refuse, and ``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented body
-through both routes and compare the answers, metrics and payload events (tests/integration/test_serving_docs.py).
+would check and builds KServe's ``InferRequest`` directly; what it does not take on falls through, untouched,
+to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents, the binary tensor extension,
+parameters other than ``content_type`` and ``probabilities``, input or output parameters, FP16, a body orjson
+refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape of ``"2"``) or refuse, and
+``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented body through both routes and
+compare the answers, metrics and payload events (tests/integration/test_serving_docs.py).
 """
 
 from __future__ import annotations

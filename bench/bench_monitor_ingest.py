@@ -313,7 +313,8 @@ def joint_table(results: list[dict], connections: int) -> Table:
                       "single-row V1) logging every prediction to the monitor (windows, drift analysis and reports on), both on "
                       "the same 2 cores")
     for column in ("payload log", "s", "gateway req/s", "p99 ms", "events queued at stop", "drain s",
-                   "events sent", "events dropped", "predictions logged", "rows on disk", "lost rows"):
+                   "drained events/s", "events sent", "events dropped", "predictions logged", "rows on disk",
+                   "lost rows"):
         out.add_column(column, justify="right")
     for r in results:
         counters = r["counters"]
@@ -322,7 +323,8 @@ def joint_table(results: list[dict], connections: int) -> Table:
         sent = counters.get("sent", 0)
         out.add_row("binary events" if r["batch"] == 0 else f"batched ({r['batch']}/POST)", f"{r['seconds']:.0f}",
                     f"{r['served'] / r['seconds']:,.0f}", f"{r['p99_ms']:.1f}", f"{r['queued']:,}",
-                    f"{r['drained']:.2f}", f"{sent:,.0f}", dropped, f"{r['predictions']:,}", f"{r['disk_rows']:,}",
+                    f"{r['drained']:.2f}", f"{r['queued'] / r['drained']:,.0f}" if r["queued"] else "–",
+                    f"{sent:,.0f}", dropped, f"{r['predictions']:,}", f"{r['disk_rows']:,}",
                     f"{max(0, int(sent // 2) - r['disk_rows']):,}")
     return out
 

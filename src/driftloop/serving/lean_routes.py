@@ -11,13 +11,14 @@ This layer sits inside driftloop's guards (body limit, JSON content type, ``nosn
 router, and makes the calls KServe's handlers make — ``DataPlane.model_ready``, ``DataPlane.decode`` (V1),
 ``DataPlane.infer`` (the model's ``__call__``, with KServe's timing histograms, so routing, driftloop's metrics,
 response headers and the payload log are the model's own), ``DataPlane.encode`` — and answers errors with the
-app's own exception handlers. V1 is KServe's handler line for line. V2 parses the body once (orjson), checks
-the shape pydantic would check and builds KServe's ``InferRequest`` directly; what it does not take on falls
-through, untouched, to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents, the
-binary tensor extension, parameters other than ``content_type`` and ``probabilities``, input or output
-parameters, FP16, a body orjson refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape of
-``"2"``) or refuse, and ``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented body
-through both routes and compare the answers, metrics and payload events (tests/integration/test_serving_docs.py).
+app's own exception handlers. V1 is KServe's handler line for line (its response class without the
+deprecation warning FastAPI now issues per answer). V2 parses the body once (orjson), checks the shape pydantic
+would check and builds KServe's ``InferRequest`` directly; what it does not take on falls through, untouched,
+to KServe's handler: anything but a plain ``application/json`` POST, CloudEvents, the binary tensor extension,
+parameters other than ``content_type`` and ``probabilities``, input or output parameters, FP16, a body orjson
+refuses (NaN, huge integers) or whose shape pydantic might coerce (a shape of ``"2"``) or refuse, and
+``/versions/{v}/infer`` (which KServe answers 501). Tests send every documented body through both routes and
+compare the answers, metrics and payload events (tests/integration/test_serving_docs.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from inspect import isawaitable
 from typing import Any
 
 import orjson
-from fastapi.responses import ORJSONResponse
 from kserve.errors import ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
@@ -112,7 +112,7 @@ class LeanRoutes:
             return Response(content=response, headers=response_headers)
         if isinstance(response, AsyncIterator):
             return StreamingResponse(content=response)
-        return ORJSONResponse(content=response, headers=response_headers)
+        return _OrjsonResponse(content=response, headers=response_headers)
 
     async def _infer_v2(self, scope: Scope, request: InferRequest) -> Response:
         """What KServe's ``V2Endpoints.infer`` does once FastAPI has validated the body, and FastAPI with its
@@ -142,6 +142,14 @@ class LeanRoutes:
             if handler is not None:
                 return handler
         return None
+
+
+class _OrjsonResponse(JSONResponse):
+    """What KServe's V1 handler answers with (FastAPI's ``ORJSONResponse``, which now warns, at a cost, on every
+    construction): the same bytes."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def infer_request(body: bytes, model_name: str) -> InferRequest | None:

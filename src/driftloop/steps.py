@@ -49,7 +49,8 @@ from driftloop.reports import (
     model_card,
     validation_report_html,
 )
-from driftloop.tasks import BINARY, INFER, gate_metric_for
+from driftloop.serving.labels import served_classes
+from driftloop.tasks import INFER, gate_metric_for
 from driftloop.validation import ValidationReport, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
@@ -448,7 +449,7 @@ def register(
         page.facts = RunFacts(model_name, run_name=lineage["run_name"], run_id=run_id or "",
                               data_uri=lineage.get("data_uri", ""), triggered_by=triggered_by,
                               champion_version=decision.champion_version, target=spec.target,
-                              classes=[str(c) for c in spec.target_classes] or (["0", "1"] if spec.task == BINARY else []))
+                              classes=[str(c) for c in served_classes(spec)])
     registered_at = utc_now()
     fixed = {
         "spec.json": spec.to_json().encode(),

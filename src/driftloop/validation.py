@@ -15,7 +15,7 @@ import pandas as pd
 from driftloop.data import DatasetSpec, coerce_to_spec
 from driftloop.errors import DataValidationError
 from driftloop.profile import ReferenceProfile
-from driftloop.tasks import BINARY, MAX_CLASSES, MIN_CLASS_ROWS, REGRESSION
+from driftloop.tasks import BINARY, MAX_CLASSES, MIN_CLASS_ROWS, REGRESSION, TASK_LABELS
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def _check_classes(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationRep
     ticket queue): that is a warning, and the table's classes are the ones the new version learns.
     """
     classes = tuple(sorted(frame[spec.target].unique().tolist(), key=lambda v: (str(type(v)), v)))
-    kind = "binary classification" if spec.task == BINARY else "multi-class classification"
+    kind = TASK_LABELS[spec.task]
     if len(classes) < 2:
         detail = f"target has a single class ({classes[0]!r}); {kind} needs at least two"
         report.checks.append(Check(spec.target, "target", "fail", detail))

@@ -48,7 +48,20 @@ def test_the_choices_are_the_ones_the_library_implements() -> None:
     from driftloop.training import ESTIMATORS
 
     assert tuple(ESTIMATORS) == ct_params.ESTIMATOR_NAMES
-    assert ("auto", *GATE_METRICS) == ct_params.GATE_METRIC_NAMES
+    assert set(GATE_METRICS) == set(ct_params.GATE_METRIC_NAMES) - {"auto"}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_gate_metric_of_a_task_is_one_its_evaluation_computes(task) -> None:
+    import numpy as np
+
+    from driftloop.evaluation import task_scores
+    from driftloop.tasks import GATE_METRICS as BY_TASK
+
+    y = np.array([0, 1, 2, 0, 1, 2]) if task == "multiclass" else np.array([0, 1, 0, 1, 1, 0])
+    output = (np.eye(3)[y] * 0.7 + 0.1 if task == "multiclass" else y.astype(float) * 0.8 + 0.1
+              if task == "regression" else np.column_stack([1 - (y * 0.8 + 0.1), y * 0.8 + 0.1]))
+    assert set(BY_TASK[task]) <= set(task_scores(task, y, output))
 
 
 def test_every_cli_facing_parameter_is_a_flag_with_its_default() -> None:

@@ -34,6 +34,7 @@ from driftloop.reports.facts import (
     trigger_sentence,
 )
 from driftloop.reports.html import amount, count, number, percent, safe_url
+from driftloop.serving.labels import served_classes
 from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, higher_is_better
 
 # What the model is, by task, for the card's first line.
@@ -278,7 +279,7 @@ def _quantitative(evaluation: Evaluation, decision: GateDecision, champion_label
 
 def _binary_confusion(evaluation: Evaluation, spec: DatasetSpec) -> list[str]:
     (tn, fp), (fn, tp) = evaluation.confusion_matrix
-    classes = [str(c) for c in spec.target_classes] if len(spec.target_classes) == 2 else ["0", "1"]
+    classes = [str(c) for c in served_classes(spec)]
     negatives, positives = tn + fp, fn + tp
     return [f"### Confusion matrix (threshold {evaluation.threshold:.2f})", "",
             f"| | predicted {_md(classes[0])} | predicted {_md(classes[1])} |", "|---|---:|---:|",

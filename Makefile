@@ -1,5 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install the
 # pinned lock (requirements-dev.lock) with a pinned uv, then the package itself in editable mode.
+# Bytecode is compiled at install: uv does not, and where PYTHONDONTWRITEBYTECODE is set (as on CI machines)
+# Python never caches it either, so every process (each CT component, the monitor, the gateway) compiled
+# pandas, scikit-learn and Evidently from source at every start: 8.6 s instead of 4.2 s to import Evidently.
 PYTHON ?= python3.11
 VENV := .venv
 UV_VERSION := 0.13.8
@@ -13,8 +16,9 @@ setup: $(STAMP)
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q src
 	touch $@
 
 # TASK picks the generated table: binary (churn, the default), multiclass (retention offer), regression (spend).

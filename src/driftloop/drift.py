@@ -116,6 +116,13 @@ def check_drift(
                        str(report_path) if report_path else None, asdict(config))
 
 
+def load_stat_tests() -> None:
+    """Imports Evidently's stat tests, which :func:`compare_column` needs. Importing ``evidently`` costs
+    seconds of CPU (its package imports its whole API); a long-running caller does it once at start-up
+    rather than inside its first drift check."""
+    from evidently.legacy.calculations.stattests import registry  # noqa: F401
+
+
 def compare_column(reference: pd.Series, current: pd.Series, kind: str, config: DriftConfig) -> FeatureDrift:
     """One column's drift score and verdict by the configured Evidently stat test (missing values dropped)."""
     from evidently.legacy.calculations.stattests.registry import (

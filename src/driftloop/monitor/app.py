@@ -48,6 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
+from driftloop.drift import load_stat_tests
 from driftloop.errors import DriftloopError, ModelNotFoundError
 from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, prediction_values
@@ -504,7 +505,10 @@ class Monitor:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             self._reports = asyncio.Queue()
-            tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports())]
+            tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports()),
+                     # Now, while traffic is starting, not in the first window's verdict, when the GIL it
+                     # holds for seconds would stall the events arriving at full rate.
+                     asyncio.create_task(asyncio.to_thread(load_stat_tests))]
             if self.kserve_store is not None:
                 tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield

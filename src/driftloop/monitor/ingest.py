@@ -198,7 +198,7 @@ class Ingest:
         else:
             payload = parse_event(headers, body)[2]
         half = EventHalf(headers, body, time.time(), payload)
-        return await asyncio.wrap_future(self.journal.submit(half.encode(), half))
+        return await self.journal.submit(half.encode(), half)
 
     async def batch(self, body: bytes) -> BatchResult:
         """Logs a CloudEvents batch as one record and applies its halves; returns once it is on disk.
@@ -213,7 +213,7 @@ class Ingest:
 
     async def submit_batch(self, batch: EventBatch) -> BatchResult:
         """Logs and applies halves taken in together (a gateway's batch, a store object's records)."""
-        return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
+        return await self.journal.submit(batch.encode(), batch)
 
     async def feedback(self, items: list) -> int:
         """Validates, logs and applies one batch of labels; returns how many."""
@@ -224,7 +224,7 @@ class Ingest:
         if not keys:
             return 0
         batch = LabelBatch(keys, labels, time.time())
-        return await asyncio.wrap_future(self.journal.submit(batch.encode(), batch))
+        return await self.journal.submit(batch.encode(), batch)
 
     def _apply(self, seq: int, item: EventHalf | EventBatch | LabelBatch):
         return self._apply_item(item, seq)

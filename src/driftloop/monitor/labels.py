@@ -97,6 +97,9 @@ class LabelStore:
         self._lock = threading.Lock()
         self._disk = threading.Lock()  # the set of parts: written, compacted, removed
         self.compactions = 0
+        # Moves on whenever a label is added or forgotten: what has been computed from the labels at one
+        # generation (a window's realised quality) holds until it changes.
+        self.generation = 0
         for part in self._parts():
             self._load(_read_part(part))
 
@@ -184,6 +187,7 @@ class LabelStore:
                 if self._at.get(key, math.inf) <= at:
                     self._labels.pop(key, None)
                     self._at.pop(key, None)
+            self.generation += 1
         self.compactions += 1
         return len(dropped), len(parts)
 
@@ -202,6 +206,7 @@ class LabelStore:
         with self._lock:
             self._labels.update(zip(frame["key"], frame["label"], strict=True))
             self._at.update(zip(frame["key"], frame["at"], strict=True))
+            self.generation += 1
 
 
 def _frame(keys: list[str], labels: list[str], at: float) -> pd.DataFrame:

@@ -8,9 +8,10 @@ learned — because labels arrive after the window has closed and quality is rec
 
 from __future__ import annotations
 
+import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
@@ -89,6 +90,8 @@ class WindowRecord:
     # For re-rendering the page as labels arrive: the plots' profiles, and the labelled rows it shows.
     profiles: tuple[dict, dict] | None = field(default=None, repr=False)
     page_labelled: int = field(default=0, repr=False)
+    # The last realised quality and the label store (and its generation) it was computed from.
+    quality_cache: tuple[int, int, dict] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def open(cls, window_id: int, model: str, rows: pd.DataFrame, opened_at: float, reference_version: int,
@@ -108,9 +111,15 @@ class WindowRecord:
         return QUALITY_METRIC[self.task]
 
     def quality(self, labels: LabelStore) -> dict:
-        """Realised quality on the rows labelled so far, overall and per version (monitor/quality.py)."""
-        frame = pd.DataFrame({"key": self.keys, "version": self.versions, "prediction": self.predictions})
-        return realised_quality(frame, labels, self.task, self.classes)
+        """Realised quality on the rows labelled so far, overall and per version (monitor/quality.py).
+
+        Kept until a label arrives or is forgotten: the index asks every window in memory for it whenever
+        a window closes."""
+        seen = (id(labels), labels.generation)
+        if self.quality_cache is None or self.quality_cache[:2] != seen:
+            frame = pd.DataFrame({"key": self.keys, "version": self.versions, "prediction": self.predictions})
+            self.quality_cache = (*seen, realised_quality(frame, labels, self.task, self.classes))
+        return copy.deepcopy(self.quality_cache[2])
 
     @property
     def signal(self) -> bool:
@@ -124,7 +133,9 @@ class WindowRecord:
         return "; ".join(causes + ([self.quality_reason] if self.quality_dropped and self.quality_reason else []))
 
     def summary(self, labels: LabelStore | None = None) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k not in _NOT_SUMMARISED}
+        # Field by field, not asdict(self): that deep-copies the window's thousand keys, versions and
+        # predictions only to drop them, and the index page asks for every window's summary.
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_SUMMARISED}
         data["quality_metric"] = self.quality_metric
         if labels is not None:
             data["quality"] = self.quality(labels)
@@ -132,7 +143,7 @@ class WindowRecord:
         return data
 
 
-_NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled")
+_NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled", "quality_cache")
 SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
 
 

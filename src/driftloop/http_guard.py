@@ -178,9 +178,48 @@ def guard_asgi(app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                tokens: Mapping[str, str | None] | None = None) -> ASGIApp:
     """The checks of :func:`install_guards`, in the same order, around a plain ASGI app: for an endpoint
     called so often that FastAPI's own per-request layers cost more than its work."""
-    for layer, options in _guard_layers(max_body_bytes, tokens):
-        app = layer(app, **options)
-    return app
+    return _Guarded(app, max_body_bytes, {path: token for path, token in (tokens or {}).items() if token})
+
+
+class _Guarded:
+    """:func:`install_guards`' layers as one: the same checks in the same order (token 401, content type
+    415, size 413, then ``nosniff`` and the CSP on the answer), with one pass over the headers and no
+    wrapper around ``receive`` unless the body's size is not announced. Four nested layers cost a monitor
+    taking thousands of events a second a tenth of its CPU."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, tokens: Mapping[str, str]) -> None:
+        self.app, self.limit = app, BodyLimit(app, max_bytes)
+        self.tokens = {path: token.encode() for path, token in tokens.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = content_type = authorization = None
+        chunked = False
+        for key, value in scope["headers"]:
+            key = key.lower()
+            if key == b"content-length":
+                length = value
+            elif key == b"content-type":
+                content_type = value
+            elif key == b"authorization":
+                authorization = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        secured = _secured_send(send)
+        expected = self.tokens.get(scope.get("path", ""))
+        if expected is not None and not bearer_matches(authorization, expected):
+            await _unauthorised(secured, scope["path"])
+        elif scope["method"] in _BODY_METHODS and not is_json_media_type(content_type):
+            await _not_json(secured)
+        elif length is not None and length.isdigit() and not chunked:  # the server reads that many bytes
+            if int(length) > self.limit.max_bytes:
+                await _too_large(secured, self.limit.max_bytes)
+            else:
+                await self.app(scope, receive, secured)
+        else:  # streamed: counted as it arrives
+            await self.limit(scope, receive, secured)
 
 
 def _guard_layers(max_body_bytes: int, tokens: Mapping[str, str | None] | None) -> list[tuple[type, dict]]:
@@ -220,7 +259,7 @@ class BodyLimit:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+            await _too_large(send, self.max_bytes)
             return
         seen = 0
         too_large = False
@@ -252,10 +291,11 @@ class BodyLimit:
             if not too_large:
                 raise
         if too_large and not started:
-            await self._too_large(send)
+            await _too_large(send, self.max_bytes)
 
-    async def _too_large(self, send: Send) -> None:
-        await send_error(send, 413, f"request body is larger than {self.max_bytes} bytes")
+
+async def _too_large(send: Send, max_bytes: int) -> None:
+    await send_error(send, 413, f"request body is larger than {max_bytes} bytes")
 
 
 def is_json_media_type(value: bytes | None) -> bool:
@@ -266,6 +306,9 @@ def is_json_media_type(value: bytes | None) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
 class JsonOnly:
     """415 for a POST, PUT or PATCH whose content type is not JSON (see the module docstring: CSRF)."""
 
@@ -273,11 +316,27 @@ class JsonOnly:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH")
+        if (scope["type"] == "http" and scope["method"] in _BODY_METHODS
                 and not is_json_media_type(_header(scope, b"content-type"))):
-            await send_error(send, 415, "send the body as JSON with content-type: application/json")
+            await _not_json(send)
             return
         await self.app(scope, receive, send)
+
+
+async def _not_json(send: Send) -> None:
+    await send_error(send, 415, "send the body as JSON with content-type: application/json")
+
+
+def bearer_matches(presented: bytes | None, expected: bytes) -> bool:
+    """Whether an ``Authorization`` header presents ``expected`` as a bearer token."""
+    scheme, _, token = (presented or b"").partition(b" ")
+    # compare_digest takes as long whatever the first differing byte: no timing oracle.
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+
+
+async def _unauthorised(send: Send, path: str) -> None:
+    await send_error(send, 401, f"{path} needs a valid bearer token",
+                     [(b"www-authenticate", b'Bearer realm="driftloop"')])
 
 
 class BearerAuth:
@@ -289,14 +348,9 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         expected = self.tokens.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if expected is not None:
-            presented = _header(scope, b"authorization") or b""
-            scheme, _, token = presented.partition(b" ")
-            # compare_digest takes as long whatever the first differing byte: no timing oracle.
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), expected):
-                await send_error(send, 401, f"{scope['path']} needs a valid bearer token",
-                                 [(b"www-authenticate", b'Bearer realm="driftloop"')])
-                return
+        if expected is not None and not bearer_matches(_header(scope, b"authorization"), expected):
+            await _unauthorised(send, scope["path"])
+            return
         await self.app(scope, receive, send)
 
 
@@ -310,16 +364,21 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, _secured_send(send))
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() not in (b"x-content-type-options", b"content-security-policy")]
-                headers.append((b"x-content-type-options", b"nosniff"))
-                content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
-                if content_type.split(b";")[0].strip().lower() in (b"text/html", b"application/xhtml+xml"):
-                    headers.append((b"content-security-policy", REPORT_CSP.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
 
-        await self.app(scope, receive, with_headers)
+def _secured_send(send: Send) -> Send:
+    """``send`` with ``nosniff`` on the answer, and the sandboxing CSP on HTML."""
+
+    async def with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", [])
+                       if k.lower() not in (b"x-content-type-options", b"content-security-policy")]
+            headers.append((b"x-content-type-options", b"nosniff"))
+            content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
+            if content_type.split(b";")[0].strip().lower() in (b"text/html", b"application/xhtml+xml"):
+                headers.append((b"content-security-policy", REPORT_CSP.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return with_headers

@@ -615,9 +615,15 @@ class _EventsEndpoint:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # The CloudEvent headers (all an event keeps) and the content type; ASGI names come lower-cased.
+        headers, content_type = {}, None
+        for name, value in scope["headers"]:
+            if name.startswith(b"ce-"):
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         try:
-            if _media_type(headers.get("content-type")) == BATCH_CONTENT_TYPE:
+            if _media_type(content_type) == BATCH_CONTENT_TYPE:
                 status, content = 202, await self.monitor.receive_batch(body)
             else:
                 await self.monitor.receive(headers, body)

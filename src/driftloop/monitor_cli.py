@@ -123,10 +123,11 @@ def _serve(app, host: str, port: int, events_port: int | None) -> None:
 
     import uvicorn
 
+    from driftloop.http_server import UVICORN_OPTIONS
     from driftloop.monitor.guard import EventsPort
 
     if not events_port:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
         return
     if events_port == port:
         raise ConfigError("--events-port must differ from --port")
@@ -140,7 +141,7 @@ def _serve(app, host: str, port: int, events_port: int | None) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{number}: {exc.strerror}") from None
         sockets.append(sock)
-    server = uvicorn.Server(uvicorn.Config(EventsPort(app, events_port), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(EventsPort(app, events_port), **UVICORN_OPTIONS))
     server.run(sockets=sockets)
 
 

@@ -18,6 +18,7 @@ from kserve import ModelServer
 from kserve.model_repository import ModelRepository
 
 from driftloop.errors import DriftloopError, IntegrityError, RegistryError
+from driftloop.http_server import UVICORN_OPTIONS
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, open_registry
 from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, inference_app
 from driftloop.serving.batching import Batching
@@ -155,7 +156,7 @@ class Gateway:
 
     def run(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         """Serves until interrupted."""
-        uvicorn.run(self.app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(self.app, host=host, port=port, timeout_graceful_shutdown=5, **UVICORN_OPTIONS)
 
 
 def _load_warm(registry: ModelRegistry, name: str, version: int) -> ServedVersion:

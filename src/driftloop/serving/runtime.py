@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve import ModelServer
     from kserve.model_repository import ModelRepository
 
+    from driftloop.http_server import UVICORN_OPTIONS
     from driftloop.serving.app import inference_app
     from driftloop.serving.metrics import GatewayMetrics
     from driftloop.serving.routed_model import RoutedModel
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = inference_app("driftloop runtime", server, metrics, lifespan, args.max_body_bytes)
     print(f"driftloop-runtime: serving {version.name} v{version.version} as '{args.model_name}' on "
           f"http://{args.host}:{args.http_port}, scoring with {version.serves_with}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.http_port, timeout_graceful_shutdown=5, **UVICORN_OPTIONS)
     return 0
 
 

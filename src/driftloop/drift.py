@@ -8,6 +8,7 @@ it renders in the Kubeflow dashboard as an HTML artifact.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,15 +117,25 @@ def check_drift(
                        str(report_path) if report_path else None, asdict(config))
 
 
-def load_stat_tests() -> None:
-    """Imports Evidently's stat tests, which :func:`compare_column` needs. Importing ``evidently`` costs
-    seconds of CPU (its package imports its whole API); a long-running caller does it once at start-up
-    rather than inside its first drift check."""
-    from evidently.legacy.calculations.stattests import registry  # noqa: F401
+_EVIDENTLY_IMPORT = threading.Lock()
+
+
+def load_evidently() -> None:
+    """Imports Evidently, once, whichever thread asks first; the others wait until it is whole.
+
+    Importing ``evidently`` costs seconds of CPU (its package imports its whole API), so a long-running
+    caller (the monitor) does it at start-up rather than inside its first drift check. Its modules import
+    each other in circles, so two threads importing it at once can meet a half-initialised module: every
+    use of Evidently here comes through this lock first.
+    """
+    with _EVIDENTLY_IMPORT:
+        import evidently  # noqa: F401
+        from evidently.legacy.calculations.stattests import registry  # noqa: F401
 
 
 def compare_column(reference: pd.Series, current: pd.Series, kind: str, config: DriftConfig) -> FeatureDrift:
     """One column's drift score and verdict by the configured Evidently stat test (missing values dropped)."""
+    load_evidently()
     from evidently.legacy.calculations.stattests.registry import (
         StatTestInvalidFeatureTypeError,
         StatTestNotFoundError,
@@ -158,6 +169,7 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DatasetS
         extra_columns: Columns beyond the spec's features to include, name → "numeric" | "categorical"
             (the monitor adds the model's prediction).
     """
+    load_evidently()
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 

@@ -48,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from driftloop.data import DatasetSpec
-from driftloop.drift import load_stat_tests
+from driftloop.drift import load_evidently
 from driftloop.errors import DriftloopError, ModelNotFoundError
 from driftloop.http_guard import parse_json, send_error
 from driftloop.monitor.analysis import Reference, analyse, prediction_values
@@ -508,7 +508,7 @@ class Monitor:
             tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports()),
                      # Now, while traffic is starting, not in the first window's verdict, when the GIL it
                      # holds for seconds would stall the events arriving at full rate.
-                     asyncio.create_task(asyncio.to_thread(load_stat_tests))]
+                     asyncio.create_task(asyncio.to_thread(load_evidently))]
             if self.kserve_store is not None:
                 tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield

@@ -15,6 +15,10 @@ Modes (each run alternates through them, so they share the machine's conditions)
 * ``after`` — this checkout, binary events (KServe's agent; the default).
 * ``after, batched`` — this checkout, ``application/cloudevents-batch+json`` posts of ``--batch`` predictions
   (2 × batch events) each: what driftloop's gateway sends with ``--payload-log-batch``.
+* ``gateway`` — the rate the monitor is held to: ``driftloop serve`` alone (no payload log) on a version the CT
+  pipeline's register step registered, so on its verified fast path, under the same ``wrk`` load with
+  single-row V1 requests. Each monitor mode's rows/s is printed against it (the issue's binding target: the
+  monitor alone takes at least what one gateway serves).
 
 Printed per mode: events/s and predictions (rows)/s while ``wrk`` ran, the monitor's CPU per row (from
 /proc: the figure other load on the machine disturbs least), p50/p99 answer latency, non-2xx answers, and the
@@ -29,7 +33,8 @@ when the load stopped, how long the queue took to drain, the events dropped
 (``driftloop_payload_log_dropped_total``) and the rows on disk against the predictions served.
 
     .venv/bin/python bench/bench_monitor_ingest.py [--seconds 15] [--warmup 20] [--connections 8] [--runs 2]
-                                                   [--baseline 92317d3] [--batch 64] [--modes before,after,batched]
+                                                   [--baseline 92317d3] [--batch 64]
+                                                   [--modes before,after,batched,gateway]
     .venv/bin/python bench/bench_monitor_ingest.py --joint 60 [--batch 64]
 """
 
@@ -222,14 +227,16 @@ end
 
 
 @contextmanager
-def gateway_process(registry: str, logger_url: str, batch: int, log: Path):
-    """``driftloop serve`` with payload logging to ``logger_url``; yields its URL."""
+def gateway_process(registry: str, logger_url: str | None, batch: int, log: Path):
+    """``driftloop serve`` with payload logging to ``logger_url`` (None: no payload log); yields its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if "_TOKEN" not in k}
     command = [sys.executable, "-m", "driftloop", "serve", "--registry", registry, "--port", str(port),
-               "--logger-url", logger_url, "--payload-log-batch", str(batch), "--poll-interval", "3600"]
+               "--poll-interval", "3600"]
+    if logger_url:
+        command += ["--logger-url", logger_url, "--payload-log-batch", str(batch)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))  # noqa: SIM115
     try:
         wait_for_port(port, timeout=180)
@@ -280,11 +287,28 @@ def _serves_fast_path(gateway: str) -> bool:
                for line in text.splitlines())
 
 
-def run_joint(registry: str, rows: list[dict], seconds: float, connections: int, batch: int, root: Path,
-              config: Path) -> dict:
+def _predict_script(rows: list[dict], root: Path) -> Path:
     script = root / "predict.lua"
     bodies = "{" + ",".join(json.dumps(json.dumps({"instances": [r]}, separators=(",", ":"))) for r in rows) + "}"
     script.write_text(_PREDICT_LUA.replace("{ROWS}", bodies))
+    return script
+
+
+def run_gateway_alone(registry: str, rows: list[dict], seconds: float, connections: int, root: Path,
+                      warmup: float) -> float:
+    """Predictions a second that ``driftloop serve`` answers on its fast path with no payload log."""
+    script = _predict_script(rows, root)
+    with gateway_process(registry, None, 0, root / "gateway-alone.log") as gateway:
+        if not _serves_fast_path(gateway):
+            sys.exit("bench_monitor_ingest: the gateway does not score with the fast path")
+        run_wrk(f"{gateway}/v1/models/churn:predict", script, min(warmup, 5), connections)  # not measured
+        wrk = run_wrk(f"{gateway}/v1/models/churn:predict", script, seconds, connections)
+    return (wrk["requests"] - wrk["non2xx"]) / (wrk["duration_us"] / 1e6)
+
+
+def run_joint(registry: str, rows: list[dict], seconds: float, connections: int, batch: int, root: Path,
+              config: Path) -> dict:
+    script = _predict_script(rows, root)
     store = root / f"joint-{batch}"
     with monitor_process(None, registry, store, config) as (monitor, _):
         with gateway_process(registry, f"{monitor}/events", batch, root / f"gateway-{batch}.log") as gateway:
@@ -329,12 +353,14 @@ def joint_table(results: list[dict], connections: int) -> Table:
     return out
 
 
-def table(results: list[dict], seconds: float, connections: int, batch: int) -> Table:
+def table(results: list[dict], seconds: float, connections: int, batch: int, gateway: list[float]) -> Table:
     out = Table(title=f"monitor ingest with windows (1000 rows) and drift analysis + reports on: wrk, {connections} "
                       f"connections, {seconds:g} s measured per run after a warm-up; single-row predictions; batched "
-                      f"= {batch} predictions per POST; best run of each; rows/s = predictions acknowledged per s")
+                      f"= {batch} predictions per POST; best run of each; rows/s = predictions acknowledged per s"
+                      + (f"; the gateway alone on its fast path served {max(gateway):,.0f} predictions/s (runs "
+                         f"{' / '.join(f'{g:,.0f}' for g in gateway)})" if gateway else ""))
     for column in ("mode", "events/s", "rows/s", "runs (rows/s)", "monitor CPU µs/row", "p50 ms", "p99 ms", "non-2xx",
-                   "rows acknowledged", "rows on disk", "lost rows", "rows/s vs before"):
+                   "rows acknowledged", "rows on disk", "lost rows", "rows/s vs before", "rows/s ÷ gateway's"):
         out.add_column(column, justify="right")
     labels = list(dict.fromkeys(r["label"] for r in results))
     before = None
@@ -351,7 +377,9 @@ def table(results: list[dict], seconds: float, connections: int, batch: int) -> 
                     f"{min(r['cpu'] / max(r['rate'] * r['seconds'], 1) for r in runs) * 1e6:,.0f}",
                     f"{best['p50_ms']:.1f}", f"{best['p99_ms']:.1f}",
                     str(sum(r["non2xx"] + r["socket_errors"] for r in runs)), f"{best['predictions']:,}",
-                    f"{best['disk_rows']:,}", f"{lost:,}", f"{max(rates) / before:.1f}×" if before else "")
+                    f"{best['disk_rows']:,}", f"{lost:,}", f"{max(rates) / before:.1f}×" if before else "",
+                    # Run by run: each monitor run against the gateway's run of the same round.
+                    " / ".join(f"{r['rate'] / g:.2f}" for r, g in zip(runs, gateway, strict=False)) if gateway else "")
     return out
 
 
@@ -363,7 +391,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64, help="predictions per batched POST")
     parser.add_argument("--baseline", default=BASELINE)
-    parser.add_argument("--modes", default="before,after,batched")
+    parser.add_argument("--modes", default="before,after,batched,gateway")
     parser.add_argument("--joint", type=float, default=0.0, metavar="SECONDS",
                         help="the joint run (gateway feeding the monitor) for SECONDS instead of the monitor alone")
     args = parser.parse_args()
@@ -394,14 +422,19 @@ def main() -> None:
             plan.append(("after, binary (KServe agent)", None, 0))
         if "batched" in modes:
             plan.append((f"after, batched ({args.batch}/POST)", None, args.batch))
-        results = []
+        results, gateway = [], []
+        if "gateway" in modes:
+            fast_registry, fast_rows = prepare_fast_path(root)
         for run in range(args.runs):
+            if "gateway" in modes:
+                gateway.append(run_gateway_alone(fast_registry, fast_rows, args.seconds, args.connections, root,
+                                                 args.warmup))
             for i, (label, src, batch) in enumerate(plan):
                 store = root / f"store-{run}-{i}"
                 results.append(run_mode(label, src, registry, scripts[batch], args.seconds, args.connections, batch,
                                         store, config, args.warmup))
                 time.sleep(1)
-    console.print(table(results, args.seconds, args.connections, args.batch))
+    console.print(table(results, args.seconds, args.connections, args.batch, gateway))
     console.print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
                   f"{os.cpu_count()} cores shared by wrk and the monitor (monitor CPU per row is the figure other load "
                   f"disturbs least); load average before {load_before}, "

@@ -152,9 +152,17 @@ def trigger_state(status: dict) -> dict:
     return {k: trigger.get(k) for k in TRIGGER_FIELDS}
 
 
-def test_sigkill_under_load_loses_no_acknowledged_row_or_label(world, tmp_path) -> None:
+@pytest.fixture()
+def monitor(world, tmp_path):
+    """The monitor process of a test; killed at the end if a failed assertion left it running."""
+    process = MonitorProcess(tmp_path, world["registry"])
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        process.kill()
+
+
+def test_sigkill_under_load_loses_no_acknowledged_row_or_label(world, monitor) -> None:
     rng = random.Random(SEED)
-    monitor = MonitorProcess(tmp_path, world["registry"])
     acked_pairs, acked_labels, refused, held = [], [], [], []
     states: list[tuple[str, dict]] = []
     stopped_state = None

@@ -465,9 +465,12 @@ class Monitor:
 
     def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
         """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
-        by_id = {s["id"]: s for s in read_summaries(self.root).get(model, [])[-KEEP_WINDOWS:]}
         # A copy first: this runs in a worker thread while the event loop may append a closing window.
-        by_id |= {w.id: w.summary(labels) for w in list(self.windows.get(model, ()))}
+        in_memory = list(self.windows.get(model, ()))
+        # The file holds every summary ever written: read only while memory holds fewer windows than are shown.
+        on_disk = read_summaries(self.root).get(model, [])[-KEEP_WINDOWS:] if len(in_memory) < KEEP_WINDOWS else []
+        by_id = {s["id"]: s for s in on_disk}
+        by_id |= {w.id: w.summary(labels) for w in in_memory}
         return [by_id[i] for i in sorted(by_id)][-KEEP_WINDOWS:]
 
     def _drain_reports(self, model: str) -> list[tuple[WindowRecord, pd.DataFrame, Reference]]:

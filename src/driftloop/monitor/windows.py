@@ -90,8 +90,15 @@ class WindowRecord:
     # For re-rendering the page as labels arrive: the plots' profiles, and the labelled rows it shows.
     profiles: tuple[dict, dict] | None = field(default=None, repr=False)
     page_labelled: int = field(default=0, repr=False)
-    # The last realised quality and the label store (and its generation) it was computed from.
+    # The last realised quality and the label store (and its generation) it was computed from; the summary's
+    # other fields as of the last change to any field (see __setattr__).
     quality_cache: tuple[int, int, dict] | None = field(default=None, repr=False, compare=False)
+    summary_cache: dict | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name not in _CACHES:  # fields are only ever assigned, never changed in place
+            super().__setattr__("summary_cache", None)
 
     @classmethod
     def open(cls, window_id: int, model: str, rows: pd.DataFrame, opened_at: float, reference_version: int,
@@ -134,8 +141,12 @@ class WindowRecord:
 
     def summary(self, labels: LabelStore | None = None) -> dict:
         # Field by field, not asdict(self): that deep-copies the window's thousand keys, versions and
-        # predictions only to drop them, and the index page asks for every window's summary.
-        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_SUMMARISED}
+        # predictions only to drop them. And once until a field changes: the index page asks every window in
+        # memory (up to 200) for its summary whenever one closes.
+        if self.summary_cache is None:
+            self.summary_cache = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                                  if f.name not in _NOT_SUMMARISED}
+        data = dict(self.summary_cache)
         data["quality_metric"] = self.quality_metric
         if labels is not None:
             data["quality"] = self.quality(labels)
@@ -143,7 +154,8 @@ class WindowRecord:
         return data
 
 
-_NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled", "quality_cache")
+_CACHES = ("quality_cache", "summary_cache")
+_NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled", *_CACHES)
 SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
 
 

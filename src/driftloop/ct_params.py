@@ -26,7 +26,8 @@ from driftloop.logger_storage import FORMATS as LOG_FORMATS
 from driftloop.logger_storage import check_uri as check_store_uri
 from driftloop.tasks import ALL_GATE_METRICS, INFER, TASKS
 
-# Choices, named once; training.ESTIMATORS and evaluation.GATE_METRICS are tested to match them.
+# Choices, named once; training.ESTIMATORS is tested to match them, and every task's gate metrics to be
+# ones its evaluation computes.
 ESTIMATOR_NAMES = ("logistic_regression", "ridge", "random_forest", "gradient_boosting", "xgboost")
 AUTO = "auto"  # fit a few candidates, keep the best on a validation split (training.AUTO_CANDIDATES)
 GATE_METRIC_NAMES = (INFER, *ALL_GATE_METRICS)  # auto: the task's own (tasks.GATE_METRICS)

@@ -30,7 +30,6 @@ from driftloop.tasks import (
     LOWER_IS_BETTER as LOWER_IS_BETTER,  # re-exported: the reports and console read it here
 )
 
-GATE_METRICS = ALL_GATE_METRICS
 MAX_ROC_POINTS = 101
 MAX_RESIDUAL_POINTS = 500  # predicted-vs-actual points kept for the report (an even sample of the holdout)
 DECILES = 10
@@ -278,8 +277,8 @@ class GateThresholds:
     max_regression: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.metric not in (INFER, *GATE_METRICS):
-            raise ConfigError(f"gate metric must be one of {', '.join(GATE_METRICS)}, got '{self.metric}'")
+        if self.metric not in (INFER, *ALL_GATE_METRICS):
+            raise ConfigError(f"gate metric must be one of {', '.join(ALL_GATE_METRICS)}, got '{self.metric}'")
         if not 0.0 <= self.min_value <= 1.0:
             raise ConfigError(f"gate minimum must be within [0, 1], got {self.min_value}")
         if not self.max_regression >= 0:  # also refuses NaN, which would pass every comparison

@@ -1,14 +1,15 @@
 """What driftloop's HTTP services check before a handler runs, and the headers every answer carries.
 
-Used by the drift monitor and the model server (gateway and KServe runtime) alike:
+Used by the drift monitor and the model server (gateway and KServe runtime) alike, as one layer
+(:class:`Guard`) that checks, in this order:
 
-* :class:`BodyLimit` — bodies over the limit are 413, whether announced by Content-Length or streamed.
-* :class:`JsonOnly` — a POST must say it carries JSON (``application/json`` or ``…+json``), else 415. A web
+* the token — paths that need a role's token answer 401 without it (compared in constant time);
+* JSON only — a POST must say it carries JSON (``application/json`` or ``…+json``), else 415. A web
   page can send ``text/plain``, form bodies or no content type across origins without asking (a CORS
   "simple request"); a JSON content type needs the server's consent, which these services never give.
-  So no page a user happens to open can post labels or events to a service on their loopback.
-* :class:`BearerAuth` — paths that need a role's token answer 401 without it (compared in constant time).
-* :class:`SecurityHeaders` — ``X-Content-Type-Options: nosniff`` on everything, and on HTML a
+  So no page a user happens to open can post labels or events to a service on their loopback;
+* the body's size — over the limit is 413, whether announced by Content-Length or streamed;
+* and on every answer ``X-Content-Type-Options: nosniff``, and on HTML a
   ``Content-Security-Policy: sandbox allow-scripts``: the page runs in an opaque origin (Evidently's reports
   draw with script, but cannot read or act as the service's origin).
 
@@ -167,29 +168,32 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_guards(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                    tokens: Mapping[str, str | None] | None = None) -> None:
-    """Puts every check of this module in front of ``app``, outermost first: headers, token, content type,
-    size (Starlette runs the middleware added last first)."""
-    for layer, options in _guard_layers(max_body_bytes, tokens):
-        app.add_middleware(layer, **options)
+    """Puts every check of this module (:class:`Guard`) in front of ``app``, and driftloop's error answers."""
+    app.add_middleware(Guard, max_body_bytes=max_body_bytes, tokens=tokens)
     install_error_handlers(app)
 
 
 def guard_asgi(app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                tokens: Mapping[str, str | None] | None = None) -> ASGIApp:
-    """The checks of :func:`install_guards`, in the same order, around a plain ASGI app: for an endpoint
-    called so often that FastAPI's own per-request layers cost more than its work."""
-    return _Guarded(app, max_body_bytes, {path: token for path, token in (tokens or {}).items() if token})
+    """The same checks around a plain ASGI app: for an endpoint called so often that FastAPI's own
+    per-request layers cost more than its work."""
+    return Guard(app, max_body_bytes=max_body_bytes, tokens=tokens)
 
 
-class _Guarded:
-    """:func:`install_guards`' layers as one: the same checks in the same order (token 401, content type
-    415, size 413, then ``nosniff`` and the CSP on the answer), with one pass over the headers and no
-    wrapper around ``receive`` unless the body's size is not announced. Four nested layers cost a monitor
-    taking thousands of events a second a tenth of its CPU."""
+class Guard:
+    """Every check, in this order: the path's token (401), a JSON content type on a body (415), the body's
+    size (413, announced or streamed), then ``nosniff`` (and the CSP on HTML) on whatever is answered.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, tokens: Mapping[str, str]) -> None:
-        self.app, self.limit = app, BodyLimit(app, max_bytes)
-        self.tokens = {path: token.encode() for path, token in tokens.items()}
+    One layer with one pass over the headers, and no wrapper around ``receive`` unless the body's size is
+    not announced: as four nested layers, the checks cost a monitor taking thousands of events a second a
+    tenth of its CPU, and the gateway about as much per prediction.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 tokens: Mapping[str, str | None] | None = None) -> None:
+        self.app, self.limit = app, _StreamedBodyLimit(app, max_body_bytes)
+        self.max_bytes = max_body_bytes
+        self.tokens = {path: token.encode() for path, token in (tokens or {}).items() if token}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -210,25 +214,17 @@ class _Guarded:
         secured = _secured_send(send)
         expected = self.tokens.get(scope.get("path", ""))
         if expected is not None and not bearer_matches(authorization, expected):
-            await _unauthorised(secured, scope["path"])
+            await send_error(secured, 401, f"{scope['path']} needs a valid bearer token",
+                             [(b"www-authenticate", b'Bearer realm="driftloop"')])
         elif scope["method"] in _BODY_METHODS and not is_json_media_type(content_type):
-            await _not_json(secured)
+            await send_error(secured, 415, "send the body as JSON with content-type: application/json")
         elif length is not None and length.isdigit() and not chunked:  # the server reads that many bytes
-            if int(length) > self.limit.max_bytes:
-                await _too_large(secured, self.limit.max_bytes)
+            if int(length) > self.max_bytes:
+                await _too_large(secured, self.max_bytes)
             else:
                 await self.app(scope, receive, secured)
         else:  # streamed: counted as it arrives
             await self.limit(scope, receive, secured)
-
-
-def _guard_layers(max_body_bytes: int, tokens: Mapping[str, str | None] | None) -> list[tuple[type, dict]]:
-    """The guards, innermost first."""
-    layers: list[tuple[type, dict]] = [(BodyLimit, {"max_bytes": max_body_bytes}), (JsonOnly, {})]
-    required = {path: token for path, token in (tokens or {}).items() if token}
-    if required:
-        layers.append((BearerAuth, {"tokens": required}))
-    return [*layers, (SecurityHeaders, {})]
 
 
 async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -239,28 +235,14 @@ async def send_error(send: Send, status: int, message: str, headers: list[tuple[
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers") or []:
-        if key.lower() == name:
-            return value
-    return None
-
-
-class BodyLimit:
-    """Answers 413 to bodies over the limit, whether announced by Content-Length or streamed."""
+class _StreamedBodyLimit:
+    """A body whose size is not announced: counted as it arrives, 413 once it passes the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
-            return
         seen = 0
         too_large = False
 
@@ -309,62 +291,11 @@ def is_json_media_type(value: bytes | None) -> bool:
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-class JsonOnly:
-    """415 for a POST, PUT or PATCH whose content type is not JSON (see the module docstring: CSRF)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] in _BODY_METHODS
-                and not is_json_media_type(_header(scope, b"content-type"))):
-            await _not_json(send)
-            return
-        await self.app(scope, receive, send)
-
-
-async def _not_json(send: Send) -> None:
-    await send_error(send, 415, "send the body as JSON with content-type: application/json")
-
-
 def bearer_matches(presented: bytes | None, expected: bytes) -> bool:
     """Whether an ``Authorization`` header presents ``expected`` as a bearer token."""
     scheme, _, token = (presented or b"").partition(b" ")
     # compare_digest takes as long whatever the first differing byte: no timing oracle.
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
-
-
-async def _unauthorised(send: Send, path: str) -> None:
-    await send_error(send, 401, f"{path} needs a valid bearer token",
-                     [(b"www-authenticate", b'Bearer realm="driftloop"')])
-
-
-class BearerAuth:
-    """401 unless the request presents the token its path requires (``Authorization: Bearer …``)."""
-
-    def __init__(self, app: ASGIApp, tokens: Mapping[str, str]) -> None:
-        self.app = app
-        self.tokens = {path: token.encode() for path, token in tokens.items()}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        expected = self.tokens.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if expected is not None and not bearer_matches(_header(scope, b"authorization"), expected):
-            await _unauthorised(send, scope["path"])
-            return
-        await self.app(scope, receive, send)
-
-
-class SecurityHeaders:
-    """``nosniff`` on every answer; HTML answers are sandboxed (see the module docstring)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, receive, _secured_send(send))
 
 
 def _secured_send(send: Send) -> Send:

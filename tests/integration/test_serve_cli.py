@@ -57,7 +57,7 @@ def test_serve_binds_loopback_and_answers(home) -> None:
                                                           synthetic.TIMESTAMP_COLUMN])
         body = f'{{"instances": {row.to_json(orient="records")}}}'
         url = f"http://127.0.0.1:{port}/v1/models/churn:predict"
-        # `curl -d` sends a form content type, as a web page may without asking: refused (http_guard.JsonOnly).
+        # `curl -d` sends a form content type, as a web page may without asking: refused (http_guard.Guard).
         form = httpx.post(url, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
         response = httpx.post(url, content=body, headers={"content-type": "application/json"})
         assert form.status_code == 415 and "application/json" in form.json()["error"]

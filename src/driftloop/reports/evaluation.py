@@ -47,6 +47,7 @@ from driftloop.reports.html import (
     td,
 )
 from driftloop.reports.svg import Series, unit_square_chart
+from driftloop.serving.labels import UNRECORDED_BINARY_CLASSES
 from driftloop.tasks import BINARY, MULTICLASS, REGRESSION, describe_task, higher_is_better
 
 
@@ -325,7 +326,8 @@ def _charts(report: EvaluationPage, champion_label: str) -> str:
 
 
 def _confusion_matrices(report: EvaluationPage, champion_label: str) -> str:
-    classes = report.facts.classes if len(report.facts.classes) == 2 else ["0", "1"]
+    classes = (report.facts.classes if len(report.facts.classes) == 2
+               else [str(c) for c in UNRECORDED_BINARY_CLASSES])
     blocks = [("candidate", report.evaluation)]
     if report.champion_evaluation is not None:
         blocks.append((champion_label, report.champion_evaluation))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from driftloop.evaluation import Evaluation, GateDecision
 from driftloop.reports.html import BETTER, SAME, WORSE, amount, number, percent, signed
+from driftloop.serving.labels import UNRECORDED_BINARY_CLASSES
 from driftloop.tasks import BINARY, IN_TARGET_UNITS, MULTICLASS, REGRESSION, higher_is_better
 
 # The words a person reads for each score.
@@ -70,7 +71,7 @@ class RunFacts:
     n_train: int | None = None
     champion_version: int | None = None
     target: str = ""
-    classes: list[str] = field(default_factory=lambda: ["0", "1"])
+    classes: list[str] = field(default_factory=lambda: [str(c) for c in UNRECORDED_BINARY_CLASSES])
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -93,12 +93,13 @@ class WindowRecord:
     # The last realised quality and the label store (and its generation) it was computed from; the summary's
     # other fields as of the last change to any field (see __setattr__).
     quality_cache: tuple[int, int, dict] | None = field(default=None, repr=False, compare=False)
-    summary_cache: dict | None = field(default=None, repr=False, compare=False)
+    summary_cache: tuple[int, dict] | None = field(default=None, repr=False, compare=False)
+    changes: int = field(default=0, repr=False, compare=False)  # assignments to the other fields so far
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
         if name not in _CACHES:  # fields are only ever assigned, never changed in place
-            super().__setattr__("summary_cache", None)
+            super().__setattr__("changes", self.__dict__.get("changes", 0) + 1)
 
     @classmethod
     def open(cls, window_id: int, model: str, rows: pd.DataFrame, opened_at: float, reference_version: int,
@@ -143,10 +144,15 @@ class WindowRecord:
         # Field by field, not asdict(self): that deep-copies the window's thousand keys, versions and
         # predictions only to drop them. And once until a field changes: the index page asks every window in
         # memory (up to 200) for its summary whenever one closes.
-        if self.summary_cache is None:
-            self.summary_cache = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-                                  if f.name not in _NOT_SUMMARISED}
-        data = dict(self.summary_cache)
+        cached = self.summary_cache
+        if cached is None or cached[0] != self.changes:
+            # Counted before it is read: a field the event loop assigns meanwhile (this runs in a worker thread)
+            # makes this copy stale at once, never kept as current.
+            changes = self.changes
+            cached = (changes, {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                                if f.name not in _NOT_SUMMARISED})
+            self.summary_cache = cached
+        data = dict(cached[1])
         data["quality_metric"] = self.quality_metric
         if labels is not None:
             data["quality"] = self.quality(labels)
@@ -154,7 +160,7 @@ class WindowRecord:
         return data
 
 
-_CACHES = ("quality_cache", "summary_cache")
+_CACHES = ("quality_cache", "summary_cache", "changes")
 _NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled", *_CACHES)
 SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
 

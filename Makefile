@@ -18,7 +18,7 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -m compileall -q src
+	$(BIN)/python -m compileall -q src components pipelines
 	touch $@
 
 # TASK picks the generated table: binary (churn, the default), multiclass (retention offer), regression (spend).

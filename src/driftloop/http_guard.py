@@ -200,17 +200,18 @@ class Guard:
             await self.app(scope, receive, send)
             return
         length = content_type = authorization = None
-        chunked = False
-        for key, value in scope["headers"]:
+        streamed = False  # the body's size is counted as it arrives, not taken from Content-Length
+        for key, value in scope["headers"]:  # the first of a repeated header counts, as Starlette reads it
             key = key.lower()
             if key == b"content-length":
-                length = value
+                streamed = streamed or length is not None  # two lengths: trust neither
+                length = length or value
             elif key == b"content-type":
-                content_type = value
+                content_type = content_type or value
             elif key == b"authorization":
-                authorization = value
+                authorization = authorization or value
             elif key == b"transfer-encoding":
-                chunked = True
+                streamed = True
         secured = _secured_send(send)
         expected = self.tokens.get(scope.get("path", ""))
         if expected is not None and not bearer_matches(authorization, expected):
@@ -218,7 +219,7 @@ class Guard:
                              [(b"www-authenticate", b'Bearer realm="driftloop"')])
         elif scope["method"] in _BODY_METHODS and not is_json_media_type(content_type):
             await send_error(secured, 415, "send the body as JSON with content-type: application/json")
-        elif length is not None and length.isdigit() and not chunked:  # the server reads that many bytes
+        elif length is not None and length.isdigit() and not streamed:  # the server reads that many bytes
             if int(length) > self.max_bytes:
                 await _too_large(secured, self.max_bytes)
             else:

@@ -43,7 +43,7 @@ def _middleware_app() -> FastAPI:
     return app
 
 
-def _call(app, headers: dict[str, str], chunks: list[bytes],
+def _call(app, headers: dict[str, str] | list[tuple[str, str]], chunks: list[bytes],
           method: str = "POST") -> tuple[int, dict[bytes, bytes], bytes]:
     async def run():
         pending = list(chunks)
@@ -62,7 +62,8 @@ def _call(app, headers: dict[str, str], chunks: list[bytes],
         scope = {"type": "http", "method": method, "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
                  "root_path": "", "scheme": "http", "http_version": "1.1", "client": ("127.0.0.1", 5000),
                  "server": ("127.0.0.1", 8090),
-                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+                 "headers": [(k.encode(), v.encode()) for k, v in (headers.items() if isinstance(headers, dict)
+                                                                    else headers)]}
         await app(scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -89,6 +90,9 @@ CASES = {  # headers, body chunks, status, body answered
     # A Content-Length beside chunked framing is not trusted: the body is counted as it arrives.
     "chunked with a small length": (GOOD | {"transfer-encoding": "chunked", "content-length": "5"},
                                     [b"x" * 60, b"x" * 60], 413, TOO_LARGE),
+    # Two Content-Lengths: neither is trusted, the body is counted (the first one alone would pass).
+    "two lengths": ([*GOOD.items(), ("content-length", "5"), ("content-length", "200")], [b"x" * 60, b"x" * 60],
+                    413, TOO_LARGE),
     "streamed within the limit": (GOOD | {"transfer-encoding": "chunked"}, [b"x" * 40, b"x" * 40], 202,
                                   b'{"bytes": 80}'),
     "cloudevents batch type": (GOOD | {"content-type": "application/cloudevents-batch+json", "content-length": "3"},

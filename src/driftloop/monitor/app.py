@@ -512,6 +512,7 @@ class Monitor:
                      # Now, while traffic is starting, not in the first window's verdict, when the GIL it
                      # holds for seconds would stall the events arriving at full rate.
                      asyncio.create_task(asyncio.to_thread(load_evidently))]
+            tasks[-1].add_done_callback(_log_failure("importing Evidently"))
             if self.kserve_store is not None:
                 tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield
@@ -621,6 +622,7 @@ class _EventsEndpoint:
         # The CloudEvent headers (all an event keeps) and the content type; ASGI names come lower-cased.
         headers, content_type = {}, None
         for name, value in scope["headers"]:
+            name = name.lower()  # ASGI servers should lower-case them; not every one must
             if name.startswith(b"ce-"):
                 headers[name.decode("latin-1")] = value.decode("latin-1")
             elif name == b"content-type":
@@ -640,6 +642,16 @@ class _EventsEndpoint:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
+
+
+def _log_failure(what: str):
+    """A done-callback that logs a background task's failure (it has no one to raise it to)."""
+
+    def done(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("monitor: %s failed: %s", what, task.exception())
+
+    return done
 
 
 def _media_type(value: str | None) -> str:

@@ -10,6 +10,7 @@ their retention.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -85,6 +86,9 @@ def parse_labels(items: list, model: str | None = None, numbers: bool = False) -
 Taken = list[pd.DataFrame]
 
 
+_STORE_NUMBERS = itertools.count(1)
+
+
 class LabelStore:
     """Labels by row key, persisted as Parquet parts."""
 
@@ -98,8 +102,9 @@ class LabelStore:
         self._disk = threading.Lock()  # the set of parts: written, compacted, removed
         self.compactions = 0
         # Moves on whenever a label is added or forgotten: what has been computed from the labels at one
-        # generation (a window's realised quality) holds until it changes.
+        # generation (a window's realised quality) holds until it changes. ``identity`` tells stores apart.
         self.generation = 0
+        self.identity = next(_STORE_NUMBERS)
         for part in self._parts():
             self._load(_read_part(part))
 

@@ -9,6 +9,7 @@ learned — because labels arrive after the window has closed and quality is rec
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import time
 from dataclasses import dataclass, field, fields
@@ -92,14 +93,16 @@ class WindowRecord:
     page_labelled: int = field(default=0, repr=False)
     # The last realised quality and the label store (and its generation) it was computed from; the summary's
     # other fields as of the last change to any field (see __setattr__).
-    quality_cache: tuple[int, int, dict] | None = field(default=None, repr=False, compare=False)
+    quality_cache: tuple[int, int, int, dict] | None = field(default=None, repr=False, compare=False)
     summary_cache: tuple[int, dict] | None = field(default=None, repr=False, compare=False)
     changes: int = field(default=0, repr=False, compare=False)  # assignments to the other fields so far
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
         if name not in _CACHES:  # fields are only ever assigned, never changed in place
-            super().__setattr__("changes", self.__dict__.get("changes", 0) + 1)
+            # A number never given before, not a +1: the event loop and the report worker both assign fields,
+            # and a late write of a count could bring back a value a cached copy is keyed by.
+            super().__setattr__("changes", next(_CHANGE_NUMBERS))
 
     @classmethod
     def open(cls, window_id: int, model: str, rows: pd.DataFrame, opened_at: float, reference_version: int,
@@ -123,11 +126,11 @@ class WindowRecord:
 
         Kept until a label arrives or is forgotten: the index asks every window in memory for it whenever
         a window closes."""
-        seen = (id(labels), labels.generation)
-        if self.quality_cache is None or self.quality_cache[:2] != seen:
+        seen = (labels.identity, labels.generation, self.changes)  # read before the labels are
+        if self.quality_cache is None or self.quality_cache[:3] != seen:
             frame = pd.DataFrame({"key": self.keys, "version": self.versions, "prediction": self.predictions})
             self.quality_cache = (*seen, realised_quality(frame, labels, self.task, self.classes))
-        return copy.deepcopy(self.quality_cache[2])
+        return copy.deepcopy(self.quality_cache[3])
 
     @property
     def signal(self) -> bool:
@@ -141,6 +144,8 @@ class WindowRecord:
         return "; ".join(causes + ([self.quality_reason] if self.quality_dropped and self.quality_reason else []))
 
     def summary(self, labels: LabelStore | None = None) -> dict:
+        """The window as its summary line and the index show it. The nested values are shared with the cached
+        copy: read them, never change them."""
         # Field by field, not asdict(self): that deep-copies the window's thousand keys, versions and
         # predictions only to drop them. And once until a field changes: the index page asks every window in
         # memory (up to 200) for its summary whenever one closes.
@@ -161,6 +166,7 @@ class WindowRecord:
 
 
 _CACHES = ("quality_cache", "summary_cache", "changes")
+_CHANGE_NUMBERS = itertools.count(1)
 _NOT_SUMMARISED = ("keys", "versions", "predictions", "classes", "profiles", "page_labelled", *_CACHES)
 SUMMARIES_DIR = "windows"  # <store>/windows/<model>.jsonl: one line per summary written, the last per id counts
 

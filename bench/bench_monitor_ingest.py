@@ -56,12 +56,11 @@ from pathlib import Path
 
 import httpx
 from _net import wait_for_port
-from bench_monitor import baseline_source, gateway_counters, monitor_status, prepare, rows_on_disk
+from bench_monitor import MODEL, baseline_source, gateway_counters, monitor_status, prepare, rows_on_disk
 from rich.console import Console
 from rich.table import Table
 
 BASELINE = "92317d3"  # main when the ingest work began (#15): a DataFrame per event pair
-MODEL = "churn"
 
 # One Lua state per wrk thread; every request() call sends the next half of the current pair, or (batched)
 # a CloudEvents batch of `batch` pairs. Ids are unique per thread and run.
@@ -253,26 +252,14 @@ def prepare_fast_path(root: Path) -> tuple[str, list[dict]]:
     """A registry whose production version was registered by the CT pipeline's register step, so the gateway
     scores with its verified fast path (as ``driftloop serve`` does for every version the pipeline registers);
     single rows of a fresh sample to request."""
-    from driftloop import steps, synthetic
-    from driftloop.data import infer_spec
-    from driftloop.evaluation import GateDecision, evaluate_model
-    from driftloop.registry import LocalRegistry
-    from driftloop.training import save_model, train_model
-    from driftloop.validation import validate_table
+    from bench_serving import register_fast_path_version
 
-    registry = LocalRegistry(root / "registry-fast")
-    frame = synthetic.generate(3000, seed=1)
-    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
-    frame, _, spec = validate_table(frame, spec)
-    frame.to_parquet(root / "fast-data.parquet", index=False)
-    trained = train_model(frame, spec, "logistic_regression", seed=1)
-    save_model(trained.model, root / "fast-model")
-    trained.holdout_frame.to_parquet(root / "fast-holdout.parquet", index=False)
-    evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
-    decision = GateDecision(True, ["bench"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
-    outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
-    steps.register(str(root / "fast-model"), str(root / "fast-data.parquet"), spec.to_json(), outcome,
-                   str(registry.root), MODEL, {"run_id": "bench-joint"}, holdout_path=str(root / "fast-holdout.parquet"))
+    from driftloop import synthetic
+    from driftloop.registry import LocalRegistry
+
+    (root / "fast").mkdir(exist_ok=True)
+    registry = LocalRegistry(root / "fast" / "registry")
+    spec, _ = register_fast_path_version(registry, root / "fast", seed=1)
     registry.promote(MODEL, 1, actor="bench")
     fast_path = registry.get_version(MODEL, 1).lineage.get("fast_path", {})
     if fast_path.get("status") != "accepted":

@@ -157,32 +157,41 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def _register(root: Path) -> tuple[str, list[dict]]:
-    """A registry with v1 in production and v2 (trained on shifted rows) as a 10 % canary, both registered by the
-    CT pipeline's register step (fast path compiled and checked); complete request rows."""
+def register_fast_path_version(registry, root: Path, seed: int, shift: float = 0.0):
+    """Trains a logistic regression on generated churn rows (``covariate_shift`` = ``shift``) and registers it
+    through the CT pipeline's register step, so its fast path is compiled and checked as in a real run;
+    returns the spec and the validated training rows."""
     from driftloop import steps, synthetic
     from driftloop.data import infer_spec
     from driftloop.evaluation import GateDecision, evaluate_model
-    from driftloop.registry import CANARY, PRODUCTION, LocalRegistry
     from driftloop.training import save_model, train_model
     from driftloop.validation import validate_table
+
+    frame = synthetic.generate(3000, seed=seed, covariate_shift=shift)
+    spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
+    frame, _, spec = validate_table(frame, spec)
+    frame.to_parquet(root / f"data{seed}.parquet", index=False)
+    trained = train_model(frame, spec, "logistic_regression", seed=1)
+    save_model(trained.model, root / f"m{seed}")
+    trained.holdout_frame.to_parquet(root / f"holdout{seed}.parquet", index=False)
+    evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
+    decision = GateDecision(True, ["bench"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
+    outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
+    steps.register(str(root / f"m{seed}"), str(root / f"data{seed}.parquet"), spec.to_json(), outcome,
+                   str(registry.root), MODEL, {"run_id": f"bench-{seed}"},
+                   holdout_path=str(root / f"holdout{seed}.parquet"))
+    return spec, frame
+
+
+def _register(root: Path) -> tuple[str, list[dict]]:
+    """A registry with v1 in production and v2 (trained on shifted rows) as a 10 % canary, both registered by the
+    CT pipeline's register step (fast path compiled and checked); complete request rows."""
+    from driftloop.registry import CANARY, PRODUCTION, LocalRegistry
 
     registry = LocalRegistry(root / "registry")
     rows: list[dict] = []
     for seed, shift in ((1, 0.0), (2, 0.6)):
-        frame = synthetic.generate(3000, seed=seed, covariate_shift=shift)
-        spec = infer_spec(frame, synthetic.TARGET, synthetic.ID_COLUMN, synthetic.TIMESTAMP_COLUMN)
-        frame, _, spec = validate_table(frame, spec)
-        frame.to_parquet(root / f"data{seed}.parquet", index=False)
-        trained = train_model(frame, spec, "logistic_regression", seed=1)
-        save_model(trained.model, root / f"m{seed}")
-        trained.holdout_frame.to_parquet(root / f"holdout{seed}.parquet", index=False)
-        evaluation = evaluate_model(trained.model, trained.holdout_frame, spec)
-        decision = GateDecision(True, ["bench"], "roc_auc", evaluation.metrics["roc_auc"], None, None, {})
-        outcome = json.dumps({"evaluation": evaluation.to_dict(), "decision": decision.to_dict()})
-        steps.register(str(root / f"m{seed}"), str(root / f"data{seed}.parquet"), spec.to_json(), outcome,
-                       str(registry.root), MODEL, {"run_id": f"bench-{seed}"},
-                       holdout_path=str(root / f"holdout{seed}.parquet"))
+        spec, frame = register_fast_path_version(registry, root, seed, shift)
         if not rows:
             rows = json.loads(frame[spec.feature_names].dropna().head(32).to_json(orient="records"))
         if seed == 1:  # the same Pipeline file without a fast path: what a version serves when none was accepted

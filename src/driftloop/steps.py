@@ -51,7 +51,7 @@ from driftloop.reports import (
 )
 from driftloop.serving.labels import served_classes
 from driftloop.tasks import INFER, gate_metric_for
-from driftloop.validation import ValidationReport, validate_table
+from driftloop.validation import Check, ValidationReport, recent_rows, validate_table
 
 REFERENCE_SAMPLE_ROWS = 5000
 
@@ -122,10 +122,11 @@ def load_and_validate(
     if recent_path:
         recent = pd.DataFrame(columns=clean.columns)
         if recent_uri:
-            recent_frame, _ = load_table(recent_uri)
-            recent, _, _ = validate_table(recent_frame, spec)  # the same features and labels, no range checks
-            if spec.is_classification:  # judged on the classes the new version learns (a newer one waits for more rows)
-                recent = recent[recent[spec.target].isin(spec.target_classes)].reset_index(drop=True)
+            try:
+                recent = recent_rows(load_table(recent_uri)[0], spec)
+            except DataValidationError as exc:  # the retrain goes on, judged on the holdout alone
+                report.checks.append(Check(exc.column or "", "recent rows", "warn",
+                                           f"the recent rows cannot be used: {exc.problem}"))
         Path(recent_path).parent.mkdir(parents=True, exist_ok=True)
         recent.to_parquet(recent_path, index=False)
     _write_text(report_path, validation_report_html(page))

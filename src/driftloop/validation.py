@@ -110,6 +110,32 @@ def validate_table(
     return frame, report, spec
 
 
+def recent_rows(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The labelled rows of a retrain's recent slice that the new version can be judged on: the spec's features
+    and types, a label (classification: one of the classes the version learned; regression: a number). No range,
+    balance or class-size checks: the slice is a few hundred of the newest rows, and a class that is new or
+    still rare in it waits for more rows rather than failing the retrain.
+
+    Raises:
+        DataValidationError: a feature is missing or cannot be read as its type.
+    """
+    if spec.target not in frame.columns:
+        raise DataValidationError(spec.target, "target column is missing")
+    rows = coerce_to_spec(frame, spec)
+    target = rows[spec.target]
+    if spec.task == REGRESSION:
+        rows = rows.assign(**{spec.target: _target_numbers(target)})
+        keep = rows[spec.target].notna()
+    else:
+        keep = target.isin(spec.target_classes)
+    return rows[keep].reset_index(drop=True)
+
+
+def _target_numbers(target: pd.Series) -> pd.Series:
+    """A regression target as numbers; NaN where a value is not one (text, and booleans, which are labels)."""
+    return target * float("nan") if pd.api.types.is_bool_dtype(target) else pd.to_numeric(target, errors="coerce")
+
+
 def _raise_first_failure(report: ValidationReport) -> None:
     if report.failures:
         first = report.failures[0]
@@ -200,7 +226,7 @@ def _check_classes(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationRep
 def _check_regression_target(frame: pd.DataFrame, spec: DatasetSpec, report: ValidationReport) -> pd.DataFrame:
     """A regression target as numbers: text in it, or a single value, is a failure naming the first bad row."""
     target = frame[spec.target]
-    numbers = pd.to_numeric(target, errors="coerce") if not pd.api.types.is_bool_dtype(target) else target * float("nan")
+    numbers = _target_numbers(target)
     bad = numbers.isna()
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])

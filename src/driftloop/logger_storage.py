@@ -16,7 +16,6 @@ so driftloop always sets it (:data:`STORE_PATH`). The monitor reads every object
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -37,6 +36,12 @@ def check_uri(uri: str) -> str | None:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
         return f"must be an s3://bucket/prefix URI, got '{uri}'"
+    # The agent cleans the path as Go's path.Join does; the monitor lists it as written. Where the two would
+    # differ ("a//b", "./a", "a/../b"), logs would be written and never read.
+    prefix = parsed.path.removeprefix("/").rstrip("/")  # one slash after the bucket, and a trailing one, are fine
+    segments = prefix.split("/") if prefix else []
+    if any(segment in ("", ".", "..") for segment in segments):
+        return f"must be an s3://bucket/prefix URI whose prefix has no empty, '.' or '..' segments, got '{uri}'"
     return None
 
 
@@ -48,11 +53,10 @@ def list_prefix(uri: str) -> str:
     return f"{path}/" if path else ""
 
 
-def object_prefix(uri: str, namespace: str, inference_service: str, component: str = COMPONENT,
-                  store_path: str = STORE_PATH) -> str:
-    """The key prefix (no bucket) under which one InferenceService's component writes (``getObjectPrefix``)."""
-    parts = [urlparse(uri).path.lstrip("/"), namespace, inference_service, component, store_path]
-    return posixpath.normpath(posixpath.join(*[p for p in parts if p])).lstrip("/")
+def object_prefix(uri: str, namespace: str, inference_service: str) -> str:
+    """The key prefix (no bucket) under which one InferenceService's predictor writes (``getObjectPrefix``)."""
+    return "/".join(p for p in (list_prefix(uri).rstrip("/"), namespace, inference_service, COMPONENT, STORE_PATH)
+                    if p)
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,11 @@ class LogObject:
         return f"{self.prefix}/{self.event_id}-{self.kind}.{self.extension}"
 
 
-def object_key(uri: str, namespace: str, inference_service: str, component: str, event_id: str, req_type: str,
-               extension: str, store_path: str = STORE_PATH) -> str:
+def object_key(uri: str, namespace: str, inference_service: str, event_id: str, req_type: str, extension: str) -> str:
     """The object key (no bucket) of a batch whose first record has ``event_id`` and ``req_type`` (the
     CloudEvent type; its part after the last ``.`` names the half)."""
     kind = req_type.rsplit(".", 1)[-1]
-    prefix = object_prefix(uri, namespace, inference_service, component, store_path)
-    return LogObject(prefix, event_id, kind, extension).key
+    return LogObject(object_prefix(uri, namespace, inference_service), event_id, kind, extension).key
 
 
 def parse_key(key: str) -> LogObject | None:

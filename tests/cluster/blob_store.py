@@ -43,7 +43,7 @@ _COLUMNS = ("url", "bytes", "contentType", "reqType", "id", "sourceUri", "infere
 
 
 def is_blob_url(url: str) -> bool:
-    return url.startswith(_BLOB_PREFIXES) and not url.startswith("http")
+    return url.startswith(_BLOB_PREFIXES)
 
 
 @dataclass(frozen=True)

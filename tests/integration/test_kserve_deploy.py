@@ -105,6 +105,9 @@ def test_a_storage_logger_is_what_kserves_agent_needs_to_write_blobs(config) -> 
 @pytest.mark.parametrize("settings, message", [
     ({"logger_url": CONFIG.logger_url, "logger_storage": "s3://driftloop/payload-logs"}, "exclude each other"),
     ({"logger_storage": "http://minio:9000/payload-logs"}, "logger_storage must be an s3://bucket/prefix URI"),
+    # The agent would write under a cleaned path the monitor never lists.
+    ({"logger_storage": "s3://driftloop/logs/../other"}, "no empty, '.' or '..' segments"),
+    ({"logger_storage": "s3://driftloop//logs"}, "no empty, '.' or '..' segments"),
     ({"logger_storage": "s3://driftloop/p", "logger_storage_format": "avro"}, "logger_storage_format must be one of"),
     ({"logger_storage": "s3://driftloop/p", "logger_batch_size": 0}, "logger_batch_size must be >= 1"),
 ])

@@ -201,7 +201,7 @@ def write_like_kserves_agent(world: World) -> int:
     written = 0
     for i, row in enumerate(rows):
         for kind, body in ((REQUEST_TYPE, {"instances": [row]}), (RESPONSE_TYPE, {"predictions": [0]})):
-            key = object_key(f"s3://{world.bucket}/{PAYLOAD_LOGS}", "ml", MODEL, "predictor", f"logged-{i}", kind,
+            key = object_key(f"s3://{world.bucket}/{PAYLOAD_LOGS}", "ml", MODEL, f"logged-{i}", kind,
                              "json")
             s3.put_object(Bucket=world.bucket, Key=key, Body=orjson.dumps(kserve_record(f"logged-{i}", kind, body)))
             written += 1

@@ -3,7 +3,7 @@ KServe backend (InferenceServices, Serverless or Standard mode), chosen by confi
 
 from __future__ import annotations
 
-from driftloop.ct_params import default_of
+from driftloop.ct_params import LOGGER_SETTINGS, default_of
 from driftloop.deploy.base import Deployment, DeploymentError, RolloutStart, ServedTraffic
 from driftloop.registry import ModelRegistry
 
@@ -22,6 +22,9 @@ def open_deployment(registry: ModelRegistry, target: str, *, actor: str = "drift
         logger: KServe's payload logger: ``logger_url``, ``logger_storage``, ``logger_storage_format``,
             ``logger_storage_account``, ``logger_batch_size`` (the CT parameters; their defaults when left out).
     """
+    unknown = set(logger) - set(LOGGER_SETTINGS)
+    if unknown:  # a caller's typo, not a user's: as an unknown keyword argument would be
+        raise TypeError(f"open_deployment() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     if target == "local":
         from driftloop.deploy.local import LocalDeployment
 

@@ -119,8 +119,9 @@ def deployment_for(registry: ModelRegistry, model: str | None, actor: str, *, co
     request recorded it, with every setting given here (not None) taking precedence.
 
     Args:
-        serving: ``target``, ``namespace``, ``deployment_mode``, ``service_account``, ``logger_url``,
-            ``ready_timeout`` (as :func:`~driftloop.deploy.open_deployment` takes them).
+        serving: ``target``, ``namespace``, ``deployment_mode``, ``service_account``, ``ready_timeout`` and the
+            payload logger's settings (:data:`~driftloop.ct_params.LOGGER_SETTINGS`), as
+            :func:`~driftloop.deploy.open_deployment` takes them.
     """
     from driftloop.deploy import open_deployment
 

@@ -68,15 +68,24 @@ def _at_least_one(value: Any) -> str | None:
 
 
 # The payload logger's settings, which ServingConfig and the deploy step take under the same names.
-LOGGER_SETTINGS = ("logger_url", "logger_storage", "logger_storage_format", "logger_storage_account",
-                   "logger_batch_size")
+_STORE_ONLY = ("logger_storage_format", "logger_storage_account", "logger_batch_size")  # mean nothing without a store
+LOGGER_SETTINGS = ("logger_url", "logger_storage", *_STORE_ONLY)
 
 
-def logger_sink_problem(logger_url: str, logger_storage: str) -> str | None:
-    """Both payload-log sinks set: KServe's agent takes one ``logger.url``, an HTTP receiver or a blob store."""
-    if logger_url and logger_storage:
+def logger_sink_problem(settings: Any) -> str | None:
+    """What is wrong with the payload logger's settings taken together (``settings`` has the attributes of
+    :data:`LOGGER_SETTINGS`): KServe's agent takes one ``logger.url``, an HTTP receiver or a blob store, and the
+    storage settings mean nothing without the store."""
+    if settings.logger_url and settings.logger_storage:
         return ("logger_url and logger_storage exclude each other: KServe's agent sends to one logger url, the "
                 "monitor's /events or an object store the monitor reads (kserve_store)")
+    if not settings.logger_storage:
+        ignored = [name for name in _STORE_ONLY if getattr(settings, name) != default_of(name)]
+        if ignored:
+            verb = "applies" if len(ignored) == 1 else "apply"
+            return f"{', '.join(ignored)} {verb} only with logger_storage (an object store for the payload log)"
+    elif not settings.logger_storage_account:
+        return "logger_storage needs logger_storage_account: the ServiceAccount whose Secret holds the store's keys"
     return None
 
 
@@ -252,7 +261,7 @@ class CTParams:
             except ConfigError as exc:
                 found.append(f"estimator_params: {exc}")
         found.extend(self._task_problems())
-        sinks = logger_sink_problem(self.logger_url, self.logger_storage)
+        sinks = logger_sink_problem(self)
         if sinks:
             found.append(sinks)
         if self.serve_target == "local" and self.rollout_prometheus:

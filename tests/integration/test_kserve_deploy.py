@@ -108,6 +108,9 @@ def test_a_storage_logger_is_what_kserves_agent_needs_to_write_blobs(config) -> 
     # The agent would write under a cleaned path the monitor never lists.
     ({"logger_storage": "s3://driftloop/logs/../other"}, "no empty, '.' or '..' segments"),
     ({"logger_storage": "s3://driftloop//logs"}, "no empty, '.' or '..' segments"),
+    # Store settings without a store would be silently ignored; a store without an account has no keys.
+    ({"logger_url": CONFIG.logger_url, "logger_batch_size": 50}, "logger_batch_size applies only with logger_storage"),
+    ({"logger_storage": "s3://driftloop/p", "logger_storage_account": ""}, "needs logger_storage_account"),
     ({"logger_storage": "s3://driftloop/p", "logger_storage_format": "avro"}, "logger_storage_format must be one of"),
     ({"logger_storage": "s3://driftloop/p", "logger_batch_size": 0}, "logger_batch_size must be >= 1"),
 ])

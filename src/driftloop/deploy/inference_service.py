@@ -88,7 +88,7 @@ class ServingConfig:
                               f"got '{self.deployment_mode}'")
         for name in LOGGER_SETTINGS:
             check_value(name, getattr(self, name))
-        problem = logger_sink_problem(self.logger_url, self.logger_storage)
+        problem = logger_sink_problem(self)
         if problem:
             raise ConfigError(problem)
 

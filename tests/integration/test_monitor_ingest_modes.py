@@ -84,7 +84,9 @@ def flat(record: dict) -> dict:
             "reqType": record["reqType"], "id": record["id"], "sourceUri": record["sourceUri"],
             "inferenceService": record["inferenceService"], "namespace": record["namespace"],
             "component": record["component"], "endpoint": record["endpoint"],
-            "metadata": json.dumps(record["metadata"]), "annotations": json.dumps(record["annotations"]),
+            # As Go's encoding/json writes a map: compact, keys sorted (tests/cluster/blob_store.py's agent too).
+            "metadata": json.dumps(record["metadata"], separators=(",", ":"), sort_keys=True),
+            "annotations": json.dumps(record["annotations"], separators=(",", ":"), sort_keys=True),
             "certName": "", "tlsSkipVerify": False}
 
 

@@ -124,14 +124,17 @@ def s3_server() -> Iterator[S3Server]:
 
 
 class ServerThread:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread (``http``: uvicorn's HTTP protocol, e.g. a
+    monitor's ``http_protocol()``, as ``driftloop monitor`` runs it)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, http=None) -> None:
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        options = {"http": http} if http is not None else {}
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                     **options))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the CLI imports this module for its token roles; FastAPI co
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 MIN_TOKEN_LENGTH = 16  # shorter secrets can be guessed; `openssl rand -hex 32` gives 64 characters
 REPORT_CSP = "sandbox allow-scripts"
+NOSNIFF = (b"x-content-type-options", b"nosniff")  # on every answer
 
 
 @dataclass(frozen=True)
@@ -213,23 +214,39 @@ class Guard:
             elif key == b"transfer-encoding":
                 streamed = True
         secured = _secured_send(send)
-        expected = self.tokens.get(scope.get("path", ""))
-        if expected is not None and not bearer_matches(authorization, expected):
-            await send_error(secured, 401, f"{scope['path']} needs a valid bearer token",
-                             [(b"www-authenticate", b'Bearer realm="driftloop"')])
-        elif scope["method"] in _BODY_METHODS and not is_json_media_type(content_type):
-            await send_error(secured, 415, "send the body as JSON with content-type: application/json")
-        elif length is not None and length.isdigit() and not streamed:  # the server reads that many bytes
-            if int(length) > self.max_bytes:
-                await _too_large(secured, self.max_bytes)
-            else:
-                await self.app(scope, receive, secured)
+        announced = length if length is not None and length.isdigit() and not streamed else None
+        refused = self.refusal(scope.get("path", ""), scope["method"], content_type, authorization, announced)
+        if refused is not None:
+            await send_error(secured, *refused)
+        elif announced is not None:  # the server reads that many bytes
+            await self.app(scope, receive, secured)
         else:  # streamed: counted as it arrives
             await self.limit(scope, receive, secured)
 
+    def refusal(self, path: str, method: str, content_type: bytes | None, authorization: bytes | None,
+                length: bytes | None) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """What the checks answer before a body is read, as (status, message, extra headers); None to go on.
+
+        Args:
+            length: The body's announced size (Content-Length digits), None when it is streamed.
+        """
+        expected = self.tokens.get(path)
+        if expected is not None and not bearer_matches(authorization, expected):
+            return 401, f"{path} needs a valid bearer token", [(b"www-authenticate", b'Bearer realm="driftloop"')]
+        if method in _BODY_METHODS and not is_json_media_type(content_type):
+            return 415, "send the body as JSON with content-type: application/json", []
+        if length is not None and int(length) > self.max_bytes:
+            return 413, _too_large_message(self.max_bytes), []
+        return None
+
+
+def error_body(message: str) -> bytes:
+    """driftloop's error answer's body: ``{"error": message}``."""
+    return json.dumps({"error": message}).encode()
+
 
 async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
@@ -278,7 +295,11 @@ class _StreamedBodyLimit:
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
-    await send_error(send, 413, f"request body is larger than {max_bytes} bytes")
+    await send_error(send, 413, _too_large_message(max_bytes))
+
+
+def _too_large_message(max_bytes: int) -> str:
+    return f"request body is larger than {max_bytes} bytes"
 
 
 def is_json_media_type(value: bytes | None) -> bool:
@@ -306,7 +327,7 @@ def _secured_send(send: Send) -> Send:
         if message["type"] == "http.response.start":
             headers = [(k, v) for k, v in message.get("headers", [])
                        if k.lower() not in (b"x-content-type-options", b"content-security-policy")]
-            headers.append((b"x-content-type-options", b"nosniff"))
+            headers.append(NOSNIFF)
             content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
             if content_type.split(b";")[0].strip().lower() in (b"text/html", b"application/xhtml+xml"):
                 headers.append((b"content-security-policy", REPORT_CSP.encode()))

@@ -113,11 +113,11 @@ def run_monitor(args: argparse.Namespace) -> int:
     events = f"port {args.events_port}" if args.events_port else "/events"
     print(f"driftloop monitor on http://{args.host}:{args.port} (events: {events}, labels: /feedback, "
           f"status: /status); store {monitor.root}; retrain runner: {config.retrain.runner}", file=sys.stderr)
-    _serve(monitor.app, args.host, args.port, args.events_port)
+    _serve(monitor, args.host, args.port, args.events_port)
     return 0
 
 
-def _serve(app, host: str, port: int, events_port: int | None) -> None:
+def _serve(monitor, host: str, port: int, events_port: int | None) -> None:
     """One server (one lifespan, one event loop) on the API port and, when given, the events port."""
     import socket
 
@@ -127,7 +127,7 @@ def _serve(app, host: str, port: int, events_port: int | None) -> None:
     from driftloop.monitor.guard import EventsPort
 
     if not events_port:
-        uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
+        uvicorn.run(monitor.app, host=host, port=port, http=monitor.http_protocol(), **UVICORN_OPTIONS)
         return
     if events_port == port:
         raise ConfigError("--events-port must differ from --port")
@@ -141,7 +141,8 @@ def _serve(app, host: str, port: int, events_port: int | None) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{number}: {exc.strerror}") from None
         sockets.append(sock)
-    server = uvicorn.Server(uvicorn.Config(EventsPort(app, events_port), **UVICORN_OPTIONS))
+    server = uvicorn.Server(uvicorn.Config(EventsPort(monitor.app, events_port), http=monitor.http_protocol(events_port),
+                                           **UVICORN_OPTIONS))
     server.run(sockets=sockets)
 
 

@@ -164,7 +164,7 @@ def test_a_scored_table_fed_to_the_monitor_becomes_windows_with_drift(world, tmp
     score_table(str(tmp_path / "drifted.parquet"), str(scored), world["registry"], "churn", with_features=True)
     config = MonitorConfig.from_dict({"retrain": {"runner": "none"}, "window": {"rows": 500, "seconds": 3600}})
     monitor = Monitor(world["registry"], tmp_path / "store", config, tick_seconds=0.2)
-    with ServerThread(monitor.app) as server:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server:
         fed = feed_monitor(str(scored), "churn", world["registry"], server.url, event_rows=300)
         deadline = time.monotonic() + 60
         while len(monitor.windows.get("churn", ())) < 2 and time.monotonic() < deadline:
@@ -234,7 +234,7 @@ def test_a_scored_multiclass_or_regression_table_reaches_the_monitor_as_the_gate
     score_table(str(tmp / f"{task}.csv"), str(scored), task_world["registry"], name, with_features=True)
     config = MonitorConfig.from_dict({"retrain": {"runner": "none"}, "window": {"rows": 10_000, "seconds": 3600}})
     monitor = Monitor(task_world["registry"], tmp_path / "store", config, tick_seconds=0.2)
-    with ServerThread(monitor.app) as server:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server:
         fed = feed_monitor(str(scored), name, task_world["registry"], server.url, event_rows=400)
     stored = monitor.store.read(name)
     written = pd.read_csv(scored)[PREDICTION_COLUMN]

@@ -65,7 +65,7 @@ def test_logger_storage_objects_make_the_rows_http_logging_makes(kserve_cluster,
             {**NO_RETRAIN, "kserve_store": {"uri": uri, "poll_seconds": 0.1}}), tick_seconds=3600)
     api = kube.CustomObjectsApi(kserve_cluster.api_client())
     with ExitStack() as stack:
-        servers = {kind: stack.enter_context(ServerThread(monitor.app)) for kind, monitor in monitors.items()}
+        servers = {kind: stack.enter_context(ServerThread(monitor.app, http=monitor.http_protocol())) for kind, monitor in monitors.items()}
         for namespace in namespaces.values():
             stack.callback(kserve_cluster.delete_namespace, namespace)
         _serve(kserve_cluster, api, namespaces["http"], version,

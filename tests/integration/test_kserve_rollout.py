@@ -315,7 +315,7 @@ def _workdir(tmp: Path) -> Path:
 class _MonitorServer:
     def __init__(self, monitor) -> None:
         self.monitor = monitor
-        self._server = ServerThread(monitor.app)
+        self._server = ServerThread(monitor.app, http=monitor.http_protocol())
 
     def __enter__(self):
         return self._server.__enter__()

@@ -28,7 +28,7 @@ def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) ->
     spec = ServedVersion.load(registry, "churn", 1).spec
     monitor = Monitor(registry, tmp_path / "store", tick_seconds=0.2)
     rows = json.loads(frame[spec.feature_names].head(40).to_json(orient="records"))
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         gateway = Gateway(registry, logger_url=receiver.url + "/events")
         with ServerThread(gateway.app) as server, httpx.Client(base_url=server.url) as client:
             answers = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 4]}).json()
@@ -71,7 +71,7 @@ def test_what_the_log_cannot_take_is_503_and_a_restart_brings_back_what_was_ackn
             "ce-id": event_id, "ce-type": kind, "ce-inferenceservicename": "churn", "ce-modelversion": "1",
             "content-type": "application/json"}}
 
-    with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url) as client:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server, httpx.Client(base_url=server.url) as client:
         refused = [client.post("/events", **half("lost", REQUEST_TYPE, {"instances": row})),
                    client.post("/feedback", json=[{"id": "lost", "label": 1}])]
         accepted = [client.post("/events", **half("kept", REQUEST_TYPE, {"instances": row})),

@@ -189,7 +189,7 @@ def test_a_batch_is_acknowledged_only_once_it_is_on_disk(served, tmp_path) -> No
                                 for kind, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response))) + b"]"
 
     headers = {"content-type": BATCH_CONTENT_TYPE}
-    with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url) as client:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server, httpx.Client(base_url=server.url) as client:
         lost = client.post("/events", content=batch(pairs[:5]), headers=headers)
         kept = client.post("/events", content=batch(pairs[5:8]), headers=headers)
         assert monitor.store.read("churn")["event_id"].nunique() == 3  # none of the refused batch was applied

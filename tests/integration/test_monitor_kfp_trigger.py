@@ -51,7 +51,7 @@ def test_a_drift_trigger_submits_a_kfp_run_with_its_table_on_s3(tmp_path, s3_env
         traffic = synthetic.generate(400, seed=5, covariate_shift=0.8, id_offset=50_000)
         plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
                                       timestamp_column="event_time")
-        with ServerThread(monitor.app) as receiver:
+        with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
             with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
                 sent = replay(plan, gateway.url, "churn", rate=500, monitor_url=receiver.url, label_delay=0)
                 assert sent.ok == 400
@@ -104,7 +104,7 @@ def test_a_cluster_retrain_is_judged_by_how_its_rollout_ended(tmp_path, s3_env, 
         traffic = synthetic.generate(300, seed=5, covariate_shift=0.8, id_offset=50_000)
         plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
                                       timestamp_column="event_time")
-        with ServerThread(monitor.app) as receiver:
+        with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
             with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
                 assert replay(plan, gateway.url, "churn", rate=500, monitor_url=receiver.url, label_delay=0).ok == 300
                 wait_for(lambda: (asyncio.run(monitor.tick()) or fake.calls("POST", "runs")), what="a KFP run")

@@ -65,7 +65,7 @@ def test_replay_with_a_shift_halfway_flags_drift_in_the_shifted_half_only(traine
     # Shuffled on disk: replay must put the rows back in time order for the shift to land halfway.
     pd.concat([clean, shifted]).sample(frac=1, random_state=0).to_csv(data_path, index=False)
     monitor = start(registry, tmp_path / "store", trigger={"m": 2, "n": 2, "cooldown_seconds": 3600})
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
             result = run_cli("replay", "--data", str(data_path), "--id-column", "customer_id", "--label-column",
                              "churned", "--timestamp-column", "event_time", "--rate", "400", "--label-delay", "0.2",
@@ -101,7 +101,7 @@ def test_labels_from_a_file_joined_late_update_realised_quality(trained, tmp_pat
     traffic.drop(columns=["churned"]).to_parquet(data_path)
     traffic[["customer_id", "churned"]].to_csv(labels_path, index=False)
     monitor = start(registry, tmp_path / "store")
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
             result = run_cli("replay", "--data", str(data_path), "--id-column", "customer_id", "--timestamp-column",
                              "event_time", "--rate", "500", "--gateway", gateway.url, "--json", timeout=120)
@@ -131,7 +131,7 @@ def test_poisoned_traffic_blocks_the_retrain_and_repeated_failures_stop_it(train
     monitor = start(registry, tmp_path / "store",
                     trigger={"m": 1, "n": 1, "cooldown_seconds": 0, "max_failures": 2})
     before = len(registry.history("churn"))
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
             result = run_cli("replay", "--data", str(data_path), "--id-column", "customer_id", "--label-column",
                              "churned", "--timestamp-column", "event_time", "--rate", "500", "--label-delay", "0",

@@ -48,7 +48,7 @@ def run(tmp_path_factory):
                                       "retrain": {"runner": "none"}, "report_rows": 500})
     store = root / "store"
     monitor = Monitor(registry, store, config, tick_seconds=0.2)
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         with ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway, \
                 httpx.Client(base_url=gateway.url) as client:
             for name, frame in (("clean", clean), ("shifted", shifted)):

@@ -49,7 +49,7 @@ def served(registry, tmp_path):
     config = MonitorConfig.from_dict({"model": "tickets", "window": {"rows": WINDOW, "seconds": 3600, "min_rows": 50},
                                       "trigger": {"m": 1, "n": 1, "min_labels": 100}, "retrain": {"runner": "none"}})
     monitor = Monitor(registry, tmp_path / "store", config, tick_seconds=0.2)
-    with ServerThread(monitor.app) as receiver, \
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver, \
             ServerThread(Gateway(registry, logger_url=receiver.url + "/events").app) as gateway:
         yield monitor, receiver.url, gateway.url
 

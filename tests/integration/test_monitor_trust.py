@@ -71,7 +71,7 @@ def test_a_hostile_category_sent_for_prediction_is_inert_in_the_served_window_re
     # What a path that climbs out of reports/ would reach (the store's root).
     (tmp_path / "store").mkdir(parents=True, exist_ok=True)
     (tmp_path / "store" / "window-000001.html").write_text("not a report: outside reports/")
-    with ServerThread(monitor.app) as receiver:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
         gateway = Gateway(world["registry"], logger_url=receiver.url + "/events", logger_token=EVENTS_TOKEN)
         with ServerThread(gateway.app) as server, httpx.Client(base_url=server.url) as client:
             for i in range(0, 60, 6):
@@ -106,7 +106,7 @@ def test_writes_need_their_roles_token_and_a_json_content_type(world, tmp_path, 
     token_file = tmp_path / "labels-token"
     token_file.write_text(LABELS_TOKEN + "\n")
     request = {"instances": world["rows"][:1]}
-    with ServerThread(monitor.app) as server:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server:
         url = server.url
 
         def post(path: str, **kwargs) -> httpx.Response:
@@ -235,7 +235,7 @@ def test_malformed_requests_to_every_monitor_endpoint_get_4xx_and_it_stays_up(wo
     monitor = _monitor(world, tmp_path, window_rows=100_000)  # no window closes: this is about the HTTP layer
     probes = _monitor_probes(world["rows"])
     answers: list[tuple[int, Probe, str]] = []
-    with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         for probe in probes:
             response = client.request(probe.method, probe.path, content=probe.body, headers=probe.headers)
             answers.append((response.status_code, probe, response.text[:200]))

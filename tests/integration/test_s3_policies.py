@@ -240,7 +240,7 @@ def run_monitor_trigger(world: World, tmp_path: Path, reference_uri: str, log_ob
             traffic = synthetic.generate(300, seed=5, covariate_shift=0.8, id_offset=50_000)
             plan = ReplayPlan.from_tables(traffic, id_column="customer_id", label_column="churned",
                                           timestamp_column="event_time")
-            with ServerThread(monitor.app) as receiver:
+            with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
                 # The gateway stands in for KServe's predictor, which is not an S3 role of the cluster (its
                 # storage initializer is: fetch_like_kserve), so it reads the registry with the admin keys.
                 predictor = Gateway(S3Registry(world.registry_uri, world.admin), logger_url=receiver.url + "/events")

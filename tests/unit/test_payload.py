@@ -186,3 +186,32 @@ def test_v2_json_data_decodes_as_its_arrays_would(inputs) -> None:
         got = direct[name].tolist() if isinstance(direct[name], np.ndarray) else direct[name]
         assert [type(v) for v in got] == [type(v) for v in expected]
         assert pd.Series(got, dtype=object).equals(pd.Series(expected, dtype=object)), name
+
+
+_EDGES = {"age": [53, 61.5, 0, -0.0, 10**400, float("nan"), float("inf"), None, True, "53", [53]],
+          "region": ["west", "", None, 7, True, 1.5],
+          "has_autopay": [True, False, None, 1, "true"]}
+
+
+@pytest.mark.parametrize("feature", sorted(_EDGES))
+def test_a_single_row_decodes_as_the_same_row_inside_a_batch(feature) -> None:
+    """One row takes a shortcut (plain JSON values, one numpy call): it must give what the value-by-value checks
+    give the same row beside another, types and refusals included."""
+    for value in _EDGES[feature]:
+        row = {**ROWS[0], feature: value}
+        alone, in_batch = _decoded_v1([row]), _decoded_v1([row, ROWS[1]])
+        if isinstance(in_batch, str):
+            assert alone == in_batch, value
+            continue
+        assert list(alone) == list(in_batch) == SPEC.feature_names
+        for name, values in in_batch.items():
+            got, expected = list(alone[name]), list(values)[:1]
+            assert [type(v) for v in got] == [type(v) for v in expected], (name, value)
+            assert pd.Series(got, dtype=object).equals(pd.Series(expected, dtype=object)), (name, value)
+
+
+def _decoded_v1(instances: list) -> dict | str:
+    try:
+        return columns_from_payload({"instances": instances}, SPEC)
+    except InvalidInput as exc:
+        return f"InvalidInput: {exc}"

@@ -29,14 +29,16 @@ coordinator (monitor/coordinator.py: trigger policy, retrains, their audit entri
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,7 @@ from driftloop.monitor.analysis import Reference, analyse, prediction_values
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.coordinator import RetrainCoordinator
 from driftloop.monitor.events import EventError, EventJoiner
+from driftloop.monitor.events_http import EventsProtocol
 from driftloop.monitor.guard import EVENTS_PATH, protect, protect_endpoint, report_file, valid_model_name
 from driftloop.monitor.ingest import BatchResult, CheckpointError, Ingest, JournalError
 from driftloop.monitor.kserve_store import KServeStoreSource
@@ -81,6 +84,10 @@ RECENT_ROWS_AT_START = 20_000  # stored rows put back into /quality's recent tra
 # Events that name no version or endpoint (KServe's agent sends an empty endpoint) are attributed with the
 # aliases as read at most this long ago: reading the audit trail for every event cost more than the event.
 ALIASES_MAX_AGE = 1.0
+_ACCEPTED = orjson.dumps({"accepted": True})
+# A model's index page on disk is rewritten at most this often (GET renders it live): at full rate windows close
+# several times a second, and every index lists up to KEEP_WINDOWS windows and reads the audit trail.
+INDEX_EVERY_SECONDS = 5.0
 
 
 class Monitor:
@@ -107,6 +114,8 @@ class Monitor:
         self.labels = LabelStore(self.root)
         self.tick_seconds = tick_seconds
         self.metrics = MonitorMetrics()
+        self._events_accepted, self._events_rejected = (self.metrics.events.labels(outcome)
+                                                        for outcome in ("accepted", "rejected"))
         self.events_received = self.events_rejected = 0
         self.joiner = EventJoiner(self._spec_for, self._version_for, self._endpoint_for,
                                   on_drop=lambda outcome, n: self.metrics.events.labels(outcome).inc(n))
@@ -130,6 +139,9 @@ class Monitor:
         self.pages = Pages(self.root / "reports", registry, self.config.trigger, self.config.report_rows)
         self._reports: asyncio.Queue | None = None
         self._summaries_lock = threading.Lock()  # summaries are appended at close and by the page worker
+        self._index_lock = threading.Lock()  # index pages are written by the page worker, the tick and the stop
+        self._index_written: dict[str, float] = {}  # model → time.monotonic() of its index page's last write
+        self._index_stale: set[str] = set()  # models whose index page on disk lacks a window
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
         summaries = read_summaries(self.root)
@@ -165,49 +177,72 @@ class Monitor:
             self._aliases[model] = (now, aliases)
         return aliases
 
-    async def receive(self, headers: dict[str, str], body: bytes) -> None:
-        """Takes one event half; returns once it is on disk.
+    def take_events(self, content_type: str | None, headers: dict[str, str], body: bytes) -> asyncio.Future:
+        """``POST /events``: takes one binary-mode event half, or a CloudEvents batch (``content_type``
+        ``application/cloudevents-batch+json``); called on the event loop.
 
-        Raises:
-            EventError: the event is malformed (400).
-            JournalError: it could not be written (503; nothing was kept).
+        Args:
+            headers: The request's CloudEvent headers (``ce-*``), lower-cased: all an event keeps.
+
+        Returns:
+            A future of the answer, (status, JSON body): 202 once all of it is on disk (a batch's answer counts
+            its halves and names those refused), 400 for the sender's mistake (nothing of a malformed batch is
+            kept), 503 when it could not be written (nothing was kept).
         """
+        if _media_type(content_type) == BATCH_CONTENT_TYPE:
+            return asyncio.ensure_future(self._take_batch(body))
+        answer = asyncio.get_running_loop().create_future()
         self.events_received += 1
         try:
-            await self.ingest.event(headers, body)
-        except JournalError:
-            raise
-        except (EventError, DriftloopError) as exc:
+            stored = self.ingest.event_nowait(headers, body)
+        except Exception as exc:  # noqa: BLE001 - answered as _event_answer says, like a failure once logged
+            answer.set_result(self._event_answer(exc))
+        else:
+            stored.add_done_callback(partial(self._settle_event, answer))
+        return answer
+
+    def _settle_event(self, answer: asyncio.Future, stored: asyncio.Future) -> None:
+        outcome = self._event_answer(JournalError("the event was not taken in") if stored.cancelled()
+                                     else stored.exception())
+        if not answer.done():  # the sender went away meanwhile; what was stored stays (and is counted)
+            answer.set_result(outcome)
+
+    def _event_answer(self, error: BaseException | None) -> tuple[int, bytes]:
+        if error is None:
+            self._events_accepted.inc()
+            return 202, _ACCEPTED
+        if isinstance(error, JournalError):
+            return 503, orjson.dumps({"error": str(error)})
+        if isinstance(error, EventError | DriftloopError):
             self.events_rejected += 1
-            self.metrics.events.labels("rejected").inc()
-            raise EventError(str(exc)) from None
-        self.metrics.events.labels("accepted").inc()
+            self._events_rejected.inc()
+            log.info("monitor: rejected event: %s", error)
+            return 400, orjson.dumps({"error": str(error)})
+        log.error("monitor: taking an event failed", exc_info=error)
+        return 500, orjson.dumps({"error": f"the monitor failed to take the event ({type(error).__name__}); "
+                                           "see its log"})
 
-    async def receive_batch(self, body: bytes) -> dict:
-        """Takes a CloudEvents batch; returns once all of it is on disk, with how many halves were taken.
-
-        Raises:
-            EventError: the batch is malformed (400; nothing of it was kept).
-            JournalError: it could not be written (503; nothing was kept).
-        """
+    async def _take_batch(self, body: bytes) -> tuple[int, bytes]:
+        """A CloudEvents batch, answered once all of it is on disk (see :meth:`take_events`)."""
         try:
             result = await self.ingest.batch(body)
-        except JournalError:
-            raise
+        except JournalError as exc:
+            return 503, orjson.dumps({"error": str(exc)})
         except (EventError, DriftloopError) as exc:
             self.events_rejected += 1
-            self.metrics.events.labels("rejected").inc()
-            raise EventError(str(exc)) from None
-        return self._count_batch(result)
+            self._events_rejected.inc()
+            log.info("monitor: rejected event batch: %s", exc)
+            return 400, orjson.dumps({"error": str(exc)})
+        return 202, orjson.dumps(self._count_batch(result))
 
     def _count_batch(self, result: BatchResult) -> dict:
         """Counts a batch's halves; its pairs whose request or response did not decode are named."""
         accepted = result.halves - len(result.rejected)
         self.events_received += result.halves
         self.events_rejected += len(result.rejected)
-        self.metrics.events.labels("accepted").inc(accepted)
+        self._events_accepted.inc(accepted)
         if result.rejected:
-            self.metrics.events.labels("rejected").inc(len(result.rejected))
+            self._events_rejected.inc(len(result.rejected))
         return {"accepted": accepted, "rows": sum(len(r) for r in result.rows), "rejected": result.rejected[:20]}
 
     def _on_rows(self, model: str, rows: Rows) -> None:
@@ -372,9 +407,15 @@ class Monitor:
                 with self._rows_lock:
                     if not buffer.due(now):
                         break
-                    rows, _ = buffer.take(now)
+                    chunks, _ = buffer.take_chunks(now)
+                # Built beside the event loop: a thousand rows' DataFrame would hold up the events arriving.
+                rows, rest = await asyncio.to_thread(buffer.split, chunks)
+                with self._rows_lock:
+                    buffer.put_back(rest)
                 await self._close_window(model, rows, now)
         await asyncio.to_thread(self.coordinator.tick, now)
+        if self._index_stale:
+            await asyncio.to_thread(self._write_stale_indexes)
         if self.retention.due(now):
             await asyncio.to_thread(self.retention.apply, now)
 
@@ -457,11 +498,30 @@ class Monitor:
                 self.pages.write_window(record, rows, reference, self.labels, retrain)
             recent = list(self.windows.get(model, ()))[-self.config.trigger.n - 1:-1]
             refreshed = self.pages.refresh(recent, self.labels)
-            self.pages.write_index(model, self._summaries(model, self.labels))
+            self._write_index(model)
         except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
             log.exception("monitor: pages for window %d of %s failed", record.id, model)
         for window in [*refreshed, record]:
             self._append_summary(window)
+
+    def _write_index(self, model: str, force: bool = False) -> None:
+        """Rewrites the model's index page on disk, unless it was written less than INDEX_EVERY_SECONDS ago (then
+        a tick after that writes it, or the monitor's stop)."""
+        with self._index_lock:
+            now = time.monotonic()
+            if not force and now - self._index_written.get(model, -INDEX_EVERY_SECONDS) < INDEX_EVERY_SECONDS:
+                self._index_stale.add(model)
+                return
+            self._index_stale.discard(model)
+            self._index_written[model] = now
+            self.pages.write_index(model, self._summaries(model, self.labels))
+
+    def _write_stale_indexes(self, force: bool = False) -> None:
+        for model in sorted(self._index_stale):
+            try:
+                self._write_index(model, force)
+            except Exception:  # noqa: BLE001 - a page is a view; its failure must not stop the monitor
+                log.exception("monitor: the index page of %s failed", model)
 
     def _summaries(self, model: str, labels: LabelStore | None = None) -> list[dict]:
         """The model's window summaries, oldest first: those on disk, with the windows in memory as they are now."""
@@ -511,13 +571,14 @@ class Monitor:
             tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports()),
                      # Now, while traffic is starting, not in the first window's verdict, when the GIL it
                      # holds for seconds would stall the events arriving at full rate.
-                     asyncio.create_task(asyncio.to_thread(load_evidently))]
+                     asyncio.create_task(asyncio.to_thread(_load_and_freeze))]
             tasks[-1].add_done_callback(_log_failure("importing Evidently"))
             if self.kserve_store is not None:
                 tasks.append(asyncio.create_task(self.kserve_store.run_forever()))
             yield
             for task in tasks:
                 task.cancel()
+            await asyncio.to_thread(self._write_stale_indexes, True)
             await asyncio.to_thread(self.ingest.close)  # a last checkpoint: the next start replays nothing
 
         app = FastAPI(title="driftloop monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -576,7 +637,17 @@ class Monitor:
 
         # /events is called for every event half: served beside FastAPI, behind the same guards, without
         # FastAPI's and Starlette's per-request layers (they cost more than taking the event in).
-        return _EventsFirst(app, protect_endpoint(_EventsEndpoint(self), self.config))
+        self._events_guard = protect_endpoint(_EventsEndpoint(self), self.config)
+        return _EventsFirst(app, self._events_guard)
+
+    def http_protocol(self, events_port: int | None = None) -> Callable[..., asyncio.Protocol]:
+        """The protocol uvicorn should run for the monitor (its ``http`` option): plain event posts answered by
+        monitor/events_http.py without ASGI, every other request handed to uvicorn's own protocol and the app.
+
+        Args:
+            events_port: The port events are taken on when it is not the API port (None: the API port).
+        """
+        return partial(EventsProtocol, self.take_events, self._events_guard, events_port)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -627,21 +698,22 @@ class _EventsEndpoint:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
-        try:
-            if _media_type(content_type) == BATCH_CONTENT_TYPE:
-                status, content = 202, await self.monitor.receive_batch(body)
-            else:
-                await self.monitor.receive(headers, body)
-                status, content = 202, {"accepted": True}
-        except JournalError as exc:
-            status, content = 503, {"error": str(exc)}
-        except EventError as exc:
-            log.info("monitor: rejected event: %s", exc)
-            status, content = 400, {"error": str(exc)}
-        answer = orjson.dumps(content)
+        status, answer = await self.monitor.take_events(content_type, headers, body)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
+
+
+def _load_and_freeze() -> None:
+    """Imports Evidently, then puts everything start-up built out of the garbage collector's reach.
+
+    pandas, pyarrow, scikit-learn and Evidently leave millions of objects that live as long as the process. Every
+    full collection scanned them all again: up to 0.3 s with the GIL held, while events waited. After
+    ``gc.freeze()`` a collection scans only what was made since.
+    """
+    load_evidently()
+    gc.collect()
+    gc.freeze()
 
 
 def _log_failure(what: str):

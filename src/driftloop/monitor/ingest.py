@@ -192,11 +192,23 @@ class Ingest:
             EventError: not a payload event, or the pair does not decode (the sender's mistake).
             JournalError: the log could not be written (nothing was kept).
         """
-        headers = event_headers(headers)
+        return await self.event_nowait(event_headers(headers), body)
+
+    def event_nowait(self, headers: dict[str, str], body: bytes) -> asyncio.Future:
+        """:meth:`event` without a coroutine (called on the event loop for every event half): the future
+        completes as :meth:`event` returns. ``headers`` are the CloudEvent headers only, lower-cased
+        (:func:`~driftloop.monitor.events.event_headers`).
+
+        Raises:
+            EventError: not a payload event, or its body is not JSON (before anything is logged).
+        """
         if len(body) > PARSE_INLINE_BYTES:  # refused before it is logged; a large body off the event loop
-            payload = (await asyncio.to_thread(parse_event, headers, body))[2]
-        else:
-            payload = parse_event(headers, body)[2]
+            return asyncio.ensure_future(self._event_parsed_aside(headers, body))
+        half = EventHalf(headers, body, time.time(), parse_event(headers, body)[2])
+        return self.journal.submit(half.encode(), half)
+
+    async def _event_parsed_aside(self, headers: dict[str, str], body: bytes) -> Rows | None:
+        payload = (await asyncio.to_thread(parse_event, headers, body))[2]
         half = EventHalf(headers, body, time.time(), payload)
         return await self.journal.submit(half.encode(), half)
 

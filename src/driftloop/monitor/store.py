@@ -85,8 +85,9 @@ class RowStore:
                     rows = assemble(frames)  # one DataFrame per checkpoint, not one per event
                     if rows.empty:
                         continue
-                    for day, part in rows.groupby(rows["received_at"].dt.strftime("%Y-%m-%d")):
-                        directory = self.root / model / f"date={day}"
+                    # By UTC day (received_at is UTC): a floor per row, not a string per row as strftime made.
+                    for day, part in rows.groupby(rows["received_at"].dt.floor("D")):
+                        directory = self.root / model / f"date={day:%Y-%m-%d}"
                         make_dirs(directory)
                         path = directory / part_name(tag)
                         write_durably(path, lambda tmp, part=part: part.to_parquet(tmp, index=False), sync_dir=False)

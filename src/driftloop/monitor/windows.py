@@ -46,13 +46,30 @@ class WindowBuffer:
 
     def take(self, now: float | None = None) -> tuple[pd.DataFrame, float]:
         """The window's first ``rows`` rows and when it opened; the rest starts the next window."""
-        frame = assemble(self._frames)
-        opened_at = self.opened_at
-        window, rest = frame.iloc[: self.config.rows], frame.iloc[self.config.rows:]
-        self._frames = [rest] if len(rest) else []
-        self.rows = len(rest)
+        chunks, opened_at = self.take_chunks(now)
+        window, rest = self.split(chunks)
+        self.put_back(rest)
+        return window, opened_at
+
+    # The same in three steps, for a caller that takes the chunks under a lock and builds the window without it.
+
+    def take_chunks(self, now: float | None = None) -> tuple[list[Chunk], float]:
+        """Everything buffered, as it came, and when the window opened; the next window opens now."""
+        chunks, opened_at = self._frames, self.opened_at
+        self._frames, self.rows = [], 0
         self.opened_at = time.time() if now is None else now
-        return window.reset_index(drop=True), opened_at
+        return chunks, opened_at
+
+    def split(self, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The window (the chunks' first ``rows`` rows, as one DataFrame) and the rows beyond it."""
+        frame = assemble(chunks)
+        return frame.iloc[: self.config.rows].reset_index(drop=True), frame.iloc[self.config.rows:]
+
+    def put_back(self, rest: Chunk) -> None:
+        """Rows a window left over start the next one, before anything that arrived since."""
+        if len(rest):
+            self._frames.insert(0, rest)
+            self.rows += len(rest)
 
 
 @dataclass

@@ -132,7 +132,7 @@ class EventsProtocol(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.handed_over = False
-        self.reading_paused = False
+        self.reading_paused = self.writing_paused = False
         self.idle: asyncio.TimerHandle | None = None
 
     # ---- asyncio's protocol interface -----------------------------------------------------------
@@ -164,10 +164,13 @@ class EventsProtocol(asyncio.Protocol):
         self._cancel_idle()
 
     def pause_writing(self) -> None:
+        self.writing_paused = True
         self._pause_reading()  # no more requests until the client reads its answers
 
     def resume_writing(self) -> None:
-        self._resume_reading()
+        self.writing_paused = False
+        if not self.answering:
+            self._resume_reading()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now when idle, else after the awaited answer."""
@@ -252,6 +255,7 @@ class EventsProtocol(asyncio.Protocol):
 
         self.handed_over = True
         self._cancel_idle()
+        self.writing_paused = False  # uvicorn's protocol keeps its own account from here
         self._resume_reading()
         self.connections.discard(self)
         protocol = AutoHTTPProtocol(**self._uvicorn)
@@ -281,7 +285,7 @@ class EventsProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.reading_paused and not self.closed:
+        if self.reading_paused and not self.closed and not self.writing_paused:
             self.reading_paused = False
             self.transport.resume_reading()
 

@@ -132,9 +132,10 @@ class ServerThread:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = {"http": http} if http is not None else {}
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     **options))
+        from driftloop.http_server import UVICORN_OPTIONS
+
+        options = {**UVICORN_OPTIONS, **({"http": http} if http is not None else {})}  # as the services run
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **options))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> ServerThread:

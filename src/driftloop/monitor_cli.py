@@ -127,7 +127,7 @@ def _serve(monitor, host: str, port: int, events_port: int | None) -> None:
     from driftloop.monitor.guard import EventsPort
 
     if not events_port:
-        uvicorn.run(monitor.app, host=host, port=port, http=monitor.http_protocol(), **UVICORN_OPTIONS)
+        uvicorn.run(monitor.app, host=host, port=port, **{**UVICORN_OPTIONS, "http": monitor.http_protocol()})
         return
     if events_port == port:
         raise ConfigError("--events-port must differ from --port")
@@ -141,8 +141,8 @@ def _serve(monitor, host: str, port: int, events_port: int | None) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{number}: {exc.strerror}") from None
         sockets.append(sock)
-    server = uvicorn.Server(uvicorn.Config(EventsPort(monitor.app, events_port), http=monitor.http_protocol(events_port),
-                                           **UVICORN_OPTIONS))
+    options = {**UVICORN_OPTIONS, "http": monitor.http_protocol(events_port)}
+    server = uvicorn.Server(uvicorn.Config(EventsPort(monitor.app, events_port), **options))
     server.run(sockets=sockets)
 
 

@@ -17,8 +17,8 @@ and answered with one write once it is on disk, ``nosniff`` included as on every
 are answered in order, one at a time.
 
 Anything else (another path or method, chunked framing, HTTP/1.0, a malformed or unusual head, the API port when
-events have a port of their own) hands the connection over to uvicorn's own protocol, with every byte not yet
-consumed. uvicorn then serves it through the ASGI app as before, where the same guard and the same endpoint
+events have a port of their own) hands the connection over to uvicorn's own protocol (driftloop.http_protocol's
+one-write variant), with every byte not yet consumed. uvicorn then serves it through the ASGI app as before, where the same guard and the same endpoint
 answer. So this module never judges what it does not parse, and a client sees one service either way.
 """
 
@@ -251,14 +251,14 @@ class EventsProtocol(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         """From now on uvicorn's own protocol serves this connection, starting with the bytes not consumed."""
-        from uvicorn.protocols.http.auto import AutoHTTPProtocol  # httptools where installed, else h11
+        from driftloop.http_protocol import OneWriteHttpProtocol  # uvicorn's own, one write per answer
 
         self.handed_over = True
         self._cancel_idle()
         self.writing_paused = False  # uvicorn's protocol keeps its own account from here
         self._resume_reading()
         self.connections.discard(self)
-        protocol = AutoHTTPProtocol(**self._uvicorn)
+        protocol = OneWriteHttpProtocol(**self._uvicorn)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         if self.buffer:

@@ -18,7 +18,7 @@ from kserve import ModelServer
 from kserve.model_repository import ModelRepository
 
 from driftloop.errors import DriftloopError, IntegrityError, RegistryError
-from driftloop.http_server import UVICORN_OPTIONS
+from driftloop.http_server import UVICORN_OPTIONS, freeze_heap
 from driftloop.registry import CANARY, PRODUCTION, ModelRegistry, open_registry
 from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, inference_app
 from driftloop.serving.batching import Batching
@@ -143,6 +143,7 @@ class Gateway:
         @asynccontextmanager
         async def lifespan(app: FastAPI):
             await self.sync()
+            await asyncio.to_thread(freeze_heap)  # the versions are loaded
             if self.payload_logger:
                 self.payload_logger.start()
             follower = asyncio.create_task(self._follow())

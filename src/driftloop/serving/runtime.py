@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kserve import ModelServer
     from kserve.model_repository import ModelRepository
 
-    from driftloop.http_server import UVICORN_OPTIONS
+    from driftloop.http_server import UVICORN_OPTIONS, freeze_heap
     from driftloop.serving.app import inference_app
     from driftloop.serving.metrics import GatewayMetrics
     from driftloop.serving.routed_model import RoutedModel
@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @asynccontextmanager
     async def lifespan(app):
+        freeze_heap()  # the version is loaded
         yield
         model.scoring.shutdown()
 

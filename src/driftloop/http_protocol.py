@@ -28,7 +28,9 @@ class OneWriteHttpProtocol(_UvicornProtocol):
 class JoinedWrites:
     """A transport whose writes during one pass of the event loop are sent as one, at the end of the pass.
 
-    Closing sends what is pending first; aborting drops it (as the transport's own buffer is dropped).
+    Closing sends what is pending first; aborting drops it (as the transport's own buffer is dropped), and so
+    does a transport that is closing when the pass ends (the peer is gone). uvicorn's flow control sees the
+    transport's buffer one pass late: at most one pass's answers more are held in memory.
     """
 
     def __init__(self, transport: asyncio.Transport) -> None:

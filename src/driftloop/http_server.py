@@ -19,7 +19,8 @@ def freeze_heap() -> None:
     pandas, scikit-learn, onnxruntime, kserve and (in the monitor) Evidently leave millions of objects that live
     as long as the process. Every full collection scanned them all again with the interpreter held: 0.1–0.3 s
     in which no request was answered, the services' slowest answers. After ``gc.freeze()`` a collection scans
-    only what was made since.
+    only what was made since. The price: a reference cycle among the frozen objects that later becomes garbage
+    is never collected (what reference counting frees, such as a replaced model version, still is).
     """
     gc.collect()
     gc.freeze()

@@ -110,3 +110,24 @@ def test_a_dead_or_garbled_receiver_is_a_receiver_error() -> None:
 def test_a_url_the_logger_cannot_post_to_is_refused_in_one_line(url, message) -> None:
     with pytest.raises(ConfigError, match=message):
         check_url(url)
+
+
+def test_a_receiver_that_never_answers_is_a_timeout_and_the_next_post_reconnects() -> None:
+    async def scenario():
+        accepted = []
+
+        async def silent(reader, writer):  # reads the post, never answers
+            accepted.append(writer)
+            await reader.read(65536)
+
+        silent_server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        post = HttpPost(f"http://127.0.0.1:{silent_server.sockets[0].getsockname()[1]}/events", timeout=0.3)
+        with pytest.raises(ReceiverError, match="TimeoutError: no answer within 0.3 s"):
+            await post.post(b"", b"{}")
+        with pytest.raises(ReceiverError, match="TimeoutError"):
+            await post.post(b"", b"{}")
+        post.close()
+        silent_server.close()
+        return len(accepted)
+
+    assert _run(scenario()) == 2  # the late connection was dropped and a new one opened

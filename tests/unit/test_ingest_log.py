@@ -114,3 +114,23 @@ def test_a_pair_refused_after_it_was_logged_is_refused_again_at_restart_and_the_
     second = open_ingest(tmp_path)
     second.close()
     assert stored(tmp_path)[0] == ["a"]
+
+
+def test_records_whose_loop_closed_before_applying_them_are_still_applied_in_order(tmp_path) -> None:
+    """Batches are applied on the loop that submitted them; one that closed first (its callers gone) must not
+    leave a written record unapplied, or a later checkpoint would cover a record that is in no part."""
+    from driftloop.monitor.events import event_headers
+
+    ingest = open_ingest(tmp_path)
+
+    async def submit_and_leave() -> None:  # no await: the loop closes before the log is written
+        for i, event_id in enumerate(["p", "q", "r"]):
+            for kind in (REQUEST_TYPE, RESPONSE_TYPE):
+                headers, body = half(event_id, kind, i)
+                ingest.event_nowait(event_headers(headers), body)
+
+    asyncio.run(submit_and_leave())
+    asyncio.run(send_pairs(ingest, ["s"]))  # a new loop's records come after them
+    ingest.close()
+    assert stored(tmp_path) == (["p", "q", "r", "s"], ["s:0"])
+    assert open_ingest(tmp_path).replayed == 0

@@ -82,7 +82,8 @@ KEEP_WINDOWS = 200  # closed windows kept in memory per model (summaries are als
 KEEP_RECENT_BATCHES = 20_000  # logged requests kept per model for /quality (a canary's recent traffic)
 RECENT_ROWS_AT_START = 20_000  # stored rows put back into /quality's recent traffic after a restart
 # Events that name no version or endpoint (KServe's agent sends an empty endpoint) are attributed with the
-# aliases as read at most this long ago: reading the audit trail for every event cost more than the event.
+# aliases as read at most this long ago (Monitor._recent_aliases): reading the audit trail for every event cost
+# more than the event.
 ALIASES_MAX_AGE = 1.0
 _ACCEPTED = orjson.dumps({"accepted": True})
 # A model's index page on disk is rewritten at most this often (GET renders it live): at full rate windows close
@@ -123,6 +124,7 @@ class Monitor:
         self.windows: dict[str, deque[WindowRecord]] = {}
         self.recent: dict[str, deque[Chunk]] = {}  # a canary's recent traffic, as it came in
         self._aliases: dict[str, tuple[float, dict[str, int]]] = {}  # model → (time.monotonic(), aliases)
+        self._refreshing_aliases = False  # a background task keeps _aliases fresh (while the monitor serves)
         self._rows_lock = threading.Lock()  # the open windows and recent traffic: filled by ingestion, read by the tick
         retrain = self.config.retrain
         runner = make_runner(retrain.runner, Path(home or self.root), registry_uri or registry.uri,
@@ -142,6 +144,7 @@ class Monitor:
         self._index_lock = threading.Lock()  # index pages are written by the page worker, the tick and the stop
         self._index_written: dict[str, float] = {}  # model → time.monotonic() of its index page's last write
         self._index_stale: set[str] = set()  # models whose index page on disk lacks a window
+        self._stopping = False
         # Start-up: the store as the last checkpoint left it, the windows from it, then the log on top.
         self.ingest.discard_unfinished_checkpoint()
         summaries = read_summaries(self.root)
@@ -170,12 +173,34 @@ class Monitor:
         return "canary" if self._recent_aliases(model).get(CANARY) == version else "default"
 
     def _recent_aliases(self, model: str) -> dict[str, int]:
-        read_at, aliases = self._aliases.get(model, (-ALIASES_MAX_AGE, {}))
+        """The model's aliases as read at most ALIASES_MAX_AGE ago.
+
+        Events are applied on the event loop, and a registry read there (an S3 GET, the audit trail's checks)
+        would hold up every connection: while the monitor serves, :meth:`_refresh_aliases_forever` re-reads them
+        in a worker thread, and they are read here only for a model seen for the first time. Without it (tests,
+        tools), they are read here when older than ALIASES_MAX_AGE.
+        """
+        read_at, aliases = self._aliases.get(model, (None, {}))
         now = time.monotonic()
-        if now - read_at >= ALIASES_MAX_AGE:
+        if read_at is None or (not self._refreshing_aliases and now - read_at >= ALIASES_MAX_AGE):
             aliases = self.registry.aliases(model)
             self._aliases[model] = (now, aliases)
         return aliases
+
+    async def _refresh_aliases_forever(self) -> None:
+        self._refreshing_aliases = True
+        try:
+            while True:
+                await asyncio.sleep(ALIASES_MAX_AGE)
+                for model in list(self._aliases):
+                    try:
+                        aliases = await asyncio.to_thread(self.registry.aliases, model)
+                    except Exception as exc:  # noqa: BLE001 - the last aliases read stay; the next pass tries again
+                        log.warning("monitor: cannot re-read the aliases of %s: %s", model, exc)
+                        continue
+                    self._aliases[model] = (time.monotonic(), aliases)
+        finally:
+            self._refreshing_aliases = False
 
     def take_events(self, content_type: str | None, headers: dict[str, str], body: bytes) -> asyncio.Future:
         """``POST /events``: takes one binary-mode event half, or a CloudEvents batch (``content_type``
@@ -409,7 +434,12 @@ class Monitor:
                         break
                     chunks, _ = buffer.take_chunks(now)
                 # Built beside the event loop: a thousand rows' DataFrame would hold up the events arriving.
-                rows, rest = await asyncio.to_thread(buffer.split, chunks)
+                try:
+                    rows, rest = await asyncio.to_thread(buffer.split, chunks)
+                except BaseException:  # the rows stay in the open window (a stop cancels this; a bug raises)
+                    with self._rows_lock:
+                        buffer.put_back(*chunks)
+                    raise
                 with self._rows_lock:
                     buffer.put_back(rest)
                 await self._close_window(model, rows, now)
@@ -509,6 +539,7 @@ class Monitor:
         a tick after that writes it, or the monitor's stop)."""
         with self._index_lock:
             now = time.monotonic()
+            force = force or self._stopping  # a page still being published as the monitor stops writes it
             if not force and now - self._index_written.get(model, -INDEX_EVERY_SECONDS) < INDEX_EVERY_SECONDS:
                 self._index_stale.add(model)
                 return
@@ -569,6 +600,7 @@ class Monitor:
         async def lifespan(app: FastAPI):
             self._reports = asyncio.Queue()
             tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._render_reports()),
+                     asyncio.create_task(self._refresh_aliases_forever()),
                      # Now, while traffic is starting, not in the first window's verdict, when the GIL it
                      # holds for seconds would stall the events arriving at full rate.
                      asyncio.create_task(asyncio.to_thread(_load_and_freeze))]
@@ -578,6 +610,7 @@ class Monitor:
             yield
             for task in tasks:
                 task.cancel()
+            self._stopping = True
             await asyncio.to_thread(self._write_stale_indexes, True)
             await asyncio.to_thread(self.ingest.close)  # a last checkpoint: the next start replays nothing
 
@@ -694,8 +727,8 @@ class _EventsEndpoint:
         headers, content_type = {}, None
         for name, value in scope["headers"]:
             name = name.lower()  # ASGI servers should lower-case them; not every one must
-            if name.startswith(b"ce-"):
-                headers[name.decode("latin-1")] = value.decode("latin-1")
+            if name.startswith(b"ce-"):  # without surrounding blanks (not part of a value), as events_http reads it
+                headers[name.decode("latin-1")] = value.decode("latin-1").strip(" \t")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
         status, answer = await self.monitor.take_events(content_type, headers, body)

@@ -124,10 +124,13 @@ class EventsProtocol(asyncio.Protocol):
         self.take, self.guard, self.events_port = take, guard, events_port
         self._uvicorn = {"config": config, "server_state": server_state, "app_state": app_state, "_loop": _loop}
         self.connections = server_state.connections
+        self.server_state = server_state  # its default headers (date, server) are uvicorn's, refreshed each second
         self.timeout_keep_alive = config.timeout_keep_alive
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.head: RequestHead | None = None  # the request whose body is still arriving
+        self.scanned = 0  # bytes of the buffer already searched for the end of a head
+        self.discarding = 0  # bytes of a refused request's body still to arrive (read and dropped, as uvicorn does)
         self.answering = False  # a request was taken and its answer is awaited
         self.keep_alive = True
         self.closed = False
@@ -183,7 +186,13 @@ class EventsProtocol(asyncio.Protocol):
 
     def _serve(self) -> None:
         """Takes the buffered requests in, one at a time, until one is awaited or more bytes are needed."""
-        while not (self.answering or self.closed or self.handed_over):
+        while not (self.answering or self.closed or self.handed_over or self.transport.is_closing()):
+            if self.discarding:
+                dropped = min(self.discarding, len(self.buffer))
+                del self.buffer[:dropped]
+                self.discarding -= dropped
+                if self.discarding:
+                    return
             if self.head is None:
                 if not self.buffer:
                     self._arm_idle()
@@ -191,31 +200,32 @@ class EventsProtocol(asyncio.Protocol):
                 if not _could_be_events_request(self.buffer):
                     self._hand_over()
                     return
-                end = self.buffer.find(b"\r\n\r\n")
+                end = self.buffer.find(b"\r\n\r\n", max(0, self.scanned - 3))  # a head may come a byte at a time
                 if end < 0:
+                    self.scanned = len(self.buffer)
                     if len(self.buffer) > MAX_HEAD_BYTES:
                         self._hand_over()
                     return
+                self.scanned = 0
                 head = parse_head(bytes(self.buffer[:end]))
                 if head is None:
                     self._hand_over()
                     return
+                del self.buffer[:end + 4]
+                self.keep_alive = self.keep_alive and head.keep_alive
                 refused = self.guard.refusal(EVENTS_PATH, "POST", _latin1(head.content_type),
                                              _latin1(head.authorization), b"%d" % head.length)
-                if refused is not None:
+                if refused is not None:  # answered at once; its body is read and dropped, the connection goes on
                     status, message, headers = refused
-                    self.keep_alive = False  # its body is never read: the connection ends with the answer
-                    self.buffer.clear()
+                    self.discarding = head.length
                     self._write(status, error_body(message), headers)
-                    return
-                del self.buffer[:end + 4]
+                    continue
                 self.head = head
             if len(self.buffer) < self.head.length:
                 return  # the body is still arriving
             body = bytes(self.buffer[:self.head.length])
             del self.buffer[:self.head.length]
             head, self.head = self.head, None
-            self.keep_alive = self.keep_alive and head.keep_alive
             self.answering = True
             self.take(head.content_type, head.events, body).add_done_callback(self._answered)
 
@@ -239,7 +249,7 @@ class EventsProtocol(asyncio.Protocol):
         """The whole answer in one write; the connection is closed after it unless kept alive."""
         head = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode()),
                 b"content-type: application/json\r\ncontent-length: %d\r\n%s: %s\r\n" % (len(body), *NOSNIFF)]
-        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        head += [name + b": " + value + b"\r\n" for name, value in (*self.server_state.default_headers, *headers)]
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head += [b"\r\n", body]

@@ -65,11 +65,12 @@ class WindowBuffer:
         frame = assemble(chunks)
         return frame.iloc[: self.config.rows].reset_index(drop=True), frame.iloc[self.config.rows:]
 
-    def put_back(self, rest: Chunk) -> None:
-        """Rows a window left over start the next one, before anything that arrived since."""
-        if len(rest):
-            self._frames.insert(0, rest)
-            self.rows += len(rest)
+    def put_back(self, *chunks: Chunk) -> None:
+        """Rows a window left over (or all it took, when building it failed) start the next one, in their order,
+        before anything that arrived since."""
+        kept = [chunk for chunk in chunks if len(chunk)]
+        self._frames[:0] = kept
+        self.rows += sum(len(chunk) for chunk in kept)
 
 
 @dataclass

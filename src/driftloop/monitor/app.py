@@ -188,6 +188,7 @@ class Monitor:
         return aliases
 
     async def _refresh_aliases_forever(self) -> None:
+        """Re-reads the aliases of every model seen, every ALIASES_MAX_AGE, in a worker thread."""
         self._refreshing_aliases = True
         try:
             while True:

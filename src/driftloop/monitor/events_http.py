@@ -13,13 +13,15 @@ it reads the plain case itself:
 
 Such a request is checked by the services' one guard (:meth:`driftloop.http_guard.Guard.refusal`: token 401,
 JSON 415, size 413, in that order), taken by :meth:`Monitor.take_events <driftloop.monitor.app.Monitor.take_events>`
-and answered with one write once it is on disk, ``nosniff`` included as on every answer. A connection's requests
-are answered in order, one at a time.
+and answered with one write once it is on disk, with ``nosniff`` and uvicorn's date and server headers as on
+every answer. A refused request is answered at once and its body read and dropped, as uvicorn does, so the
+connection goes on. A connection's requests are answered in order, one at a time.
 
 Anything else (another path or method, chunked framing, HTTP/1.0, a malformed or unusual head, the API port when
 events have a port of their own) hands the connection over to uvicorn's own protocol (driftloop.http_protocol's
-one-write variant), with every byte not yet consumed. uvicorn then serves it through the ASGI app as before, where the same guard and the same endpoint
-answer. So this module never judges what it does not parse, and a client sees one service either way.
+one-write variant), with every byte not yet consumed. uvicorn then serves it through the ASGI app as before, where
+the same guard and the same endpoint answer. So this module never judges what it does not parse, and a client
+sees one service either way.
 """
 
 from __future__ import annotations

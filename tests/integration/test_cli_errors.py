@@ -18,7 +18,7 @@ from driftloop.registry import LocalRegistry
 from driftloop.serve_cli import KSERVE_SERVER_OPTIONS
 from tests.table_text import squash, table_columns
 
-from ..conftest import free_port, register_trained, run_cli
+from ..conftest import refusing_port, register_trained, run_cli
 
 COLUMNS_80 = {"COLUMNS": "80"}
 LONG_ALIAS = "blue-green-quarterly-review-candidate"
@@ -88,8 +88,9 @@ def test_a_registry_that_is_not_there_is_an_error_not_an_empty_table(tmp_path, v
 def test_a_monitor_that_does_not_answer_is_a_runtime_failure(tmp_path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("id,label\nr1,1\n")
-    result = run_cli("feedback", "--labels", str(labels), "--id-column", "id", "--label-column", "label",
-                     "--monitor", f"http://127.0.0.1:{free_port()}", env=COLUMNS_80)
+    with refusing_port() as port:
+        result = run_cli("feedback", "--labels", str(labels), "--id-column", "id", "--label-column", "label",
+                         "--monitor", f"http://127.0.0.1:{port}", env=COLUMNS_80)
     _one_line_error(result, EXIT_FAILURE, "cannot reach the monitor")
 
 
@@ -108,10 +109,11 @@ def test_a_regression_target_holding_text_is_one_line_naming_the_value(tmp_path)
 
 
 def test_drift_that_cannot_compare_exits_3_not_the_drift_code(tmp_path) -> None:
-    env = {**COLUMNS_80, "DRIFTLOOP_S3_ENDPOINT": f"127.0.0.1:{free_port()}", "DRIFTLOOP_S3_SECURE": "false",
-           "DRIFTLOOP_S3_ACCESS_KEY": "test-access", "DRIFTLOOP_S3_SECRET_KEY": "test-secret"}
-    result = run_cli("drift", "--reference", "s3://data/reference.csv", "--current", "s3://data/current.csv",
-                     "--report", str(tmp_path / "r.html"), env=env)
+    with refusing_port() as port:
+        env = {**COLUMNS_80, "DRIFTLOOP_S3_ENDPOINT": f"127.0.0.1:{port}", "DRIFTLOOP_S3_SECURE": "false",
+               "DRIFTLOOP_S3_ACCESS_KEY": "test-access", "DRIFTLOOP_S3_SECRET_KEY": "test-secret"}
+        result = run_cli("drift", "--reference", "s3://data/reference.csv", "--current", "s3://data/current.csv",
+                         "--report", str(tmp_path / "r.html"), env=env)
     _one_line_error(result, 3, "cannot reach S3 endpoint")
 
 

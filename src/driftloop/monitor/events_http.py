@@ -240,7 +240,7 @@ class EventsProtocol(asyncio.Protocol):
             log.error("monitor: an event post failed", exc_info=exc)
             status, body = 500, error_body(f"the monitor failed to take the event ({type(exc).__name__})")
         self.answering = False
-        if self.closed:
+        if self.closed or self.transport.is_closing():  # the client went away: what was taken stays
             return
         self._write(status, body)
         if self.keep_alive:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 
 import httpx
 import orjson
@@ -151,7 +152,7 @@ def test_a_refused_event_is_answered_as_the_guard_answers_and_the_connection_goe
     received = world["monitor"].events_received
     connection = Connection(world["port"])
     connection.send(event("refused", REQUEST_TYPE, {"instances": [world["rows"][0]]}, **change),
-                    *pair(world, f"after-{status}-{len(change)}"))
+                    *pair(world, f"after-refusal-{uuid.uuid4().hex}"))
     got, headers, body = connection.answer()
     assert got == status and message in json.loads(body)["error"] and "connection" not in headers
     assert ("www-authenticate" in headers) == (status == 401)

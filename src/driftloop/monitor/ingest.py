@@ -204,13 +204,14 @@ class Ingest:
         """
         if len(body) > PARSE_INLINE_BYTES:  # refused before it is logged; a large body off the event loop
             return asyncio.ensure_future(self._event_parsed_aside(headers, body))
-        half = EventHalf(headers, body, time.time(), parse_event(headers, body)[2])
-        return self.journal.submit(half.encode(), half)
+        return self._log_half(headers, body, parse_event(headers, body)[2])
 
     async def _event_parsed_aside(self, headers: dict[str, str], body: bytes) -> Rows | None:
-        payload = (await asyncio.to_thread(parse_event, headers, body))[2]
+        return await self._log_half(headers, body, (await asyncio.to_thread(parse_event, headers, body))[2])
+
+    def _log_half(self, headers: dict[str, str], body: bytes, payload: object) -> asyncio.Future:
         half = EventHalf(headers, body, time.time(), payload)
-        return await self.journal.submit(half.encode(), half)
+        return self.journal.submit(half.encode(), half)
 
     async def batch(self, body: bytes) -> BatchResult:
         """Logs a CloudEvents batch as one record and applies its halves; returns once it is on disk.

@@ -44,14 +44,8 @@ class WindowBuffer:
             return True
         return now - self.opened_at >= self.config.seconds and self.rows >= self.config.min_rows
 
-    def take(self, now: float | None = None) -> tuple[pd.DataFrame, float]:
-        """The window's first ``rows`` rows and when it opened; the rest starts the next window."""
-        chunks, opened_at = self.take_chunks(now)
-        window, rest = self.split(chunks)
-        self.put_back(rest)
-        return window, opened_at
-
-    # The same in three steps, for a caller that takes the chunks under a lock and builds the window without it.
+    # A window is taken in three steps, so that the caller takes the chunks under its lock and builds the
+    # DataFrame without it (a thousand rows' frame would hold up the events arriving).
 
     def take_chunks(self, now: float | None = None) -> tuple[list[Chunk], float]:
         """Everything buffered, as it came, and when the window opened; the next window opens now."""

@@ -8,7 +8,7 @@ import pytest
 from kserve.errors import InvalidInput
 
 from driftloop.data import DatasetSpec, FeatureSpec
-from driftloop.serving.payload import MAX_INSTANCES, columns_from_payload, frame_from_payload
+from driftloop.serving.payload import MAX_INSTANCES, columns_from_payload, frame_from_payload, rows_at_most
 
 SPEC = DatasetSpec("churned", (FeatureSpec("age", "numeric"), FeatureSpec("region", "categorical"),
                                FeatureSpec("has_autopay", "boolean")))
@@ -215,3 +215,36 @@ def _decoded_v1(instances: list) -> dict | str:
         return columns_from_payload({"instances": instances}, SPEC)
     except InvalidInput as exc:
         return f"InvalidInput: {exc}"
+
+
+def _bodies_of(n: int) -> dict[str, object]:
+    """A body of ``n`` rows in every V1 and V2 shape the decoder takes."""
+    from kserve.protocol.infer_type import InferRequest
+
+    rows = [{"age": 20 + i, "region": "west", "has_autopay": True} for i in range(n)]
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    datatypes = {"age": "FP64", "region": "BYTES", "has_autopay": "BOOL"}
+    per_column = [{"name": k, "shape": [n], "datatype": datatypes[k], "data": v} for k, v in columns.items()]
+    n_by_1 = [{**t, "shape": [n, 1], "data": [[v] for v in t["data"]]} for t in per_column]
+    nested = [list(row.values()) for row in rows]
+    v2 = {"pd": {"inputs": per_column, **_PD}, "n-by-1": {"inputs": n_by_1},
+          "row-major": {"inputs": [{"name": "x", "shape": [n, 3], "datatype": "BYTES", "data": nested}]},
+          "row-major-flat": {"inputs": [{"name": "x", "shape": [n, 3], "datatype": "BYTES",
+                                         "data": [v for row in nested for v in row]}]}}
+    return {"records": {"instances": rows}, "columns": {"instances": [columns]},
+            "list-of-records": {"instances": [rows]}, "positional": {"instances": nested},
+            **{f"v2-{k}": InferRequest.from_inference_request(_rest_request(b), "m") for k, b in v2.items()}}
+
+
+@pytest.mark.parametrize("shape", list(_bodies_of(1)))
+def test_rows_are_counted_in_every_shape_without_decoding(shape: str) -> None:
+    body = _bodies_of(5)[shape]
+    assert rows_at_most(body, 5) and not rows_at_most(body, 4)
+    assert len(frame_from_payload(body, SPEC)) == 5  # the count is the decoder's
+
+
+def test_a_v2_body_whose_data_outgrows_its_declared_shape_counts_as_large() -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    lying = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [1.0] * 100}]}
+    assert not rows_at_most(InferRequest.from_inference_request(_rest_request(lying), "m"), 32)

@@ -164,3 +164,48 @@ def test_in_a_batch_only_the_requests_that_ask_get_probabilities_and_a_regressio
             assert answer.probabilities is None
     assert isinstance(refused, InvalidInput)
     assert str(refused) == "bills v1 is a regression model: a regression model has no class probabilities"
+
+
+class _ThreadRecordingScorer:
+    """A version's real fast-path scorer that notes the thread each call runs on."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer, self.threads = scorer, []
+
+    def predict(self, rows):
+        self.threads.append(threading.get_ident())
+        return self.scorer.predict(rows)
+
+    def predict_proba(self, rows):
+        self.threads.append(threading.get_ident())
+        return self.scorer.predict_proba(rows)
+
+
+@pytest.mark.parametrize("batching", [Batching(), Batching(max_rows=64)], ids=["batching-off", "batching-on"])
+def test_small_fast_path_requests_are_scored_on_the_event_loop_and_the_rest_on_the_worker(
+        batching, trained_lr, validated) -> None:
+    from driftloop.fastpath.agreement import compile_fast_path
+    from driftloop.fastpath.scorer import OnnxScorer
+
+    graph, record = compile_fast_path(trained_lr.model, validated.spec, {
+        "holdout": trained_lr.holdout_frame, "reference_sample": trained_lr.train_frame.sample(300, random_state=0)})
+    assert record.accepted, record.reason
+    scorer = _ThreadRecordingScorer(OnnxScorer(graph, validated.spec))
+    fast = ServedVersion("churn", 1, validated.spec, trained_lr.model, scorer)
+    plain = ServedVersion("churn", 1, validated.spec, trained_lr.model)
+    rows = json.loads(synthetic.generate(40, seed=5)[validated.spec.feature_names].to_json(orient="records"))
+    bodies = [{"instances": rows[:1]}, {"instances": [{k: [r[k] for r in rows[:32]] for k in rows[0]}]},
+              {"instances": rows[:33]}]  # 1 row, 32 rows (INLINE_MAX_ROWS), 33 rows
+    worker = ScoringWorker(batching)
+
+    async def score_each() -> tuple[int, list[Scores]]:
+        return threading.get_ident(), [await worker.score(fast, body) for body in bodies]
+
+    try:
+        loop_thread, answers = asyncio.run(score_each())
+    finally:
+        worker.shutdown()
+    on_loop = [thread == loop_thread for thread in scorer.threads]
+    assert on_loop == ([True, True, False] if not batching.enabled else [False, False, False])
+    for body, answer in zip(bodies, answers):
+        assert answer.predictions.tolist() == score_request(plain, body).predictions.tolist()

@@ -19,6 +19,7 @@ from kserve.protocol.infer_type import InferRequest
 from driftloop.data import DatasetSpec
 
 MAX_INSTANCES = 10_000
+MAX_WIDTH = 1_024  # features in one V2 row a request may carry and still count as small (rows_at_most)
 
 
 def frame_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> pd.DataFrame:
@@ -36,6 +37,43 @@ def columns_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> dic
     else:
         raise InvalidInput("request body must be a JSON object")
     return _typed(columns, n_rows, spec)
+
+
+def rows_at_most(payload: dict | InferRequest | Any, limit: int) -> bool:
+    """Whether the request holds at most ``limit`` rows (and, in V2, values for at most ``limit`` rows of
+    :data:`MAX_WIDTH` features), counted without decoding a value: what decides where a request is scored. A
+    body the decoder will refuse at once (not an object, no instances) counts as small."""
+    if isinstance(payload, InferRequest):
+        return all(_tensor_rows_at_most(tensor, limit) for tensor in payload.inputs or ())
+    if not isinstance(payload, dict):
+        return True
+    instances = payload.get("instances", payload.get("inputs"))
+    if not isinstance(instances, list):
+        return True
+    if len(instances) > limit:
+        return False
+    rows = 0
+    for instance in instances:
+        if isinstance(instance, dict):  # a record, or KServe's column lists
+            rows += max((len(v) for v in instance.values() if isinstance(v, list)), default=1)
+        elif isinstance(instance, list) and instance and isinstance(instance[0], dict):  # a list of records
+            rows += len(instance)
+        else:  # values in feature order
+            rows += 1
+        if rows > limit:
+            return False
+    return True
+
+
+def _tensor_rows_at_most(tensor, limit: int) -> bool:
+    """A V2 input's declared rows are at most ``limit`` and its data holds no more values than that shape."""
+    shape = tensor.shape
+    if not shape:
+        return True
+    width = math.prod(shape[1:])
+    if not (0 <= shape[0] <= limit and 0 <= width <= MAX_WIDTH):
+        return False
+    return not isinstance(tensor.data, list) or len(tensor.data) <= limit * max(width, 1)
 
 
 def _check_size(n_rows: int) -> None:

@@ -26,14 +26,15 @@ class RoutedModel(Model):
 
     Versions are swapped by :meth:`set_versions` between requests: a request that has started keeps
     the version it picked, so a promotion or rollback never fails an in-flight request. Decoding and the
-    model run on the :class:`ScoringWorker` (shared by every model of a server); metrics, response
-    headers and the payload log stay on the event loop.
+    model run where the :class:`ScoringWorker` (shared by every model of a server) says: on its thread, or
+    on the loop for a small request on a fast path; metrics, response headers and the payload log stay on
+    the event loop.
     """
 
     def __init__(self, name: str, stable: ServedVersion, metrics: GatewayMetrics,
                  payload_logger: PayloadLogger | None = None, scoring: ScoringWorker | None = None) -> None:
         super().__init__(name, return_response_headers=True)
-        self.scoring = scoring or ScoringWorker()  # decoding and the model run here, off the event loop
+        self.scoring = scoring or ScoringWorker()  # where decoding and the model run
         self.stable = stable
         self.canary: ServedVersion | None = None
         self.split = TrafficSplit(0)

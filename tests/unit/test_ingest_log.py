@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import orjson
 import pandas as pd
@@ -134,3 +135,30 @@ def test_records_whose_loop_closed_before_applying_them_are_still_applied_in_ord
     ingest.close()
     assert stored(tmp_path) == (["p", "q", "r", "s"], ["s:0"])
     assert open_ingest(tmp_path).replayed == 0
+
+
+def test_halves_taken_in_during_one_pass_of_the_loop_are_synced_together(tmp_path) -> None:
+    """Group commit: the writer is woken once the loop's pass is over, so what one pass took in is one fsync
+    (woken per record, it synced batches of one or two and cost a thread wake-up per event)."""
+    from driftloop.monitor.events import event_headers
+
+    commits: list[int] = []
+    ingest = Ingest(tmp_path, EventJoiner(lambda m, v: SPEC, lambda m, e: 1), RowStore(tmp_path / "rows"),
+                    LabelStore(tmp_path), on_rows=lambda model, rows: None, on_commit=commits.append)
+    ingest.discard_unfinished_checkpoint()
+    ingest.open()
+
+    def take(headers: dict, body: bytes) -> asyncio.Future:
+        time.sleep(0.002)  # as reading the next socket would, the interpreter's lock is let go within the pass
+        return ingest.event_nowait(event_headers(headers), body)
+
+    async def one_pass_then_another() -> None:
+        taken = [take(h, b) for i in range(10)
+                 for h, b in (half(f"e{i}", REQUEST_TYPE, i), half(f"e{i}", RESPONSE_TYPE, i))]
+        await asyncio.gather(*taken)
+        await send_pairs(ingest, ["alone"])  # one record per pass: each still written at once
+
+    asyncio.run(one_pass_then_another())
+    ingest.close()
+    assert commits[0] == 20 and commits[1:] == [1, 1, 1]
+    assert stored(tmp_path)[0] == sorted([f"e{i}" for i in range(10)] + ["alone"])

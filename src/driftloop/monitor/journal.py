@@ -120,6 +120,8 @@ class Journal:
         self.on_commit, self.on_failure = on_commit, on_failure
         self._cond = threading.Condition()  # the queue of records to write, and closing
         self._queue: list[_Entry] = []
+        # Loops that will wake the writer once their current pass ends (see submit).
+        self._wakes: set[asyncio.AbstractEventLoop] = set()
         self._next_seq = 1
         self._closing = False
         self._written: deque[list[_Entry]] = deque()  # durable batches not applied yet, in log order
@@ -150,14 +152,25 @@ class Journal:
     def submit(self, payload: bytes, item: object) -> asyncio.Future:
         """Queues one record (called on an event loop); the future completes with ``apply``'s result once
         it is durable and applied, or with :class:`JournalError` if it could not be written."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         with self._cond:
             if self._closing or self._writer is None:
                 raise JournalError("the ingest log is not open")
             self._queue.append(_Entry(payload, item, self._next_seq, future))
             self._next_seq += 1
-            self._cond.notify()
+            # The writer is woken once per pass of the loop, after every record that pass took in, not per
+            # record: waking it per record woke a thread and handed it the interpreter's lock per event, and
+            # synced batches of one or two records.
+            if loop not in self._wakes:
+                self._wakes.add(loop)
+                loop.call_soon(self._wake, loop)
         return future
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._cond:
+            self._wakes.discard(loop)
+            self._cond.notify()
 
     def drop_through(self, seq: int) -> int:
         """Deletes the segments whose records all have seqs up to ``seq`` (a checkpoint covers them);

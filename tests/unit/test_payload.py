@@ -248,3 +248,15 @@ def test_a_v2_body_whose_data_outgrows_its_declared_shape_counts_as_large() -> N
 
     lying = {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [1.0] * 100}]}
     assert not rows_at_most(InferRequest.from_inference_request(_rest_request(lying), "m"), 32)
+
+
+@pytest.mark.parametrize("shape", [["40"], [1, "3"], [None], [[1]], "xy", {}, 5, [1, 1, 1], [7] * 10_000],
+                         ids=["text", "text-width", "null", "nested", "string", "object", "number", "three-dims",
+                              "ten-thousand-dims"])
+def test_a_v2_shape_the_decoder_does_not_take_counts_as_large_and_never_raises(shape) -> None:
+    """Where a request is scored must not fail it, nor take long: such a shape goes to the decoder, off the
+    event loop, which refuses it with a 400."""
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    request = InferRequest(model_name="m", infer_inputs=[InferInput("age", shape, "FP64", [1.0])])
+    assert not rows_at_most(request, 32)

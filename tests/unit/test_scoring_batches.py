@@ -14,7 +14,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from driftloop import synthetic
 from driftloop.serving.batching import Batching
-from driftloop.serving.scoring import ModelFailed, ScoringWorker, score_request
+from driftloop.serving.scoring import INLINE_MAX_ROWS, ModelFailed, ScoringWorker, score_request
 from driftloop.serving.versions import Scores, ServedVersion
 from driftloop.tasks import MULTICLASS, REGRESSION
 
@@ -166,6 +166,17 @@ def test_in_a_batch_only_the_requests_that_ask_get_probabilities_and_a_regressio
     assert str(refused) == "bills v1 is a regression model: a regression model has no class probabilities"
 
 
+class _ThreadRecordingPipeline:
+    """A version's real Pipeline that notes the thread each prediction runs on."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline, self.threads = pipeline, []
+
+    def predict(self, frame):
+        self.threads.append(threading.get_ident())
+        return self.pipeline.predict(frame)
+
+
 class _ThreadRecordingScorer:
     """A version's real fast-path scorer that notes the thread each call runs on."""
 
@@ -192,20 +203,29 @@ def test_small_fast_path_requests_are_scored_on_the_event_loop_and_the_rest_on_t
     assert record.accepted, record.reason
     scorer = _ThreadRecordingScorer(OnnxScorer(graph, validated.spec))
     fast = ServedVersion("churn", 1, validated.spec, trained_lr.model, scorer)
-    plain = ServedVersion("churn", 1, validated.spec, trained_lr.model)
-    rows = json.loads(synthetic.generate(40, seed=5)[validated.spec.feature_names].to_json(orient="records"))
-    bodies = [{"instances": rows[:1]}, {"instances": [{k: [r[k] for r in rows[:32]] for k in rows[0]}]},
-              {"instances": rows[:33]}]  # 1 row, 32 rows (INLINE_MAX_ROWS), 33 rows
+    plain = ServedVersion("churn", 1, validated.spec, _ThreadRecordingPipeline(trained_lr.model))
+    n = INLINE_MAX_ROWS
+    rows = json.loads(synthetic.generate(n + 1, seed=5)[validated.spec.feature_names].to_json(orient="records"))
+    bodies = [{"instances": rows[:1]}, {"instances": [{k: [r[k] for r in rows[:n]] for k in rows[0]}]},
+              {"instances": rows[:n + 1]}]  # 1 row, the most scored on the loop, one more
     worker = ScoringWorker(batching)
 
-    async def score_each() -> tuple[int, list[Scores]]:
-        return threading.get_ident(), [await worker.score(fast, body) for body in bodies]
+    async def score_each() -> tuple[int, list[Scores], list[Scores], Exception]:
+        fast_answers = [await worker.score(fast, body) for body in bodies]
+        plain_answers = [await worker.score(plain, body) for body in bodies]
+        try:
+            await worker.score(fast, {"instances": [{**rows[0], "age": "fifty"}]})
+        except InvalidInput as exc:  # a caller's mistake on the loop is the same 400 as on the worker
+            refused = exc
+        return threading.get_ident(), fast_answers, plain_answers, refused
 
     try:
-        loop_thread, answers = asyncio.run(score_each())
+        loop_thread, fast_answers, plain_answers, refused = asyncio.run(score_each())
     finally:
         worker.shutdown()
-    on_loop = [thread == loop_thread for thread in scorer.threads]
-    assert on_loop == ([True, True, False] if not batching.enabled else [False, False, False])
-    for body, answer in zip(bodies, answers):
-        assert answer.predictions.tolist() == score_request(plain, body).predictions.tolist()
+    assert [t == loop_thread for t in scorer.threads] == [not batching.enabled] * 2 + [False]
+    assert len(plain.pipeline.threads) == 3 and loop_thread not in plain.pipeline.threads  # the Pipeline: the worker
+    assert "feature 'age' expects a number" in str(refused)
+    for body, fast_answer, plain_answer in zip(bodies, fast_answers, plain_answers):
+        expected = score_request(ServedVersion("churn", 1, validated.spec, trained_lr.model), body)
+        assert fast_answer.predictions.tolist() == plain_answer.predictions.tolist() == expected.predictions.tolist()

@@ -25,7 +25,8 @@ def graph_inputs(spec: DatasetSpec) -> list[tuple[str, list[str]]]:
 
 class OnnxScorer:
     """Scores the columns of typed rows (a DataFrame, or a dict of feature name → values) with one onnxruntime
-    session on one thread: the scoring worker already runs one batch at a time, and more threads only spin.
+    session with one thread per call: a model server scores one batch at a time on its worker (and small requests
+    on its event loop), and more threads only spin.
 
     A classification graph answers what the Pipeline's ``predict_proba`` and ``predict`` answer (class indices
     into the spec's classes); a regression graph what its ``predict`` answers.

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FRAME = struct.Struct("<IIQ")  # payload length, crc32 of seq and payload, seq
 SEGMENT_BYTES = 16 * 1024 * 1024  # a full segment is sealed and a new one started
+WAKE_BACKSTOP_SECONDS = 0.5  # the longest a record waits for the writer when its loop never woke it
 _PREFIX, _SUFFIX = "log-", ".wal"
 
 
@@ -211,10 +212,13 @@ class Journal:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
-                    self._cond.wait()
+                    # Woken by submit's wake at the end of a loop's pass; the timeout is a backstop for records
+                    # whose loop closed before its wake ran (their callers gone, nothing acknowledged).
+                    self._cond.wait(WAKE_BACKSTOP_SECONDS)
                 if not self._queue:
                     return
                 batch, self._queue = self._queue, []
+                self._wakes = {loop for loop in self._wakes if not loop.is_closed()}
             self._commit(batch)
 
     def _commit(self, batch: list[_Entry]) -> None:

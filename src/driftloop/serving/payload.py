@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferInput, InferRequest
 
 from driftloop.data import DatasetSpec
 
@@ -39,7 +39,7 @@ def columns_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> dic
     return _typed(columns, n_rows, spec)
 
 
-def rows_at_most(payload: dict | InferRequest | Any, limit: int) -> bool:
+def rows_at_most(payload: Any, limit: int) -> bool:
     """Whether the request holds at most ``limit`` rows (and, in V2, values for at most ``limit`` rows of
     :data:`MAX_WIDTH` features), counted without decoding a value: what decides where a request is scored. A
     body the decoder will refuse at once (not an object, no instances) counts as small."""
@@ -65,13 +65,15 @@ def rows_at_most(payload: dict | InferRequest | Any, limit: int) -> bool:
     return True
 
 
-def _tensor_rows_at_most(tensor, limit: int) -> bool:
-    """A V2 input's declared rows are at most ``limit`` and its data holds no more values than that shape."""
+def _tensor_rows_at_most(tensor: InferInput, limit: int) -> bool:
+    """A V2 input's declared shape is one the decoder takes (``[n]``, ``[n, 1]`` or ``[n, features]``, integers)
+    with at most ``limit`` rows, and its data holds no more values than that shape. Any other shape counts as
+    large: the decoder refuses it, off the event loop."""
     shape = tensor.shape
-    if not shape:
-        return True
-    width = math.prod(shape[1:])
-    if not (0 <= shape[0] <= limit and 0 <= width <= MAX_WIDTH):
+    if not (isinstance(shape, (list, tuple)) and 1 <= len(shape) <= 2 and all(type(size) is int for size in shape)):
+        return False
+    rows, width = shape[0], (shape[1] if len(shape) == 2 else 1)
+    if not (0 <= rows <= limit and 0 <= width <= MAX_WIDTH):
         return False
     return not isinstance(tensor.data, list) or len(tensor.data) <= limit * max(width, 1)
 

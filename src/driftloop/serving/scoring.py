@@ -7,9 +7,11 @@ runs. One thread, not a pool: the model libraries use their own native threads f
 batch at a time keeps latency predictable.
 
 Small requests to a version with a verified fast path are the exception. With batching off, a request of at most
-:data:`INLINE_MAX_ROWS` rows is decoded and scored on the event loop itself: one row takes about 60 µs there,
-less than the HTTP exchange around it, and less than the hop to the thread and back, which costs about 150 µs of
-CPU per request (a thread woken, the interpreter's lock passed twice; docs/serving.md, "Speed").
+:data:`INLINE_MAX_ROWS` rows is decoded and scored on the event loop itself: one row takes about 60 µs there and
+32 rows about 150 µs, no more than the hop to the thread and back costs in CPU per request (a thread woken, the
+interpreter's lock passed twice: about 150 µs; docs/serving.md, "Speed"). Such a
+request may overtake larger ones queued for the thread, and the fast path's session may then run on the loop's
+thread and the worker's at once (onnxruntime's ``run`` is thread-safe).
 
 With :class:`Batching` on, the requests that queued while the worker was busy (and, with a wait, those that
 arrive within that many microseconds) are scored together: each is decoded on its own (a malformed body
@@ -37,7 +39,7 @@ from driftloop.serving.payload import columns_from_payload, rows_at_most
 from driftloop.serving.versions import NoClassProbabilities, Scores, ServedVersion
 
 # The most rows a fast-path request may have to be scored on the event loop (with batching off): 32 rows take
-# about 150 µs there, what handing them to the worker's thread and back costs in CPU.
+# about as long there as the hop to the worker's thread and back (see the module's docstring).
 INLINE_MAX_ROWS = 32
 
 
@@ -78,7 +80,8 @@ def predict(version: ServedVersion, decoded: Decoded) -> Scores:
 
 
 def score_request(version: ServedVersion, payload: dict | Any) -> Scores:
-    """One request decoded and scored on its own (what the worker does with batching off)."""
+    """One request decoded and scored on its own (what the worker does with batching off, and the event loop
+    with a small fast-path request)."""
     return predict(version, decode(version, payload))
 
 
@@ -97,7 +100,7 @@ _STOP = object()
 
 class ScoringWorker:
     """Decodes and scores requests on one dedicated thread, in the order they were handed over, batching them
-    as ``batching`` says."""
+    as ``batching`` says; scores small fast-path requests on the caller's loop instead (:meth:`scores_inline`)."""
 
     def __init__(self, batching: Batching | None = None, name: str = "driftloop-scoring") -> None:
         self.batching = batching or Batching()
@@ -109,7 +112,8 @@ class ScoringWorker:
 
     async def score(self, version: ServedVersion, payload: dict | Any) -> Scores:
         """The version's answers for the request's rows, computed on the worker's thread (the caller's event
-        loop stays free meanwhile). Raises InvalidInput or ModelFailed for this request alone."""
+        loop stays free meanwhile) or, for a small fast-path request, on the loop. Raises InvalidInput or
+        ModelFailed for this request alone."""
         if self._stopped:
             raise RuntimeError("the scoring worker has stopped")
         if self.scores_inline(version, payload):

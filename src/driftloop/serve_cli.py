@@ -83,6 +83,8 @@ def add_serve_parsers(sub, add_common) -> None:
                          help="highest canary error rate (server errors / requests) a step may show")
     rollout.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
                          help="highest ratio of canary to stable mean latency")
+    rollout.add_argument("--latency-tolerance", type=float, default=defaults.latency_tolerance,
+                         help="seconds by which the canary's mean latency may exceed stable's whatever the ratio")
     rollout.add_argument("--max-inconclusive", type=int, default=defaults.max_inconclusive,
                          help="inconclusive observations allowed in total before the rollout aborts")
     rollout.add_argument("--abort", action="store_true", help="take the canary out of service now (stable takes 100%%)")
@@ -156,7 +158,7 @@ def run_rollout_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be comma-separated percentages, got '{args.steps}'") from None
     policy = RolloutPolicy(steps=steps, interval=args.interval, min_requests=args.min_requests,
                            max_error_rate=args.max_error_rate, max_latency_ratio=args.max_latency_ratio,
-                           max_inconclusive=args.max_inconclusive)
+                           latency_tolerance=args.latency_tolerance, max_inconclusive=args.max_inconclusive)
     if args.target == "local":
         metrics = GatewayRequestMetrics(args.gateway, args.name)
     else:

@@ -66,10 +66,12 @@ def judge(canary: Window, stable: Window, policy: RolloutPolicy) -> tuple[str, l
                        f"than {policy.max_error_rate_increase:.2%}")
     if canary.mean_latency is not None and stable.mean_latency:
         ratio = canary.mean_latency / stable.mean_latency
-        if ratio > policy.max_latency_ratio:
+        slower = canary.mean_latency - stable.mean_latency
+        if ratio > policy.max_latency_ratio and slower > policy.latency_tolerance:
             failed = True
             reasons.append(f"canary mean latency {canary.mean_latency * 1000:.1f} ms is {ratio:.2f}× stable's "
-                           f"(limit {policy.max_latency_ratio:.2f}×)")
+                           f"(limit {policy.max_latency_ratio:.2f}×) and {slower * 1000:.1f} ms more (tolerance "
+                           f"{policy.latency_tolerance * 1000:.1f} ms)")
     if not failed:
         reasons.append(f"canary: {canary.requests} requests, error rate {canary.error_rate:.2%}; "
                        f"stable error rate {stable.error_rate:.2%}")

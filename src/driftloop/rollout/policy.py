@@ -19,6 +19,9 @@ class RolloutPolicy:
         max_error_rate: Highest canary error rate (server errors / requests) a step may show.
         max_error_rate_increase: How much the canary's error rate may exceed stable's.
         max_latency_ratio: Highest ratio of canary to stable mean latency.
+        latency_tolerance: Seconds by which the canary's mean latency may exceed stable's whatever the ratio:
+            at sub-millisecond means one preempted request in a step's few dozen moves the ratio by half, and
+            no caller notices a few milliseconds.
         max_inconclusive: Inconclusive observations allowed in total before the rollout aborts.
         max_failures: Failed checks that abort the rollout.
         max_quality_drop: How much worse the canary's realised quality may be than stable's (labels needed), in
@@ -33,6 +36,7 @@ class RolloutPolicy:
     max_error_rate: float = 0.01
     max_error_rate_increase: float = 0.005
     max_latency_ratio: float = 1.5
+    latency_tolerance: float = 0.005
     max_inconclusive: int = 3
     max_failures: int = 1
     max_quality_drop: float = 0.05

@@ -166,30 +166,21 @@ def test_in_a_batch_only_the_requests_that_ask_get_probabilities_and_a_regressio
     assert str(refused) == "bills v1 is a regression model: a regression model has no class probabilities"
 
 
-class _ThreadRecordingPipeline:
-    """A version's real Pipeline that notes the thread each prediction runs on."""
+class _ThreadRecording:
+    """A version's real fast-path scorer or Pipeline that notes the thread each call runs on."""
 
-    def __init__(self, pipeline) -> None:
-        self.pipeline, self.threads = pipeline, []
-
-    def predict(self, frame):
-        self.threads.append(threading.get_ident())
-        return self.pipeline.predict(frame)
-
-
-class _ThreadRecordingScorer:
-    """A version's real fast-path scorer that notes the thread each call runs on."""
-
-    def __init__(self, scorer) -> None:
-        self.scorer, self.threads = scorer, []
+    def __init__(self, model) -> None:
+        self.model, self.threads = model, []
 
     def predict(self, rows):
-        self.threads.append(threading.get_ident())
-        return self.scorer.predict(rows)
+        return self._noted(self.model.predict, rows)
 
     def predict_proba(self, rows):
+        return self._noted(self.model.predict_proba, rows)
+
+    def _noted(self, call, rows):
         self.threads.append(threading.get_ident())
-        return self.scorer.predict_proba(rows)
+        return call(rows)
 
 
 @pytest.mark.parametrize("batching", [Batching(), Batching(max_rows=64)], ids=["batching-off", "batching-on"])
@@ -201,9 +192,9 @@ def test_small_fast_path_requests_are_scored_on_the_event_loop_and_the_rest_on_t
     graph, record = compile_fast_path(trained_lr.model, validated.spec, {
         "holdout": trained_lr.holdout_frame, "reference_sample": trained_lr.train_frame.sample(300, random_state=0)})
     assert record.accepted, record.reason
-    scorer = _ThreadRecordingScorer(OnnxScorer(graph, validated.spec))
+    scorer = _ThreadRecording(OnnxScorer(graph, validated.spec))
     fast = ServedVersion("churn", 1, validated.spec, trained_lr.model, scorer)
-    plain = ServedVersion("churn", 1, validated.spec, _ThreadRecordingPipeline(trained_lr.model))
+    plain = ServedVersion("churn", 1, validated.spec, _ThreadRecording(trained_lr.model))
     n = INLINE_MAX_ROWS
     rows = json.loads(synthetic.generate(n + 1, seed=5)[validated.spec.feature_names].to_json(orient="records"))
     bodies = [{"instances": rows[:1]}, {"instances": [{k: [r[k] for r in rows[:n]] for k in rows[0]}]},

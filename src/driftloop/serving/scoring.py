@@ -9,9 +9,9 @@ batch at a time keeps latency predictable.
 Small requests to a version with a verified fast path are the exception. With batching off, a request of at most
 :data:`INLINE_MAX_ROWS` rows is decoded and scored on the event loop itself: one row takes about 60 µs there and
 32 rows about 150 µs, no more than the hop to the thread and back costs in CPU per request (a thread woken, the
-interpreter's lock passed twice: about 150 µs; docs/serving.md, "Speed"). Such a
-request may overtake larger ones queued for the thread, and the fast path's session may then run on the loop's
-thread and the worker's at once (onnxruntime's ``run`` is thread-safe).
+interpreter's lock passed twice: about 150 µs; docs/serving.md, "Speed"). Such a request may overtake larger
+ones queued for the thread, and the fast path's session may then run on the loop's thread and the worker's at
+once (onnxruntime's ``run`` is thread-safe).
 
 With :class:`Batching` on, the requests that queued while the worker was busy (and, with a wait, those that
 arrive within that many microseconds) are scored together: each is decoded on its own (a malformed body

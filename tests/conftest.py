@@ -196,6 +196,20 @@ def register_trained(registry, workdir: Path, frame, name: str = "churn", seed: 
                      "reference_sample.parquet": sample.getvalue()}, actor=actor)
 
 
+def promoted_churn(root: Path, rows: int):
+    """A local registry under ``root`` with churn v1 trained on ``rows`` synthetic rows (seed 1) and in production;
+    returns the registry, the table and the features v1 is served with."""
+    from driftloop import synthetic
+    from driftloop.registry import LocalRegistry
+    from driftloop.serving.versions import ServedVersion
+
+    registry = LocalRegistry(root / "registry")
+    frame = synthetic.generate(rows, seed=1)
+    register_trained(registry, root, frame)
+    registry.promote("churn", 1, actor="test")
+    return registry, frame, ServedVersion.load(registry, "churn", 1).spec.feature_names
+
+
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory):
     """A real Prometheus on 127.0.0.1 scraping file_sd targets, shared by the session (tests/prometheus_server.py)."""

@@ -15,15 +15,12 @@ import httpx
 import orjson
 import pytest
 
-from driftloop import synthetic
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
 from driftloop.monitor.events_http import parse_head
-from driftloop.registry import LocalRegistry
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
-from driftloop.serving.versions import ServedVersion
 
-from ..conftest import ServerThread, register_trained
+from ..conftest import ServerThread, promoted_churn
 
 TOKEN = "events-token-0123456789abcdef"
 
@@ -31,12 +28,8 @@ TOKEN = "events-token-0123456789abcdef"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("events-http")
-    registry = LocalRegistry(root / "registry")
-    frame = synthetic.generate(600, seed=1)
-    register_trained(registry, root, frame)
-    registry.promote("churn", 1, actor="test")
-    spec = ServedVersion.load(registry, "churn", 1).spec
-    rows = json.loads(frame[spec.feature_names].head(50).to_json(orient="records"))
+    registry, frame, features = promoted_churn(root, 600)
+    rows = json.loads(frame[features].head(50).to_json(orient="records"))
     config = MonitorConfig.from_dict({"retrain": {"runner": "none"}, "max_body_bytes": 64 * 1024})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DRIFTLOOP_EVENTS_TOKEN", TOKEN)

@@ -18,14 +18,12 @@ from driftloop import synthetic
 from driftloop.http_guard import EVENTS, LABELS, REPORT_CSP
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
-from driftloop.registry import LocalRegistry
 from driftloop.serving.gateway import Gateway
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
-from driftloop.serving.versions import ServedVersion
 from tests.html_checks import PAYLOAD, assert_no_script
 from tests.malformed import JSON, Probe, body_probes, path_probes
 
-from ..conftest import REPO_ROOT, ServerThread, free_port, register_trained, run_cli
+from ..conftest import REPO_ROOT, ServerThread, free_port, promoted_churn, run_cli
 
 EVENTS_TOKEN = "events-token-" + "e" * 32
 LABELS_TOKEN = "labels-token-" + "l" * 32
@@ -34,11 +32,7 @@ LABELS_TOKEN = "labels-token-" + "l" * 32
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitor-trust")
-    registry = LocalRegistry(root / "registry")
-    frame = synthetic.generate(1500, seed=1)
-    register_trained(registry, root, frame)
-    registry.promote("churn", 1, actor="test")
-    features = ServedVersion.load(registry, "churn", 1).spec.feature_names
+    registry, _, features = promoted_churn(root, 1500)
     rows = json.loads(synthetic.generate(200, seed=7)[features].to_json(orient="records"))
     return {"root": root, "registry": registry, "rows": rows}
 

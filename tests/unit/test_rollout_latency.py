@@ -34,3 +34,5 @@ def test_the_tolerance_is_a_policy_setting() -> None:
     assert judge(served(3.3), served(0.5), strict)[0] == "fail"
     with pytest.raises(ConfigError, match="latency_tolerance has a bad value"):
         RolloutPolicy.from_dict({"latency_tolerance": "fast"})
+    with pytest.raises(ConfigError, match="latency tolerance must be >= 0 seconds, got -0.001"):
+        RolloutPolicy.from_dict({"latency_tolerance": -0.001})

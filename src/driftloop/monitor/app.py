@@ -51,7 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from driftloop.data import DatasetSpec
 from driftloop.drift import load_evidently
 from driftloop.errors import DriftloopError, ModelNotFoundError
-from driftloop.http_guard import parse_json, send_error
+from driftloop.http_guard import error_body, parse_json, send_error
 from driftloop.http_server import freeze_heap
 from driftloop.monitor.analysis import Reference, analyse, prediction_values
 from driftloop.monitor.config import MonitorConfig
@@ -234,31 +234,26 @@ class Monitor:
             answer.set_result(outcome)
 
     def _event_answer(self, error: BaseException | None) -> tuple[int, bytes]:
+        """The answer to an event post (one half, or a batch) that succeeded or failed with ``error``."""
         if error is None:
             self._events_accepted.inc()
             return 202, _ACCEPTED
         if isinstance(error, JournalError):
-            return 503, orjson.dumps({"error": str(error)})
+            return 503, error_body(str(error))
         if isinstance(error, EventError | DriftloopError):
             self.events_rejected += 1
             self._events_rejected.inc()
             log.info("monitor: rejected event: %s", error)
-            return 400, orjson.dumps({"error": str(error)})
+            return 400, error_body(str(error))
         log.error("monitor: taking an event failed", exc_info=error)
-        return 500, orjson.dumps({"error": f"the monitor failed to take the event ({type(error).__name__}); "
-                                           "see its log"})
+        return 500, error_body(f"the monitor failed to take the event ({type(error).__name__}); see its log")
 
     async def _take_batch(self, body: bytes) -> tuple[int, bytes]:
         """A CloudEvents batch, answered once all of it is on disk (see :meth:`take_events`)."""
         try:
             result = await self.ingest.batch(body)
-        except JournalError as exc:
-            return 503, orjson.dumps({"error": str(exc)})
-        except (EventError, DriftloopError) as exc:
-            self.events_rejected += 1
-            self._events_rejected.inc()
-            log.info("monitor: rejected event batch: %s", exc)
-            return 400, orjson.dumps({"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - answered as a single event's failure is
+            return self._event_answer(exc)
         return 202, orjson.dumps(self._count_batch(result))
 
     def _count_batch(self, result: BatchResult) -> dict:
@@ -433,7 +428,7 @@ class Monitor:
                 with self._rows_lock:
                     if not buffer.due(now):
                         break
-                    chunks, _ = buffer.take_chunks(now)
+                    chunks = buffer.take_chunks(now)
                 # Built beside the event loop: a thousand rows' DataFrame would hold up the events arriving.
                 try:
                     rows, rest = await asyncio.to_thread(buffer.split, chunks)

@@ -47,12 +47,12 @@ class WindowBuffer:
     # A window is taken in three steps, so that the caller takes the chunks under its lock and builds the
     # DataFrame without it (a thousand rows' frame would hold up the events arriving).
 
-    def take_chunks(self, now: float | None = None) -> tuple[list[Chunk], float]:
-        """Everything buffered, as it came, and when the window opened; the next window opens now."""
-        chunks, opened_at = self._frames, self.opened_at
+    def take_chunks(self, now: float | None = None) -> list[Chunk]:
+        """Everything buffered, as it came; the next window opens now."""
+        chunks = self._frames
         self._frames, self.rows = [], 0
         self.opened_at = time.time() if now is None else now
-        return chunks, opened_at
+        return chunks
 
     def split(self, chunks: list[Chunk]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The window (the chunks' first ``rows`` rows, as one DataFrame) and the rows beyond it."""

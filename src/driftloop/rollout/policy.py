@@ -73,5 +73,7 @@ class RolloutPolicy:
                               f"got {list(self.steps)}")
         if self.interval <= 0 or self.min_requests < 1:
             raise ConfigError("rollout interval must be > 0 and min requests >= 1")
+        if self.latency_tolerance < 0:
+            raise ConfigError(f"rollout latency tolerance must be >= 0 seconds, got {self.latency_tolerance}")
 
 

@@ -229,30 +229,28 @@ def _tensor_column(tensor) -> np.ndarray | list:
 # JSON scalars, and the element types of a tensor's JSON data a column can take as they are: decoding them through
 # an array gives the same values (text and mixed BYTES stay Python objects; BOOL only from true/false, as numpy would
 # turn null or 1 into a boolean; FP64 from numbers or null, one row, as more rows are checked as one array).
-_SCALARS = (str, int, float, bool, type(None))
-_AS_SENT = {"BYTES": _SCALARS, "BOOL": (bool,)}
-_ONE_NUMBER = (int, float, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_AS_SENT = {"BYTES": _SCALARS, "BOOL": frozenset((bool,))}
+_ONE_NUMBER = frozenset((int, float, type(None)))
 
 
 def _json_column(tensor) -> list | None:
     """A feature's values straight from its input's JSON data, without an array per input (the cost of a single
     V2 row), when that gives exactly what decoding the array gives; None otherwise."""
-    data, shape = tensor.data, tensor.shape
+    data = tensor.data
     if not isinstance(data, list) or not data:
         return None
     n = len(data)
-    if list(shape) not in ([n], [n, 1]):
+    # Which values may be taken as sent is known before any is looked at: a batch of numbers goes straight to
+    # its array, without a pass over its values first.
+    allowed = _AS_SENT.get(tensor.datatype) or (_ONE_NUMBER if n == 1 and tensor.datatype == "FP64" else None)
+    if allowed is None or list(tensor.shape) not in ([n], [n, 1]):
         return None
-    if all(type(v) in _SCALARS for v in data):
-        values = data
-    elif all(type(v) is list and len(v) == 1 and type(v[0]) in _SCALARS for v in data):
-        values = [v[0] for v in data]
-    else:
-        return None
-    allowed = _AS_SENT.get(tensor.datatype) or (_ONE_NUMBER if tensor.datatype == "FP64" and n == 1 else None)
-    if allowed is None or not all(type(v) in allowed for v in values):
-        return None
-    return values
+    if allowed.issuperset(map(type, data)):  # type(), not isinstance(): True is not a number here
+        return data
+    if all(type(v) is list and len(v) == 1 and type(v[0]) in allowed for v in data):
+        return [v[0] for v in data]
+    return None
 
 
 def _json_rows(tensor, width: int) -> list | None:
@@ -305,7 +303,7 @@ def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> dict[str
     return typed
 
 
-_PLAIN = {"numeric": (int, float), "boolean": (bool,), "categorical": (str,)}
+_PLAIN = {"numeric": frozenset((int, float)), "boolean": frozenset((bool,)), "categorical": frozenset((str,))}
 _NUMPY_FROM_ROWS = 8  # below this, numpy's per-call cost exceeds checking a few numbers one by one
 
 
@@ -315,8 +313,7 @@ def _plain(values: list, kind: str) -> Any:
     otherwise, and the checks below decide (and name the bad value)."""
     if kind == "numeric" and len(values) < _NUMPY_FROM_ROWS:
         return None
-    types = _PLAIN[kind]
-    if not all(type(v) in types for v in values):  # type(), not isinstance(): True is not a number here
+    if not _PLAIN[kind].issuperset(map(type, values)):  # type(), not isinstance(): True is not a number here
         return None
     if kind != "numeric":
         return values

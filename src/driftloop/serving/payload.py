@@ -177,11 +177,12 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
     names = spec.feature_names
     content_type = (payload.parameters or {}).get("content_type")
     if content_type == "pd" or len(payload.inputs) > 1 or payload.inputs[0].name in names:
-        unknown = sorted(t.name for t in payload.inputs if t.name not in names)
+        given = [t.name for t in payload.inputs]
+        unknown = sorted(set(given).difference(names))
         if unknown:
             raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
-        repeated = sorted(name for name, count in Counter(t.name for t in payload.inputs).items() if count > 1)
-        if repeated:  # only one of them would be scored, silently: which one is anyone's guess
+        if len(set(given)) < len(given):  # only one of them would be scored, silently: which one is anyone's guess
+            repeated = sorted(name for name, count in Counter(given).items() if count > 1)
             raise InvalidInput(f"input(s) given more than once: {', '.join(repeated[:10])}")
         columns = {tensor.name: _tensor_column(tensor) for tensor in payload.inputs}
         lengths = {len(column) for column in columns.values()}
@@ -259,7 +260,7 @@ def _json_rows(tensor, width: int) -> list | None:
     data, shape = tensor.data, tensor.shape
     if tensor.datatype != "BYTES" or not isinstance(data, list) or not data or list(shape) != [len(data), width]:
         return None
-    if not all(type(row) is list and len(row) == width and all(type(v) in _SCALARS for v in row) for row in data):
+    if not all(type(row) is list and len(row) == width and _SCALARS.issuperset(map(type, row)) for row in data):
         return None
     return data
 

@@ -21,6 +21,7 @@ import pytest
 from driftloop import synthetic
 from driftloop.monitor.app import Monitor
 from driftloop.monitor.config import MonitorConfig
+from driftloop.monitor.events import event_headers
 from driftloop.registry import LocalRegistry
 from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE, LoggedEvent
 from driftloop.serving.versions import ServedVersion
@@ -199,3 +200,87 @@ def test_a_batch_is_acknowledged_only_once_it_is_on_disk(served, tmp_path) -> No
     assert lost.status_code == 503 and "could not write to its ingest log" in lost.json()["error"]
     assert kept.status_code == 202 and kept.json()["rows"] == 3
     assert sorted(after_crash["event_id"]) == [p[0] for p in pairs[5:8]]
+
+
+def _v2_bodies(request: dict, response: dict, kinds: dict[str, str]) -> tuple[dict, dict]:
+    """A V1 pair as the same prediction over V2 (Open Inference Protocol): one tensor per feature, as a client
+    sends it and KServe's agent logs it; the answer as V2 outputs."""
+    datatype = {"numeric": "FP64", "categorical": "BYTES", "boolean": "BOOL"}
+    row = request["instances"][0]
+    inputs = [{"name": name, "shape": [1], "datatype": datatype[kind], "data": [row[name]]}
+              for name, kind in kinds.items()]
+    outputs = [{"name": "output-0", "shape": [1], "datatype": "INT64", "data": response["predictions"]}]
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}, {"model_name": "churn", "outputs": outputs}
+
+
+def test_v2_requests_as_clients_send_them_and_as_the_gateway_logs_them_make_the_rows_v1_makes(served,
+                                                                                            tmp_path) -> None:
+    """KServe's agent logs a V2 request's body as the client sent it, driftloop's gateway as KServe's
+    ``InferRequest.to_rest()``: both are decoded as V2, and make the rows the same predictions made over V1."""
+    from kserve.protocol.infer_type import InferRequest
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    registry, pairs = served
+    kinds = {f.name: f.kind for f in ServedVersion.load(registry, "churn", 1).spec.features}
+    config = MonitorConfig.from_dict(NO_RETRAIN)
+    made = {}
+    for label in ("v1", "v2 as sent", "v2 as the gateway logs it"):
+        monitor = Monitor(registry, tmp_path / label, config, tick_seconds=3600)
+        with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url) as client:
+            answers = []
+            for event_id, request, response in pairs:
+                if label != "v1":
+                    request, response = _v2_bodies(request, response, kinds)
+                if label == "v2 as the gateway logs it":
+                    request = InferRequest.from_inference_request(InferenceRequest(**request), "churn").to_rest()[0]
+                answers += [client.post("/events", content=orjson.dumps(body), headers=agent_headers(event_id, kind))
+                            for kind, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response))]
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers if a.status_code != 202][:2]
+        made[label] = stored(monitor)
+    assert len(made["v1"]) == PAIRS
+    pd.testing.assert_frame_equal(made["v2 as sent"], made["v1"])
+    pd.testing.assert_frame_equal(made["v2 as the gateway logs it"], made["v1"])
+
+
+def test_a_v2_request_that_does_not_decode_is_refused_and_the_monitor_restarts(served, tmp_path) -> None:
+    """A V2 tensor whose values its datatype cannot hold (an INT64 above 2**63 - 1), or a datatype KServe does not
+    know, is the sender's mistake: the pair is answered 400, and the log that holds it replays at the next start."""
+    registry, pairs = served
+    kinds = {f.name: f.kind for f in ServedVersion.load(registry, "churn", 1).spec.features}
+    config = MonitorConfig.from_dict(NO_RETRAIN)
+    event_id, request, response = pairs[0]
+    v2_request, v2_response = _v2_bodies(request, response, kinds)
+    numeric = next(name for name, kind in kinds.items() if kind == "numeric")
+    too_large = {**v2_request, "inputs": [{**t, "datatype": "INT64", "data": [2 ** 63]} if t["name"] == numeric
+                                          else t for t in v2_request["inputs"]]}
+    unknown_type = {**v2_request, "inputs": [{**t, "datatype": "FP99"} if t["name"] == numeric else t
+                                             for t in v2_request["inputs"]]}
+    monitor = Monitor(registry, tmp_path / "served", config, tick_seconds=3600)
+    with ServerThread(monitor.app) as server, httpx.Client(base_url=server.url) as client:
+        answers = {}
+        for label, body in (("too large", too_large), ("unknown datatype", unknown_type)):
+            first = client.post("/events", content=orjson.dumps(body), headers=agent_headers(label, REQUEST_TYPE))
+            answers[label] = (first.status_code, client.post("/events", content=orjson.dumps(v2_response),
+                                                             headers=agent_headers(label, RESPONSE_TYPE)))
+    for label, (first, second) in answers.items():
+        assert first == 202 and second.status_code == 400, label  # a lone request half is taken, the pair not
+        assert "request does not decode" in second.json()["error"], second.json()
+    assert f"input '{numeric}'" in answers["too large"][1].json()["error"]
+
+    # Killed before a checkpoint, the monitor's log holds the refused pairs' halves and a good pair; the next
+    # start replays them all, refuses the bad pairs again and keeps the good one.
+    crashed = Monitor(registry, tmp_path / "crashed", config, tick_seconds=3600)
+
+    async def send() -> list[int]:
+        posts = [(label, kind, body) for label, body in (("too large", too_large), ("unknown datatype", unknown_type),
+                                                         (event_id, v2_request))
+                 for kind, body in ((REQUEST_TYPE, body), (RESPONSE_TYPE, v2_response))]
+        return [(await crashed.take_events("application/json", event_headers(agent_headers(label, kind)),
+                                           orjson.dumps(body)))[0] for label, kind, body in posts]
+
+    assert asyncio.run(send()) == [202, 400, 202, 400, 202, 202]
+    crashed.ingest.journal.close()  # no checkpoint: everything is in the log
+    restarted = Monitor(registry, tmp_path / "crashed", config, tick_seconds=3600)
+    assert restarted.ingest.replayed == 6
+    assert list(restarted.recent["churn"][0].features) == list(kinds)
+    assert [rows.event_id for rows in restarted.recent["churn"]] == [event_id]

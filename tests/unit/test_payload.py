@@ -8,7 +8,13 @@ import pytest
 from kserve.errors import InvalidInput
 
 from driftloop.data import DatasetSpec, FeatureSpec
-from driftloop.serving.payload import MAX_INSTANCES, columns_from_payload, frame_from_payload, rows_at_most
+from driftloop.serving.payload import (
+    MAX_INSTANCES,
+    columns_from_payload,
+    frame_from_payload,
+    logged_request,
+    rows_at_most,
+)
 
 SPEC = DatasetSpec("churned", (FeatureSpec("age", "numeric"), FeatureSpec("region", "categorical"),
                                FeatureSpec("has_autopay", "boolean")))
@@ -260,3 +266,38 @@ def test_a_v2_shape_the_decoder_does_not_take_counts_as_large_and_never_raises(s
 
     request = InferRequest(model_name="m", infer_inputs=[InferInput("age", shape, "FP64", [1.0])])
     assert not rows_at_most(request, 32)
+
+
+@pytest.mark.parametrize("datatype, data", [("INT64", [2 ** 63, 1]), ("INT32", [2 ** 31, 1]), ("UINT8", [-1, 1])])
+def test_a_v2_value_its_datatype_cannot_hold_is_refused_naming_the_input(datatype, data) -> None:
+    """numpy raises OverflowError for an integer the tensor's type cannot hold: the sender's mistake (a 400 in the
+    servers, a refused pair in the monitor), never an error of the server."""
+    from kserve.protocol.infer_type import InferRequest
+
+    body = {"inputs": [{"name": "age", "shape": [2], "datatype": datatype, "data": data},
+                       {"name": "income", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+    request = InferRequest.from_inference_request(_rest_request(body), "m")
+    try:
+        columns = columns_from_payload(request, NUMERIC)
+    except InvalidInput as exc:
+        assert "input 'age'" in str(exc)
+    else:  # numpy may wrap a value instead; then it must still be a number per row
+        assert len(columns["age"]) == 2
+
+
+def test_logged_bodies_are_read_as_v2_only_when_their_inputs_are_tensors() -> None:
+    """A payload log carries a V2 request as its REST JSON: it decodes as the InferRequest KServe builds from it.
+    V1's ``inputs`` (another name for ``instances``) stays V1, and a V2 body KServe would refuse is refused."""
+    from kserve.protocol.infer_type import InferRequest
+
+    v2 = {"parameters": {"content_type": "pd"}, "inputs": _COLUMNS}
+    as_kserve_builds_it = columns_from_payload(InferRequest.from_inference_request(_rest_request(v2), "m"), SPEC)
+    logged = columns_from_payload(logged_request(v2), SPEC)
+    assert list(logged) == list(as_kserve_builds_it)
+    for name in SPEC.feature_names:
+        assert list(logged[name]) == list(as_kserve_builds_it[name])
+    v1 = {"inputs": ROWS}
+    assert logged_request(v1) is v1
+    assert columns_from_payload(logged_request(v1), SPEC)["region"] == ["west", None]
+    with pytest.raises(InvalidInput, match="V2 request does not decode"):
+        logged_request({"inputs": [{**_COLUMNS[0], "shape": ["two"]}]})

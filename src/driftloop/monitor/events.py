@@ -23,7 +23,7 @@ from kserve.errors import InvalidInput
 from driftloop.data import DatasetSpec
 from driftloop.model_dir import VERSION_ANNOTATION
 from driftloop.monitor.rows import Rows
-from driftloop.serving.payload import columns_from_payload
+from driftloop.serving.payload import columns_from_payload, logged_request
 from driftloop.serving.payload_logger import BATCH_CONTENT_TYPE, REQUEST_TYPE, RESPONSE_TYPE
 
 # A version number as events carry it: digits, few enough to be a version (int() of thousands of digits raises).
@@ -171,12 +171,12 @@ class EventJoiner:
         endpoint = endpoint or self.endpoint_for(model, number)
         spec = self.spec_for(model, number)
         try:
-            if not isinstance(request, dict):  # a V2 InferRequest never comes out of JSON
+            if not isinstance(request, dict):
                 raise InvalidInput("request body must be a JSON object")
-            features = columns_from_payload(request, spec)
+            features = columns_from_payload(logged_request(request), spec)  # V1, or V2 as its REST JSON
         except InvalidInput as exc:
             raise EventError(f"event {event_id}: request does not decode: {exc}") from None
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
             # A body of the wrong shape anywhere inside: the sender's mistake, never the monitor's failure.
             raise EventError(f"event {event_id}: request does not decode ({type(exc).__name__})") from None
         predictions = _predictions(response)

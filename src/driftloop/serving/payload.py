@@ -39,6 +39,34 @@ def columns_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> dic
     return _typed(columns, n_rows, spec)
 
 
+def logged_request(body: Any) -> dict | InferRequest | Any:
+    """A request body as a payload log carries it, in the form :func:`columns_from_payload` takes.
+
+    KServe's agent logs the JSON a client sent, and driftloop's gateway logs a V2 request as its REST JSON: a V2
+    (Open Inference Protocol) body, whose ``inputs`` are tensors (each with a name, shape and datatype), becomes
+    the InferRequest KServe's server would have made of it. Anything else (V1 ``instances``, or ``inputs`` as V1's
+    other name for them) is returned as it is.
+
+    Raises:
+        InvalidInput: a V2 body KServe's own validation refuses.
+    """
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not (isinstance(inputs, list) and inputs
+            and all(isinstance(t, dict) and _V2_TENSOR_KEYS.issubset(t) for t in inputs)):
+        return body
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+    from pydantic import ValidationError
+
+    try:
+        return InferRequest.from_inference_request(InferenceRequest(**body), "")
+    except (ValidationError, ValueError, TypeError) as exc:
+        problem = str(exc).splitlines()
+        raise InvalidInput(f"V2 request does not decode: {' '.join(problem[:3])[:300]}") from None
+
+
+_V2_TENSOR_KEYS = frozenset(("name", "shape", "datatype"))
+
+
 def rows_at_most(payload: Any, limit: int) -> bool:
     """Whether the request holds at most ``limit`` rows (and, in V2, values for at most ``limit`` rows of
     :data:`MAX_WIDTH` features), counted without decoding a value: what decides where a request is scored. A
@@ -210,7 +238,7 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
 def _tensor_array(tensor) -> np.ndarray:
     try:
         return tensor.as_numpy()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer its datatype cannot hold
         raise InvalidInput(f"input '{tensor.name}': {exc}") from None
 
 

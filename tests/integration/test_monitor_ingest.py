@@ -86,3 +86,39 @@ def test_what_the_log_cannot_take_is_503_and_a_restart_brings_back_what_was_ackn
     assert restarted.store.read("churn")["event_id"].tolist() == ["kept"]
     assert len(restarted.labels) == 1 and restarted.buffers["churn"].rows == 1  # back in the open window
     assert restarted.quality_since("churn", None)["labelled"] == 1
+
+
+def test_v2_predictions_through_the_gateway_are_stored_like_v1s(tmp_path) -> None:
+    """The same rows asked for over V1 and over V2 (one tensor per feature, as KServe's docs send them) reach the
+    monitor through the gateway's payload log and are stored alike: every V2 prediction is logged too."""
+    registry = LocalRegistry(tmp_path / "registry")
+    frame = synthetic.generate(600, seed=1)
+    register_trained(registry, tmp_path, frame)
+    registry.promote("churn", 1, actor="test")
+    spec = ServedVersion.load(registry, "churn", 1).spec
+    monitor = Monitor(registry, tmp_path / "store", tick_seconds=0.2)
+    rows = json.loads(frame[spec.feature_names].head(12).to_json(orient="records"))
+    datatype = {"numeric": "FP64", "categorical": "BYTES", "boolean": "BOOL"}
+
+    def v2(chunk: list[dict]) -> dict:
+        return {"parameters": {"content_type": "pd"}, "inputs": [
+            {"name": f.name, "shape": [len(chunk)], "datatype": datatype[f.kind], "data": [r[f.name] for r in chunk]}
+            for f in spec.features]}
+
+    with ServerThread(monitor.app, http=monitor.http_protocol()) as receiver:
+        gateway = Gateway(registry, logger_url=receiver.url + "/events")
+        with ServerThread(gateway.app) as server, httpx.Client(base_url=server.url) as client:
+            over_v1 = [client.post("/v1/models/churn:predict", json={"instances": rows[i:i + 3]}) for i in range(0, 12, 3)]
+            over_v2 = [client.post("/v2/models/churn/infer", json=v2(rows[i:i + 3])) for i in range(0, 12, 3)]
+            deadline = time.monotonic() + 15
+            while monitor.store.rows_added < 24 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        status = httpx.get(receiver.url + "/status").json()
+    assert {a.status_code for a in over_v1 + over_v2} == {200}
+    assert status["events_rejected"] == 0 and status["rows_stored"] == 24
+    stored = monitor.store.read("churn")
+    counts = stored.groupby([f.name for f in spec.features] + ["prediction"], dropna=False).size()
+    assert len(counts) == 12 and set(counts) == {2}  # each row stored twice, once per protocol, and alike
+    predictions = [p for answer in over_v1 for p in answer.json()["predictions"]]
+    predictions += [p for answer in over_v2 for p in answer.json()["outputs"][0]["data"]]
+    assert sorted(stored["prediction"].tolist()) == sorted(predictions)

@@ -17,7 +17,7 @@ from driftloop.serving.gateway import Gateway
 from driftloop.serving.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 from driftloop.serving.versions import ServedVersion
 
-from ..conftest import ServerThread, register_trained
+from ..conftest import ServerThread, promoted_churn, register_trained
 
 
 def test_every_logged_row_is_stored_with_its_prediction_and_version(tmp_path) -> None:
@@ -91,13 +91,10 @@ def test_what_the_log_cannot_take_is_503_and_a_restart_brings_back_what_was_ackn
 def test_v2_predictions_through_the_gateway_are_stored_like_v1s(tmp_path) -> None:
     """The same rows asked for over V1 and over V2 (one tensor per feature, as KServe's docs send them) reach the
     monitor through the gateway's payload log and are stored alike: every V2 prediction is logged too."""
-    registry = LocalRegistry(tmp_path / "registry")
-    frame = synthetic.generate(600, seed=1)
-    register_trained(registry, tmp_path, frame)
-    registry.promote("churn", 1, actor="test")
+    registry, frame, features = promoted_churn(tmp_path, 600)
     spec = ServedVersion.load(registry, "churn", 1).spec
     monitor = Monitor(registry, tmp_path / "store", tick_seconds=0.2)
-    rows = json.loads(frame[spec.feature_names].head(12).to_json(orient="records"))
+    rows = json.loads(frame[features].head(12).to_json(orient="records"))
     datatype = {"numeric": "FP64", "categorical": "BYTES", "boolean": "BOOL"}
 
     def v2(chunk: list[dict]) -> dict:

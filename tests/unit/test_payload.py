@@ -277,12 +277,8 @@ def test_a_v2_value_its_datatype_cannot_hold_is_refused_naming_the_input(datatyp
     body = {"inputs": [{"name": "age", "shape": [2], "datatype": datatype, "data": data},
                        {"name": "income", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}
     request = InferRequest.from_inference_request(_rest_request(body), "m")
-    try:
-        columns = columns_from_payload(request, NUMERIC)
-    except InvalidInput as exc:
-        assert "input 'age'" in str(exc)
-    else:  # numpy may wrap a value instead; then it must still be a number per row
-        assert len(columns["age"]) == 2
+    with pytest.raises(InvalidInput, match="input 'age'"):
+        columns_from_payload(request, NUMERIC)
 
 
 def test_logged_bodies_are_read_as_v2_only_when_their_inputs_are_tensors() -> None:
@@ -351,3 +347,41 @@ def test_no_body_however_odd_raises_anything_but_invalid_input(protocol) -> None
         except Exception as exc:  # noqa: BLE001 - what the test looks for
             escaped.append(f"{type(exc).__name__}: {exc} in {str(body)[:200]}")
     assert escaped == []
+
+
+def test_a_logged_body_is_read_as_the_servers_read_it_when_it_carries_both_keys() -> None:
+    """The servers read ``instances`` first: a body that also carries V2-looking ``inputs`` was scored as V1, so
+    the monitor must store those rows, not the ``inputs`` (which could hold anything)."""
+    v2_inputs = [{**_COLUMNS[0], "data": [999, 999]}, *_COLUMNS[1:]]
+    body = {"instances": ROWS, "inputs": v2_inputs}
+    assert logged_request(body) is body
+    assert columns_from_payload(logged_request(body), SPEC)["age"].tolist() == [53.0, 61.5]
+
+
+def test_an_oversized_logged_v2_body_is_refused_before_it_is_validated() -> None:
+    """Validating a V2 body costs per input (pydantic, then an InferInput each): too many inputs, or an input of
+    too many rows, is refused from the JSON alone, as V1's instances are counted first."""
+    wide = {"inputs": [{"name": f"f{i}", "shape": [1], "datatype": "FP64", "data": [1]} for i in range(5000)]}
+    with pytest.raises(InvalidInput, match="5000 inputs; the limit is"):
+        logged_request(wide)
+    long = {"inputs": [{"name": "age", "shape": [MAX_INSTANCES + 1], "datatype": "FP64", "data": [1]}]}
+    with pytest.raises(InvalidInput, match=f"input 'age' has {MAX_INSTANCES + 1} rows"):
+        logged_request(long)
+
+
+def test_names_a_request_chose_are_cut_short_and_escaped_in_error_messages() -> None:
+    """An unknown name of megabytes, or one holding a line break, would make a megabyte answer or forge a line of
+    the log the refusal goes to: the message shows at most NAME_SHOWN characters, escaped."""
+    from kserve.protocol.infer_type import InferRequest
+
+    for forged in ("x" * 100_000, "x\nINFO monitor: all is well"):
+        for request in ({"instances": [{**ROWS[0], forged: 1}]},
+                        InferRequest.from_inference_request(_rest_request({"inputs": [
+                            *_COLUMNS, {"name": forged, "shape": [2], "datatype": "FP64", "data": [1, 2]}]}), "m")):
+            with pytest.raises(InvalidInput) as refused:
+                columns_from_payload(request, SPEC)
+            message = str(refused.value)
+            assert "unknown feature(s)" in message and "\n" not in message and len(message) < 200
+    with pytest.raises(InvalidInput) as refused:
+        columns_from_payload({"instances": [{**ROWS[0], "age": "y" * 100_000}]}, SPEC)
+    assert "expects a number" in str(refused.value) and len(str(refused.value)) < 200

@@ -20,6 +20,7 @@ from driftloop.data import DatasetSpec
 
 MAX_INSTANCES = 10_000
 MAX_WIDTH = 1_024  # features in one V2 row a request may carry and still count as small (rows_at_most)
+NAME_SHOWN = 60  # characters of a request's feature or input name an error message shows
 
 
 def frame_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> pd.DataFrame:
@@ -43,28 +44,53 @@ def logged_request(body: Any) -> dict | InferRequest | Any:
     """A request body as a payload log carries it, in the form :func:`columns_from_payload` takes.
 
     KServe's agent logs the JSON a client sent, and driftloop's gateway logs a V2 request as its REST JSON: a V2
-    (Open Inference Protocol) body, whose ``inputs`` are tensors (each with a name, shape and datatype), becomes
-    the InferRequest KServe's server would have made of it. Anything else (V1 ``instances``, or ``inputs`` as V1's
-    other name for them) is returned as it is.
+    (Open Inference Protocol) body, whose ``inputs`` are tensors (each with a name, shape, datatype and data),
+    becomes the InferRequest KServe's server would have made of it. Anything else is returned as it is: V1
+    ``instances`` (which the servers read first, so a body carrying both is V1, as it was scored), or ``inputs`` as
+    V1's other name for them.
 
     Raises:
-        InvalidInput: a V2 body KServe's own validation refuses.
+        InvalidInput: a V2 body with more inputs or rows than a request may have (refused before it is validated,
+            which costs per input), or one KServe's own validation refuses.
     """
-    inputs = body.get("inputs") if isinstance(body, dict) else None
+    inputs = body.get("inputs") if isinstance(body, dict) and "instances" not in body else None
     if not (isinstance(inputs, list) and inputs
             and all(isinstance(t, dict) and _V2_TENSOR_KEYS.issubset(t) for t in inputs)):
         return body
+    if len(inputs) > MAX_WIDTH:
+        raise InvalidInput(f"V2 request has {len(inputs)} inputs; the limit is {MAX_WIDTH}")
+    for tensor in inputs:
+        shape = tensor["shape"]
+        if isinstance(shape, list) and shape and type(shape[0]) is int and shape[0] > MAX_INSTANCES:
+            raise InvalidInput(f"input {shown(tensor['name'], quoted=True)} has {shape[0]} rows; the limit is "
+                               f"{MAX_INSTANCES}")
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
     from pydantic import ValidationError
 
     try:
         return InferRequest.from_inference_request(InferenceRequest(**body), "")
     except (ValidationError, ValueError, TypeError) as exc:
-        problem = str(exc).splitlines()
-        raise InvalidInput(f"V2 request does not decode: {' '.join(problem[:3])[:300]}") from None
+        problem = " ".join(" ".join(str(exc).split()).split(" [type=")[:1])
+        raise InvalidInput(f"V2 request does not decode: {problem[:300]}") from None
 
 
-_V2_TENSOR_KEYS = frozenset(("name", "shape", "datatype"))
+def _value_shown(value: Any) -> str:
+    """A value a request sent, as an error message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= NAME_SHOWN else text[:NAME_SHOWN] + "…"
+
+
+def shown(name: Any, quoted: bool = False) -> str:
+    """A name a request chose, as an error message shows it (quoted when ``quoted``): as it is when short and
+    printable, else as a repr cut short (a name may be megabytes, or hold a line break that would forge a line of
+    the log the message goes to)."""
+    text = str(name)
+    if len(text) <= NAME_SHOWN and text.isprintable():
+        return f"'{text}'" if quoted else text
+    return repr(text[:NAME_SHOWN] + "…")
+
+
+_V2_TENSOR_KEYS = frozenset(("name", "shape", "datatype", "data"))
 
 
 def rows_at_most(payload: Any, limit: int) -> bool:
@@ -188,7 +214,7 @@ def _columns_from_v1(payload: dict, spec: DatasetSpec) -> tuple[dict[str, list],
 def _check_keys(record: dict, known: set[str], i: int) -> None:
     unknown = [str(k) for k in record if k not in known]
     if unknown:
-        raise InvalidInput(f"instance {i}: unknown feature(s): {', '.join(sorted(unknown)[:10])}")
+        raise InvalidInput(f"instance {i}: unknown feature(s): {', '.join(map(shown, sorted(unknown)[:10]))}")
 
 
 def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str, Any], int]:
@@ -201,17 +227,18 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
     for tensor in payload.inputs:
         rows = int(tensor.shape[0]) if tensor.shape else 0
         if rows > MAX_INSTANCES:
-            raise InvalidInput(f"input '{tensor.name}' has {rows} rows; the limit is {MAX_INSTANCES}")
+            raise InvalidInput(f"input {shown(tensor.name, quoted=True)} has {rows} rows; the limit is "
+                               f"{MAX_INSTANCES}")
     names = spec.feature_names
     content_type = (payload.parameters or {}).get("content_type")
     if content_type == "pd" or len(payload.inputs) > 1 or payload.inputs[0].name in names:
         given = [t.name for t in payload.inputs]
         unknown = sorted(set(given).difference(names))
         if unknown:
-            raise InvalidInput(f"unknown feature(s): {', '.join(unknown[:10])}")
+            raise InvalidInput(f"unknown feature(s): {', '.join(map(shown, unknown[:10]))}")
         if len(set(given)) < len(given):  # only one of them would be scored, silently: which one is anyone's guess
             repeated = sorted(name for name, count in Counter(given).items() if count > 1)
-            raise InvalidInput(f"input(s) given more than once: {', '.join(repeated[:10])}")
+            raise InvalidInput(f"input(s) given more than once: {', '.join(map(shown, repeated[:10]))}")
         columns = {tensor.name: _tensor_column(tensor) for tensor in payload.inputs}
         lengths = {len(column) for column in columns.values()}
         if len(lengths) > 1:
@@ -228,8 +255,8 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
     array = _tensor_array(tensor)
     if array.ndim != 2 or array.shape[1] != len(names):
         raise InvalidInput(
-            f"input '{tensor.name}' has shape {list(array.shape)}; expected [n, {len(names)}] in feature "
-            f"order, or one input per feature (named by it)"
+            f"input {shown(tensor.name, quoted=True)} has shape {list(array.shape)}; expected [n, {len(names)}] in "
+            "feature order, or one input per feature (named by it)"
         )
     _check_size(array.shape[0])
     return {name: _text(array[:, j]) for j, name in enumerate(names)}, array.shape[0]
@@ -239,7 +266,7 @@ def _tensor_array(tensor) -> np.ndarray:
     try:
         return tensor.as_numpy()
     except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer its datatype cannot hold
-        raise InvalidInput(f"input '{tensor.name}': {exc}") from None
+        raise InvalidInput(f"input {shown(tensor.name, quoted=True)}: {exc}") from None
 
 
 def _tensor_column(tensor) -> np.ndarray | list:
@@ -251,7 +278,8 @@ def _tensor_column(tensor) -> np.ndarray | list:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise InvalidInput(f"input '{tensor.name}' has shape {list(array.shape)}; a feature's input is [n] or [n, 1]")
+        raise InvalidInput(f"input {shown(tensor.name, quoted=True)} has shape {list(array.shape)}; a feature's "
+                           "input is [n] or [n, 1]")
     return _text(array)
 
 
@@ -308,7 +336,7 @@ def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> dict[str
     known = set(names)
     unknown = [str(c) for c in columns if c not in known]
     if unknown:
-        raise InvalidInput(f"unknown feature(s): {', '.join(sorted(unknown)[:10])}")
+        raise InvalidInput(f"unknown feature(s): {', '.join(map(shown, sorted(unknown)[:10]))}")
     if n_rows == 1:
         one = _one_row(columns, spec)
         if one is not None:
@@ -398,7 +426,7 @@ def _number(value: Any, name: str) -> float:
     if _is_null(value):
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInput(f"feature '{name}' expects a number, got {value!r}")
+        raise InvalidInput(f"feature '{name}' expects a number, got {_value_shown(value)}")
     try:
         number = float(value)
     except OverflowError:
@@ -413,7 +441,7 @@ def _boolean(value: Any, name: str):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise InvalidInput(f"feature '{name}' expects true or false, got {value!r}")
+    raise InvalidInput(f"feature '{name}' expects true or false, got {_value_shown(value)}")
 
 
 def _category(value: Any, name: str):
@@ -421,4 +449,4 @@ def _category(value: Any, name: str):
         return None
     if isinstance(value, (str, int, np.integer)) and not isinstance(value, bool):
         return str(value)
-    raise InvalidInput(f"feature '{name}' expects a category (text), got {value!r}")
+    raise InvalidInput(f"feature '{name}' expects a category (text), got {_value_shown(value)}")

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from pydantic import ValidationError
 
 from driftloop.data import DatasetSpec
 
@@ -64,19 +66,16 @@ def logged_request(body: Any) -> dict | InferRequest | Any:
         if isinstance(shape, list) and shape and type(shape[0]) is int and shape[0] > MAX_INSTANCES:
             raise InvalidInput(f"input {shown(tensor['name'], quoted=True)} has {shape[0]} rows; the limit is "
                                f"{MAX_INSTANCES}")
-    from kserve.protocol.rest.v2_datamodels import InferenceRequest
-    from pydantic import ValidationError
-
     try:
         return InferRequest.from_inference_request(InferenceRequest(**body), "")
     except (ValidationError, ValueError, TypeError) as exc:
-        problem = " ".join(" ".join(str(exc).split()).split(" [type=")[:1])
+        problem = " ".join(str(exc).split()).split(" [type=")[0]  # pydantic's words, without the value it quotes
         raise InvalidInput(f"V2 request does not decode: {problem[:300]}") from None
 
 
 def _value_shown(value: Any) -> str:
     """A value a request sent, as an error message shows it: its repr, cut short."""
-    text = repr(value)
+    text = repr(value[:NAME_SHOWN + 1] if isinstance(value, str) else value)
     return text if len(text) <= NAME_SHOWN else text[:NAME_SHOWN] + "…"
 
 

@@ -282,16 +282,18 @@ def test_a_v2_value_its_datatype_cannot_hold_is_refused_naming_the_input(datatyp
 
 
 def test_logged_bodies_are_read_as_v2_only_when_their_inputs_are_tensors() -> None:
-    """A payload log carries a V2 request as its REST JSON: it decodes as the InferRequest KServe builds from it.
-    V1's ``inputs`` (another name for ``instances``) stays V1, and a V2 body KServe would refuse is refused."""
+    """A payload log carries a V2 request as its REST JSON: it decodes to the rows the same request sent as V1
+    records gives. V1's ``inputs`` (another name for ``instances``) stays V1, and a V2 body KServe would refuse is
+    refused."""
     from kserve.protocol.infer_type import InferRequest
 
-    v2 = {"parameters": {"content_type": "pd"}, "inputs": _COLUMNS}
-    as_kserve_builds_it = columns_from_payload(InferRequest.from_inference_request(_rest_request(v2), "m"), SPEC)
-    logged = columns_from_payload(logged_request(v2), SPEC)
-    assert list(logged) == list(as_kserve_builds_it)
+    v2 = {"parameters": {"content_type": "pd"}, "inputs": _COLUMNS}  # the rows of ROWS, one tensor per feature
+    assert isinstance(logged_request(v2), InferRequest)
+    logged, as_v1_records = columns_from_payload(logged_request(v2), SPEC), columns_from_payload({"instances": ROWS},
+                                                                                                 SPEC)
+    assert list(logged) == list(as_v1_records)
     for name in SPEC.feature_names:
-        assert list(logged[name]) == list(as_kserve_builds_it[name])
+        assert list(logged[name]) == list(as_v1_records[name])
     v1 = {"inputs": ROWS}
     assert logged_request(v1) is v1
     assert columns_from_payload(logged_request(v1), SPEC)["region"] == ["west", None]

@@ -3,9 +3,9 @@ fsync'd, before the monitor acknowledges it.
 
 Group commit: requests submit records to one writer thread, woken once at the end of each pass of the event
 loop, which writes everything that arrived since (and while the previous fsync ran) with one ``write`` and one
-``fdatasync``, so requests that arrive together share a sync and throughput holds under load. The written batch then goes back to the event loop it came from, which
-applies each record in log order (the monitor's ingestion: join, buffer, label) and completes the futures of
-the requests: a request is answered once its record is durable *and* applied. Applying strictly in log order
+``fdatasync``, so requests that arrive together share a sync and throughput holds under load. The written batch
+then goes back to the event loop it came from, which applies each record in log order (the monitor's ingestion:
+join, buffer, label) and completes the futures of the requests: a request is answered once its record is durable *and* applied. Applying strictly in log order
 is what makes a checkpoint ("everything up to record S is in the Parquet store") well defined. Applying on
 the loop rather than on a thread of its own saves a thread switch per batch; at thousands of events a
 second, the kernel's thread switches had cost a fifth of the monitor's CPU. The loop keeps taking requests in

@@ -42,7 +42,7 @@ def columns_from_payload(payload: dict | InferRequest, spec: DatasetSpec) -> dic
     return _typed(columns, n_rows, spec)
 
 
-def logged_request(body: Any) -> dict | InferRequest | Any:
+def logged_request(body: Any) -> Any:
     """A request body as a payload log carries it, in the form :func:`columns_from_payload` takes.
 
     KServe's agent logs the JSON a client sent, and driftloop's gateway logs a V2 request as its REST JSON: a V2
@@ -64,7 +64,7 @@ def logged_request(body: Any) -> dict | InferRequest | Any:
     for tensor in inputs:
         shape = tensor["shape"]
         if isinstance(shape, list) and shape and type(shape[0]) is int and shape[0] > MAX_INSTANCES:
-            raise InvalidInput(f"input {shown(tensor['name'], quoted=True)} has {shape[0]} rows; the limit is "
+            raise InvalidInput(f"input {_shown(tensor['name'], quoted=True)} has {shape[0]} rows; the limit is "
                                f"{MAX_INSTANCES}")
     try:
         return InferRequest.from_inference_request(InferenceRequest(**body), "")
@@ -74,12 +74,13 @@ def logged_request(body: Any) -> dict | InferRequest | Any:
 
 
 def _value_shown(value: Any) -> str:
-    """A value a request sent, as an error message shows it: its repr, cut short."""
+    """A value a request sent, as an error message shows it: its repr, cut short (as :func:`_shown` cuts a
+    name)."""
     text = repr(value[:NAME_SHOWN + 1] if isinstance(value, str) else value)
     return text if len(text) <= NAME_SHOWN else text[:NAME_SHOWN] + "…"
 
 
-def shown(name: Any, quoted: bool = False) -> str:
+def _shown(name: Any, quoted: bool = False) -> str:
     """A name a request chose, as an error message shows it (quoted when ``quoted``): as it is when short and
     printable, else as a repr cut short (a name may be megabytes, or hold a line break that would forge a line of
     the log the message goes to)."""
@@ -213,7 +214,7 @@ def _columns_from_v1(payload: dict, spec: DatasetSpec) -> tuple[dict[str, list],
 def _check_keys(record: dict, known: set[str], i: int) -> None:
     unknown = [str(k) for k in record if k not in known]
     if unknown:
-        raise InvalidInput(f"instance {i}: unknown feature(s): {', '.join(map(shown, sorted(unknown)[:10]))}")
+        raise InvalidInput(f"instance {i}: unknown feature(s): {', '.join(map(_shown, sorted(unknown)[:10]))}")
 
 
 def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str, Any], int]:
@@ -226,7 +227,7 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
     for tensor in payload.inputs:
         rows = int(tensor.shape[0]) if tensor.shape else 0
         if rows > MAX_INSTANCES:
-            raise InvalidInput(f"input {shown(tensor.name, quoted=True)} has {rows} rows; the limit is "
+            raise InvalidInput(f"input {_shown(tensor.name, quoted=True)} has {rows} rows; the limit is "
                                f"{MAX_INSTANCES}")
     names = spec.feature_names
     content_type = (payload.parameters or {}).get("content_type")
@@ -234,10 +235,10 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
         given = [t.name for t in payload.inputs]
         unknown = sorted(set(given).difference(names))
         if unknown:
-            raise InvalidInput(f"unknown feature(s): {', '.join(map(shown, unknown[:10]))}")
+            raise InvalidInput(f"unknown feature(s): {', '.join(map(_shown, unknown[:10]))}")
         if len(set(given)) < len(given):  # only one of them would be scored, silently: which one is anyone's guess
             repeated = sorted(name for name, count in Counter(given).items() if count > 1)
-            raise InvalidInput(f"input(s) given more than once: {', '.join(map(shown, repeated[:10]))}")
+            raise InvalidInput(f"input(s) given more than once: {', '.join(map(_shown, repeated[:10]))}")
         columns = {tensor.name: _tensor_column(tensor) for tensor in payload.inputs}
         lengths = {len(column) for column in columns.values()}
         if len(lengths) > 1:
@@ -254,7 +255,7 @@ def _columns_from_v2(payload: InferRequest, spec: DatasetSpec) -> tuple[dict[str
     array = _tensor_array(tensor)
     if array.ndim != 2 or array.shape[1] != len(names):
         raise InvalidInput(
-            f"input {shown(tensor.name, quoted=True)} has shape {list(array.shape)}; expected [n, {len(names)}] in "
+            f"input {_shown(tensor.name, quoted=True)} has shape {list(array.shape)}; expected [n, {len(names)}] in "
             "feature order, or one input per feature (named by it)"
         )
     _check_size(array.shape[0])
@@ -265,7 +266,7 @@ def _tensor_array(tensor) -> np.ndarray:
     try:
         return tensor.as_numpy()
     except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: an integer its datatype cannot hold
-        raise InvalidInput(f"input {shown(tensor.name, quoted=True)}: {exc}") from None
+        raise InvalidInput(f"input {_shown(tensor.name, quoted=True)}: {exc}") from None
 
 
 def _tensor_column(tensor) -> np.ndarray | list:
@@ -277,7 +278,7 @@ def _tensor_column(tensor) -> np.ndarray | list:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise InvalidInput(f"input {shown(tensor.name, quoted=True)} has shape {list(array.shape)}; a feature's "
+        raise InvalidInput(f"input {_shown(tensor.name, quoted=True)} has shape {list(array.shape)}; a feature's "
                            "input is [n] or [n, 1]")
     return _text(array)
 
@@ -335,7 +336,7 @@ def _typed(columns: dict[str, list], n_rows: int, spec: DatasetSpec) -> dict[str
     known = set(names)
     unknown = [str(c) for c in columns if c not in known]
     if unknown:
-        raise InvalidInput(f"unknown feature(s): {', '.join(map(shown, sorted(unknown)[:10]))}")
+        raise InvalidInput(f"unknown feature(s): {', '.join(map(_shown, sorted(unknown)[:10]))}")
     if n_rows == 1:
         one = _one_row(columns, spec)
         if one is not None:
